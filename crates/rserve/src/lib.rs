@@ -1,0 +1,1 @@
+//! rserve (skeleton; being written).

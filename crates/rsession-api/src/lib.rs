@@ -1,0 +1,1 @@
+//! rsession-api (skeleton; being written).

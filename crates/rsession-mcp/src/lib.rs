@@ -1,0 +1,1 @@
+//! rsession-mcp (skeleton; being written).

@@ -1,0 +1,1 @@
+//! rsession-operator (skeleton; being written).
