@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Runs RSession's whole test suite on this machine, installing what it needs:
+#   1. system and Python dependencies (install-deps.sh)
+#   2. the pinned Kubernetes/etcd binaries from Go modules (cached)
+#   3. clippy with warnings denied, then every Rust test in the workspace
+#      (unit, real Rserve, real kube-apiserver, real MCP clients)
+#   4. the official Python MCP SDK acceptance tests (stdio and streamable HTTP)
+#   5. a bounded fuzz run of the QAP1 decoder
+# Ends with one summary line: "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root="$PWD"
+log() { echo "[test] $*" >&2; }
+logs="$(mktemp -d)"
+failed_steps=()
+passed=0; failed=0; ignored=0
+
+set -e
+log "(1/5) dependencies"
+e2e/install-deps.sh
+log "(2/5) Kubernetes binaries (cached after the first build)"
+RSESSION_K8S_BIN="$(e2e/local/build-binaries.sh | tail -1)"
+export RSESSION_K8S_BIN
+set +e
+
+log "(3/5) clippy, then the Rust tests"
+cargo clippy --workspace --all-targets --locked -- -D warnings >"$logs/clippy.log" 2>&1
+clippy_rc=$?
+grep -E -A8 '^(warning|error)' "$logs/clippy.log" | head -80
+if [ "$clippy_rc" -eq 0 ]; then echo "clippy: clean"; else failed_steps+=("clippy"); fi
+
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$logs/cargo-test.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || failed_steps+=("cargo test")
+while read -r p f i; do
+  passed=$((passed + p)); failed=$((failed + f)); ignored=$((ignored + i))
+done < <(sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored.*/\1 \2 \3/p' "$logs/cargo-test.log")
+
+log "(4/5) Python MCP SDK acceptance tests"
+if [ -f e2e/python/requirements.txt ]; then
+  cargo build --locked --release -p rsession-mcp 2>&1 | tail -1
+  RSESSION_MCP_BIN="$root/target/release/rsession-mcp" \
+    e2e/python/.venv/bin/python -m pytest -q e2e/python 2>&1 | tee "$logs/pytest.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || failed_steps+=("pytest")
+  line="$(grep -E '[0-9]+ (passed|failed)' "$logs/pytest.log" | tail -1)"
+  p="$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+' || true)"
+  f="$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+' || true)"
+  e="$(grep -oE '[0-9]+ error' <<<"$line" | grep -oE '[0-9]+' || true)"
+  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0} + ${e:-0}))
+fi
+
+log "(5/5) bounded fuzz run of the QAP1 decoder"
+if [ -x crates/rserve/fuzz/run.sh ]; then
+  if crates/rserve/fuzz/run.sh "${RSESSION_FUZZ_SECONDS:-60}" 2>&1 | tail -5; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1)); failed_steps+=("fuzz")
+  fi
+fi
+
+echo
+echo "== summary (cargo test + pytest + fuzz run) =="
+echo "ignored: ${ignored}"
+[ ${#failed_steps[@]} -eq 0 ] || echo "failed steps: ${failed_steps[*]}"
+echo "${passed} passed, ${failed} failed"
+[ ${#failed_steps[@]} -eq 0 ] && [ "$failed" -eq 0 ]
