@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Stops the local cluster started by e2e/local/up.sh and removes what it put on the machine:
+# pod containers and their network namespaces, the cni0 and rsession0 bridges, kube-proxy's
+# iptables chains, kube-network-policies' nftables table, the forward guard, kubelet mounts
+# and pod cgroups. Idempotent: safe to run when nothing is running.
+#
+# Usage: e2e/local/down.sh [--purge]
+#   --purge  also delete the state folder (etcd data, certificates, containerd images)
+# Environment: as up.sh (RSESSION_CACHE, RSESSION_CLUSTER_DIR). Needs root.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+LOG_TAG=down
+# shellcheck source=node/lib.sh
+. "$here/node/lib.sh"
+
+purge=0
+case "${1:-}" in
+  --purge) purge=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--purge]" >&2; exit 2 ;;
+esac
+[ "$(id -u)" -eq 0 ] || die "must run as root"
+
+# stop <component>: SIGTERM, up to 15 s for it to exit, then SIGKILL.
+stop() {
+  local name="$1" pid deadline
+  if ! pid="$(pid_of "$name")"; then
+    rm -f "$RUN/$name.pid"
+    return
+  fi
+  kill -TERM "$pid" 2>/dev/null || true
+  deadline=$(( $(date +%s) + 15 ))
+  while kill -0 "$pid" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$name: did not stop in 15s, killing"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$RUN/$name.pid"
+  log "$name: stopped"
+}
+
+# Policy and proxy first (their cleanup needs nothing else), then the kubelet so that it
+# does not restart containers while they are removed.
+stop kube-network-policies
+nft delete table inet kube-network-policies 2>/dev/null || true
+stop kube-proxy
+if [ -x "$K8S_BIN/kube-proxy" ]; then
+  "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
+fi
+stop kubelet
+
+# Pod containers: kill and delete every task and container in containerd's k8s.io namespace.
+if [ -S "$CONTAINERD_SOCK" ] && pid_of containerd >/dev/null; then
+  ctr_() { ctr -a "$CONTAINERD_SOCK" -n k8s.io "$@"; }
+  tasks="$(ctr_ tasks ls -q 2>/dev/null || true)"
+  for t in $tasks; do ctr_ tasks kill -s SIGKILL "$t" >/dev/null 2>&1 || true; done
+  for t in $tasks; do
+    for _ in $(seq 50); do
+      ctr_ tasks delete "$t" >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+  done
+  for c in $(ctr_ containers ls -q 2>/dev/null || true); do ctr_ containers delete "$c" >/dev/null 2>&1 || true; done
+  [ -z "$tasks" ] || log "containers: removed $(echo "$tasks" | wc -w)"
+fi
+stop containerd
+for name in kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$name"; done
+
+# Network namespaces made by the CRI plugin for pods, then the bridges and IPAM leases.
+for ns in $(ip netns list 2>/dev/null | awk '/^cni-/{print $1}'); do
+  ip netns delete "$ns" 2>/dev/null || true
+done
+for dev in "$POD_BRIDGE" "$NODE_BRIDGE"; do
+  if ip link show "$dev" >/dev/null 2>&1; then ip link delete "$dev"; log "network: removed $dev"; fi
+done
+rm -rf "$STATE/cni/ipam"
+while iptables -C FORWARD ! -o "$POD_BRIDGE" -m comment --comment "$FORWARD_GUARD_COMMENT" -j DROP 2>/dev/null; do
+  iptables -D FORWARD ! -o "$POD_BRIDGE" -m comment --comment "$FORWARD_GUARD_COMMENT" -j DROP
+done
+rmdir -p "$KNP_SA_DIR" 2>/dev/null || true
+
+# Mounts the kubelet made for pod volumes, deepest first.
+if [ -d "$STATE/kubelet" ]; then
+  findmnt -rn -o TARGET | grep "^$STATE/kubelet/" | sort -r | while read -r m; do umount -l "$m" || true; done
+fi
+# Pod cgroups (cgroup v1: one tree per controller), deepest first.
+for ctl in /sys/fs/cgroup/*/kubepods; do
+  [ -d "$ctl" ] || continue
+  find "$ctl" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+done
+
+if [ "$purge" -eq 1 ] && [ -d "$STATE" ]; then
+  # containerd's snapshots may still be mounted if it was killed hard.
+  findmnt -rn -o TARGET | grep "^$STATE/" | sort -r | while read -r m; do umount -l "$m" || true; done
+  rm -rf "$STATE"
+  log "state: removed $STATE"
+fi
+log "done"

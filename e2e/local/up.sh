@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Brings up a real single-node Kubernetes cluster on this machine without Docker:
+# etcd, kube-apiserver, kube-controller-manager and kube-scheduler (built from Go modules),
+# containerd + runc + CNI bridge/host-local/loopback/portmap (Debian packages), kubelet,
+# kube-proxy (Service ClusterIPs) and kube-network-policies (NetworkPolicy enforcement, built
+# from its Go module). Pods get their own network namespaces on the bridge cni0 and have no
+# default route: nothing leaves the machine.
+#
+# Usage: e2e/local/up.sh          (idempotent: running components are kept)
+# Environment: RSESSION_CACHE (default ~/.cache/rsession), RSESSION_CLUSTER_DIR (state,
+#   default $RSESSION_CACHE/cluster). Needs root.
+# Prints `export KUBECONFIG=...` on the last line of stdout; progress goes to stderr.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+# shellcheck source=node/lib.sh
+. "$here/node/lib.sh"
+# shellcheck source=node/pki.sh
+. "$here/node/pki.sh"
+
+[ "$(id -u)" -eq 0 ] || die "must run as root (containerd, kubelet, network setup)"
+total=9
+t0=$(date +%s)
+step() { log "($1/$total) $2"; }
+
+# start_bg <component> <command...>: starts a component in its own session with its log in
+# $LOGS, unless the one started before is still alive.
+start_bg() {
+  local name="$1"; shift
+  if pid_of "$name" >/dev/null; then
+    log "    $name: already running (pid $(pid_of "$name"))"
+    return
+  fi
+  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  echo $! >"$RUN/$name.pid"
+  log "    $name: started (pid $!, log $LOGS/$name.log)"
+}
+
+render() { envsubst '${STATE} ${CONTAINERD_SOCK} ${PAUSE_IMAGE} ${CNI_BIN_DIR} ${POD_BRIDGE} ${POD_CIDR} ${POD_GATEWAY} ${SERVICE_CIDR} ${NODE_IP} ${NODE_NAME} ${CLUSTER_CIDR}' <"$1" >"$2"; }
+
+# ---------------------------------------------------------------------------------------------
+step 1 "host packages (containerd, runc, CNI plugins, umoci, debootstrap, iptables, nftables)"
+need=()
+for pair in containerd:containerd runc:runc "$CNI_BIN_DIR/bridge":containernetworking-plugins \
+  umoci:umoci debootstrap:debootstrap iptables:iptables nft:nftables conntrack:conntrack \
+  envsubst:gettext-base openssl:openssl objdump:binutils; do
+  cmd="${pair%%:*}" pkg="${pair#*:}"
+  command -v "$cmd" >/dev/null 2>&1 || [ -x "$cmd" ] || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  log "    apt-get install ${need[*]}"
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+fi
+mkdir -p "$STATE" "$LOGS" "$RUN" "$STATE/cni/net.d" "$STATE/cni/ipam" "$STATE/kubelet" "$STATE/network-policies"
+
+# ---------------------------------------------------------------------------------------------
+step 2 "binaries (cached under $RSESSION_CACHE; a cold build takes tens of minutes)"
+"$here/build-binaries.sh" >/dev/null
+build_go() { # build_go <module dir> <package> <output>
+  local dir="$1" pkg="$2" out="$3" start
+  [ -x "$out" ] && { log "    $(basename "$out"): cached"; return; }
+  start=$(date +%s)
+  log "    $(basename "$out"): building from $dir..."
+  mkdir -p "$(dirname "$out")"
+  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w \
+    -X k8s.io/component-base/version.gitVersion=$K8S_VERSION \
+    -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=33" \
+    -o "$out.tmp" "$pkg")
+  mv "$out.tmp" "$out"
+  log "    $(basename "$out"): built in $(( $(date +%s) - start ))s"
+}
+build_go "$here/node/kube-proxy" k8s.io/kubernetes/cmd/kube-proxy "$K8S_BIN/kube-proxy"
+build_go "$here/node/network-policies" sigs.k8s.io/kube-network-policies/cmd "$KNP_BIN/kube-network-policies"
+
+# ---------------------------------------------------------------------------------------------
+step 3 "node network ($NODE_BRIDGE $NODE_IP) and certificates"
+if ! ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then
+  ip link add "$NODE_BRIDGE" type bridge
+fi
+ip addr replace "$NODE_IP/32" dev "$NODE_BRIDGE"
+ip link set "$NODE_BRIDGE" up
+# The bridge plugin turns on IP forwarding (needed for Service DNAT between pods); this
+# guard drops every forwarded packet that would leave through anything but the pod bridge.
+if ! iptables -C FORWARD ! -o "$POD_BRIDGE" -m comment --comment "$FORWARD_GUARD_COMMENT" -j DROP 2>/dev/null; then
+  iptables -I FORWARD 1 ! -o "$POD_BRIDGE" -m comment --comment "$FORWARD_GUARD_COMMENT" -j DROP
+fi
+make_pki
+
+# ---------------------------------------------------------------------------------------------
+step 4 "etcd on 127.0.0.1:$ETCD_PORT"
+start_bg etcd "$K8S_BIN/etcd" --name rsession-local --data-dir "$STATE/etcd" \
+  --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+  --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-cluster "rsession-local=http://127.0.0.1:$ETCD_PEER_PORT" \
+  --listen-metrics-urls "http://127.0.0.1:$((ETCD_PORT + 1))" --quota-backend-bytes 2147483648
+wait_until "etcd healthy" 60 curl -sf "http://127.0.0.1:$((ETCD_PORT + 1))/health" \
+  || die "etcd not healthy, see $LOGS/etcd.log"
+
+# ---------------------------------------------------------------------------------------------
+step 5 "kube-apiserver on https://$NODE_IP:$APISERVER_PORT (RBAC, Node, PodSecurity)"
+start_bg kube-apiserver "$K8S_BIN/kube-apiserver" \
+  --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+  --bind-address "$NODE_IP" --advertise-address "$NODE_IP" --secure-port "$APISERVER_PORT" \
+  --client-ca-file "$PKI/ca.crt" --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
+  --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
+  --kubelet-certificate-authority "$PKI/ca.crt" --kubelet-preferred-address-types InternalIP \
+  --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
+  --service-cluster-ip-range "$SERVICE_CIDR" \
+  --service-account-issuer https://kubernetes.default.svc.cluster.local \
+  --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
+  --allow-privileged=true --profiling=false --enable-priority-and-fairness=true
+wait_until "apiserver ready" 120 kubectl_admin get --raw /readyz \
+  || die "kube-apiserver not ready, see $LOGS/kube-apiserver.log"
+
+# ---------------------------------------------------------------------------------------------
+step 6 "kube-controller-manager and kube-scheduler"
+start_bg kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+  --kubeconfig "$STATE/kube-controller-manager.kubeconfig" \
+  --authentication-kubeconfig "$STATE/kube-controller-manager.kubeconfig" \
+  --authorization-kubeconfig "$STATE/kube-controller-manager.kubeconfig" \
+  --bind-address 127.0.0.1 --secure-port 10257 --leader-elect=false \
+  --use-service-account-credentials=true \
+  --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
+  --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
+  --allocate-node-cidrs=true --cluster-cidr "$CLUSTER_CIDR" --node-cidr-mask-size 24 \
+  --service-cluster-ip-range "$SERVICE_CIDR"
+start_bg kube-scheduler "$K8S_BIN/kube-scheduler" \
+  --kubeconfig "$STATE/kube-scheduler.kubeconfig" \
+  --authentication-kubeconfig "$STATE/kube-scheduler.kubeconfig" \
+  --authorization-kubeconfig "$STATE/kube-scheduler.kubeconfig" \
+  --bind-address 127.0.0.1 --secure-port 10259 --leader-elect=false
+wait_until "kube-controller-manager healthy" 60 curl -skf https://127.0.0.1:10257/healthz \
+  || die "kube-controller-manager not healthy, see $LOGS/kube-controller-manager.log"
+wait_until "kube-scheduler healthy" 60 curl -skf https://127.0.0.1:10259/healthz \
+  || die "kube-scheduler not healthy, see $LOGS/kube-scheduler.log"
+
+# ---------------------------------------------------------------------------------------------
+step 7 "containerd, CNI bridge $POD_BRIDGE ($POD_CIDR) and the pause image"
+render "$here/node/containerd.toml" "$STATE/containerd.toml"
+render "$here/node/cni.conflist" "$STATE/cni/net.d/10-rsession.conflist"
+start_bg containerd containerd --config "$STATE/containerd.toml"
+wait_until "containerd serving" 60 ctr -a "$CONTAINERD_SOCK" version \
+  || die "containerd not serving, see $LOGS/containerd.log"
+CONTAINERD_ADDRESS="$CONTAINERD_SOCK" "$repo/images/build.sh" pause
+
+# ---------------------------------------------------------------------------------------------
+step 8 "kubelet (node $NODE_NAME, cgroupfs driver)"
+render "$here/node/kubelet.yaml" "$STATE/kubelet.yaml"
+start_bg kubelet "$K8S_BIN/kubelet" --config "$STATE/kubelet.yaml" \
+  --kubeconfig "$STATE/kubelet.kubeconfig" --root-dir "$STATE/kubelet" \
+  --hostname-override "$NODE_NAME" --node-ip "$NODE_IP"
+wait_until "node registered" 120 kubectl_admin get node "$NODE_NAME" \
+  || die "node not registered, see $LOGS/kubelet.log"
+
+# ---------------------------------------------------------------------------------------------
+step 9 "kube-proxy and kube-network-policies (NetworkPolicy enforcement)"
+render "$here/node/kube-proxy.yaml" "$STATE/kube-proxy.yaml"
+start_bg kube-proxy "$K8S_BIN/kube-proxy" --config "$STATE/kube-proxy.yaml"
+kubectl_admin apply --server-side --field-manager rsession-e2e-up -f "$here/node/network-policies-rbac.yaml" >/dev/null
+if ! pid_of kube-network-policies >/dev/null; then
+  # kube-network-policies reads its credentials the in-cluster way; give it a ServiceAccount
+  # token through a private mount namespace so that nothing lands on the host's /run/secrets.
+  kubectl_admin -n kube-system create token kube-network-policies --duration 8760h \
+    >"$STATE/network-policies/token"
+  cp "$PKI/ca.crt" "$STATE/network-policies/ca.crt"
+  echo kube-system >"$STATE/network-policies/namespace"
+  mkdir -p "$KNP_SA_DIR"
+fi
+start_bg kube-network-policies env KUBERNETES_SERVICE_HOST="$NODE_IP" KUBERNETES_SERVICE_PORT="$APISERVER_PORT" \
+  unshare --mount --propagation private -- sh -c 'mount --bind "$1" "$2" && shift 2 && exec "$@"' sh \
+  "$STATE/network-policies" "$KNP_SA_DIR" \
+  "$KNP_BIN/kube-network-policies" --hostname-override "$NODE_NAME" --disable-nri \
+  --netfilter-bug-1766-fix=false --metrics-bind-address 127.0.0.1:9080
+wait_until "node Ready" 180 kubectl_admin wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s \
+  || die "node not Ready, see $LOGS/kubelet.log"
+wait_until "kube-proxy healthy" 60 curl -sf http://127.0.0.1:10256/healthz \
+  || die "kube-proxy not healthy, see $LOGS/kube-proxy.log"
+wait_until "kube-network-policies serving metrics" 60 curl -sf http://127.0.0.1:9080/metrics \
+  || die "kube-network-policies not running, see $LOGS/kube-network-policies.log"
+
+log "cluster up in $(( $(date +%s) - t0 ))s; node $NODE_NAME Ready"
+echo "export KUBECONFIG=$KUBECONFIG_ADMIN"

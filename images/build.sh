@@ -1,0 +1,270 @@
+#!/usr/bin/env bash
+# Registry-only image build, no Docker: a Debian bookworm rootfs from debootstrap, packages
+# installed with apt inside a chroot, packed as an OCI image with umoci and imported into
+# containerd's k8s.io namespace under localhost/rsession/<name>:<tag>.
+#
+# Usage: images/build.sh [--no-import] [target ...]
+#   targets: pause r-sandbox operator mcp (default: pause r-sandbox)
+# Environment:
+#   RSESSION_CACHE      cache folder (default ~/.cache/rsession); images live under images/
+#   RSESSION_IMAGE_TAG  tag of the r-sandbox, operator and mcp images (default dev)
+#   CONTAINERD_ADDRESS  containerd socket for the import (default /run/containerd/containerd.sock)
+#   DEBIAN_MIRROR       Debian mirror (default http://deb.debian.org/debian)
+#   RSESSION_BIN_DIR    folder holding release binaries rsession-operator / rsession-mcp
+#                       (default $CARGO_TARGET_DIR/release or <repo>/target/release; built
+#                       with `cargo build --release -p <crate>` when missing)
+# Needs root (debootstrap, chroot) and: debootstrap umoci containerd (ctr) binutils.
+# An OCI tarball is reused while its inputs (this script, the image's folder, the base rootfs
+# settings) are unchanged; an image already imported with the same manifest digest is kept.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+cache="${RSESSION_CACHE:-$HOME/.cache/rsession}/images"
+tag="${RSESSION_IMAGE_TAG:-dev}"
+ctr_address="${CONTAINERD_ADDRESS:-/run/containerd/containerd.sock}"
+mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+suite=bookworm
+pause_tag=3.10
+registry=localhost/rsession
+
+do_import=1
+targets=()
+for arg in "$@"; do
+  case "$arg" in
+    --no-import) do_import=0 ;;
+    pause|r-sandbox|operator|mcp) targets+=("$arg") ;;
+    *) echo "usage: $0 [--no-import] [pause|r-sandbox|operator|mcp ...]" >&2; exit 2 ;;
+  esac
+done
+[ ${#targets[@]} -gt 0 ] || targets=(pause r-sandbox)
+
+log() { echo "[images] $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap, chroot, containerd import)"
+for tool in debootstrap umoci ctr objdump sha256sum; do
+  command -v "$tool" >/dev/null || die "$tool not found (apt-get install debootstrap umoci containerd binutils)"
+done
+mkdir -p "$cache/oci" "$cache/rootfs" "$cache/work"
+
+# --- base rootfs -----------------------------------------------------------------------------
+
+base_key="$(printf 'suite=%s mirror=%s variant=minbase include=ca-certificates v1' "$suite" "$mirror" | sha256sum | cut -c1-16)"
+base="$cache/rootfs/base-$suite-$base_key"
+
+ensure_base() {
+  if [ -f "$base/.rsession-complete" ]; then
+    log "base rootfs: cached at $base"
+    return
+  fi
+  local start tmp
+  start=$(date +%s)
+  tmp="$base.tmp"
+  rm -rf "$tmp"
+  log "base rootfs: debootstrap --variant=minbase $suite (about a minute)..."
+  debootstrap --variant=minbase --include=ca-certificates "$suite" "$tmp" "$mirror" >"$cache/work/debootstrap.log" 2>&1 \
+    || die "debootstrap failed, see $cache/work/debootstrap.log"
+  cat >"$tmp/etc/apt/sources.list" <<EOF
+deb $mirror $suite main
+deb $mirror $suite-updates main
+deb ${mirror%/debian}/debian-security $suite-security main
+EOF
+  # Keep package scripts from starting services inside the chroot.
+  printf '#!/bin/sh\nexit 101\n' >"$tmp/usr/sbin/policy-rc.d"
+  chmod 755 "$tmp/usr/sbin/policy-rc.d"
+  touch "$tmp/.rsession-complete"
+  mv "$tmp" "$base"
+  log "base rootfs: built in $(( $(date +%s) - start ))s"
+}
+
+# Runs a command inside a chroot with /proc and the host's resolv.conf, undoing both after.
+in_chroot() {
+  local root="$1"; shift
+  cp /etc/resolv.conf "$root/etc/resolv.conf"
+  mount -t proc proc "$root/proc"
+  local rc=0
+  chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 "$@" || rc=$?
+  umount "$root/proc"
+  : >"$root/etc/resolv.conf"
+  return $rc
+}
+
+# --- OCI packing -----------------------------------------------------------------------------
+
+# inputs_key <files...>: a short hash of this script, the base settings and the given files.
+inputs_key() {
+  { cat "$here/build.sh"; echo "$base_key $tag"; for f in "$@"; do echo "== $f"; cat "$f"; done; } \
+    | sha256sum | cut -c1-16
+}
+
+# pack <name> <tag> <rootfs> <tarball> <umoci config args...>: moves rootfs into a new
+# single-layer OCI image tagged <tag> (umoci init/new/unpack/repack/config), then tars the
+# layout to <tarball>.
+pack() {
+  local name="$1" ref="$2" rootfs="$3" tarball="$4"; shift 4
+  local work="$cache/work/$name-oci"
+  rm -rf "$work"
+  mkdir -p "$work"
+  umoci init --layout "$work/layout"
+  umoci new --image "$work/layout:$ref"
+  umoci unpack --image "$work/layout:$ref" "$work/bundle" >/dev/null
+  rmdir "$work/bundle/rootfs"
+  mv "$rootfs" "$work/bundle/rootfs"
+  umoci repack --image "$work/layout:$ref" "$work/bundle"
+  umoci config --image "$work/layout:$ref" \
+    --author "RSession" \
+    --config.label "org.opencontainers.image.title=rsession-$name" \
+    --config.label "org.opencontainers.image.source=https://github.com/rsession/rsession" \
+    "$@"
+  umoci gc --layout "$work/layout"
+  tar -C "$work/layout" -cf "$tarball.tmp" .
+  mv "$tarball.tmp" "$tarball"
+  rm -rf "$work"
+}
+
+# import_image <name> <tarball>: imports into containerd (k8s.io) unless the same manifest
+# digest is already there under localhost/rsession/<name>:<tag>.
+import_image() {
+  local name="$1" tarball="$2" want have ref start
+  [ "$do_import" -eq 1 ] || { log "$name: --no-import, tarball at $tarball"; return; }
+  [ -S "$ctr_address" ] || die "containerd socket $ctr_address not found (start the node with e2e/local/up.sh)"
+  want="$(tar -xOf "$tarball" ./index.json | grep -o '"digest":"sha256:[0-9a-f]*"' | head -1 | cut -d'"' -f4)"
+  ref="$(tar -xOf "$tarball" ./index.json | grep -o '"org.opencontainers.image.ref.name":"[^"]*"' | head -1 | cut -d'"' -f4)"
+  have="$(ctr -a "$ctr_address" -n k8s.io images ls "name==$registry/$name:$ref" 2>/dev/null | awk 'NR>1{print $3}')"
+  if [ "$have" = "$want" ]; then
+    log "$name: $registry/$name:$ref already imported ($want)"
+    return
+  fi
+  start=$(date +%s%N)
+  ctr -a "$ctr_address" -n k8s.io images import --base-name "$registry/$name" "$tarball" >/dev/null
+  log "$name: imported $registry/$name:$ref in $(( ($(date +%s%N) - start) / 1000000 )) ms"
+}
+
+# --- targets ---------------------------------------------------------------------------------
+
+# pause: the pod sandbox image. catatonit (Debian, statically linked) in pause mode (-P).
+build_pause() {
+  local key tarball root
+  key="$(inputs_key)"
+  tarball="$cache/oci/pause-$pause_tag-$key.tar"
+  if [ ! -f "$tarball" ]; then
+    log "pause: building"
+    root="$cache/work/pause-rootfs"
+    rm -rf "$root" "$cache/work/pause-deb"
+    mkdir -p "$root" "$cache/work/pause-deb"
+    (cd "$cache/work/pause-deb" && apt-get download catatonit >/dev/null) || die "apt-get download catatonit failed (run apt-get update)"
+    dpkg-deb -x "$cache/work/pause-deb"/catatonit_*.deb "$cache/work/pause-deb/x"
+    install -m 755 "$cache/work/pause-deb/x/usr/bin/catatonit" "$root/catatonit"
+    rm -rf "$cache/work/pause-deb"
+    pack pause "$pause_tag" "$root" "$tarball" \
+      --config.user 65535:65535 --config.entrypoint /catatonit --config.entrypoint -P
+  else
+    log "pause: cached tarball $tarball"
+  fi
+  import_image pause "$tarball"
+}
+
+# r-sandbox: R, Rserve and the packages in images/r-sandbox/apt-packages.txt; uid 1000.
+build_r_sandbox() {
+  local dir="$here/r-sandbox" key tarball root pkgs start
+  key="$(inputs_key "$dir/apt-packages.txt" "$dir/Rserv.conf")"
+  tarball="$cache/oci/r-sandbox-$tag-$key.tar"
+  if [ ! -f "$tarball" ]; then
+    ensure_base
+    start=$(date +%s)
+    root="$cache/work/r-sandbox-rootfs"
+    rm -rf "$root"
+    cp -a "$base" "$root"
+    rm -f "$root/.rsession-complete"
+    pkgs="$(grep -v '^\s*#' "$dir/apt-packages.txt" | xargs)"
+    log "r-sandbox: apt-get install $(echo "$pkgs" | wc -w) packages in a chroot (a few minutes)..."
+    in_chroot "$root" sh -c "apt-get update -q && apt-get install -y -q --no-install-recommends $pkgs && apt-get clean" \
+      >"$cache/work/r-sandbox-apt.log" 2>&1 || die "apt-get failed, see $cache/work/r-sandbox-apt.log"
+    in_chroot "$root" sh -c 'groupadd -g 1000 rsession && useradd -u 1000 -g 1000 -d /workspace -M -s /usr/sbin/nologin rsession'
+    rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/var/log/* "$root/usr/sbin/policy-rc.d"
+    find "$root/usr/share/doc" -type f ! -name copyright -delete
+    rm -rf "$root/usr/share/man" "$root/usr/share/info"
+    mkdir -p "$root/workspace" "$root/etc/rserve"
+    install -m 644 "$dir/Rserv.conf" "$root/etc/rserve/Rserv.conf"
+    log "r-sandbox: rootfs ready in $(( $(date +%s) - start ))s, packing..."
+    pack r-sandbox "$tag" "$root" "$tarball" \
+      --config.user 1000:1000 \
+      --config.workingdir /workspace \
+      --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+      --config.env LANG=C.UTF-8 \
+      --config.env HOME=/workspace \
+      --config.env TMPDIR=/tmp \
+      --config.exposedports 6311/tcp \
+      --config.entrypoint /usr/lib/R/bin/R --config.entrypoint CMD \
+      --config.entrypoint /usr/lib/R/site-library/Rserve/libs/Rserve \
+      --config.entrypoint --no-save \
+      --config.entrypoint --RS-conf --config.entrypoint /etc/rserve/Rserv.conf \
+      --config.entrypoint --RS-set --config.entrypoint daemon=disable
+    log "r-sandbox: built in $(( $(date +%s) - start ))s ($(du -h "$tarball" | cut -f1))"
+  else
+    log "r-sandbox: cached tarball $tarball"
+  fi
+  import_image r-sandbox "$tarball"
+}
+
+# copy_with_libs <binary> <rootfs>: copies the binary to /usr/local/bin and the shared
+# libraries it needs (DT_NEEDED, recursively) from the base rootfs.
+copy_with_libs() {
+  local bin="$1" root="$2" todo lib found seen=" "
+  install -D -m 755 "$bin" "$root/usr/local/bin/$(basename "$bin")"
+  install -D -m 755 "$base/lib64/ld-linux-x86-64.so.2" "$root/lib64/ld-linux-x86-64.so.2"
+  todo="$(objdump -p "$bin" | awk '/NEEDED/{print $2}')"
+  while [ -n "$todo" ]; do
+    set -- $todo
+    lib="$1"; shift; todo="$*"
+    case "$seen" in *" $lib "*) continue ;; esac
+    seen="$seen$lib "
+    found="$base/usr/lib/x86_64-linux-gnu/$lib"
+    [ -e "$found" ] || die "$(basename "$bin") needs $lib, not in the base rootfs"
+    install -D -m 644 "$(readlink -f "$found")" "$root/usr/lib/x86_64-linux-gnu/$lib"
+    todo="$todo $(objdump -p "$found" | awk '/NEEDED/{print $2}')"
+  done
+}
+
+# operator / mcp: a distroless-like rootfs: the release binary, its glibc libraries, CA
+# certificates and passwd/group entries for uid 1000.
+build_binary_image() {
+  local name="$1" crate="rsession-$1" bindir bin key tarball root
+  bindir="${RSESSION_BIN_DIR:-${CARGO_TARGET_DIR:-$repo/target}/release}"
+  bin="$bindir/$crate"
+  if [ ! -x "$bin" ]; then
+    log "$name: $bin missing, running cargo build --release -p $crate"
+    (cd "$repo" && cargo build --release -p "$crate") || die "cargo build --release -p $crate failed"
+  fi
+  ensure_base
+  key="$( { inputs_key "$here/$name/Dockerfile"; sha256sum "$bin"; } | sha256sum | cut -c1-16)"
+  tarball="$cache/oci/$name-$tag-$key.tar"
+  if [ ! -f "$tarball" ]; then
+    log "$name: building from $bin"
+    root="$cache/work/$name-rootfs"
+    rm -rf "$root"
+    mkdir -p "$root/etc/ssl/certs" "$root/tmp"
+    chmod 1777 "$root/tmp"
+    copy_with_libs "$bin" "$root"
+    cp "$base/etc/ssl/certs/ca-certificates.crt" "$root/etc/ssl/certs/"
+    printf 'root:x:0:0:root:/root:/usr/sbin/nologin\nrsession:x:1000:1000:rsession:/nonexistent:/usr/sbin/nologin\n' >"$root/etc/passwd"
+    printf 'root:x:0:\nrsession:x:1000:\n' >"$root/etc/group"
+    pack "$name" "$tag" "$root" "$tarball" \
+      --config.user 1000:1000 \
+      --config.env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+      --config.entrypoint "/usr/local/bin/$crate"
+    log "$name: built ($(du -h "$tarball" | cut -f1))"
+  else
+    log "$name: cached tarball $tarball"
+  fi
+  import_image "$name" "$tarball"
+}
+
+for t in "${targets[@]}"; do
+  case "$t" in
+    pause) build_pause ;;
+    r-sandbox) build_r_sandbox ;;
+    operator|mcp) build_binary_image "$t" ;;
+  esac
+done
