@@ -1,0 +1,415 @@
+//! `rsession.dev/v1alpha1`: the RSession custom resource.
+//!
+//! Every doc comment on a field below becomes the `description` in the CRD's OpenAPI schema and
+//! therefore the text `kubectl explain rsession.spec...` prints. Defaults and validation live in
+//! the schema (OpenAPI keywords where a rule concerns one field, CEL `x-kubernetes-validations`
+//! where a rule spans fields or compares with the previous object).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Toleration;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::core::Duration;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Pattern of a Kubernetes (Go `time.ParseDuration`) duration string without sign, for example
+/// `90s`, `30m`, `1h30m`, `1.5h`. CEL rules then compare values with `duration()`.
+pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
+
+/// An R session on Kubernetes: one locked-down pod running Rserve, with its credentials,
+/// Rserve configuration, Service, NetworkPolicy and (optionally) a persistent workspace.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "rsession.dev",
+    version = "v1alpha1",
+    kind = "RSession",
+    plural = "rsessions",
+    singular = "rsession",
+    shortname = "rsess",
+    category = "rsession",
+    namespaced,
+    status = "RSessionStatus",
+    derive = "PartialEq",
+    doc = "An R session for AI agents and people: a locked-down pod running Rserve (QAP1 on port 6311) with per-session credentials, a workspace at /workspace, network policy and idle/lifetime expiry. See spec and status for details.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Lifecycle phase of the session"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether Rserve accepts connections"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp", description = "Time since the RSession was created"),
+    printcolumn(name = "Idle", type_ = "date", json_path = ".status.lastActivityTime", description = "Time since the last evaluation (from the rsession.dev/last-activity annotation)"),
+    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint", priority = 1, description = "host:port of the session Service")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RSessionSpec {
+    /// Container image with R and Rserve. Defaults to the operator's configured image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+
+    /// When the kubelet pulls the image (Kubernetes `imagePullPolicy`). Defaults to the
+    /// operator's configured policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+
+    /// CPU, memory and ephemeral-storage requests and limits of the R container. Any amount left
+    /// out is taken from the operator's defaults, so the pod always has limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<SessionResources>,
+
+    /// The workspace volume mounted at /workspace: an emptyDir (Ephemeral) or a
+    /// PersistentVolumeClaim (Persistent) that survives suspend and pod loss.
+    #[serde(default)]
+    pub workspace: WorkspaceSpec,
+
+    /// Network access of the session pod. Egress is denied by default; ingress is only allowed
+    /// from the MCP frontend's pods on the Rserve port 6311.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkSpec>,
+
+    /// A database the session may reach, for example an OMOP CDM on PostgreSQL. Its Secret's
+    /// keys become libpq environment variables in R, and the NetworkPolicy opens exactly its
+    /// host and port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseSpec>,
+
+    /// Idle timeout, maximum lifetime and suspension of the session.
+    #[serde(default)]
+    pub lifecycle: LifecycleSpec,
+
+    /// RuntimeClass of the session pod (for example gVisor or Kata); passed through to
+    /// `pod.spec.runtimeClassName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub runtime_class_name: Option<String>,
+
+    /// Node labels the session pod must match; passed through to `pod.spec.nodeSelector`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+
+    /// Tolerations of the session pod; passed through to `pod.spec.tolerations`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+}
+
+/// Kubernetes image pull policy (`Always`, `IfNotPresent`, `Never`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImagePullPolicy {
+    /// Pull the image every time the pod starts.
+    Always,
+    /// Pull the image only when it is not on the node.
+    IfNotPresent,
+    /// Never pull; the image must already be on the node.
+    Never,
+}
+
+impl ImagePullPolicy {
+    /// The Kubernetes spelling, as used in `container.imagePullPolicy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
+}
+
+/// Requests and limits of the R container (Kubernetes `ResourceRequirements`, restricted to
+/// cpu, memory and ephemeral-storage).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionResources {
+    /// Amounts the scheduler reserves for the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<ResourceAmounts>,
+    /// Amounts the container may not exceed (memory over the limit is OOMKilled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ResourceAmounts>,
+}
+
+/// Amounts of cpu, memory and ephemeral-storage (Kubernetes quantities such as `500m`, `2Gi`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+pub struct ResourceAmounts {
+    /// CPU in cores (`1`, `500m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Quantity>,
+    /// Memory in bytes (`512Mi`, `2Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
+    /// Local ephemeral storage in bytes (`1Gi`); counts container writes and emptyDir volumes.
+    #[serde(
+        default,
+        rename = "ephemeral-storage",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ephemeral_storage: Option<Quantity>,
+}
+
+/// Workspace volume mounted at /workspace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+
+    validation = Rule::new("!has(self.existingClaim) || self.kind == 'Persistent'")
+        .message("workspace.existingClaim is only allowed when workspace.kind is Persistent")
+        .field_path(".existingClaim"),
+    validation = Rule::new("self.kind != 'Persistent' || has(self.existingClaim) || has(self.size)")
+        .message("workspace.size is required when workspace.kind is Persistent and no existingClaim is given")
+        .field_path(".size"),
+    validation = Rule::new("self.kind == 'Persistent' || (!has(self.size) && !has(self.storageClassName))")
+        .message("workspace.size and workspace.storageClassName are only allowed when workspace.kind is Persistent"),
+    validation = Rule::new("has(self.existingClaim) == has(oldSelf.existingClaim) && (!has(self.existingClaim) || self.existingClaim == oldSelf.existingClaim)")
+        .message("workspace.existingClaim is immutable")
+        .field_path(".existingClaim"),
+    validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)")
+        .message("workspace.storageClassName is immutable")
+        .field_path(".storageClassName"),
+    validation = Rule::new("has(self.size) == has(oldSelf.size) && (!has(self.size) || self.size == oldSelf.size)")
+        .message("workspace.size is immutable")
+        .field_path(".size"),
+)]
+pub struct WorkspaceSpec {
+    /// Ephemeral: an emptyDir that lives as long as the pod. Persistent: a PersistentVolumeClaim
+    /// that survives suspend, expiry and pod loss. Immutable.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("workspace.kind is immutable"))]
+    pub kind: WorkspaceKind,
+
+    /// Size of the workspace: the emptyDir size limit for Ephemeral (optional), the PVC storage
+    /// request for Persistent (required unless existingClaim is set). Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Quantity>,
+
+    /// StorageClass of the PVC the operator creates for a Persistent workspace; the cluster
+    /// default when unset. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+
+    /// Name of an existing PVC in the same namespace to mount instead of creating one (Persistent
+    /// only). The operator never deletes it. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub existing_claim: Option<String>,
+
+    /// What happens to the PVC the operator created when the RSession is deleted: Delete (the
+    /// default; garbage-collected with the RSession) or Retain (left in place, unowned).
+    #[serde(default)]
+    pub retain_policy: RetainPolicy,
+}
+
+impl Default for WorkspaceSpec {
+    fn default() -> Self {
+        Self {
+            kind: WorkspaceKind::Ephemeral,
+            size: None,
+            storage_class_name: None,
+            existing_claim: None,
+            retain_policy: RetainPolicy::Delete,
+        }
+    }
+}
+
+/// Kind of workspace volume.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WorkspaceKind {
+    /// An emptyDir: files live as long as the session pod.
+    #[default]
+    Ephemeral,
+    /// A PersistentVolumeClaim: files survive suspend, expiry and pod loss.
+    Persistent,
+}
+
+/// What happens to an operator-created workspace PVC when the RSession is deleted.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RetainPolicy {
+    /// The PVC is owned by the RSession and garbage-collected with it.
+    #[default]
+    Delete,
+    /// The PVC has no owner reference and stays after the RSession is deleted.
+    Retain,
+}
+
+/// Network access of the session pod beyond the MCP frontend's ingress.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkSpec {
+    /// Egress allow-list. Empty (the default) means no egress at all, except what `database`
+    /// opens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub egress: Vec<EgressRule>,
+}
+
+/// One allowed egress destination.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressRule {
+    /// Destination network in CIDR notation (`10.1.2.3/32`, `192.168.0.0/16`, `fd00::/8`).
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new("isCIDR(self)").message("cidr must be a valid CIDR such as 10.0.0.0/8"))]
+    pub cidr: String,
+    /// TCP ports allowed to that network; empty means every port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(range(min = 1, max = 65535)))]
+    pub ports: Vec<i32>,
+}
+
+/// A database the session may reach.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    /// Secret in the RSession's namespace with the keys host (required), port (default 5432),
+    /// dbname, user, password and schema. In R they appear as PGHOST, PGPORT, PGDATABASE, PGUSER,
+    /// PGPASSWORD (libpq's variables, so `DBI::dbConnect(RPostgres::Postgres())` needs no
+    /// arguments) and CDM_SCHEMA.
+    pub secret_ref: SecretReference,
+}
+
+/// Reference to a Secret in the RSession's namespace.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct SecretReference {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+fn default_idle_timeout() -> Duration {
+    std::time::Duration::from_secs(60 * 60).into()
+}
+
+fn default_max_lifetime() -> Duration {
+    std::time::Duration::from_secs(24 * 60 * 60).into()
+}
+
+/// Timers and suspension.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+
+    validation = Rule::new("duration(self.idleTimeout) <= duration(self.maxLifetime)")
+        .message("lifecycle.idleTimeout must not be longer than lifecycle.maxLifetime")
+        .field_path(".idleTimeout"),
+)]
+pub struct LifecycleSpec {
+    /// How long the session may go without an evaluation (measured from the
+    /// rsession.dev/last-activity annotation, else from the pod's start) before it expires:
+    /// the pod is deleted and the phase becomes Expired; a Persistent workspace is kept. A newer
+    /// activity stamp brings the session back. Kubernetes duration such as 30m or 1h30m.
+    #[serde(default = "default_idle_timeout")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("lifecycle.idleTimeout must be at least 1s"))]
+    pub idle_timeout: Duration,
+
+    /// Longest time the session may exist, measured from the RSession's creation; after it the
+    /// pod is deleted and the phase becomes Expired (a Persistent workspace is kept). Kubernetes
+    /// duration such as 8h.
+    #[serde(default = "default_max_lifetime")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("lifecycle.maxLifetime must be at least 1s"))]
+    pub max_lifetime: Duration,
+
+    /// When true the pod is deleted (R state is lost) while the Persistent workspace, Secret and
+    /// Service stay; setting it back to false starts a new pod.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+impl Default for LifecycleSpec {
+    fn default() -> Self {
+        Self {
+            idle_timeout: default_idle_timeout(),
+            max_lifetime: default_max_lifetime(),
+            suspend: false,
+        }
+    }
+}
+
+/// Observed state of an RSession, written only by the operator.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RSessionStatus {
+    /// Lifecycle phase: Pending, Starting, Ready, Suspended, Expired or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// Conditions (Ready, PodScheduled, Expired, StateReset, SpecValid), one per type; a
+    /// condition's lastTransitionTime changes only when its status changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// The metadata.generation this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Name of the current session pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+
+    /// UID of the session pod last seen; a different UID means the R state was reset.
+    #[serde(default, rename = "podUID", skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+
+    /// Number of times a session pod was replaced (R state lost) since the RSession was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_resets: Option<i32>,
+
+    /// host:port of the session Service for QAP1 clients, for example
+    /// `my-session.team-a.svc:6311`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+
+    /// Name of the Secret with the Rserve credentials (keys username and password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+
+    /// When the current session pod started (its status.startTime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+
+    /// Time of the last evaluation, from the rsession.dev/last-activity annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity_time: Option<Time>,
+
+    /// Human-readable detail of the current phase, for example why the pod failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Lifecycle phase of an RSession (`status.phase`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepted; children are being created or the pod is not scheduled yet.
+    Pending,
+    /// The pod is scheduled and Rserve is starting.
+    Starting,
+    /// Rserve accepts connections at status.endpoint.
+    Ready,
+    /// spec.lifecycle.suspend is true: no pod; the workspace PVC is kept.
+    Suspended,
+    /// The idle timeout or maximum lifetime passed: no pod; a Persistent workspace is kept.
+    Expired,
+    /// The pod failed (OOMKilled, Evicted, Error) or the spec cannot be realised.
+    Failed,
+}
+
+impl Phase {
+    /// The spelling used in `status.phase`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Starting => "Starting",
+            Self::Ready => "Ready",
+            Self::Suspended => "Suspended",
+            Self::Expired => "Expired",
+            Self::Failed => "Failed",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

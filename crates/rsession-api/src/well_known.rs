@@ -1,0 +1,66 @@
+//! Names shared by the operator and the MCP frontend: labels, annotations, ports, Secret keys
+//! and mount paths. Changing any of these is a breaking change of the RSession contract.
+
+/// API group of the RSession resource.
+pub const GROUP: &str = "rsession.dev";
+
+/// Label put on every child object, value = the RSession's `metadata.name`.
+pub const LABEL_SESSION: &str = "rsession.dev/session";
+/// Kubernetes recommended label `app.kubernetes.io/name`; value [`APP_NAME`].
+pub const LABEL_APP_NAME: &str = "app.kubernetes.io/name";
+/// Kubernetes recommended label `app.kubernetes.io/instance`; value = the RSession's name.
+pub const LABEL_APP_INSTANCE: &str = "app.kubernetes.io/instance";
+/// Kubernetes recommended label `app.kubernetes.io/component`; value = the child's role
+/// (`session`, `credentials`, `rserve-config`, `workspace`, `network`).
+pub const LABEL_APP_COMPONENT: &str = "app.kubernetes.io/component";
+/// Kubernetes recommended label `app.kubernetes.io/managed-by`; value [`MANAGER`].
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Kubernetes recommended label `app.kubernetes.io/part-of`; value [`APP_NAME`].
+pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
+/// Value of `app.kubernetes.io/name` and `app.kubernetes.io/part-of`.
+pub const APP_NAME: &str = "rsession";
+/// The operator's name: value of `app.kubernetes.io/managed-by` and its server-side apply
+/// field manager.
+pub const MANAGER: &str = "rsession-operator";
+
+/// Annotation the MCP frontend stamps on the RSession after each evaluation: an RFC 3339
+/// timestamp (for example `2026-01-02T03:04:05Z`). The operator measures idle time from it.
+pub const ANNOTATION_LAST_ACTIVITY: &str = "rsession.dev/last-activity";
+
+/// TCP port Rserve listens on inside the session pod and that the session Service exposes
+/// (the QAP1 default port).
+pub const RSERVE_PORT: i32 = 6311;
+/// Name of the Rserve port on the container and the Service.
+pub const RSERVE_PORT_NAME: &str = "rserve";
+
+/// Key of the Rserve login user name in the credentials Secret (`status.credentialsSecret`).
+pub const SECRET_KEY_USERNAME: &str = "username";
+/// Key of the Rserve password in the credentials Secret.
+pub const SECRET_KEY_PASSWORD: &str = "password";
+/// Key of the Rserve password file (`<user> <password>` line, Rserve `pwdfile` format) in the
+/// credentials Secret; mounted into the pod for Rserve only.
+pub const SECRET_KEY_PASSWORD_FILE: &str = "rserve.pwd";
+
+/// Keys the operator reads from the Secret named by `spec.database.secretRef`.
+pub mod database_keys {
+    /// Database host name or IP address (required).
+    pub const HOST: &str = "host";
+    /// Database TCP port (optional, default 5432).
+    pub const PORT: &str = "port";
+    /// Database name (optional).
+    pub const DBNAME: &str = "dbname";
+    /// Database user (optional).
+    pub const USER: &str = "user";
+    /// Database password (optional).
+    pub const PASSWORD: &str = "password";
+    /// OMOP CDM schema name (optional).
+    pub const SCHEMA: &str = "schema";
+}
+
+/// Default PostgreSQL port used when the database Secret has no `port` key.
+pub const DEFAULT_DATABASE_PORT: u16 = 5432;
+
+/// Mount path of the workspace volume (emptyDir or PVC).
+pub const WORKSPACE_PATH: &str = "/workspace";
+/// Mount path of the size-limited scratch emptyDir; Rserve's `workdir` lives below it.
+pub const TMP_PATH: &str = "/tmp";
