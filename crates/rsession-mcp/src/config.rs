@@ -1,0 +1,167 @@
+//! Command-line flags (each also settable by an environment variable).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::session::{Limits, ManagerConfig};
+
+/// MCP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    /// JSON-RPC over stdin/stdout (desktop clients spawn the server). Logs go to stderr.
+    Stdio,
+    /// Streamable HTTP at `/mcp`, plus `/healthz`, `/readyz` and `/metrics`.
+    Http,
+}
+
+/// Where sessions live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// Rserve endpoints given with `--rserve`, or (without `--rserve`) a local
+    /// Rserve started and stopped by this server. Not a sandbox.
+    Direct,
+}
+
+/// Log line format on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// rsession-mcp: run R code for AI agents in persistent, limited sessions (MCP server).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "rsession-mcp", version, about, long_about = None)]
+pub struct Args {
+    /// MCP transport.
+    #[arg(long, value_enum, default_value = "stdio", env = "RSESSION_TRANSPORT")]
+    pub transport: Transport,
+
+    /// Address for the HTTP transport (`host:port`).
+    #[arg(long, default_value = "127.0.0.1:8080", env = "RSESSION_LISTEN")]
+    pub listen: SocketAddr,
+
+    /// Host names accepted in the HTTP `Host` header (DNS-rebinding guard);
+    /// repeatable. Default: loopback names only.
+    #[arg(long = "allowed-host", env = "RSESSION_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+
+    /// Session backend.
+    #[arg(long, value_enum, default_value = "direct", env = "RSESSION_BACKEND")]
+    pub backend: BackendKind,
+
+    /// Rserve endpoint `host:port` for the direct backend; repeatable (sessions
+    /// are spread round-robin). Without it, a local Rserve is started.
+    #[arg(long = "rserve", env = "RSESSION_RSERVE", value_delimiter = ',')]
+    pub rserve: Vec<String>,
+
+    /// Login user for `--rserve` endpoints (`auth required`).
+    #[arg(long, env = "RSESSION_RSERVE_USER")]
+    pub rserve_user: Option<String>,
+
+    /// File holding the login password for `--rserve` endpoints (first line).
+    #[arg(long, env = "RSESSION_RSERVE_PASSWORD_FILE")]
+    pub rserve_password_file: Option<PathBuf>,
+
+    /// Directory under which each session gets its workspace, as the Rserve
+    /// host sees it. Default: a `workspaces` directory in the local Rserve's
+    /// temporary directory, or `/tmp/rsession-workspaces` for `--rserve`.
+    #[arg(long, env = "RSESSION_WORKSPACE_ROOT")]
+    pub workspace_root: Option<String>,
+
+    /// R executable used to start the local Rserve.
+    #[arg(long, default_value = "R", env = "RSESSION_R")]
+    pub r_binary: String,
+
+    /// Deadline of an evaluation when the call sets none, in seconds.
+    #[arg(long, default_value_t = 60.0, env = "RSESSION_DEFAULT_TIMEOUT_SECS")]
+    pub default_timeout_secs: f64,
+
+    /// Largest deadline a call may ask for, in seconds.
+    #[arg(long, default_value_t = 600.0, env = "RSESSION_MAX_TIMEOUT_SECS")]
+    pub max_timeout_secs: f64,
+
+    /// Seconds between SIGINT and SIGKILL after the deadline.
+    #[arg(long, default_value_t = 2.0, env = "RSESSION_INTERRUPT_GRACE_SECS")]
+    pub interrupt_grace_secs: f64,
+
+    /// Output budget per evaluation when the call sets none, in bytes.
+    #[arg(long, default_value_t = 65536, env = "RSESSION_DEFAULT_OUTPUT_BYTES")]
+    pub default_output_bytes: u64,
+
+    /// Largest output budget a call may ask for, in bytes.
+    #[arg(long, default_value_t = 4 << 20, env = "RSESSION_MAX_OUTPUT_BYTES")]
+    pub max_output_bytes: u64,
+
+    /// Largest code accepted per call, in bytes.
+    #[arg(long, default_value_t = 256 * 1024, env = "RSESSION_MAX_CODE_BYTES")]
+    pub max_code_bytes: usize,
+
+    /// Most sessions open at once.
+    #[arg(long, default_value_t = 64, env = "RSESSION_MAX_SESSIONS")]
+    pub max_sessions: usize,
+
+    /// Package repository for `install_package` (a CRAN mirror, or `file:///path` to a local repository).
+    #[arg(long, default_value = "https://cloud.r-project.org", env = "RSESSION_PACKAGE_REPO")]
+    pub package_repo: String,
+
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text", env = "RSESSION_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+fn secs(s: f64, name: &str) -> Result<Duration, String> {
+    if s.is_finite() && s > 0.0 {
+        Ok(Duration::from_secs_f64(s))
+    } else {
+        Err(format!("--{name} must be a positive number of seconds"))
+    }
+}
+
+impl Args {
+    /// The session manager settings these flags describe.
+    pub fn manager_config(&self) -> Result<ManagerConfig, String> {
+        let limits = Limits {
+            default_duration: secs(self.default_timeout_secs, "default-timeout-secs")?,
+            max_duration: secs(self.max_timeout_secs, "max-timeout-secs")?,
+            grace: secs(self.interrupt_grace_secs, "interrupt-grace-secs")?,
+            default_output_bytes: self.default_output_bytes.max(1),
+            max_output_bytes: self.max_output_bytes.max(1),
+            max_code_bytes: self.max_code_bytes,
+            ..Limits::default()
+        };
+        Ok(ManagerConfig {
+            limits,
+            max_sessions: self.max_sessions.max(1),
+            package_repository: self.package_repo.clone(),
+            ..ManagerConfig::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_repeatable_endpoints() {
+        let a = Args::try_parse_from(["rsession-mcp", "--rserve", "a:1", "--rserve", "b:2"]).unwrap();
+        assert_eq!(a.transport, Transport::Stdio);
+        assert_eq!(a.rserve, vec!["a:1", "b:2"]);
+        let c = a.manager_config().unwrap();
+        assert_eq!(c.limits.default_duration, Duration::from_secs(60));
+        assert_eq!(c.limits.grace, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(Args::try_parse_from(["rsession-mcp", "--transport", "carrier-pigeon"]).is_err());
+        let a = Args::try_parse_from(["rsession-mcp", "--default-timeout-secs", "0"]).unwrap();
+        assert!(a.manager_config().is_err());
+    }
+}

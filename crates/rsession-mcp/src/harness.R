@@ -1,0 +1,514 @@
+# RSession evaluation harness.
+#
+# Sent by rsession-mcp over QAP1 (voidEval) right after login, so any R with
+# Rserve works without extra packages. It defines one private environment,
+# `.rsession`, reachable from a locked environment attached to the search path
+# as "rsession:harness": `rm(list = ls(all.names = TRUE))` in the user's
+# global environment cannot remove it.
+#
+# Entry points (called by rsession-mcp, never by users):
+#   .rsession$init(workspace, library, plot_width, plot_height, plot_res)
+#   .rsession$execute(code, max_output_bytes, max_plots, max_plot_bytes)
+#   .rsession$list_files(path), $read_file(path, max_bytes), $write_file(path, content, overwrite)
+#   .rsession$install_package(pkgs, repos)
+#
+# execute() returns a plain list (no jsonlite) decoded by the QAP1 client:
+#   status    "ok" | "error" | "parse_error" | "interrupted"
+#   events    list of list(type, text, call) in the order they happened; type is
+#             one of stdout, value, message, warning, error, plot, truncated.
+#             error events also carry `traceback` (character, innermost last);
+#             plot events carry `png` (raw) and text "<width>x<height>";
+#             a truncated event carries `omitted_bytes` (double).
+#   truncated TRUE when output went over max_output_bytes (head and tail kept)
+#   omitted_bytes  bytes of output left out between head and tail
+#
+# Output is captured by sinking stdout and stderr into a spool file and
+# reading back only what fits the byte budget (head, then a rolling tail), so
+# a runaway print costs disk in the R temp dir, never memory here or in the
+# server.
+local({
+  h <- new.env(parent = globalenv())
+  state <- new.env(parent = emptyenv())
+  h$state <- state
+  state$workspace <- NULL
+  state$devices <- integer()
+  state$plot_seq <- 0L
+  state$plot_opts <- list(width = 800L, height = 600L, res = 96L)
+  state$png_backend <- "png"
+  state$call <- NULL
+
+  utf8_ok <- isTRUE(l10n_info()[["UTF-8"]])
+
+  # Raw bytes -> UTF-8 string.
+  h$as_text <- function(bytes) {
+    if (length(bytes) == 0L) return("")
+    bytes <- bytes[bytes != as.raw(0L)]
+    s <- rawToChar(bytes)
+    if (utf8_ok) {
+      Encoding(s) <- "UTF-8"
+      s
+    } else {
+      enc2utf8(s)
+    }
+  }
+
+  # Number of leading bytes of `bytes` that end on a UTF-8 character boundary.
+  h$utf8_head_len <- function(bytes) {
+    n <- length(bytes)
+    if (n == 0L) return(0L)
+    v <- as.integer(bytes)
+    i <- n
+    # walk back over at most 3 continuation bytes to the lead byte
+    while (i > 1L && i > n - 3L && v[i] >= 128L && v[i] < 192L) i <- i - 1L
+    lead <- v[i]
+    need <- if (lead < 128L) 1L else if (lead >= 240L) 4L else if (lead >= 224L) 3L else if (lead >= 192L) 2L else 1L
+    if (n - i + 1L >= need) n else i - 1L
+  }
+
+  # Number of leading continuation bytes to skip so a tail starts on a character.
+  h$utf8_skip_len <- function(bytes) {
+    v <- as.integer(bytes[seq_len(min(3L, length(bytes)))])
+    k <- 0L
+    for (b in v) if (b >= 128L && b < 192L) k <- k + 1L else break
+    k
+  }
+
+  top_eval <- quote(eval(expr, globalenv()))
+
+  # One-line text of a condition's call; NA for none or for our own eval frame
+  # (a top-level stop() or warning() has no call at the console either).
+  h$deparse_call <- function(call) {
+    if (is.null(call) || identical(call, top_eval)) return(NA_character_)
+    s <- tryCatch(deparse(call, width.cutoff = 200L, nlines = 1L), error = function(e) "<call>")
+    if (length(s) == 0L) NA_character_ else s[[1L]]
+  }
+
+  # ---- per-call output accounting -------------------------------------------
+
+  h$new_call <- function(max_output_bytes) {
+    st <- new.env(parent = emptyenv())
+    st$events <- vector("list", 16L)
+    st$n <- 0L
+    st$head_left <- max(0, floor(max_output_bytes / 2))
+    st$tail_cap <- max(0, max_output_bytes - st$head_left)
+    st$tail <- list()
+    st$tail_bytes <- 0
+    st$truncated <- FALSE
+    st$omitted <- 0
+    st$traceback <- character()
+    st$plots <- 0L
+    st$emitted_plots <- character()
+    st
+  }
+
+  h$push <- function(st, ev) {
+    st$n <- st$n + 1L
+    if (st$n > length(st$events)) length(st$events) <- 2L * length(st$events)
+    st$events[[st$n]] <- ev
+  }
+
+  # Keep a rolling tail of at most tail_cap text bytes; non-text events (plots,
+  # errors) stay in order and are never dropped.
+  h$tail_push <- function(st, ev) {
+    st$tail[[length(st$tail) + 1L]] <- ev
+    if (!is.null(ev$text) && !identical(ev$type, "error") && !identical(ev$type, "plot")) {
+      st$tail_bytes <- st$tail_bytes + nchar(ev$text, type = "bytes")
+    }
+    i <- 1L
+    while (st$tail_bytes > st$tail_cap && i <= length(st$tail)) {
+      e <- st$tail[[i]]
+      if (identical(e$type, "error") || identical(e$type, "plot")) {
+        i <- i + 1L
+        next
+      }
+      nb <- nchar(e$text, type = "bytes")
+      excess <- st$tail_bytes - st$tail_cap
+      if (nb <= excess) {
+        st$tail[[i]] <- NULL
+        st$tail_bytes <- st$tail_bytes - nb
+        st$omitted <- st$omitted + nb
+      } else {
+        b <- charToRaw(e$text)
+        cut <- excess + h$utf8_skip_len(b[-seq_len(excess)])
+        e$text <- h$as_text(b[-seq_len(cut)])
+        st$tail[[i]] <- e
+        st$tail_bytes <- st$tail_bytes - cut
+        st$omitted <- st$omitted + cut
+      }
+    }
+  }
+
+  # Add a text event (stdout, value, message, warning) under the byte budget.
+  h$add_text <- function(st, type, text, call = NA_character_) {
+    if (length(text) == 0L || !nzchar(text)) return(invisible())
+    ev <- list(type = type, text = text, call = call)
+    if (st$truncated) return(h$tail_push(st, ev))
+    nb <- nchar(text, type = "bytes")
+    if (nb <= st$head_left) {
+      st$head_left <- st$head_left - nb
+      return(h$push(st, ev))
+    }
+    b <- charToRaw(text)
+    keep <- h$utf8_head_len(b[seq_len(st$head_left)])
+    if (keep > 0L) {
+      h$push(st, list(type = type, text = h$as_text(b[seq_len(keep)]), call = call))
+    }
+    st$head_left <- 0
+    st$truncated <- TRUE
+    rest <- b[-seq_len(keep)]
+    if (length(rest) > st$tail_cap) {
+      drop <- length(rest) - st$tail_cap
+      drop <- drop + h$utf8_skip_len(rest[-seq_len(drop)])
+      st$omitted <- st$omitted + drop
+      rest <- rest[-seq_len(drop)]
+    }
+    ev$text <- h$as_text(rest)
+    h$tail_push(st, ev)
+  }
+
+  h$add_event <- function(st, ev) {
+    if (st$truncated) h$tail_push(st, ev) else h$push(st, ev)
+  }
+
+  # Read spooled output written since the last flush into a text event. Reads
+  # at most head_left + tail_cap bytes, whatever the spool holds.
+  h$flush_out <- function(st, type = "stdout") {
+    sp <- state$spool
+    flush(sp$w)
+    size <- file.size(sp$path)
+    n <- size - sp$pos
+    if (is.na(n) || n <= 0) return(invisible())
+    budget <- st$head_left + st$tail_cap
+    if (st$truncated || n > budget) {
+      # read head part (if any) then only the last tail_cap bytes
+      if (!st$truncated && st$head_left > 0) {
+        seek(sp$r, sp$pos)
+        b <- readBin(sp$r, "raw", n = st$head_left)
+        keep <- h$utf8_head_len(b)
+        h$add_text(st, type, h$as_text(b[seq_len(keep)]))
+        sp$pos <- sp$pos + keep
+        n <- size - sp$pos
+      }
+      st$truncated <- TRUE
+      st$head_left <- 0
+      if (n > st$tail_cap) {
+        st$omitted <- st$omitted + (n - st$tail_cap)
+        sp$pos <- size - st$tail_cap
+        n <- st$tail_cap
+      }
+    }
+    seek(sp$r, sp$pos)
+    b <- readBin(sp$r, "raw", n = n)
+    if (st$truncated) {
+      skip <- h$utf8_skip_len(b)
+      if (skip > 0L) {
+        st$omitted <- st$omitted + skip
+        b <- b[-seq_len(skip)]
+      }
+    }
+    sp$pos <- size
+    h$add_text(st, type, h$as_text(b))
+  }
+
+  h$open_spool <- function() {
+    path <- tempfile("rsession-out-")
+    sp <- new.env(parent = emptyenv())
+    sp$path <- path
+    sp$w <- file(path, open = "w")
+    sp$r <- file(path, open = "rb")
+    sp$pos <- 0
+    state$spool <- sp
+  }
+
+  # Start the spool afresh when it has grown (between calls only).
+  h$recycle_spool <- function() {
+    sp <- state$spool
+    if (is.null(sp)) return(h$open_spool())
+    if (sp$pos > 1048576) {
+      try(close(sp$w), silent = TRUE)
+      try(close(sp$r), silent = TRUE)
+      unlink(sp$path)
+      h$open_spool()
+    }
+  }
+
+  # ---- plots ------------------------------------------------------------------
+
+  # options(device=) target: opens a PNG device writing one file per page.
+  h$device <- function(...) {
+    dir <- state$plot_dir
+    if (is.null(dir)) dir <- tempdir()
+    state$plot_seq <- state$plot_seq + 1L
+    file <- file.path(dir, sprintf("plot-%05d-%%03d.png", state$plot_seq))
+    o <- state$plot_opts
+    if (identical(state$png_backend, "ragg")) {
+      ragg::agg_png(file, width = o$width, height = o$height, units = "px", res = o$res)
+    } else {
+      grDevices::png(file, width = o$width, height = o$height, units = "px", res = o$res,
+                     type = if (identical(state$png_backend, "cairo")) "cairo" else getOption("bitmapType"))
+    }
+    state$devices <- c(state$devices, grDevices::dev.cur())
+    invisible()
+  }
+
+  # Emit every finished page written so far (a page file appears once the next
+  # page starts or the device closes), in page order.
+  h$emit_plots <- function(st, max_plots, max_plot_bytes) {
+    dir <- state$plot_dir
+    if (is.null(dir) || !dir.exists(dir)) return(invisible())
+    files <- sort(list.files(dir, pattern = "^plot-.*\\.png$", full.names = TRUE))
+    for (f in files) {
+      size <- file.size(f)
+      if (st$plots >= max_plots) {
+        h$add_event(st, list(type = "message", text = sprintf("[rsession: plot omitted, more than %d plots in one call]\n", max_plots), call = NA_character_))
+      } else if (!is.na(size) && size > max_plot_bytes) {
+        h$add_event(st, list(type = "message", text = sprintf("[rsession: plot omitted, %.0f bytes is over the %.0f byte limit]\n", size, max_plot_bytes), call = NA_character_))
+      } else if (!is.na(size) && size > 0) {
+        png <- readBin(f, "raw", n = size)
+        dims <- h$png_dims(png)
+        st$plots <- st$plots + 1L
+        h$add_event(st, list(type = "plot", text = sprintf("%dx%d", dims[[1L]], dims[[2L]]), call = NA_character_, png = png))
+      }
+      unlink(f)
+    }
+  }
+
+  h$png_dims <- function(png) {
+    if (length(png) < 24L) return(c(NA_integer_, NA_integer_))
+    be <- function(b) sum(as.numeric(as.integer(b)) * 256^(3:0))
+    c(as.integer(be(png[17:20])), as.integer(be(png[21:24])))
+  }
+
+  h$close_devices <- function() {
+    open <- grDevices::dev.list()
+    for (d in state$devices) if (d %in% open) try(grDevices::dev.off(d), silent = TRUE)
+    state$devices <- integer()
+  }
+
+  # ---- help as text -------------------------------------------------------------
+
+  # options(pager=) target: file.show() hands help pages here; print them to
+  # stdout without backspace overstrikes instead of starting a pager program.
+  h$pager <- function(files, header = "", title = "", delete.file = FALSE) {
+    for (i in seq_along(files)) {
+      lines <- readLines(files[[i]], warn = FALSE, encoding = "UTF-8")
+      lines <- gsub(".\b", "", lines, useBytes = TRUE)
+      if (length(header) >= i && nzchar(header[[i]])) cat(header[[i]], "\n", sep = "")
+      cat(lines, sep = "\n")
+      if (isTRUE(delete.file)) unlink(files[[i]])
+    }
+    invisible()
+  }
+
+  # ---- entry points -------------------------------------------------------------
+
+  h$init <- function(workspace, library = NULL, plot_width = 800L, plot_height = 600L, plot_res = 96L) {
+    dir.create(workspace, recursive = TRUE, showWarnings = FALSE, mode = "0700")
+    workspace <- normalizePath(workspace, mustWork = TRUE)
+    setwd(workspace)
+    state$workspace <- workspace
+    if (!is.null(library)) {
+      lib <- file.path(workspace, library)
+      dir.create(lib, recursive = TRUE, showWarnings = FALSE)
+      state$library <- normalizePath(lib, mustWork = TRUE)
+      .libPaths(c(state$library, .libPaths()))
+    }
+    state$plot_opts <- list(width = as.integer(plot_width), height = as.integer(plot_height), res = as.integer(plot_res))
+    state$png_backend <- if (requireNamespace("ragg", quietly = TRUE)) "ragg" else if (isTRUE(capabilities("cairo"))) "cairo" else "png"
+    state$plot_dir <- tempfile("rsession-plots-")
+    dir.create(state$plot_dir)
+    h$open_spool()
+    options(device = h$device, help_type = "text", pager = h$pager,
+            browser = function(url, ...) cat("[rsession: no browser; URL] ", url, "\n", sep = ""))
+    list(workspace = workspace, pid = Sys.getpid(), r_version = R.version.string,
+         png_backend = state$png_backend, library = if (is.null(state$library)) NA_character_ else state$library)
+  }
+
+  # Evaluate user code in the global environment (see header for the result).
+  h$run_user <- function(expr) eval(expr, globalenv())
+
+  h$execute <- function(code, max_output_bytes = 1048576, max_plots = 20L, max_plot_bytes = 10485760) {
+    st <- h$new_call(max_output_bytes)
+    exprs <- tryCatch(parse(text = code, keep.source = FALSE, encoding = "UTF-8"), error = function(e) e)
+    if (inherits(exprs, "error")) {
+      msg <- conditionMessage(exprs)
+      h$push(st, list(type = "error", text = msg, call = NA_character_, traceback = character()))
+      return(h$result(st, "parse_error"))
+    }
+    h$recycle_spool()
+    sp <- state$spool
+    sp$pos <- file.size(sp$path)
+    sinks <- sink.number()
+    sink(sp$w)
+    sink(sp$w, type = "message")
+    on.exit({
+      sink(type = "message")
+      while (sink.number() > sinks) sink()
+    })
+    status <- "ok"
+    run_frame <- NA_integer_
+    status <- tryCatch({
+      for (expr in exprs) {
+        withCallingHandlers({
+          res <- withVisible(h$run_user(expr))
+          h$flush_out(st, "stdout")
+          if (res$visible) {
+            eval(quote(base::print(x)), list(x = res$value), globalenv())
+            h$flush_out(st, "value")
+          }
+        },
+        message = function(m) {
+          h$flush_out(st, "stdout")
+          h$add_text(st, "message", conditionMessage(m))
+          invokeRestart("muffleMessage")
+        },
+        warning = function(w) {
+          h$flush_out(st, "stdout")
+          h$add_text(st, "warning", conditionMessage(w), h$deparse_call(conditionCall(w)))
+          invokeRestart("muffleWarning")
+        },
+        error = function(e) {
+          st$traceback <- h$user_calls(sys.calls())
+        })
+        if (length(state$devices)) h$emit_plots(st, max_plots, max_plot_bytes)
+      }
+      "ok"
+    },
+    error = function(e) {
+      h$flush_out(st, "stdout")
+      msg <- conditionMessage(e)
+      h$add_event(st, list(type = "error", text = msg, call = h$deparse_call(conditionCall(e)), traceback = st$traceback))
+      "error"
+    },
+    interrupt = function(i) {
+      "interrupted"
+    })
+    # A second interrupt during the wrap-up below must not lose the result.
+    tryCatch({
+      h$flush_out(st, "stdout")
+      sink(type = "message")
+      while (sink.number() > sinks) sink()
+      on.exit()
+      if (length(state$devices)) {
+        h$close_devices()
+        h$emit_plots(st, max_plots, max_plot_bytes)
+      }
+    }, interrupt = function(i) NULL, error = function(e) NULL)
+    h$result(st, status)
+  }
+
+  # Calls between our eval frame and the handler, innermost last, one line each.
+  h$user_calls <- function(calls) {
+    n <- length(calls)
+    start <- 0L
+    for (i in seq_len(n)) {
+      f <- calls[[i]][[1L]]
+      if (is.call(f) && identical(f, quote(h$run_user))) start <- i
+    }
+    if (start == 0L) return(character())
+    # frames after ours: eval(expr, globalenv()) (twice), the user's calls,
+    # then R's own .handleSimpleError() and this calling handler.
+    user <- calls[seq_len(n) > start & seq_len(n) < n]
+    user <- Filter(function(cl) !identical(cl, top_eval), user)
+    stop_at <- Position(function(cl) identical(cl[[1L]], quote(.handleSimpleError)), user)
+    if (!is.na(stop_at)) user <- user[seq_len(stop_at - 1L)]
+    vapply(user, h$deparse_call, character(1L))
+  }
+
+  h$result <- function(st, status) {
+    events <- st$events[seq_len(st$n)]
+    if (st$truncated) {
+      events[[length(events) + 1L]] <- list(type = "truncated", text = sprintf("[... %.0f bytes of output omitted ...]\n", st$omitted), call = NA_character_, omitted_bytes = st$omitted)
+      events <- c(events, st$tail)
+    }
+    list(status = status, events = events, truncated = st$truncated, omitted_bytes = st$omitted)
+  }
+
+  # ---- workspace files ------------------------------------------------------------
+
+  # Resolve `path` (relative to the workspace) and refuse anything that leaves
+  # it, following symlinks. Returns the absolute path or stops.
+  h$resolve <- function(path, must_exist = TRUE) {
+    ws <- state$workspace
+    if (is.null(ws)) stop("rsession: workspace not initialised")
+    if (!nzchar(path) || identical(path, ".")) return(ws)
+    full <- file.path(ws, path)
+    if (file.exists(full) || nzchar(Sys.readlink(full))) {
+      real <- normalizePath(full, mustWork = FALSE)
+    } else {
+      if (must_exist) stop("rsession: no such file: ", path)
+      parent <- dirname(full)
+      while (!dir.exists(parent) && !identical(parent, dirname(parent))) parent <- dirname(parent)
+      real_parent <- normalizePath(parent, mustWork = TRUE)
+      inside <- identical(real_parent, ws) || startsWith(real_parent, paste0(ws, "/"))
+      if (!inside) stop("rsession: path leaves the workspace: ", path)
+      return(full)
+    }
+    inside <- identical(real, ws) || startsWith(real, paste0(ws, "/"))
+    if (!inside) stop("rsession: path leaves the workspace: ", path)
+    real
+  }
+
+  h$list_files <- function(path = ".", recursive = FALSE) {
+    dir <- h$resolve(path)
+    if (!dir.exists(dir)) stop("rsession: not a directory: ", path)
+    names <- list.files(dir, all.files = TRUE, no.. = TRUE, recursive = recursive, include.dirs = TRUE)
+    info <- file.info(file.path(dir, names), extra_cols = FALSE)
+    list(name = names, size = as.numeric(info$size), is_dir = info$isdir,
+         mtime = as.numeric(info$mtime))
+  }
+
+  h$read_file <- function(path, max_bytes = 1048576) {
+    f <- h$resolve(path)
+    if (dir.exists(f)) stop("rsession: is a directory: ", path)
+    size <- file.size(f)
+    n <- min(size, max_bytes)
+    list(bytes = readBin(f, "raw", n = n), size = size, truncated = size > n)
+  }
+
+  h$write_file <- function(path, content, overwrite = TRUE) {
+    f <- h$resolve(path, must_exist = FALSE)
+    if (dir.exists(f)) stop("rsession: is a directory: ", path)
+    if (file.exists(f) && !isTRUE(overwrite)) stop("rsession: file exists: ", path)
+    dir.create(dirname(f), recursive = TRUE, showWarnings = FALSE)
+    # re-check now that parents exist (a symlinked parent could point out)
+    f <- h$resolve(path, must_exist = FALSE)
+    if (is.character(content)) content <- charToRaw(enc2utf8(content))
+    writeBin(content, f)
+    list(path = path, size = file.size(f))
+  }
+
+  # Bytes assigned by the server with QAP1 setSEXP for one call; removed at once.
+  h$take_upload <- function() {
+    x <- get(".rsession_upload", envir = globalenv())
+    rm(".rsession_upload", envir = globalenv())
+    x
+  }
+
+  # Install into the session library; the build log of a failed package is
+  # printed (its last lines), so the agent sees why.
+  h$install_package <- function(pkgs, repos) {
+    lib <- state$library
+    if (is.null(lib)) stop("rsession: session has no private library")
+    logs <- tempfile("rsession-install-")
+    dir.create(logs)
+    on.exit(unlink(logs, recursive = TRUE), add = TRUE)
+    utils::install.packages(pkgs, lib = lib, repos = repos, keep_outputs = logs)
+    ok <- vapply(pkgs, function(p) nzchar(system.file(package = p, lib.loc = lib)), logical(1L))
+    for (p in pkgs[!ok]) {
+      f <- file.path(logs, paste0(p, ".out"))
+      if (file.exists(f)) cat(utils::tail(readLines(f, warn = FALSE), 40L), sep = "\n")
+    }
+    if (!all(ok)) stop("rsession: not installed: ", paste(pkgs[!ok], collapse = ", "), call. = FALSE)
+    vers <- vapply(pkgs, function(p) as.character(utils::packageVersion(p, lib.loc = lib)), character(1L))
+    cat(sprintf("installed %s %s into the session library %s\n", pkgs, vers, lib), sep = "")
+    invisible(vers)
+  }
+
+  lockEnvironment(h, bindings = TRUE)
+  if ("rsession:harness" %in% search()) detach("rsession:harness", character.only = TRUE)
+  e <- attach(NULL, name = "rsession:harness", warn.conflicts = FALSE)
+  assign(".rsession", h, envir = e)
+  lockEnvironment(e, bindings = TRUE)
+  invisible(TRUE)
+})

@@ -1,0 +1,69 @@
+//! The HTTP transport: MCP streamable HTTP at `/mcp` (MCP spec 2025-06-18,
+//! "Transports" → "Streamable HTTP", served by rmcp's `StreamableHttpService`)
+//! and operational endpoints `/healthz` (process up), `/readyz` (backend can
+//! take sessions) and `/metrics` (Prometheus text format).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::session::SessionManager;
+use crate::tools::RSessionServer;
+
+#[derive(Clone)]
+struct Ops {
+    manager: Arc<SessionManager>,
+    metrics: Arc<Metrics>,
+}
+
+/// The axum router. `allowed_hosts` empty means loopback names only.
+pub fn router(
+    manager: Arc<SessionManager>,
+    metrics: Arc<Metrics>,
+    allowed_hosts: &[String],
+    cancel: CancellationToken,
+) -> Router {
+    let mut config = StreamableHttpServerConfig::default().with_cancellation_token(cancel);
+    if !allowed_hosts.is_empty() {
+        config = config.with_allowed_hosts(allowed_hosts.iter().cloned());
+    }
+    let server = RSessionServer::new(manager.clone(), metrics.clone(), "local");
+    let mcp = StreamableHttpService::new(
+        move || Ok(server.clone()),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    Router::new()
+        .nest_service("/mcp", mcp)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(Ops { manager, metrics })
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
+    if ops.manager.backend().ready().await {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "backend unavailable\n")
+    }
+}
+
+async fn metrics_text(State(ops): State<Ops>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        ops.metrics.encode(),
+    )
+}

@@ -1,0 +1,240 @@
+//! One live R behind one QAP1 connection, with the harness installed, and
+//! evaluation under a deadline (deadline → SIGINT → grace → SIGKILL).
+
+use std::time::Duration;
+
+use rserve::{ConnectOptions, Connection, Sexp, Signal};
+use serde_json::json;
+use tokio::time::{Instant, timeout_at};
+
+use crate::errors::{ErrorCode, ToolError};
+use crate::harness::{self, ExecLimits, ExecOutcome};
+use crate::session::Endpoint;
+
+/// Bytes of a harness reply beyond the output cap allowed for plots and framing.
+const REPLY_HEADROOM: usize = 64 << 20;
+
+/// How an evaluation under a deadline ended when it did not simply return.
+#[derive(Debug)]
+pub enum Interrupted {
+    /// The deadline passed and SIGINT stopped R within the grace period; the
+    /// R state is kept. Carries whatever output the harness had captured, if
+    /// its reply made it back.
+    Interrupted(Option<ExecOutcome>),
+    /// The deadline and the grace period passed; R was killed. The
+    /// connection is gone.
+    Killed,
+    /// The connection broke (R exited, crashed, or the network failed).
+    Lost(String),
+}
+
+/// A connected R with the harness installed and the workspace set up.
+#[derive(Debug)]
+pub struct RConn {
+    conn: Connection,
+    pid: i32,
+    endpoint: Endpoint,
+    opts: ConnectOptions,
+    /// `R.version.string` of this R.
+    pub r_version: String,
+    /// `"ragg"`, `"cairo"` or `"png"`: how plots are drawn.
+    pub png_backend: String,
+    /// Absolute workspace path as R sees it.
+    pub workspace: String,
+}
+
+fn backend_unavailable(endpoint: &Endpoint, e: &rserve::Error) -> ToolError {
+    ToolError::new(ErrorCode::BackendUnavailable, format!("cannot reach R at {}: {e}", endpoint.addr))
+        .with_details(json!({"endpoint": endpoint.addr}))
+}
+
+/// Map a QAP1 error on an established connection to a tool error.
+pub fn map_rserve_error(e: &rserve::Error) -> ToolError {
+    if e.is_connection_lost() {
+        ToolError::new(
+            ErrorCode::SessionLost,
+            format!("the R process of this session is gone ({e}); the next call starts a fresh R in the same workspace"),
+        )
+    } else {
+        ToolError::internal(format!("R request failed: {e}"))
+    }
+}
+
+impl RConn {
+    /// Connect to `endpoint`, install the harness and run `init` (workspace
+    /// created if missing, `setwd` into it, private library on `.libPaths()`).
+    ///
+    /// Errors: `backend_unavailable` when Rserve cannot be reached or refuses
+    /// the login; `internal` when the harness does not install.
+    pub async fn open(endpoint: &Endpoint, connect_timeout: Duration) -> Result<RConn, ToolError> {
+        let opts = ConnectOptions {
+            username: endpoint.credentials.as_ref().map(|c| c.username.clone()),
+            password: endpoint.credentials.as_ref().map(|c| c.password.clone()),
+            connect_timeout,
+            max_reply_bytes: REPLY_HEADROOM,
+        };
+        let mut conn = Connection::connect(&endpoint.addr, &opts)
+            .await
+            .map_err(|e| backend_unavailable(endpoint, &e))?;
+        let pid = conn
+            .child_pid()
+            .ok_or_else(|| ToolError::internal("Rserve did not report the R process id"))?;
+        conn.void_eval(harness::HARNESS_R)
+            .await
+            .map_err(|e| ToolError::internal(format!("installing the R harness failed: {e}")))?;
+        let init = harness::init_call(&endpoint.workspace)
+            .ok_or_else(|| ToolError::invalid("workspace path contains NUL"))?;
+        let info = conn
+            .eval(&init)
+            .await
+            .map_err(|e| ToolError::internal(format!("preparing the workspace failed: {e}")))?;
+        let text = |name: &str| {
+            info.get(name)
+                .and_then(Sexp::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        Ok(RConn {
+            pid,
+            r_version: text("r_version"),
+            png_backend: text("png_backend"),
+            workspace: text("workspace"),
+            endpoint: endpoint.clone(),
+            opts,
+            conn,
+        })
+    }
+
+    /// Process id of the R behind this connection.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Evaluate `code` through the harness. At `deadline` R gets SIGINT via a
+    /// second connection; if it has not answered `grace` later it gets
+    /// SIGKILL. The reply may be up to `limits.max_output_bytes` plus plots.
+    pub async fn execute(
+        &mut self,
+        code: &str,
+        limits: &ExecLimits,
+        deadline: Instant,
+        grace: Duration,
+    ) -> Result<Result<ExecOutcome, Interrupted>, ToolError> {
+        let call = harness::execute_call(code, limits)
+            .ok_or_else(|| ToolError::invalid("code contains a NUL character, which R strings cannot hold"))?;
+        let max_reply = REPLY_HEADROOM
+            + usize::try_from(limits.max_output_bytes).unwrap_or(usize::MAX / 4)
+            + usize::try_from(limits.max_plot_bytes.saturating_mul(u64::from(limits.max_plots)))
+                .unwrap_or(usize::MAX / 4);
+        self.conn.set_max_reply_bytes(max_reply);
+        match self.eval_until(&call, deadline, grace).await {
+            Ok(sexp) => {
+                let outcome = harness::decode_outcome(&sexp).map_err(|e| ToolError::internal(e.to_string()))?;
+                Ok(Ok(outcome))
+            }
+            Err(EvalEnd::Interrupted(Ok(sexp))) => {
+                let outcome = harness::decode_outcome(&sexp).ok();
+                Ok(Err(Interrupted::Interrupted(outcome)))
+            }
+            Err(EvalEnd::Interrupted(Err(_))) => Ok(Err(Interrupted::Interrupted(None))),
+            Err(EvalEnd::Killed) => Ok(Err(Interrupted::Killed)),
+            Err(EvalEnd::Failed(e)) if e.is_connection_lost() => Ok(Err(Interrupted::Lost(e.to_string()))),
+            Err(EvalEnd::Failed(e)) => Err(map_rserve_error(&e)),
+        }
+    }
+
+    /// Evaluate a harness call (file tools, install) under a deadline; a
+    /// timeout or a lost connection becomes the matching tool error.
+    pub async fn call(&mut self, expr: &str, deadline: Instant, grace: Duration) -> Result<Sexp, ToolError> {
+        match self.eval_until(expr, deadline, grace).await {
+            Ok(s) => Ok(s),
+            Err(EvalEnd::Interrupted(_)) => Err(ToolError::new(
+                ErrorCode::ExecutionTimeout,
+                "the operation took longer than its deadline and was interrupted; R state is kept",
+            )),
+            Err(EvalEnd::Killed) => Err(ToolError::new(
+                ErrorCode::SessionLost,
+                "the operation did not stop after an interrupt and R was killed; the next call starts a fresh R in the same workspace",
+            )),
+            Err(EvalEnd::Failed(rserve::Error::Eval { message, .. })) => {
+                Err(r_error_to_tool_error(message.trim()))
+            }
+            Err(EvalEnd::Failed(e)) => Err(map_rserve_error(&e)),
+        }
+    }
+
+    async fn eval_until(&mut self, expr: &str, deadline: Instant, grace: Duration) -> Result<Sexp, EvalEnd> {
+        self.conn.send_eval(expr).await.map_err(EvalEnd::Failed)?;
+        if let Ok(reply) = timeout_at(deadline, self.conn.read_reply()).await {
+            return reply.map_err(EvalEnd::Failed);
+        }
+        tracing::info!(pid = self.pid, "deadline passed; sending SIGINT");
+        if let Err(e) = rserve::signal_child(&self.endpoint.addr, &self.opts, self.pid, Signal::Interrupt).await {
+            tracing::warn!(pid = self.pid, error = %e, "SIGINT not delivered");
+        }
+        if let Ok(reply) = timeout_at(Instant::now() + grace, self.conn.read_reply()).await {
+            return match reply {
+                Err(e) if e.is_connection_lost() => Err(EvalEnd::Failed(e)),
+                other => Err(EvalEnd::Interrupted(other)),
+            };
+        }
+        tracing::warn!(pid = self.pid, "R ignored SIGINT; sending SIGKILL");
+        if let Err(e) = rserve::signal_child(&self.endpoint.addr, &self.opts, self.pid, Signal::Kill).await {
+            tracing::warn!(pid = self.pid, error = %e, "SIGKILL not delivered");
+        }
+        // The kernel closes the socket when the process dies; bound the wait anyway.
+        let _ = timeout_at(Instant::now() + grace, self.conn.read_reply()).await;
+        Err(EvalEnd::Killed)
+    }
+
+    /// Assign raw `bytes` to the global variable `name` (QAP1 `CMD_setSEXP`).
+    pub async fn upload(&mut self, name: &str, bytes: &[u8]) -> Result<(), ToolError> {
+        let value = Sexp::from(rserve::Value::Raw(bytes.to_vec()));
+        self.conn.assign(name, &value).await.map_err(|e| map_rserve_error(&e))
+    }
+
+    /// Remove the workspace (used by `close_session` on backends whose
+    /// workspace lives only as long as the session), then close.
+    pub async fn destroy_workspace(mut self) {
+        let expr = "local({ ws <- getwd(); setwd(tempdir()); unlink(ws, recursive = TRUE) })";
+        if let Err(e) = self.conn.void_eval(expr).await {
+            tracing::warn!(error = %e, "removing the workspace failed");
+        }
+        self.conn.close().await;
+    }
+
+    /// Close the connection, which ends the R process.
+    pub async fn close(self) {
+        self.conn.close().await;
+    }
+}
+
+#[derive(Debug)]
+enum EvalEnd {
+    Interrupted(Result<Sexp, rserve::Error>),
+    Killed,
+    Failed(rserve::Error),
+}
+
+/// Errors raised by harness helpers (`stop("rsession: ...")`) are the
+/// caller's fault (bad path, missing file); any other R error is internal.
+fn r_error_to_tool_error(message: &str) -> ToolError {
+    match message.find("rsession: ") {
+        Some(i) => ToolError::invalid(message[i + "rsession: ".len()..].trim().to_string()),
+        None => ToolError::internal(format!("R error: {message}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn harness_stop_messages_become_invalid_argument() {
+        let e = r_error_to_tool_error("Error in h$resolve(path) : rsession: path leaves the workspace: ../x");
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        assert_eq!(e.message, "path leaves the workspace: ../x");
+        let e = r_error_to_tool_error("Error: cannot allocate vector");
+        assert_eq!(e.code, ErrorCode::Internal);
+    }
+}

@@ -1,0 +1,200 @@
+//! The `direct` backend: sessions on Rserve endpoints that already run (given
+//! with `--rserve host:port`, or the embedded local Rserve).
+//!
+//! Not a sandbox: R runs with the rights of the Rserve user on that host, and
+//! the workspace is only a directory under `workspace_root` there.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde_json::json;
+
+use crate::errors::{ErrorCode, ToolError};
+use crate::session::{Backend, BackendSession, Credentials, Endpoint, WorkspaceCleanup};
+
+/// One Rserve to place sessions on.
+#[derive(Debug, Clone)]
+pub struct RserveTarget {
+    /// `host:port`.
+    pub addr: String,
+    /// Login, if the server has `auth required`.
+    pub credentials: Option<Credentials>,
+}
+
+#[derive(Debug, Clone)]
+struct Placed {
+    owner: String,
+    target: usize,
+    created_at: jiff::Timestamp,
+}
+
+/// Places sessions round-robin on fixed Rserve endpoints; each session's
+/// workspace is `<workspace_root>/<session id>` on that endpoint's host.
+#[derive(Debug)]
+pub struct DirectBackend {
+    targets: Vec<RserveTarget>,
+    workspace_root: String,
+    next: AtomicUsize,
+    sessions: Mutex<HashMap<String, Placed>>,
+}
+
+impl DirectBackend {
+    /// A backend over `targets` (at least one) with workspaces under
+    /// `workspace_root` (an absolute path as the Rserve hosts see it).
+    pub fn new(targets: Vec<RserveTarget>, workspace_root: impl Into<String>) -> Result<Self, ToolError> {
+        if targets.is_empty() {
+            return Err(ToolError::invalid("the direct backend needs at least one Rserve endpoint"));
+        }
+        Ok(DirectBackend {
+            targets,
+            workspace_root: workspace_root.into().trim_end_matches('/').to_string(),
+            next: AtomicUsize::new(0),
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn endpoint_for(&self, id: &str, target: usize) -> Endpoint {
+        let t = &self.targets[target];
+        Endpoint {
+            addr: t.addr.clone(),
+            credentials: t.credentials.clone(),
+            workspace: format!("{}/{}", self.workspace_root, id),
+        }
+    }
+
+    fn lookup(&self, owner: &str, id: &str) -> Result<Placed, ToolError> {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        match sessions.get(id) {
+            Some(p) if p.owner == owner => Ok(p.clone()),
+            _ => Err(not_found(id)),
+        }
+    }
+}
+
+fn not_found(id: &str) -> ToolError {
+    ToolError::new(ErrorCode::SessionNotFound, format!("no session with id {id:?}; create one with create_session"))
+        .with_details(json!({"session_id": id}))
+}
+
+impl Backend for DirectBackend {
+    fn kind(&self) -> &'static str {
+        "direct"
+    }
+
+    fn create<'a>(&'a self, owner: &'a str, id: &'a str) -> BoxFuture<'a, Result<Endpoint, ToolError>> {
+        async move {
+            let target = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
+            self.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                id.to_string(),
+                Placed {
+                    owner: owner.to_string(),
+                    target,
+                    created_at: jiff::Timestamp::now(),
+                },
+            );
+            Ok(self.endpoint_for(id, target))
+        }
+        .boxed()
+    }
+
+    fn endpoint<'a>(&'a self, owner: &'a str, id: &'a str) -> BoxFuture<'a, Result<Endpoint, ToolError>> {
+        async move {
+            let placed = self.lookup(owner, id)?;
+            Ok(self.endpoint_for(id, placed.target))
+        }
+        .boxed()
+    }
+
+    fn list<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<Vec<BackendSession>, ToolError>> {
+        async move {
+            let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let mut out: Vec<BackendSession> = sessions
+                .iter()
+                .filter(|(_, p)| p.owner == owner)
+                .map(|(id, p)| BackendSession {
+                    session_id: id.clone(),
+                    owner: p.owner.clone(),
+                    created_at: p.created_at.to_string(),
+                    ready: true,
+                })
+                .collect();
+            out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.session_id.cmp(&b.session_id)));
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn close<'a>(&'a self, owner: &'a str, id: &'a str) -> BoxFuture<'a, Result<(), ToolError>> {
+        async move {
+            self.lookup(owner, id)?;
+            self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn workspace_cleanup(&self) -> WorkspaceCleanup {
+        WorkspaceCleanup::ViaR
+    }
+
+    fn ready(&self) -> BoxFuture<'_, bool> {
+        async move {
+            for t in &self.targets {
+                let probe = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(&t.addr));
+                if matches!(probe.await, Ok(Ok(_))) {
+                    return true;
+                }
+            }
+            false
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend() -> DirectBackend {
+        DirectBackend::new(
+            vec![
+                RserveTarget { addr: "127.0.0.1:1".into(), credentials: None },
+                RserveTarget { addr: "127.0.0.1:2".into(), credentials: None },
+            ],
+            "/ws/",
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn places_round_robin_with_workspace_per_session() {
+        let b = backend();
+        let e1 = b.create("alice", "s1").await.unwrap();
+        let e2 = b.create("alice", "s2").await.unwrap();
+        assert_eq!(e1.addr, "127.0.0.1:1");
+        assert_eq!(e2.addr, "127.0.0.1:2");
+        assert_eq!(e1.workspace, "/ws/s1");
+        assert_eq!(b.endpoint("alice", "s2").await.unwrap(), e2);
+    }
+
+    #[tokio::test]
+    async fn owners_do_not_see_each_other() {
+        let b = backend();
+        b.create("alice", "s1").await.unwrap();
+        assert_eq!(b.endpoint("bob", "s1").await.unwrap_err().code, ErrorCode::SessionNotFound);
+        assert_eq!(b.close("bob", "s1").await.unwrap_err().code, ErrorCode::SessionNotFound);
+        assert!(b.list("bob").await.unwrap().is_empty());
+        assert_eq!(b.list("alice").await.unwrap().len(), 1);
+        b.close("alice", "s1").await.unwrap();
+        assert!(b.list("alice").await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn needs_an_endpoint() {
+        assert!(DirectBackend::new(vec![], "/ws").is_err());
+    }
+}

@@ -1,0 +1,639 @@
+//! The session manager: session ids, one connection per session, serialised
+//! calls, limits, and recovery after R is lost.
+//!
+//! Concurrency: calls on one session are serialised by a per-session lock
+//! taken with `try_lock`, so a second concurrent call gets `session_busy`
+//! (retryable) at once instead of queueing behind a long evaluation. Calls
+//! on different sessions run in parallel.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::Rng;
+use rserve::Sexp;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::time::Instant;
+
+use crate::errors::{ErrorCode, ToolError};
+use crate::harness::{ExecLimits, ExecOutcome, ExecStatus, enforce_output_cap, r_string_literal};
+use crate::metrics::Metrics;
+use crate::paths::check_relative_path;
+use crate::render::render_text;
+use crate::session::conn::{Interrupted, RConn};
+use crate::session::{Backend, Endpoint, WorkspaceCleanup};
+
+/// Server-wide limits. Per-call limits may lower the defaults but never go
+/// above the maxima.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Deadline of `execute_in_session` when the call names none.
+    pub default_duration: Duration,
+    /// Largest deadline a call may ask for.
+    pub max_duration: Duration,
+    /// Time between SIGINT and SIGKILL.
+    pub grace: Duration,
+    /// Output budget (bytes) when the call names none.
+    pub default_output_bytes: u64,
+    /// Largest output budget a call may ask for.
+    pub max_output_bytes: u64,
+    /// Largest `code` accepted, in bytes (`code_too_large` above).
+    pub max_code_bytes: usize,
+    /// Plots returned per call.
+    pub max_plots: u32,
+    /// Largest PNG returned, in bytes.
+    pub max_plot_bytes: u64,
+    /// Deadline of `install_package`.
+    pub install_duration: Duration,
+    /// Deadline of file tools.
+    pub file_duration: Duration,
+    /// Largest file `read_session_file` returns, in bytes.
+    pub max_read_bytes: u64,
+    /// Largest content `write_session_file` accepts, in bytes.
+    pub max_write_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            default_duration: Duration::from_secs(60),
+            max_duration: Duration::from_secs(600),
+            grace: Duration::from_secs(2),
+            default_output_bytes: 64 * 1024,
+            max_output_bytes: 4 << 20,
+            max_code_bytes: 256 * 1024,
+            max_plots: 20,
+            max_plot_bytes: 10 << 20,
+            install_duration: Duration::from_secs(900),
+            file_duration: Duration::from_secs(60),
+            max_read_bytes: 4 << 20,
+            max_write_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Manager settings.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// Limits.
+    pub limits: Limits,
+    /// Bound on connecting to Rserve, logging in and installing the harness.
+    pub connect_timeout: Duration,
+    /// Most sessions open at once, per server.
+    pub max_sessions: usize,
+    /// Repository URL for `install_package` (CRAN mirror or `file://` repo).
+    pub package_repository: String,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            limits: Limits::default(),
+            connect_timeout: Duration::from_secs(30),
+            max_sessions: 64,
+            package_repository: "https://cloud.r-project.org".into(),
+        }
+    }
+}
+
+/// A session as tools report it.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct SessionInfo {
+    /// Session id to pass to the other tools.
+    pub session_id: String,
+    /// Backend kind, e.g. `direct`.
+    pub backend: String,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// RFC 3339 time of the last call, if any.
+    pub last_activity: Option<String>,
+    /// Whether a call is running now.
+    pub busy: bool,
+    /// Whether an R process is connected (false after it was lost, until the next call).
+    pub connected: bool,
+    /// Evaluations run so far.
+    pub executions: u64,
+    /// Workspace path as R sees it (the working directory).
+    pub workspace: Option<String>,
+    /// `R.version.string`.
+    pub r_version: Option<String>,
+}
+
+/// The result of `execute_in_session`.
+#[derive(Debug, Clone)]
+pub struct ExecReport {
+    /// Session id.
+    pub session_id: String,
+    /// What R did.
+    pub outcome: ExecOutcome,
+    /// Set when this call ran on a fresh R because the previous one was lost
+    /// or reset: R state is gone, workspace files are kept.
+    pub state_reset_notice: Option<String>,
+    /// Wall-clock time of the evaluation.
+    pub elapsed: Duration,
+    /// Deadline applied.
+    pub max_duration: Duration,
+    /// Output budget applied (bytes).
+    pub max_output_bytes: u64,
+}
+
+struct Slot {
+    conn: Option<RConn>,
+    /// Why the last R went away, until a fresh one is connected and reported.
+    lost: Option<String>,
+    /// A fresh R was connected after a loss; the next result says so.
+    pending_notice: Option<String>,
+    workspace: Option<String>,
+    r_version: Option<String>,
+}
+
+struct Session {
+    id: String,
+    owner: String,
+    created_at: jiff::Timestamp,
+    slot: Arc<Mutex<Slot>>,
+    last_activity: std::sync::Mutex<Option<jiff::Timestamp>>,
+    executions: AtomicU64,
+}
+
+impl Session {
+    fn touch(&self) {
+        *self.last_activity.lock().unwrap_or_else(|p| p.into_inner()) = Some(jiff::Timestamp::now());
+    }
+}
+
+/// Owns every session of this server process.
+pub struct SessionManager {
+    backend: Arc<dyn Backend>,
+    config: ManagerConfig,
+    metrics: Arc<Metrics>,
+    sessions: std::sync::Mutex<HashMap<String, Arc<Session>>>,
+}
+
+fn new_session_id() -> String {
+    let bytes: [u8; 6] = rand::rng().random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("rs-{hex}")
+}
+
+fn reset_notice(reason: &str) -> String {
+    format!(
+        "R state was reset: the previous R process of this session ended ({reason}). \
+         This call ran in a fresh R; objects, loaded packages and options are gone, \
+         but files in the workspace survived. Re-run setup code (library(), data loading) if needed."
+    )
+}
+
+impl SessionManager {
+    /// A manager over `backend`.
+    pub fn new(backend: Arc<dyn Backend>, config: ManagerConfig, metrics: Arc<Metrics>) -> Self {
+        SessionManager {
+            backend,
+            config,
+            metrics,
+            sessions: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ManagerConfig {
+        &self.config
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn find(&self, owner: &str, id: &str) -> Result<Arc<Session>, ToolError> {
+        match self.map().get(id) {
+            Some(s) if s.owner == owner => Ok(s.clone()),
+            _ => Err(ToolError::new(
+                ErrorCode::SessionNotFound,
+                format!("no session with id {id:?}; list_sessions shows yours, create_session makes one"),
+            )
+            .with_details(json!({"session_id": id}))),
+        }
+    }
+
+    fn lock(&self, session: &Arc<Session>) -> Result<OwnedMutexGuard<Slot>, ToolError> {
+        session.slot.clone().try_lock_owned().map_err(|_| {
+            ToolError::new(
+                ErrorCode::SessionBusy,
+                "another call is running in this session; calls on one session run one at a time. Retry when it has finished (or timed out).",
+            )
+            .with_details(json!({"session_id": session.id}))
+        })
+    }
+
+    async fn connect(&self, endpoint: &Endpoint) -> Result<RConn, ToolError> {
+        let conn = RConn::open(endpoint, self.config.connect_timeout).await?;
+        tracing::info!(pid = conn.pid(), addr = %endpoint.addr, workspace = %conn.workspace, "R connected");
+        Ok(conn)
+    }
+
+    /// Make sure the slot has a live R; after a loss, connect a fresh one and
+    /// remember to tell the next result.
+    async fn ensure_conn<'a>(&self, session: &Session, slot: &'a mut Slot) -> Result<&'a mut RConn, ToolError> {
+        if slot.conn.is_none() {
+            let endpoint = self.backend.endpoint(&session.owner, &session.id).await?;
+            let conn = self.connect(&endpoint).await?;
+            slot.workspace = Some(conn.workspace.clone());
+            slot.r_version = Some(conn.r_version.clone());
+            if let Some(reason) = slot.lost.take() {
+                slot.pending_notice = Some(reset_notice(&reason));
+            }
+            slot.conn = Some(conn);
+        }
+        slot.conn
+            .as_mut()
+            .ok_or_else(|| ToolError::internal("no R connection after connecting"))
+    }
+
+    fn mark_lost(&self, slot: &mut Slot, reason: &str) {
+        slot.conn = None;
+        slot.lost = Some(reason.to_string());
+        self.metrics.session_lost();
+    }
+
+    /// Create a session: place it on the backend, connect, install the
+    /// harness, create and enter its workspace.
+    ///
+    /// Errors: `backend_unavailable`, `forbidden` (session limit reached).
+    pub async fn create(&self, owner: &str) -> Result<SessionInfo, ToolError> {
+        if self.map().len() >= self.config.max_sessions {
+            return Err(ToolError::new(
+                ErrorCode::Forbidden,
+                format!("this server already holds its maximum of {} sessions; close one first", self.config.max_sessions),
+            ));
+        }
+        let id = new_session_id();
+        let endpoint = self.backend.create(owner, &id).await?;
+        let conn = match self.connect(&endpoint).await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = self.backend.close(owner, &id).await;
+                return Err(e);
+            }
+        };
+        let session = Arc::new(Session {
+            id: id.clone(),
+            owner: owner.to_string(),
+            created_at: jiff::Timestamp::now(),
+            slot: Arc::new(Mutex::new(Slot {
+                workspace: Some(conn.workspace.clone()),
+                r_version: Some(conn.r_version.clone()),
+                conn: Some(conn),
+                lost: None,
+                pending_notice: None,
+            })),
+            last_activity: std::sync::Mutex::new(None),
+            executions: AtomicU64::new(0),
+        });
+        self.map().insert(id.clone(), session.clone());
+        self.metrics.set_sessions(self.map().len());
+        tracing::info!(session_id = %id, owner, "session created");
+        Ok(self.info(&session).await)
+    }
+
+    async fn info(&self, s: &Session) -> SessionInfo {
+        let (busy, connected, workspace, r_version) = match s.slot.try_lock() {
+            Ok(slot) => (false, slot.conn.is_some(), slot.workspace.clone(), slot.r_version.clone()),
+            Err(_) => (true, true, None, None),
+        };
+        SessionInfo {
+            session_id: s.id.clone(),
+            backend: self.backend.kind().to_string(),
+            created_at: s.created_at.to_string(),
+            last_activity: s
+                .last_activity
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .map(|t| t.to_string()),
+            busy,
+            connected,
+            executions: s.executions.load(Ordering::Relaxed),
+            workspace,
+            r_version,
+        }
+    }
+
+    /// Sessions of `owner`, oldest first.
+    pub async fn list(&self, owner: &str) -> Result<Vec<SessionInfo>, ToolError> {
+        let known = self.backend.list(owner).await?;
+        let mut out = Vec::with_capacity(known.len());
+        for k in known {
+            let local = self.map().get(&k.session_id).cloned();
+            match local {
+                Some(s) => out.push(self.info(&s).await),
+                None => out.push(SessionInfo {
+                    session_id: k.session_id,
+                    backend: self.backend.kind().to_string(),
+                    created_at: k.created_at,
+                    last_activity: None,
+                    busy: false,
+                    connected: false,
+                    executions: 0,
+                    workspace: None,
+                    r_version: None,
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Close a session: end its R, remove it from the backend (and its
+    /// workspace, see [`WorkspaceCleanup`]).
+    ///
+    /// Errors: `session_not_found`, `session_busy`.
+    pub async fn close(&self, owner: &str, id: &str) -> Result<(), ToolError> {
+        let session = self.find(owner, id)?;
+        let mut slot = self.lock(&session)?;
+        self.map().remove(id);
+        self.metrics.set_sessions(self.map().len());
+        if let Some(conn) = slot.conn.take() {
+            match self.backend.workspace_cleanup() {
+                WorkspaceCleanup::ViaR => conn.destroy_workspace().await,
+                WorkspaceCleanup::ByBackend => conn.close().await,
+            }
+        }
+        self.backend.close(owner, id).await?;
+        tracing::info!(session_id = %id, "session closed");
+        Ok(())
+    }
+
+    /// Replace the session's R with a fresh one (workspace files kept).
+    /// Returns the notice to show.
+    pub async fn reset(&self, owner: &str, id: &str) -> Result<String, ToolError> {
+        let session = self.find(owner, id)?;
+        let mut slot = self.lock(&session)?;
+        if let Some(conn) = slot.conn.take() {
+            conn.close().await;
+        }
+        slot.lost = None;
+        self.ensure_conn(&session, &mut slot).await?;
+        slot.pending_notice = None;
+        session.touch();
+        Ok("R state was reset: a fresh R process now serves this session; objects, loaded packages and options are gone, files in the workspace survived.".into())
+    }
+
+    /// Close every session (server shutdown). Busy sessions are dropped,
+    /// which closes their sockets and ends their R.
+    pub async fn close_all(&self) {
+        let all: Vec<Arc<Session>> = self.map().drain().map(|(_, s)| s).collect();
+        for s in all {
+            if let Ok(mut slot) = s.slot.try_lock() {
+                if let Some(conn) = slot.conn.take() {
+                    conn.close().await;
+                }
+            }
+            let _ = self.backend.close(&s.owner, &s.id).await;
+        }
+        self.metrics.set_sessions(0);
+    }
+
+    /// Run `code` in the session.
+    ///
+    /// `max_duration` and `max_output_bytes` default to the server's defaults
+    /// and are clamped to its maxima. An R error in the code is a normal
+    /// result with status `error`.
+    ///
+    /// Errors: `session_not_found`, `session_busy`, `code_too_large`,
+    /// `invalid_argument`, `execution_timeout` (R interrupted, state kept;
+    /// partial output in details), `session_lost` (R killed or gone; retry
+    /// runs on a fresh R), `backend_unavailable`.
+    pub async fn execute(
+        &self,
+        owner: &str,
+        id: &str,
+        code: &str,
+        max_duration: Option<Duration>,
+        max_output_bytes: Option<u64>,
+    ) -> Result<ExecReport, ToolError> {
+        let lim = &self.config.limits;
+        if code.len() > lim.max_code_bytes {
+            return Err(ToolError::new(
+                ErrorCode::CodeTooLarge,
+                format!("code is {} bytes; this server accepts at most {} bytes per call. Write large inputs to a workspace file (write_session_file) and source() it.", code.len(), lim.max_code_bytes),
+            )
+            .with_details(json!({"code_bytes": code.len(), "max_code_bytes": lim.max_code_bytes})));
+        }
+        let duration = max_duration.unwrap_or(lim.default_duration).min(lim.max_duration);
+        let output = max_output_bytes.unwrap_or(lim.default_output_bytes).min(lim.max_output_bytes);
+        let limits = ExecLimits {
+            max_output_bytes: output,
+            max_plots: lim.max_plots,
+            max_plot_bytes: lim.max_plot_bytes,
+        };
+        let session = self.find(owner, id)?;
+        let mut slot = self.lock(&session)?;
+        session.touch();
+        let conn = self.ensure_conn(&session, &mut slot).await?;
+        let started = Instant::now();
+        let result = conn.execute(code, &limits, started + duration, lim.grace).await;
+        let elapsed = started.elapsed();
+        session.executions.fetch_add(1, Ordering::Relaxed);
+        session.touch();
+        let details = |extra: serde_json::Value| {
+            let mut d = json!({
+                "session_id": id,
+                "max_duration_secs": duration.as_secs_f64(),
+                "elapsed_secs": elapsed.as_secs_f64(),
+            });
+            if let (Some(d), Some(e)) = (d.as_object_mut(), extra.as_object()) {
+                d.extend(e.clone());
+            }
+            d
+        };
+        match result? {
+            Ok(mut outcome) => {
+                enforce_output_cap(&mut outcome, usize::try_from(output).unwrap_or(usize::MAX));
+                self.metrics.execution(status_label(outcome.status), elapsed);
+                Ok(ExecReport {
+                    session_id: id.to_string(),
+                    outcome,
+                    state_reset_notice: slot.pending_notice.take(),
+                    elapsed,
+                    max_duration: duration,
+                    max_output_bytes: output,
+                })
+            }
+            Err(Interrupted::Interrupted(partial)) => {
+                self.metrics.execution("timeout", elapsed);
+                let partial_text = partial
+                    .map(|mut o| {
+                        enforce_output_cap(&mut o, usize::try_from(output).unwrap_or(usize::MAX));
+                        render_text(&o)
+                    })
+                    .unwrap_or_default();
+                Err(ToolError::new(
+                    ErrorCode::ExecutionTimeout,
+                    format!("the code ran longer than {:.1} s and was interrupted; R state is kept and the session still answers", duration.as_secs_f64()),
+                )
+                .with_details(details(json!({"state_kept": true, "partial_output": partial_text}))))
+            }
+            Err(Interrupted::Killed) => {
+                self.metrics.execution("killed", elapsed);
+                self.mark_lost(&mut slot, "killed after it ignored an interrupt at the deadline");
+                Err(ToolError::new(
+                    ErrorCode::SessionLost,
+                    format!("the code ran longer than {:.1} s and did not stop on interrupt, so its R process was killed. Retry: the next call starts a fresh R in the same workspace (R state lost, files kept).", duration.as_secs_f64()),
+                )
+                .with_details(details(json!({"state_kept": false, "timed_out": true}))))
+            }
+            Err(Interrupted::Lost(reason)) => {
+                self.metrics.execution("lost", elapsed);
+                self.mark_lost(&mut slot, &format!("the connection ended during a call: {reason}"));
+                Err(ToolError::new(
+                    ErrorCode::SessionLost,
+                    "the R process of this session ended during the call (quit(), a crash, or it was killed). Retry: the next call starts a fresh R in the same workspace (R state lost, files kept).",
+                )
+                .with_details(details(json!({"state_kept": false, "reason": reason}))))
+            }
+        }
+    }
+
+    /// Run a harness helper call under the file-tool deadline, after
+    /// assigning `upload` (if any) to `.rsession_upload` in R.
+    async fn helper(
+        &self,
+        owner: &str,
+        id: &str,
+        expr: &str,
+        upload: Option<&[u8]>,
+    ) -> Result<Sexp, ToolError> {
+        let session = self.find(owner, id)?;
+        let mut slot = self.lock(&session)?;
+        session.touch();
+        let grace = self.config.limits.grace;
+        let deadline = Instant::now() + self.config.limits.file_duration;
+        let conn = self.ensure_conn(&session, &mut slot).await?;
+        let result = match upload {
+            Some(bytes) => match conn.upload(UPLOAD_VAR, bytes).await {
+                Ok(()) => conn.call(expr, deadline, grace).await,
+                Err(e) => Err(e),
+            },
+            None => conn.call(expr, deadline, grace).await,
+        };
+        if let Err(e) = &result {
+            if e.code == ErrorCode::SessionLost {
+                self.mark_lost(&mut slot, &e.message);
+            }
+        }
+        result
+    }
+
+    /// Files under `path` (relative to the workspace).
+    pub async fn list_files(&self, owner: &str, id: &str, path: &str, recursive: bool) -> Result<Sexp, ToolError> {
+        check_relative_path(path, true)?;
+        let lit = literal(path)?;
+        let expr = format!(".rsession$list_files({lit}, recursive = {})", if recursive { "TRUE" } else { "FALSE" });
+        self.helper(owner, id, &expr, None).await
+    }
+
+    /// Up to `max_bytes` of a workspace file: `list(bytes, size, truncated)`.
+    pub async fn read_file(&self, owner: &str, id: &str, path: &str, max_bytes: Option<u64>) -> Result<Sexp, ToolError> {
+        check_relative_path(path, false)?;
+        let n = max_bytes.unwrap_or(self.config.limits.max_read_bytes).min(self.config.limits.max_read_bytes);
+        let expr = format!(".rsession$read_file({}, max_bytes = {n})", literal(path)?);
+        self.helper(owner, id, &expr, None).await
+    }
+
+    /// Write `content` to a workspace file (parents created).
+    pub async fn write_file(&self, owner: &str, id: &str, path: &str, content: &[u8], overwrite: bool) -> Result<Sexp, ToolError> {
+        check_relative_path(path, false)?;
+        if content.len() > self.config.limits.max_write_bytes {
+            return Err(ToolError::invalid(format!(
+                "content is {} bytes; at most {} bytes per write",
+                content.len(),
+                self.config.limits.max_write_bytes
+            )));
+        }
+        let expr = format!(
+            ".rsession$write_file({}, .rsession$take_upload(), overwrite = {})",
+            literal(path)?,
+            if overwrite { "TRUE" } else { "FALSE" }
+        );
+        self.helper(owner, id, &expr, Some(content)).await
+    }
+
+    /// Install `packages` into the session's own library from the configured
+    /// repository, output captured like an evaluation.
+    pub async fn install_packages(&self, owner: &str, id: &str, packages: &[String]) -> Result<ExecReport, ToolError> {
+        if packages.is_empty() {
+            return Err(ToolError::invalid("name at least one package"));
+        }
+        for p in packages {
+            if !is_package_name(p) {
+                return Err(ToolError::invalid(format!("{p:?} is not a valid R package name (letters, digits and '.', starting with a letter)")));
+            }
+        }
+        let names: Vec<String> = packages.iter().map(|p| format!("\"{p}\"")).collect();
+        let code = format!(
+            ".rsession$install_package(c({}), repos = {})",
+            names.join(", "),
+            literal(&self.config.package_repository)?
+        );
+        let lim = &self.config.limits;
+        self.execute(owner, id, &code, Some(lim.install_duration.min(lim.max_duration.max(lim.install_duration))), None)
+            .await
+    }
+}
+
+/// Global variable that carries uploaded bytes for one call; the harness
+/// removes it at once (`.rsession$take_upload()`).
+const UPLOAD_VAR: &str = ".rsession_upload";
+
+fn literal(s: &str) -> Result<String, ToolError> {
+    r_string_literal(s).ok_or_else(|| ToolError::invalid("text contains a NUL character"))
+}
+
+/// R package names: ASCII letters, digits and `.`, at least two characters,
+/// starting with a letter, not ending with `.` ("Writing R Extensions" §1.1.1).
+pub fn is_package_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() >= 2
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
+        && !name.ends_with('.')
+}
+
+fn status_label(s: ExecStatus) -> &'static str {
+    match s {
+        ExecStatus::Ok => "ok",
+        ExecStatus::Error => "error",
+        ExecStatus::ParseError => "parse_error",
+        ExecStatus::Interrupted => "interrupted",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_names() {
+        assert!(is_package_name("dplyr"));
+        assert!(is_package_name("data.table"));
+        assert!(is_package_name("R6"));
+        assert!(!is_package_name("6R"));
+        assert!(!is_package_name("a"));
+        assert!(!is_package_name("pkg."));
+        assert!(!is_package_name("x\"); system(\"id"));
+    }
+
+    #[test]
+    fn session_ids_are_distinct_and_shaped() {
+        let a = new_session_id();
+        let b = new_session_id();
+        assert_ne!(a, b);
+        assert!(a.starts_with("rs-") && a.len() == 15, "{a}");
+    }
+}

@@ -1,0 +1,103 @@
+//! Sessions: where an R session lives ([`Backend`]) and how calls on it are
+//! run ([`SessionManager`]).
+//!
+//! A session is one long-lived QAP1 connection (Rserve forks one R per
+//! connection, so R state lives exactly as long as it) plus a workspace
+//! directory. Backends only place sessions and hand out endpoints and
+//! credentials; the manager owns connections, serialisation and limits, so a
+//! Kubernetes backend (RSession objects) slots in behind the same trait.
+
+pub mod conn;
+pub mod direct;
+pub mod manager;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+
+use crate::errors::ToolError;
+
+pub use manager::{ExecReport, Limits, ManagerConfig, SessionManager};
+
+/// QAP1 login credentials (`CMD_login`, plaintext).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Where a session's R is and how to log in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `host:port` of the Rserve (QAP1) listener.
+    pub addr: String,
+    /// Login, when the server requires it (`auth required`).
+    pub credentials: Option<Credentials>,
+    /// Workspace directory as R sees it (absolute; created if missing).
+    pub workspace: String,
+}
+
+/// What happens to a session's workspace when it is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkspaceCleanup {
+    /// The manager deletes it through R before disconnecting (direct backend:
+    /// the directory would otherwise stay on the Rserve host).
+    ViaR,
+    /// The backend deletes it with the session (a pod's emptyDir, a PVC).
+    ByBackend,
+}
+
+/// A session as the backend knows it (a Kubernetes backend reads these from
+/// RSession objects, so they may predate this server process).
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct BackendSession {
+    /// Session id.
+    pub session_id: String,
+    /// Who created it.
+    pub owner: String,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// Whether its R can take calls now.
+    pub ready: bool,
+}
+
+/// Places sessions and tells where they are. Implementations: [`direct::DirectBackend`]
+/// (Rserve endpoints given on the command line or an embedded local Rserve);
+/// a Kubernetes backend creating RSession objects comes later.
+///
+/// `owner` is the caller's identity (`"local"` over stdio); a backend must not
+/// return or touch sessions of another owner (answer `session_not_found`).
+pub trait Backend: Send + Sync + 'static {
+    /// Short name shown in results and metrics, e.g. `"direct"`.
+    fn kind(&self) -> &'static str;
+
+    /// Create a session `id` for `owner` and return its endpoint once it is
+    /// ready to accept a QAP1 connection.
+    fn create<'a>(&'a self, owner: &'a str, id: &'a str) -> BoxFuture<'a, Result<Endpoint, ToolError>>;
+
+    /// The current endpoint of an existing session (it may move, e.g. a
+    /// replaced pod). Errors: `session_not_found`, `session_not_ready`.
+    fn endpoint<'a>(&'a self, owner: &'a str, id: &'a str) -> BoxFuture<'a, Result<Endpoint, ToolError>>;
+
+    /// Sessions of `owner`.
+    fn list<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<Vec<BackendSession>, ToolError>>;
+
+    /// Forget (delete) a session. Errors: `session_not_found`.
+    fn close<'a>(&'a self, owner: &'a str, id: &'a str) -> BoxFuture<'a, Result<(), ToolError>>;
+
+    /// Who removes the workspace on close.
+    fn workspace_cleanup(&self) -> WorkspaceCleanup;
+
+    /// Whether new sessions can be created now (for `/readyz`).
+    fn ready(&self) -> BoxFuture<'_, bool>;
+}

@@ -1,0 +1,120 @@
+//! `execute_in_session` and `install_package`: evaluation results as MCP
+//! content (text in order, one image per plot) plus structured events.
+
+use std::time::Duration;
+
+use base64::Engine;
+use rmcp::model::{CallToolResult, ContentBlock};
+use serde_json::{Value, json};
+
+use crate::errors::ToolError;
+use crate::harness::{Event, ExecStatus};
+use crate::render::render_text;
+use crate::session::{ExecReport, SessionManager};
+use crate::tools::params;
+
+pub(super) async fn execute(manager: &SessionManager, owner: &str, p: params::Execute) -> Result<CallToolResult, ToolError> {
+    let limits = p.limits.unwrap_or_default();
+    let duration = match limits.max_duration_secs {
+        Some(s) if !(s.is_finite() && s > 0.0) => {
+            return Err(ToolError::invalid("limits.max_duration_secs must be a positive number of seconds"));
+        }
+        Some(s) => Some(Duration::from_secs_f64(s.min(1e9))),
+        None => None,
+    };
+    if limits.max_output_bytes == Some(0) {
+        return Err(ToolError::invalid("limits.max_output_bytes must be at least 1"));
+    }
+    let report = manager
+        .execute(owner, &p.session_id, &p.code, duration, limits.max_output_bytes)
+        .await?;
+    Ok(exec_result(&report))
+}
+
+pub(super) async fn install(manager: &SessionManager, owner: &str, p: params::InstallPackage) -> Result<CallToolResult, ToolError> {
+    let mut packages: Vec<String> = p.packages.unwrap_or_default();
+    packages.extend(p.package);
+    let report = manager.install_packages(owner, &p.session_id, &packages).await?;
+    let mut result = exec_result(&report);
+    if report.outcome.status != ExecStatus::Ok {
+        result.is_error = Some(true);
+    }
+    Ok(result)
+}
+
+fn status_name(s: ExecStatus) -> &'static str {
+    match s {
+        ExecStatus::Ok => "ok",
+        ExecStatus::Error => "error",
+        ExecStatus::ParseError => "parse_error",
+        ExecStatus::Interrupted => "interrupted",
+    }
+}
+
+/// Structured form of the events; plots are described here and carried as
+/// image content (not duplicated as base64).
+pub(crate) fn events_json(events: &[Event]) -> Vec<Value> {
+    let mut plot_index = 0usize;
+    events
+        .iter()
+        .map(|ev| match ev {
+            Event::Stdout(t) => json!({"type": "stdout", "text": t}),
+            Event::Value(t) => json!({"type": "value", "text": t}),
+            Event::Message(t) => json!({"type": "message", "text": t}),
+            Event::Warning { message, call } => json!({"type": "warning", "text": message, "call": call}),
+            Event::Error { message, call, traceback } => {
+                json!({"type": "error", "text": message, "call": call, "traceback": traceback})
+            }
+            Event::Plot { png, width, height } => {
+                let v = json!({"type": "plot", "index": plot_index, "mime_type": "image/png",
+                               "width": width, "height": height, "bytes": png.len()});
+                plot_index += 1;
+                v
+            }
+            Event::Truncated { omitted_bytes } => json!({"type": "truncated", "omitted_bytes": omitted_bytes}),
+        })
+        .collect()
+}
+
+/// MCP result of an evaluation: text content first (notice, then the
+/// console-like transcript), then one image content per plot; structured
+/// content carries status, events and limits.
+pub(crate) fn exec_result(report: &ExecReport) -> CallToolResult {
+    let o = &report.outcome;
+    let mut text = String::new();
+    if let Some(notice) = &report.state_reset_notice {
+        text.push_str("NOTE: ");
+        text.push_str(notice);
+        text.push_str("\n\n");
+    }
+    let transcript = render_text(o);
+    if transcript.is_empty() {
+        text.push_str("(no output)\n");
+    } else {
+        text.push_str(&transcript);
+    }
+    let mut content = vec![ContentBlock::text(text)];
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for ev in &o.events {
+        if let Event::Plot { png, .. } = ev {
+            content.push(ContentBlock::image(b64.encode(png), "image/png"));
+        }
+    }
+    let mut result = CallToolResult::success(content);
+    result.structured_content = Some(json!({
+        "session_id": report.session_id,
+        "status": status_name(o.status),
+        "events": events_json(&o.events),
+        "truncated": o.truncated,
+        "omitted_bytes": o.omitted_bytes,
+        "plots": o.events.iter().filter(|e| matches!(e, Event::Plot { .. })).count(),
+        "elapsed_ms": report.elapsed.as_secs_f64() * 1000.0,
+        "state_reset": report.state_reset_notice.is_some(),
+        "state_reset_notice": report.state_reset_notice,
+        "limits": {
+            "max_duration_secs": report.max_duration.as_secs_f64(),
+            "max_output_bytes": report.max_output_bytes,
+        },
+    }));
+    result
+}
