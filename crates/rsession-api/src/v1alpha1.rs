@@ -33,6 +33,8 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
     namespaced,
     status = "RSessionStatus",
     derive = "PartialEq",
+    validation = Rule::new("self.metadata.name.size() <= 48 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name must be a DNS-1035 label (lower-case letters, digits, '-', starting with a letter) of at most 48 characters: the session Service is named after it"),
     doc = "An R session for AI agents and people: a locked-down pod running Rserve (QAP1 on port 6311) with per-session credentials, a workspace at /workspace, network policy and idle/lifetime expiry. See spec and status for details.",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Lifecycle phase of the session"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether Rserve accepts connections"),
@@ -333,7 +335,7 @@ pub struct RSessionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
 
-    /// Conditions (Ready, PodScheduled, Expired, StateReset, SpecValid), one per type; a
+    /// Conditions (Ready, PodScheduled, Expired, StateReset), one per type; a
     /// condition's lastTransitionTime changes only when its status changes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
