@@ -57,6 +57,15 @@ pub const DEFAULT_MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
 /// Default for [`ConnectOptions::connect_timeout`]: 10 seconds.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Reads R's last error message and clears it. R leaves the buffer untouched when an
+/// evaluation ends without an error condition (a SIGINT interrupt), so clearing it here and at
+/// connect keeps a stale message from being reported for the next failure.
+const FETCH_ERROR_MESSAGE: &str =
+    "local({ m <- geterrmessage(); .Internal(seterrmessage('')); m })";
+/// Message used when R failed but left no error message (typically an interrupt).
+pub const NO_ERROR_MESSAGE: &str =
+    "evaluation ended without an R error message (e.g. interrupted by SIGINT)";
+
 /// Largest chunk we ask the socket for at once while a reply body is coming in.
 const READ_CHUNK: usize = 4 * 1024 * 1024;
 
@@ -176,12 +185,15 @@ impl Connection {
                     after,
                 })??;
         }
-        let pid = timeout_at(deadline, conn.eval("Sys.getpid()"))
-            .await
-            .map_err(|_| Error::Timeout {
-                operation: "reading Sys.getpid()",
-                after,
-            })??;
+        let pid = timeout_at(
+            deadline,
+            conn.eval("{ .Internal(seterrmessage('')); Sys.getpid() }"),
+        )
+        .await
+        .map_err(|_| Error::Timeout {
+            operation: "reading Sys.getpid()",
+            after,
+        })??;
         conn.pid = pid.as_i32();
         Ok(conn)
     }
@@ -318,8 +330,9 @@ impl Connection {
     /// Waits for the reply to the request in flight. Cancellation-safe: if this future is
     /// dropped, calling it again resumes reading the same reply.
     ///
-    /// For an eval that R failed, this sends `geterrmessage()` and returns [`Error::Eval`]
-    /// with its text. Replies without a value (voidEval, assign) yield `NULL`.
+    /// For an eval that R failed, this reads (and clears) `geterrmessage()` with a second
+    /// request and returns [`Error::Eval`] with its text, or [`NO_ERROR_MESSAGE`] when R set
+    /// none (an interrupt). Replies without a value (voidEval, assign) yield `NULL`.
     /// Errors: [`Error::NoPendingRequest`] if nothing was sent; [`Error::Timeout`] after the
     /// read timeout (reply still pending); the connection errors described on [`Error`].
     pub async fn read_reply(&mut self) -> Result<Sexp, Error> {
@@ -341,10 +354,11 @@ impl Connection {
                     Pending::NoValue => Ok(Sexp::NULL),
                     Pending::ErrorMessage { status } => {
                         let msg = decode_reply_sexp(body, self.limits)?;
-                        Err(Error::Eval {
-                            status,
-                            message: msg.as_str().unwrap_or_default().to_string(),
-                        })
+                        let message = match msg.as_str() {
+                            Some(m) if !m.is_empty() => m.to_string(),
+                            _ => NO_ERROR_MESSAGE.to_string(),
+                        };
+                        Err(Error::Eval { status, message })
                     }
                 };
             }
@@ -361,7 +375,7 @@ impl Connection {
                 Pending::Eval | Pending::NoValue if status == STAT_R_EVAL_ERROR => {
                     // The message is in R's error buffer; read it with a second request.
                     let mut params = Vec::new();
-                    put_string_param(&mut params, "geterrmessage()")?;
+                    put_string_param(&mut params, FETCH_ERROR_MESSAGE)?;
                     self.send(CMD_EVAL, &params, Pending::ErrorMessage { status })
                         .await?;
                 }

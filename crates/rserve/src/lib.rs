@@ -39,7 +39,7 @@ mod signal;
 pub mod testing;
 
 pub use connection::{
-    ConnectOptions, Connection, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_REPLY_BYTES,
+    ConnectOptions, Connection, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_REPLY_BYTES, NO_ERROR_MESSAGE,
 };
 pub use decode::{DecodeLimits, decode_sexp};
 pub use encode::encode_sexp;

@@ -353,6 +353,8 @@ async fn sigint_through_second_connection_interrupts_sleep() {
     let mut c = connect(&fx).await;
     let pid = c.child_pid().unwrap();
     c.void_eval("state <- 'kept'").await.unwrap();
+    // An earlier error must not be reported again for the interrupt (no stale message).
+    assert!(c.eval("stop('earlier error')").await.is_err());
     let start = Instant::now();
     c.send_eval("Sys.sleep(60); 'not interrupted'")
         .await
@@ -371,7 +373,10 @@ async fn sigint_through_second_connection_interrupts_sleep() {
         .await
         .expect("interrupt ends the evaluation");
     let err = reply.unwrap_err();
-    assert!(matches!(err, Error::Eval { .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::Eval { ref message, .. } if message == rserve::NO_ERROR_MESSAGE),
+        "{err:?}"
+    );
     assert!(start.elapsed() < Duration::from_secs(10));
     // Same R process, state kept.
     assert_eq!(c.eval("state").await.unwrap().as_str(), Some("kept"));
