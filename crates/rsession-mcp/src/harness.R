@@ -211,6 +211,12 @@ local({
   }
 
   h$open_spool <- function() {
+    old <- state$spool
+    if (!is.null(old)) {
+      try(close(old$w), silent = TRUE)
+      try(close(old$r), silent = TRUE)
+      unlink(old$path)
+    }
     path <- tempfile("rsession-out-")
     sp <- new.env(parent = emptyenv())
     sp$path <- path
@@ -224,12 +230,7 @@ local({
   h$recycle_spool <- function() {
     sp <- state$spool
     if (is.null(sp)) return(h$open_spool())
-    if (sp$pos > 1048576) {
-      try(close(sp$w), silent = TRUE)
-      try(close(sp$r), silent = TRUE)
-      unlink(sp$path)
-      h$open_spool()
-    }
+    if (sp$pos > 1048576) h$open_spool()
   }
 
   # ---- plots ------------------------------------------------------------------
@@ -303,6 +304,7 @@ local({
   # ---- entry points -------------------------------------------------------------
 
   h$init <- function(workspace, library = NULL, plot_width = 800L, plot_height = 600L, plot_res = 96L) {
+    tempdir(check = TRUE)
     dir.create(workspace, recursive = TRUE, showWarnings = FALSE, mode = "0700")
     workspace <- normalizePath(workspace, mustWork = TRUE)
     setwd(workspace)
@@ -335,6 +337,9 @@ local({
       h$push(st, list(type = "error", text = msg, call = NA_character_, traceback = character()))
       return(h$result(st, "parse_error"))
     }
+    tempdir(check = TRUE)
+    if (!dir.exists(state$plot_dir)) dir.create(state$plot_dir, recursive = TRUE)
+    if (!file.exists(state$spool$path)) h$open_spool()
     h$recycle_spool()
     sp <- state$spool
     sp$pos <- file.size(sp$path)
@@ -433,9 +438,12 @@ local({
     if (is.null(ws)) stop("rsession: workspace not initialised")
     if (!nzchar(path) || identical(path, ".")) return(ws)
     full <- file.path(ws, path)
-    if (file.exists(full) || nzchar(Sys.readlink(full))) {
-      real <- normalizePath(full, mustWork = FALSE)
+    link <- Sys.readlink(full)
+    if (file.exists(full)) {
+      real <- normalizePath(full, mustWork = TRUE)
     } else {
+      # a dangling symlink would be followed by a write, wherever it points
+      if (!is.na(link) && nzchar(link)) stop("rsession: path is a dangling symlink: ", path)
       if (must_exist) stop("rsession: no such file: ", path)
       parent <- dirname(full)
       while (!dir.exists(parent) && !identical(parent, dirname(parent))) parent <- dirname(parent)
@@ -509,6 +517,14 @@ local({
   if ("rsession:harness" %in% search()) detach("rsession:harness", character.only = TRUE)
   e <- attach(NULL, name = "rsession:harness", warn.conflicts = FALSE)
   assign(".rsession", h, envir = e)
+  # quit() in a forked Rserve child would delete the R temp directory that all
+  # children share with the Rserve parent; end this process without that
+  # clean-up instead (the server sees the session lost, as with quit()).
+  end_session <- function(save = "default", status = 0, runLast = TRUE) {
+    tools::pskill(Sys.getpid(), tools::SIGKILL)
+  }
+  assign("quit", end_session, envir = e)
+  assign("q", end_session, envir = e)
   lockEnvironment(e, bindings = TRUE)
   invisible(TRUE)
 })

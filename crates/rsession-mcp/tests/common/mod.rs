@@ -1,0 +1,218 @@
+//! Shared test fixtures: a real local Rserve (started with the server's own
+//! launcher) under a session manager, real MCP clients (rmcp) talking to the
+//! built `rsession-mcp` binary over stdio and streamable HTTP, and a tiny R
+//! package repository built with `R CMD build` + `tools::write_PACKAGES`.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock};
+use rmcp::service::RunningService;
+use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{RoleClient, ServiceExt};
+use rsession_mcp::local_rserve::{LocalRserve, LocalRserveOptions};
+use rsession_mcp::metrics::Metrics;
+use rsession_mcp::session::direct::{DirectBackend, RserveTarget};
+use rsession_mcp::session::{ManagerConfig, SessionManager};
+use serde_json::Value;
+
+/// Owner used by manager-level tests.
+pub const OWNER: &str = "test";
+
+/// A local Rserve and a manager over it. Dropping it kills Rserve.
+pub struct Fixture {
+    pub manager: Arc<SessionManager>,
+    pub rserve: LocalRserve,
+}
+
+/// Start a real Rserve and a manager with `tweak` applied to the config.
+pub async fn fixture(tweak: impl FnOnce(&mut ManagerConfig)) -> Fixture {
+    let rserve = LocalRserve::start(&LocalRserveOptions::default())
+        .await
+        .expect("local Rserve starts (needs r-base-core and r-cran-rserve)");
+    let backend = DirectBackend::new(
+        vec![RserveTarget {
+            addr: rserve.addr().to_string(),
+            credentials: Some(rserve.credentials().clone()),
+        }],
+        rserve.dir().join("workspaces").display().to_string(),
+    )
+    .expect("backend");
+    let mut config = ManagerConfig::default();
+    config.limits.grace = Duration::from_secs(1);
+    tweak(&mut config);
+    let manager = Arc::new(SessionManager::new(Arc::new(backend), config, Arc::new(Metrics::new())));
+    Fixture { manager, rserve }
+}
+
+/// Peak resident set size (`VmHWM`) of a process, in bytes.
+pub fn peak_rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM line");
+    let kb: u64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("VmHWM value");
+    kb * 1024
+}
+
+/// Build a one-function package `rsessiontest` (hello() returns a string)
+/// into a CRAN-like repository under `dir`; returns the `file://` URL.
+pub fn build_local_repo(dir: &Path) -> String {
+    let pkg = dir.join("rsessiontest");
+    std::fs::create_dir_all(pkg.join("R")).unwrap();
+    std::fs::write(
+        pkg.join("DESCRIPTION"),
+        "Package: rsessiontest\nVersion: 0.1.0\nTitle: Test Package\nDescription: Used by rsession-mcp tests.\n\
+         Authors@R: person(\"T\", \"T\", email = \"t@example.org\", role = c(\"aut\", \"cre\"))\nLicense: MIT\n",
+    )
+    .unwrap();
+    std::fs::write(pkg.join("NAMESPACE"), "export(hello)\n").unwrap();
+    std::fs::write(pkg.join("R/hello.R"), "hello <- function() \"hello from rsessiontest\"\n").unwrap();
+    let out = std::process::Command::new("R")
+        .args(["CMD", "build", "--no-manual", "--no-build-vignettes", "rsessiontest"])
+        .current_dir(dir)
+        .output()
+        .expect("R CMD build runs");
+    assert!(out.status.success(), "R CMD build failed: {}", String::from_utf8_lossy(&out.stderr));
+    let contrib = dir.join("repo/src/contrib");
+    std::fs::create_dir_all(&contrib).unwrap();
+    std::fs::rename(dir.join("rsessiontest_0.1.0.tar.gz"), contrib.join("rsessiontest_0.1.0.tar.gz")).unwrap();
+    let out = std::process::Command::new("Rscript")
+        .args(["-e", &format!("tools::write_PACKAGES('{}', type = 'source')", contrib.display())])
+        .output()
+        .expect("Rscript runs");
+    assert!(out.status.success(), "write_PACKAGES failed: {}", String::from_utf8_lossy(&out.stderr));
+    format!("file://{}", dir.join("repo").display())
+}
+
+/// Path of the built server binary.
+pub fn server_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rsession-mcp"))
+}
+
+/// An MCP client connected to a spawned `rsession-mcp`.
+pub struct Client {
+    pub service: RunningService<RoleClient, ()>,
+    /// Server process id.
+    pub pid: u32,
+    /// For HTTP: the server child, stopped with SIGTERM on [`Client::stop`].
+    http_child: Option<tokio::process::Child>,
+}
+
+/// Spawn the server over stdio with `extra` flags and connect rmcp's client.
+pub async fn stdio_client(extra: &[&str]) -> Client {
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let cmd = tokio::process::Command::new(server_bin()).configure(|c| {
+        c.args(&extra).env("RSESSION_LOG", "warn");
+    });
+    let (transport, _stderr) = TokioChildProcess::builder(cmd)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn rsession-mcp");
+    let pid = transport.id().expect("child pid");
+    let service = ().serve(transport).await.expect("MCP initialize over stdio");
+    Client { service, pid, http_child: None }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Spawn the server with `--transport http` and connect rmcp's streamable
+/// HTTP client to `/mcp`. Returns the client and the base URL.
+pub async fn http_client(extra: &[&str]) -> (Client, String) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = tokio::process::Command::new(server_bin())
+        .args(["--transport", "http", "--listen", &listen])
+        .args(extra)
+        .env("RSESSION_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn rsession-mcp http");
+    let pid = child.id().expect("pid");
+    // Wait until the listener accepts (bounded).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(&listen).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "HTTP server did not listen on {listen}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let base = format!("http://{listen}");
+    let transport = StreamableHttpClientTransport::from_uri(format!("{base}/mcp"));
+    let service = ().serve(transport).await.expect("MCP initialize over HTTP");
+    (Client { service, pid, http_child: Some(child) }, base)
+}
+
+impl Client {
+    /// Call `tool` with JSON `args`.
+    pub async fn call(&self, tool: &str, args: Value) -> CallToolResult {
+        let args = args.as_object().cloned().unwrap_or_default();
+        self.service
+            .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
+            .await
+            .unwrap_or_else(|e| panic!("tools/call {tool} failed at the protocol level: {e}"))
+    }
+
+    /// `create_session` and return its id.
+    pub async fn create_session(&self) -> String {
+        let r = self.call("create_session", serde_json::json!({})).await;
+        assert_eq!(r.is_error, Some(false), "{r:?}");
+        structured(&r)["session_id"].as_str().expect("session_id").to_string()
+    }
+
+    /// `execute_in_session`.
+    pub async fn exec(&self, sid: &str, code: &str) -> CallToolResult {
+        self.call("execute_in_session", serde_json::json!({"session_id": sid, "code": code})).await
+    }
+
+    /// `execute_in_session` with limits.
+    pub async fn exec_limited(&self, sid: &str, code: &str, secs: f64, bytes: u64) -> CallToolResult {
+        self.call(
+            "execute_in_session",
+            serde_json::json!({"session_id": sid, "code": code,
+                               "limits": {"max_duration_secs": secs, "max_output_bytes": bytes}}),
+        )
+        .await
+    }
+
+    /// Close the client; for HTTP also stop the server with SIGTERM and wait.
+    pub async fn stop(mut self) {
+        let _ = self.service.cancel().await;
+        if let Some(mut child) = self.http_child.take() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &child.id().unwrap_or(0).to_string()]).status();
+            let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+        }
+    }
+}
+
+/// The structured content of a result.
+pub fn structured(r: &CallToolResult) -> &Value {
+    r.structured_content.as_ref().expect("structured content")
+}
+
+/// All text content joined.
+pub fn text(r: &CallToolResult) -> String {
+    r.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("")
+}
+
+/// Image contents as (mime, base64).
+pub fn images(r: &CallToolResult) -> Vec<(String, String)> {
+    r.content
+        .iter()
+        .filter_map(|c| match c {
+            ContentBlock::Image(i) => Some((i.mime_type.clone(), i.data.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Error code of an `isError` result.
+pub fn error_code(r: &CallToolResult) -> String {
+    assert_eq!(r.is_error, Some(true), "expected an error result, got {r:?}");
+    structured(r)["code"].as_str().expect("code").to_string()
+}
