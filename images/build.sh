@@ -115,7 +115,6 @@ pack() {
   umoci config --image "$work/layout:$ref" \
     --author "RSession" \
     --config.label "org.opencontainers.image.title=rsession-$name" \
-    --config.label "org.opencontainers.image.source=https://github.com/rsession/rsession" \
     "$@"
   umoci gc --layout "$work/layout"
   tar -C "$work/layout" -cf "$tarball.tmp" .
@@ -153,7 +152,7 @@ build_pause() {
     root="$cache/work/pause-rootfs"
     rm -rf "$root" "$cache/work/pause-deb"
     mkdir -p "$root" "$cache/work/pause-deb"
-    (cd "$cache/work/pause-deb" && apt-get download catatonit >/dev/null) || die "apt-get download catatonit failed (run apt-get update)"
+    (cd "$cache/work/pause-deb" && apt-get download catatonit >/dev/null 2>&1) || die "apt-get download catatonit failed (run apt-get update)"
     dpkg-deb -x "$cache/work/pause-deb"/catatonit_*.deb "$cache/work/pause-deb/x"
     install -m 755 "$cache/work/pause-deb/x/usr/bin/catatonit" "$root/catatonit"
     rm -rf "$cache/work/pause-deb"

@@ -37,7 +37,29 @@ start_bg() {
   log "    $name: started (pid $!, log $LOGS/$name.log)"
 }
 
-render() { envsubst '${STATE} ${CONTAINERD_SOCK} ${PAUSE_IMAGE} ${CNI_BIN_DIR} ${POD_BRIDGE} ${POD_CIDR} ${POD_GATEWAY} ${SERVICE_CIDR} ${NODE_IP} ${NODE_NAME} ${CLUSTER_CIDR}' <"$1" >"$2"; }
+# render <template> <output>: substitutes the settings from node/lib.sh into a config template.
+render() {
+  (
+    export STATE CONTAINERD_SOCK PAUSE_IMAGE CNI_BIN_DIR POD_BRIDGE POD_CIDR POD_GATEWAY \
+      SERVICE_CIDR NODE_IP NODE_NAME CLUSTER_CIDR
+    envsubst '${STATE} ${CONTAINERD_SOCK} ${PAUSE_IMAGE} ${CNI_BIN_DIR} ${POD_BRIDGE} ${POD_CIDR} ${POD_GATEWAY} ${SERVICE_CIDR} ${NODE_IP} ${NODE_NAME} ${CLUSTER_CIDR}' <"$1" >"$2.new"
+  )
+  # Rewrite only on change (kube-proxy exits when its configuration file changes); a
+  # component already running with an older file is restarted by restart_if_changed.
+  if cmp -s "$2.new" "$2"; then rm -f "$2.new"; rendered_changed=0; else mv "$2.new" "$2"; rendered_changed=1; fi
+}
+
+# restart_if_changed <component>: stops a running component whose configuration the last
+# render changed, so that start_bg starts it again with the new file.
+restart_if_changed() {
+  local pid
+  [ "$rendered_changed" -eq 1 ] || return 0
+  pid="$(pid_of "$1")" || return 0
+  log "    $1: configuration changed, restarting"
+  kill -TERM "$pid"
+  wait_until "$1 stopped" 30 not_alive "$pid" || die "$1 (pid $pid) did not stop"
+}
+not_alive() { ! kill -0 "$1" 2>/dev/null; }
 
 # ---------------------------------------------------------------------------------------------
 step 1 "host packages (containerd, runc, CNI plugins, umoci, debootstrap, iptables, nftables)"
@@ -139,6 +161,7 @@ wait_until "kube-scheduler healthy" 60 curl -skf https://127.0.0.1:10259/healthz
 # ---------------------------------------------------------------------------------------------
 step 7 "containerd, CNI bridge $POD_BRIDGE ($POD_CIDR) and the pause image"
 render "$here/node/containerd.toml" "$STATE/containerd.toml"
+restart_if_changed containerd
 render "$here/node/cni.conflist" "$STATE/cni/net.d/10-rsession.conflist"
 start_bg containerd containerd --config "$STATE/containerd.toml"
 wait_until "containerd serving" 60 ctr -a "$CONTAINERD_SOCK" version \
@@ -148,6 +171,7 @@ CONTAINERD_ADDRESS="$CONTAINERD_SOCK" "$repo/images/build.sh" pause
 # ---------------------------------------------------------------------------------------------
 step 8 "kubelet (node $NODE_NAME, cgroupfs driver)"
 render "$here/node/kubelet.yaml" "$STATE/kubelet.yaml"
+restart_if_changed kubelet
 start_bg kubelet "$K8S_BIN/kubelet" --config "$STATE/kubelet.yaml" \
   --kubeconfig "$STATE/kubelet.kubeconfig" --root-dir "$STATE/kubelet" \
   --hostname-override "$NODE_NAME" --node-ip "$NODE_IP"
@@ -157,28 +181,52 @@ wait_until "node registered" 120 kubectl_admin get node "$NODE_NAME" \
 # ---------------------------------------------------------------------------------------------
 step 9 "kube-proxy and kube-network-policies (NetworkPolicy enforcement)"
 render "$here/node/kube-proxy.yaml" "$STATE/kube-proxy.yaml"
+restart_if_changed kube-proxy
 start_bg kube-proxy "$K8S_BIN/kube-proxy" --config "$STATE/kube-proxy.yaml"
-kubectl_admin apply --server-side --field-manager rsession-e2e-up -f "$here/node/network-policies-rbac.yaml" >/dev/null
-if ! pid_of kube-network-policies >/dev/null; then
-  # kube-network-policies reads its credentials the in-cluster way; give it a ServiceAccount
-  # token through a private mount namespace so that nothing lands on the host's /run/secrets.
-  kubectl_admin -n kube-system create token kube-network-policies --duration 8760h \
-    >"$STATE/network-policies/token"
-  cp "$PKI/ca.crt" "$STATE/network-policies/ca.crt"
-  echo kube-system >"$STATE/network-policies/namespace"
-  mkdir -p "$KNP_SA_DIR"
+# nft_queue_error: prints why the kernel cannot run kube-network-policies (it sends the first
+# packet of each connection to user space with the nftables `queue` expression), or nothing.
+nft_queue_error() {
+  local err=""
+  nft add table inet rsession-probe 2>/dev/null || { echo "nft cannot add a table"; return; }
+  nft add chain inet rsession-probe probe 2>/dev/null
+  err="$(nft add rule inet rsession-probe probe queue num 100 bypass 2>&1 | head -1)" || true
+  nft delete table inet rsession-probe 2>/dev/null || true
+  echo "$err"
+}
+rm -f "$STATE/network-policy-unenforced"
+queue_err="$(nft_queue_error)"
+if [ -n "$queue_err" ]; then
+  # Without the nftables queue expression (CONFIG_NFT_QUEUE) the controller cannot enforce
+  # anything; running it would only pretend. Say so loudly and leave a marker for tests.
+  echo "kernel lacks the nftables queue expression: $queue_err" >"$STATE/network-policy-unenforced"
+  log "    WARNING: NetworkPolicy is NOT enforced on this node: the kernel has no nftables"
+  log "    'queue' expression (nft_queue), which kube-network-policies needs; nft said: $queue_err"
+  [ "${RSESSION_REQUIRE_NETWORK_POLICY:-0}" != 1 ] || die "RSESSION_REQUIRE_NETWORK_POLICY=1 and NetworkPolicy cannot be enforced"
+else
+  kubectl_admin apply --server-side --field-manager rsession-e2e-up -f "$here/node/network-policies-rbac.yaml" >/dev/null
+  if ! pid_of kube-network-policies >/dev/null; then
+    # kube-network-policies reads its credentials the in-cluster way; give it a ServiceAccount
+    # token through a private mount namespace so that nothing lands on the host's /run/secrets.
+    kubectl_admin -n kube-system create token kube-network-policies --duration 8760h \
+      >"$STATE/network-policies/token"
+    cp "$PKI/ca.crt" "$STATE/network-policies/ca.crt"
+    echo kube-system >"$STATE/network-policies/namespace"
+    mkdir -p "$KNP_SA_DIR"
+  fi
+  start_bg kube-network-policies env KUBERNETES_SERVICE_HOST="$NODE_IP" KUBERNETES_SERVICE_PORT="$APISERVER_PORT" \
+    unshare --mount --propagation private -- sh -c 'mount --bind "$1" "$2" && shift 2 && exec "$@"' sh \
+    "$STATE/network-policies" "$KNP_SA_DIR" \
+    "$KNP_BIN/kube-network-policies" --hostname-override "$NODE_NAME" --disable-nri \
+    --netfilter-bug-1766-fix=false --metrics-bind-address 127.0.0.1:9080
 fi
-start_bg kube-network-policies env KUBERNETES_SERVICE_HOST="$NODE_IP" KUBERNETES_SERVICE_PORT="$APISERVER_PORT" \
-  unshare --mount --propagation private -- sh -c 'mount --bind "$1" "$2" && shift 2 && exec "$@"' sh \
-  "$STATE/network-policies" "$KNP_SA_DIR" \
-  "$KNP_BIN/kube-network-policies" --hostname-override "$NODE_NAME" --disable-nri \
-  --netfilter-bug-1766-fix=false --metrics-bind-address 127.0.0.1:9080
 wait_until "node Ready" 180 kubectl_admin wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s \
   || die "node not Ready, see $LOGS/kubelet.log"
 wait_until "kube-proxy healthy" 60 curl -sf http://127.0.0.1:10256/healthz \
   || die "kube-proxy not healthy, see $LOGS/kube-proxy.log"
-wait_until "kube-network-policies serving metrics" 60 curl -sf http://127.0.0.1:9080/metrics \
-  || die "kube-network-policies not running, see $LOGS/kube-network-policies.log"
+if [ -z "$queue_err" ]; then
+  wait_until "kube-network-policies serving metrics" 60 curl -sf http://127.0.0.1:9080/metrics \
+    || die "kube-network-policies not running, see $LOGS/kube-network-policies.log"
+fi
 
 log "cluster up in $(( $(date +%s) - t0 ))s; node $NODE_NAME Ready"
 echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
