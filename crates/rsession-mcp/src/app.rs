@@ -51,14 +51,16 @@ impl App {
                     addr: local.addr().to_string(),
                     credentials: Some(local.credentials().clone()),
                 };
-                let backend = DirectBackend::new(vec![target], root).map_err(|e| StartError::Config(e.message))?;
+                let backend = DirectBackend::new(vec![target], root)
+                    .map_err(|e| StartError::Config(e.message))?;
                 (backend, Some(local))
             }
             BackendKind::Direct => {
                 let credentials = match (&args.rserve_user, &args.rserve_password_file) {
                     (Some(user), Some(file)) => {
-                        let text = std::fs::read_to_string(file)
-                            .map_err(|e| StartError::Config(format!("reading {}: {e}", file.display())))?;
+                        let text = std::fs::read_to_string(file).map_err(|e| {
+                            StartError::Config(format!("reading {}: {e}", file.display()))
+                        })?;
                         Some(Credentials {
                             username: user.clone(),
                             password: text.lines().next().unwrap_or_default().to_string(),
@@ -83,12 +85,21 @@ impl App {
                     .workspace_root
                     .clone()
                     .unwrap_or_else(|| "/tmp/rsession-workspaces".into());
-                let backend = DirectBackend::new(targets, root).map_err(|e| StartError::Config(e.message))?;
+                let backend =
+                    DirectBackend::new(targets, root).map_err(|e| StartError::Config(e.message))?;
                 (backend, None)
             }
         };
-        let manager = Arc::new(SessionManager::new(Arc::new(backend), config, metrics.clone()));
-        Ok(App { manager, metrics, local })
+        let manager = Arc::new(SessionManager::new(
+            Arc::new(backend),
+            config,
+            metrics.clone(),
+        ));
+        Ok(App {
+            manager,
+            metrics,
+            local,
+        })
     }
 
     /// An MCP server value over this app's sessions, acting for `owner`.

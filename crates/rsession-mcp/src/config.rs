@@ -48,7 +48,11 @@ pub struct Args {
 
     /// Host names accepted in the HTTP `Host` header (DNS-rebinding guard);
     /// repeatable. Default: loopback names only.
-    #[arg(long = "allowed-host", env = "RSESSION_ALLOWED_HOSTS", value_delimiter = ',')]
+    #[arg(
+        long = "allowed-host",
+        env = "RSESSION_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
     pub allowed_hosts: Vec<String>,
 
     /// Session backend.
@@ -107,7 +111,11 @@ pub struct Args {
     pub max_sessions: usize,
 
     /// Package repository for `install_package` (a CRAN mirror, or `file:///path` to a local repository).
-    #[arg(long, default_value = "https://cloud.r-project.org", env = "RSESSION_PACKAGE_REPO")]
+    #[arg(
+        long,
+        default_value = "https://cloud.r-project.org",
+        env = "RSESSION_PACKAGE_REPO"
+    )]
     pub package_repo: String,
 
     /// Log format on stderr.
@@ -150,7 +158,8 @@ mod tests {
 
     #[test]
     fn defaults_and_repeatable_endpoints() {
-        let a = Args::try_parse_from(["rsession-mcp", "--rserve", "a:1", "--rserve", "b:2"]).unwrap();
+        let a =
+            Args::try_parse_from(["rsession-mcp", "--rserve", "a:1", "--rserve", "b:2"]).unwrap();
         assert_eq!(a.transport, Transport::Stdio);
         assert_eq!(a.rserve, vec!["a:1", "b:2"]);
         let c = a.manager_config().unwrap();

@@ -135,7 +135,8 @@ mod tests {
 
     #[test]
     fn body_has_the_four_fields() {
-        let e = ToolError::new(ErrorCode::SessionBusy, "busy").with_details(json!({"session_id": "s1"}));
+        let e = ToolError::new(ErrorCode::SessionBusy, "busy")
+            .with_details(json!({"session_id": "s1"}));
         let b = e.body();
         assert_eq!(b["code"], "session_busy");
         assert_eq!(b["message"], "busy");

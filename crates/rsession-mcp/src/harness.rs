@@ -185,7 +185,10 @@ fn decode_event(ev: &Sexp) -> Result<Event, DecodeError> {
         "stdout" => Event::Stdout(text),
         "value" => Event::Value(text),
         "message" => Event::Message(text),
-        "warning" => Event::Warning { message: text, call },
+        "warning" => Event::Warning {
+            message: text,
+            call,
+        },
         "error" => Event::Error {
             message: text,
             call,
@@ -237,7 +240,10 @@ pub fn decode_outcome(reply: &Sexp) -> Result<ExecOutcome, DecodeError> {
     Ok(ExecOutcome {
         status,
         events,
-        truncated: reply.get("truncated").and_then(Sexp::as_bool).unwrap_or(false),
+        truncated: reply
+            .get("truncated")
+            .and_then(Sexp::as_bool)
+            .unwrap_or(false),
         omitted_bytes: reply
             .get("omitted_bytes")
             .and_then(Sexp::as_f64)
@@ -292,8 +298,13 @@ pub fn enforce_output_cap(outcome: &mut ExecOutcome, max_bytes: usize) {
         }
     }
     tail.reverse();
-    head.push(Event::Truncated { omitted_bytes: omitted });
-    head.extend(tail.into_iter().filter(|e| !matches!(e, Event::Truncated { .. })));
+    head.push(Event::Truncated {
+        omitted_bytes: omitted,
+    });
+    head.extend(
+        tail.into_iter()
+            .filter(|e| !matches!(e, Event::Truncated { .. })),
+    );
     outcome.events = head;
     outcome.truncated = true;
     outcome.omitted_bytes += omitted;
@@ -306,14 +317,19 @@ mod tests {
     #[test]
     fn literal_escapes_quotes_backslashes_and_unicode() {
         assert_eq!(r_string_literal("a\"b\\c\n").unwrap(), r#""a\"b\\c\n""#);
-        assert_eq!(r_string_literal("é中😀").unwrap(), r#""\U{e9}\U{4e2d}\U{1f600}""#);
+        assert_eq!(
+            r_string_literal("é中😀").unwrap(),
+            r#""\U{e9}\U{4e2d}\U{1f600}""#
+        );
         assert_eq!(r_string_literal("\u{7}").unwrap(), r#""\x07""#);
         assert!(r_string_literal("a\0b").is_none());
     }
 
     #[test]
     fn png_dimensions_reads_ihdr() {
-        let mut png = vec![0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n', 0, 0, 0, 13];
+        let mut png = vec![
+            0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n', 0, 0, 0, 13,
+        ];
         png.extend_from_slice(b"IHDR");
         png.extend_from_slice(&800u32.to_be_bytes());
         png.extend_from_slice(&600u32.to_be_bytes());
@@ -325,7 +341,9 @@ mod tests {
     fn rust_side_cap_keeps_head_and_tail() {
         let mut o = ExecOutcome {
             status: ExecStatus::Ok,
-            events: (0..100).map(|i| Event::Stdout(format!("{i:09}\n"))).collect(),
+            events: (0..100)
+                .map(|i| Event::Stdout(format!("{i:09}\n")))
+                .collect(),
             truncated: false,
             omitted_bytes: 0,
         };

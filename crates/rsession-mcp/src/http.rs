@@ -63,7 +63,10 @@ async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
 
 async fn metrics_text(State(ops): State<Ops>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         ops.metrics.encode(),
     )
 }

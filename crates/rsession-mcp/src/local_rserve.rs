@@ -75,7 +75,9 @@ impl LocalRserve {
     /// Start Rserve and wait until its port accepts connections.
     pub async fn start(opts: &LocalRserveOptions) -> Result<LocalRserve, LaunchError> {
         let rserve_bin = find_rserve_binary(&opts.r_binary).await?;
-        let dir = tempfile::Builder::new().prefix("rsession-rserve-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("rsession-rserve-")
+            .tempdir()?;
         let password: String = {
             let bytes: [u8; 24] = rand::rng().random();
             bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -85,7 +87,10 @@ impl LocalRserve {
             password,
         };
         let pwd_file = dir.path().join("passwords");
-        write_private(&pwd_file, &format!("{} {}\n", credentials.username, credentials.password))?;
+        write_private(
+            &pwd_file,
+            &format!("{} {}\n", credentials.username, credentials.password),
+        )?;
         let workdir = dir.path().join("work");
         std::fs::create_dir(&workdir)?;
         let port = match opts.port {
@@ -176,7 +181,12 @@ fn free_port() -> std::io::Result<u16> {
 /// Path of the Rserve server binary shipped in the R package's `libs/`.
 async fn find_rserve_binary(r_binary: &str) -> Result<PathBuf, LaunchError> {
     let out = Command::new(r_binary)
-        .args(["--vanilla", "--slave", "-e", "cat(system.file('libs', 'Rserve', package = 'Rserve'))"])
+        .args([
+            "--vanilla",
+            "--slave",
+            "-e",
+            "cat(system.file('libs', 'Rserve', package = 'Rserve'))",
+        ])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
@@ -212,18 +222,26 @@ fn forward_output(child: &mut Child) {
 }
 
 /// Poll the port until it accepts a TCP connection, failing early if Rserve exits.
-async fn wait_until_listening(child: &mut Child, addr: &str, limit: Duration) -> Result<(), LaunchError> {
+async fn wait_until_listening(
+    child: &mut Child,
+    addr: &str,
+    limit: Duration,
+) -> Result<(), LaunchError> {
     let deadline = Instant::now() + limit;
     let mut pause = Duration::from_millis(10);
     loop {
         if let Some(status) = child.try_wait()? {
-            return Err(LaunchError::Startup(format!("Rserve exited with {status} before listening on {addr}")));
+            return Err(LaunchError::Startup(format!(
+                "Rserve exited with {status} before listening on {addr}"
+            )));
         }
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(LaunchError::Startup(format!("nothing listening on {addr} after {limit:?}")));
+            return Err(LaunchError::Startup(format!(
+                "nothing listening on {addr} after {limit:?}"
+            )));
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(200));

@@ -25,13 +25,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -71,7 +72,12 @@ async fn serve_stdio(app: &App) -> anyhow::Result<()> {
 
 async fn serve_http(app: &App, args: &Args) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
-    let router = rsession_mcp::http::router(app.manager.clone(), app.metrics.clone(), &args.allowed_hosts, cancel.clone());
+    let router = rsession_mcp::http::router(
+        app.manager.clone(),
+        app.metrics.clone(),
+        &args.allowed_hosts,
+        cancel.clone(),
+    );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

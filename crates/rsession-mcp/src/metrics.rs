@@ -80,7 +80,9 @@ impl Metrics {
     /// Count an evaluation that ended with `status` after `elapsed`.
     pub fn execution(&self, status: &str, elapsed: Duration) {
         self.executions
-            .get_or_create(&StatusLabel { status: status.to_string() })
+            .get_or_create(&StatusLabel {
+                status: status.to_string(),
+            })
             .inc();
         self.execution_seconds.observe(elapsed.as_secs_f64());
     }
@@ -125,9 +127,20 @@ mod tests {
         m.tool_call("execute_in_session", "ok");
         m.set_sessions(2);
         let text = m.encode();
-        assert!(text.contains("rsession_mcp_executions_total{status=\"ok\"} 1"), "{text}");
-        assert!(text.contains("rsession_mcp_tool_calls_total{tool=\"execute_in_session\",outcome=\"ok\"} 1"), "{text}");
+        assert!(
+            text.contains("rsession_mcp_executions_total{status=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "rsession_mcp_tool_calls_total{tool=\"execute_in_session\",outcome=\"ok\"} 1"
+            ),
+            "{text}"
+        );
         assert!(text.contains("rsession_mcp_sessions 2"), "{text}");
-        assert!(text.contains("rsession_mcp_execution_duration_seconds_count 1"), "{text}");
+        assert!(
+            text.contains("rsession_mcp_execution_duration_seconds_count 1"),
+            "{text}"
+        );
     }
 }

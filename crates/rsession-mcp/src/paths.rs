@@ -11,7 +11,11 @@ use crate::errors::ToolError;
 ///
 /// Errors: `invalid_argument` naming the rule broken.
 pub fn check_relative_path(path: &str, allow_root: bool) -> Result<(), ToolError> {
-    let refuse = |why: &str| Err(ToolError::invalid(format!("path {path:?} refused: {why}; paths are relative to the session workspace")));
+    let refuse = |why: &str| {
+        Err(ToolError::invalid(format!(
+            "path {path:?} refused: {why}; paths are relative to the session workspace"
+        )))
+    };
     if path.contains('\0') {
         return refuse("contains NUL");
     }
@@ -52,7 +56,17 @@ mod tests {
 
     #[test]
     fn refuses_escapes() {
-        for p in ["/etc/passwd", "../x", "a/../../x", "a/..", "~/x", "~root/x", "C:/x", "a\\..\\b", "a\0b"] {
+        for p in [
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/..",
+            "~/x",
+            "~root/x",
+            "C:/x",
+            "a\\..\\b",
+            "a\0b",
+        ] {
             let e = check_relative_path(p, true).unwrap_err();
             assert_eq!(e.code, crate::errors::ErrorCode::InvalidArgument, "{p}");
         }

@@ -20,9 +20,17 @@ pub fn render_text(outcome: &ExecOutcome) -> String {
                     None => out.push_str(&format!("Warning message:\n{message}\n")),
                 }
             }
-            Event::Error { message, call, traceback } => {
+            Event::Error {
+                message,
+                call,
+                traceback,
+            } => {
                 ensure_newline(&mut out);
-                let label = if outcome.status == ExecStatus::ParseError { "Parse error" } else { "Error" };
+                let label = if outcome.status == ExecStatus::ParseError {
+                    "Parse error"
+                } else {
+                    "Error"
+                };
                 match call {
                     Some(c) => out.push_str(&format!("{label} in {c} : {message}\n")),
                     None => out.push_str(&format!("{label}: {message}\n")),
@@ -37,7 +45,10 @@ pub fn render_text(outcome: &ExecOutcome) -> String {
             Event::Plot { width, height, png } => {
                 plot_no += 1;
                 ensure_newline(&mut out);
-                out.push_str(&format!("[plot {plot_no}: {width}x{height} PNG, {} bytes, returned as image content]\n", png.len()));
+                out.push_str(&format!(
+                    "[plot {plot_no}: {width}x{height} PNG, {} bytes, returned as image content]\n",
+                    png.len()
+                ));
             }
             Event::Truncated { omitted_bytes } => {
                 ensure_newline(&mut out);
@@ -66,8 +77,15 @@ mod tests {
                 Event::Value("[1] 2\n".into()),
                 Event::Stdout("hi".into()),
                 Event::Message("note\n".into()),
-                Event::Warning { message: "careful".into(), call: Some("f(x)".into()) },
-                Event::Error { message: "boom".into(), call: Some("g()".into()), traceback: vec!["f()".into(), "g()".into()] },
+                Event::Warning {
+                    message: "careful".into(),
+                    call: Some("f(x)".into()),
+                },
+                Event::Error {
+                    message: "boom".into(),
+                    call: Some("g()".into()),
+                    traceback: vec!["f()".into(), "g()".into()],
+                },
             ],
             truncated: false,
             omitted_bytes: 0,

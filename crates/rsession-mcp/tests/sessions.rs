@@ -26,15 +26,35 @@ async fn state_persists_and_events_keep_their_order() {
         vec![
             Event::Stdout("out1\n".into()),
             Event::Message("msg1\n".into()),
-            Event::Warning { message: "warn1".into(), call: None },
+            Event::Warning {
+                message: "warn1".into(),
+                call: None
+            },
             Event::Value("[1] 42\n".into()),
-            Event::Error { message: "boom".into(), call: Some("f()".into()), traceback: vec!["f()".into(), "stop(\"boom\")".into()] },
+            Event::Error {
+                message: "boom".into(),
+                call: Some("f()".into()),
+                traceback: vec!["f()".into(), "stop(\"boom\")".into()]
+            },
         ]
     );
     // a warning inside a function keeps its call and is not an error
-    let r = m.execute(OWNER, &sid, "g <- function(v) as.integer(v); g('a')", None, None).await.unwrap();
+    let r = m
+        .execute(
+            OWNER,
+            &sid,
+            "g <- function(v) as.integer(v); g('a')",
+            None,
+            None,
+        )
+        .await
+        .unwrap();
     assert_eq!(r.outcome.status, ExecStatus::Ok);
-    assert!(matches!(&r.outcome.events[0], Event::Warning { message, call: Some(c) } if message.contains("NAs introduced") && c.contains("g(")), "{:?}", r.outcome.events);
+    assert!(
+        matches!(&r.outcome.events[0], Event::Warning { message, call: Some(c) } if message.contains("NAs introduced") && c.contains("g(")),
+        "{:?}",
+        r.outcome.events
+    );
     assert_eq!(r.outcome.events[1], Event::Value("[1] NA\n".into()));
 }
 
@@ -42,10 +62,22 @@ async fn state_persists_and_events_keep_their_order() {
 async fn parse_errors_run_nothing() {
     let f = fixture(|_| {}).await;
     let sid = f.manager.create(OWNER).await.unwrap().session_id;
-    let r = f.manager.execute(OWNER, &sid, "y <- 1\n1 +", None, None).await.unwrap();
+    let r = f
+        .manager
+        .execute(OWNER, &sid, "y <- 1\n1 +", None, None)
+        .await
+        .unwrap();
     assert_eq!(r.outcome.status, ExecStatus::ParseError);
-    assert!(render_text(&r.outcome).contains("unexpected end of input"), "{}", render_text(&r.outcome));
-    let r = f.manager.execute(OWNER, &sid, "exists('y')", None, None).await.unwrap();
+    assert!(
+        render_text(&r.outcome).contains("unexpected end of input"),
+        "{}",
+        render_text(&r.outcome)
+    );
+    let r = f
+        .manager
+        .execute(OWNER, &sid, "exists('y')", None, None)
+        .await
+        .unwrap();
     assert_eq!(r.outcome.events, vec![Event::Value("[1] FALSE\n".into())]);
 }
 
@@ -55,10 +87,21 @@ async fn plots_come_back_as_png_pages() {
     let sid = f.manager.create(OWNER).await.unwrap().session_id;
     let r = f
         .manager
-        .execute(OWNER, &sid, "plot(1:10)\nabline(h = 5)\nhist(c(1, 2, 2, 3))\ncat('after\\n')", None, None)
+        .execute(
+            OWNER,
+            &sid,
+            "plot(1:10)\nabline(h = 5)\nhist(c(1, 2, 2, 3))\ncat('after\\n')",
+            None,
+            None,
+        )
         .await
         .unwrap();
-    assert_eq!(r.outcome.status, ExecStatus::Ok, "{}", render_text(&r.outcome));
+    assert_eq!(
+        r.outcome.status,
+        ExecStatus::Ok,
+        "{}",
+        render_text(&r.outcome)
+    );
     let plots: Vec<&Vec<u8>> = r
         .outcome
         .events
@@ -76,17 +119,37 @@ async fn plots_come_back_as_png_pages() {
     // ggplot objects draw when printed
     let r = f
         .manager
-        .execute(OWNER, &sid, "library(ggplot2)\nggplot(mtcars, aes(wt, mpg)) + geom_point()", None, None)
+        .execute(
+            OWNER,
+            &sid,
+            "library(ggplot2)\nggplot(mtcars, aes(wt, mpg)) + geom_point()",
+            None,
+            None,
+        )
         .await
         .unwrap();
-    assert!(r.outcome.events.iter().any(|e| matches!(e, Event::Plot { width: 800, height: 600, .. })), "{}", render_text(&r.outcome));
+    assert!(
+        r.outcome.events.iter().any(|e| matches!(
+            e,
+            Event::Plot {
+                width: 800,
+                height: 600,
+                ..
+            }
+        )),
+        "{}",
+        render_text(&r.outcome)
+    );
 }
 
 #[tokio::test]
 async fn sleep_past_the_deadline_is_interrupted_and_the_session_answers() {
     let f = fixture(|_| {}).await;
     let sid = f.manager.create(OWNER).await.unwrap().session_id;
-    f.manager.execute(OWNER, &sid, "kept <- 'yes'", None, None).await.unwrap();
+    f.manager
+        .execute(OWNER, &sid, "kept <- 'yes'", None, None)
+        .await
+        .unwrap();
     for code in ["cat('before\\n'); Sys.sleep(60)", "repeat {}"] {
         let t = Instant::now();
         let e = f
@@ -98,16 +161,33 @@ async fn sleep_past_the_deadline_is_interrupted_and_the_session_answers() {
         assert_eq!(e.code, ErrorCode::ExecutionTimeout, "{code}: {e:?}");
         assert!(took < Duration::from_secs(4), "{code}: took {took:?}");
         assert!(took >= Duration::from_secs(2), "{code}: took {took:?}");
-        let r = f.manager.execute(OWNER, &sid, "kept", None, None).await.unwrap();
-        assert_eq!(r.outcome.events, vec![Event::Value("[1] \"yes\"\n".into())], "{code}: state kept");
+        let r = f
+            .manager
+            .execute(OWNER, &sid, "kept", None, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            r.outcome.events,
+            vec![Event::Value("[1] \"yes\"\n".into())],
+            "{code}: state kept"
+        );
         assert!(r.state_reset_notice.is_none());
     }
     let e = f
         .manager
-        .execute(OWNER, &sid, "cat('before\\n'); Sys.sleep(60)", Some(Duration::from_secs(1)), None)
+        .execute(
+            OWNER,
+            &sid,
+            "cat('before\\n'); Sys.sleep(60)",
+            Some(Duration::from_secs(1)),
+            None,
+        )
         .await
         .unwrap_err();
-    assert_eq!(e.details["partial_output"], "before\n", "partial output kept: {e:?}");
+    assert_eq!(
+        e.details["partial_output"], "before\n",
+        "partial output kept: {e:?}"
+    );
 }
 
 #[tokio::test]
@@ -115,23 +195,61 @@ async fn quit_and_kill_lose_the_session_and_the_next_call_starts_fresh() {
     let f = fixture(|_| {}).await;
     let m = &f.manager;
     let sid = m.create(OWNER).await.unwrap().session_id;
-    m.execute(OWNER, &sid, "x <- 1; writeLines('kept', 'file.txt')", None, None).await.unwrap();
+    m.execute(
+        OWNER,
+        &sid,
+        "x <- 1; writeLines('kept', 'file.txt')",
+        None,
+        None,
+    )
+    .await
+    .unwrap();
 
-    let e = m.execute(OWNER, &sid, "quit('no')", None, None).await.unwrap_err();
+    let e = m
+        .execute(OWNER, &sid, "quit('no')", None, None)
+        .await
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::SessionLost, "{e:?}");
     assert!(e.code.retryable());
-    let r = m.execute(OWNER, &sid, "exists('x'); readLines('file.txt')", None, None).await.unwrap();
+    let r = m
+        .execute(
+            OWNER,
+            &sid,
+            "exists('x'); readLines('file.txt')",
+            None,
+            None,
+        )
+        .await
+        .unwrap();
     let notice = r.state_reset_notice.clone().expect("reset notice");
-    assert!(notice.contains("R state was reset") && notice.contains("files in the workspace survived"), "{notice}");
-    assert_eq!(r.outcome.events, vec![Event::Value("[1] FALSE\n".into()), Event::Value("[1] \"kept\"\n".into())]);
+    assert!(
+        notice.contains("R state was reset") && notice.contains("files in the workspace survived"),
+        "{notice}"
+    );
+    assert_eq!(
+        r.outcome.events,
+        vec![
+            Event::Value("[1] FALSE\n".into()),
+            Event::Value("[1] \"kept\"\n".into())
+        ]
+    );
 
     // a killed R process (SIGKILL from outside)
-    let r = m.execute(OWNER, &sid, "cat(Sys.getpid())", None, None).await.unwrap();
+    let r = m
+        .execute(OWNER, &sid, "cat(Sys.getpid())", None, None)
+        .await
+        .unwrap();
     let pid = match &r.outcome.events[0] {
         Event::Stdout(p) => p.clone(),
         other => panic!("{other:?}"),
     };
-    assert!(std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let e = m.execute(OWNER, &sid, "1", None, None).await.unwrap_err();
     assert_eq!(e.code, ErrorCode::SessionLost, "{e:?}");
     let r = m.execute(OWNER, &sid, "1 + 1", None, None).await.unwrap();
@@ -167,7 +285,11 @@ async fn fifty_megabytes_of_output_come_back_capped_head_and_tail() {
     assert!(text.starts_with("START\n"), "head kept");
     assert!(text.ends_with("END\n"), "tail kept");
     assert!(text.contains("bytes of output omitted"));
-    assert!(t.elapsed() < Duration::from_secs(30), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -176,7 +298,13 @@ async fn text_and_numbers_print_exactly() {
     let sid = f.manager.create(OWNER).await.unwrap().session_id;
     let r = f
         .manager
-        .execute(OWNER, &sid, "s <- c('é', '中文', '😀'); s; cat(s, '\\n'); nchar(s)", None, None)
+        .execute(
+            OWNER,
+            &sid,
+            "s <- c('é', '中文', '😀'); s; cat(s, '\\n'); nchar(s)",
+            None,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -185,7 +313,13 @@ async fn text_and_numbers_print_exactly() {
     );
     let r = f
         .manager
-        .execute(OWNER, &sid, "c(NA, NaN, Inf, -Inf, -0, 1.5); NA_integer_; NA_character_; 1/-0; identical(-0, 0)", None, None)
+        .execute(
+            OWNER,
+            &sid,
+            "c(NA, NaN, Inf, -Inf, -0, 1.5); NA_integer_; NA_character_; 1/-0; identical(-0, 0)",
+            None,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -200,11 +334,19 @@ async fn concurrent_calls_on_one_session_get_session_busy() {
     let m = f.manager.clone();
     let sid = m.create(OWNER).await.unwrap().session_id;
     let (m2, sid2) = (m.clone(), sid.clone());
-    let slow = tokio::spawn(async move { m2.execute(OWNER, &sid2, "Sys.sleep(1.5); 'slow done'", None, None).await });
+    let slow = tokio::spawn(async move {
+        m2.execute(OWNER, &sid2, "Sys.sleep(1.5); 'slow done'", None, None)
+            .await
+    });
     // wait until the slow call holds the session (observable through list)
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let busy = m.list(OWNER).await.unwrap().iter().any(|s| s.session_id == sid && s.busy);
+        let busy = m
+            .list(OWNER)
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s.session_id == sid && s.busy);
         if busy {
             break;
         }
@@ -215,7 +357,10 @@ async fn concurrent_calls_on_one_session_get_session_busy() {
     assert_eq!(e.code, ErrorCode::SessionBusy);
     assert!(e.code.retryable());
     let r = slow.await.unwrap().unwrap();
-    assert_eq!(r.outcome.events, vec![Event::Value("[1] \"slow done\"\n".into())]);
+    assert_eq!(
+        r.outcome.events,
+        vec![Event::Value("[1] \"slow done\"\n".into())]
+    );
     // other sessions are not blocked
     let other = m.create(OWNER).await.unwrap().session_id;
     assert!(m.execute(OWNER, &other, "1", None, None).await.is_ok());
@@ -226,13 +371,25 @@ async fn limits_and_bad_input_are_refused_clearly() {
     let f = fixture(|c| c.limits.max_code_bytes = 100).await;
     let m = &f.manager;
     let sid = m.create(OWNER).await.unwrap().session_id;
-    let e = m.execute(OWNER, &sid, &"1;".repeat(100), None, None).await.unwrap_err();
+    let e = m
+        .execute(OWNER, &sid, &"1;".repeat(100), None, None)
+        .await
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::CodeTooLarge);
-    let e = m.execute(OWNER, "rs-nope", "1", None, None).await.unwrap_err();
+    let e = m
+        .execute(OWNER, "rs-nope", "1", None, None)
+        .await
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::SessionNotFound);
-    let e = m.execute("someone-else", &sid, "1", None, None).await.unwrap_err();
+    let e = m
+        .execute("someone-else", &sid, "1", None, None)
+        .await
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::SessionNotFound, "owners are isolated");
-    let e = m.execute(OWNER, &sid, "'a\0b'", None, None).await.unwrap_err();
+    let e = m
+        .execute(OWNER, &sid, "'a\0b'", None, None)
+        .await
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidArgument);
 }
 
@@ -241,42 +398,106 @@ async fn workspace_files_stay_inside() {
     let f = fixture(|_| {}).await;
     let m = &f.manager;
     let sid = m.create(OWNER).await.unwrap().session_id;
-    m.write_file(OWNER, &sid, "data/a.csv", b"x,y\n1,2\n", true).await.unwrap();
+    m.write_file(OWNER, &sid, "data/a.csv", b"x,y\n1,2\n", true)
+        .await
+        .unwrap();
     let r = m.read_file(OWNER, &sid, "data/a.csv", None).await.unwrap();
-    assert_eq!(r.get("bytes").and_then(|b| b.as_raw()), Some(&b"x,y\n1,2\n"[..]));
+    assert_eq!(
+        r.get("bytes").and_then(|b| b.as_raw()),
+        Some(&b"x,y\n1,2\n"[..])
+    );
     let binary: Vec<u8> = (0..=255).collect();
-    m.write_file(OWNER, &sid, "bin.dat", &binary, true).await.unwrap();
+    m.write_file(OWNER, &sid, "bin.dat", &binary, true)
+        .await
+        .unwrap();
     let r = m.read_file(OWNER, &sid, "bin.dat", None).await.unwrap();
     assert_eq!(r.get("bytes").and_then(|b| b.as_raw()), Some(&binary[..]));
-    let e = m.write_file(OWNER, &sid, "bin.dat", b"x", false).await.unwrap_err();
+    let e = m
+        .write_file(OWNER, &sid, "bin.dat", b"x", false)
+        .await
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidArgument, "no overwrite: {e:?}");
     let listing = m.list_files(OWNER, &sid, ".", false).await.unwrap();
-    let names: Vec<String> = listing.get("name").unwrap().as_strings().unwrap().iter().flatten().cloned().collect();
-    assert!(names.contains(&"data".to_string()) && names.contains(&"bin.dat".to_string()), "{names:?}");
+    let names: Vec<String> = listing
+        .get("name")
+        .unwrap()
+        .as_strings()
+        .unwrap()
+        .iter()
+        .flatten()
+        .cloned()
+        .collect();
+    assert!(
+        names.contains(&"data".to_string()) && names.contains(&"bin.dat".to_string()),
+        "{names:?}"
+    );
     // code sees the same files, in its working directory
-    let r = m.execute(OWNER, &sid, "read.csv('data/a.csv')$y", None, None).await.unwrap();
+    let r = m
+        .execute(OWNER, &sid, "read.csv('data/a.csv')$y", None, None)
+        .await
+        .unwrap();
     assert_eq!(r.outcome.events, vec![Event::Value("[1] 2\n".into())]);
 
     for bad in ["../escape.txt", "/etc/passwd", "a/../../x", "~/x"] {
-        assert_eq!(m.read_file(OWNER, &sid, bad, None).await.unwrap_err().code, ErrorCode::InvalidArgument, "{bad}");
-        assert_eq!(m.write_file(OWNER, &sid, bad, b"x", true).await.unwrap_err().code, ErrorCode::InvalidArgument, "{bad}");
+        assert_eq!(
+            m.read_file(OWNER, &sid, bad, None).await.unwrap_err().code,
+            ErrorCode::InvalidArgument,
+            "{bad}"
+        );
+        assert_eq!(
+            m.write_file(OWNER, &sid, bad, b"x", true)
+                .await
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidArgument,
+            "{bad}"
+        );
     }
     // symlinks made by code that point out of the workspace are refused by the R-side check
-    m.execute(OWNER, &sid, "file.symlink('/etc', 'etc_link'); file.symlink('/tmp', 'tmp_link')", None, None)
+    m.execute(
+        OWNER,
+        &sid,
+        "file.symlink('/etc', 'etc_link'); file.symlink('/tmp', 'tmp_link')",
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    let e = m
+        .read_file(OWNER, &sid, "etc_link/hostname", None)
         .await
-        .unwrap();
-    let e = m.read_file(OWNER, &sid, "etc_link/hostname", None).await.unwrap_err();
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidArgument, "{e:?}");
     assert!(e.message.contains("leaves the workspace"), "{}", e.message);
-    let e = m.write_file(OWNER, &sid, "tmp_link/planted.txt", b"x", true).await.unwrap_err();
+    let e = m
+        .write_file(OWNER, &sid, "tmp_link/planted.txt", b"x", true)
+        .await
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidArgument, "{e:?}");
     assert!(!std::path::Path::new("/tmp/planted.txt").exists());
-    m.execute(OWNER, &sid, "file.symlink('/nonexistent/target', 'dangling')", None, None).await.unwrap();
-    let e = m.write_file(OWNER, &sid, "dangling", b"x", true).await.unwrap_err();
+    m.execute(
+        OWNER,
+        &sid,
+        "file.symlink('/nonexistent/target', 'dangling')",
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    let e = m
+        .write_file(OWNER, &sid, "dangling", b"x", true)
+        .await
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidArgument, "{e:?}");
-    let e = m.list_files(OWNER, &sid, "etc_link", false).await.unwrap_err();
+    let e = m
+        .list_files(OWNER, &sid, "etc_link", false)
+        .await
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidArgument);
-    let e = m.read_file(OWNER, &sid, "missing.txt", None).await.unwrap_err();
+    let e = m
+        .read_file(OWNER, &sid, "missing.txt", None)
+        .await
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidArgument);
 }
 
@@ -288,15 +509,44 @@ async fn close_removes_the_workspace_and_reset_keeps_files() {
     let sid = info.session_id.clone();
     let ws = std::path::PathBuf::from(info.workspace.clone().unwrap());
     assert!(ws.is_dir());
-    m.execute(OWNER, &sid, "x <- 1; writeLines('a', 'keep.txt')", None, None).await.unwrap();
+    m.execute(
+        OWNER,
+        &sid,
+        "x <- 1; writeLines('a', 'keep.txt')",
+        None,
+        None,
+    )
+    .await
+    .unwrap();
     let notice = m.reset(OWNER, &sid).await.unwrap();
     assert!(notice.contains("reset"));
-    let r = m.execute(OWNER, &sid, "exists('x'); file.exists('keep.txt'); basename(getwd())", None, None).await.unwrap();
-    assert_eq!(render_text(&r.outcome), format!("[1] FALSE\n[1] TRUE\n[1] \"{sid}\"\n"));
-    assert!(r.state_reset_notice.is_none(), "explicit reset already reported");
+    let r = m
+        .execute(
+            OWNER,
+            &sid,
+            "exists('x'); file.exists('keep.txt'); basename(getwd())",
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        render_text(&r.outcome),
+        format!("[1] FALSE\n[1] TRUE\n[1] \"{sid}\"\n")
+    );
+    assert!(
+        r.state_reset_notice.is_none(),
+        "explicit reset already reported"
+    );
     m.close(OWNER, &sid).await.unwrap();
     assert!(!ws.exists(), "workspace removed on close");
-    assert_eq!(m.execute(OWNER, &sid, "1", None, None).await.unwrap_err().code, ErrorCode::SessionNotFound);
+    assert_eq!(
+        m.execute(OWNER, &sid, "1", None, None)
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::SessionNotFound
+    );
     assert!(m.list(OWNER).await.unwrap().is_empty());
 }
 
@@ -304,9 +554,16 @@ async fn close_removes_the_workspace_and_reset_keeps_files() {
 async fn help_is_text() {
     let f = fixture(|_| {}).await;
     let sid = f.manager.create(OWNER).await.unwrap().session_id;
-    let r = f.manager.execute(OWNER, &sid, "?mean", None, Some(100_000)).await.unwrap();
+    let r = f
+        .manager
+        .execute(OWNER, &sid, "?mean", None, Some(100_000))
+        .await
+        .unwrap();
     let text = render_text(&r.outcome);
-    assert!(text.contains("Arithmetic Mean") && text.contains("Usage:"), "{text}");
+    assert!(
+        text.contains("Arithmetic Mean") && text.contains("Usage:"),
+        "{text}"
+    );
     assert!(!text.contains('\u{8}'), "no backspace overstrikes");
 }
 
@@ -317,20 +574,52 @@ async fn install_package_from_a_local_repository_into_the_session_library() {
     let f = fixture(|c| c.package_repository = repo.clone()).await;
     let m = &f.manager;
     let sid = m.create(OWNER).await.unwrap().session_id;
-    let r = m.install_packages(OWNER, &sid, &["rsessiontest".to_string()]).await.unwrap();
-    assert_eq!(r.outcome.status, ExecStatus::Ok, "{}", render_text(&r.outcome));
-    assert!(render_text(&r.outcome).contains("installed rsessiontest 0.1.0"), "{}", render_text(&r.outcome));
     let r = m
-        .execute(OWNER, &sid, "library(rsessiontest); hello(); find.package('rsessiontest')", None, None)
+        .install_packages(OWNER, &sid, &["rsessiontest".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(
+        r.outcome.status,
+        ExecStatus::Ok,
+        "{}",
+        render_text(&r.outcome)
+    );
+    assert!(
+        render_text(&r.outcome).contains("installed rsessiontest 0.1.0"),
+        "{}",
+        render_text(&r.outcome)
+    );
+    let r = m
+        .execute(
+            OWNER,
+            &sid,
+            "library(rsessiontest); hello(); find.package('rsessiontest')",
+            None,
+            None,
+        )
         .await
         .unwrap();
     let text = render_text(&r.outcome);
     assert!(text.contains("hello from rsessiontest"), "{text}");
-    assert!(text.contains(&format!("{sid}/.R/library/rsessiontest")), "installed in the session library: {text}");
-    let r = m.install_packages(OWNER, &sid, &["nosuchpkgxyz".to_string()]).await.unwrap();
-    assert_eq!(r.outcome.status, ExecStatus::Error, "{}", render_text(&r.outcome));
+    assert!(
+        text.contains(&format!("{sid}/.R/library/rsessiontest")),
+        "installed in the session library: {text}"
+    );
+    let r = m
+        .install_packages(OWNER, &sid, &["nosuchpkgxyz".to_string()])
+        .await
+        .unwrap();
     assert_eq!(
-        m.install_packages(OWNER, &sid, &["bad name".to_string()]).await.unwrap_err().code,
+        r.outcome.status,
+        ExecStatus::Error,
+        "{}",
+        render_text(&r.outcome)
+    );
+    assert_eq!(
+        m.install_packages(OWNER, &sid, &["bad name".to_string()])
+            .await
+            .unwrap_err()
+            .code,
         ErrorCode::InvalidArgument
     );
 }

@@ -44,8 +44,11 @@ pub struct RConn {
 }
 
 fn backend_unavailable(endpoint: &Endpoint, e: &rserve::Error) -> ToolError {
-    ToolError::new(ErrorCode::BackendUnavailable, format!("cannot reach R at {}: {e}", endpoint.addr))
-        .with_details(json!({"endpoint": endpoint.addr}))
+    ToolError::new(
+        ErrorCode::BackendUnavailable,
+        format!("cannot reach R at {}: {e}", endpoint.addr),
+    )
+    .with_details(json!({"endpoint": endpoint.addr}))
 }
 
 /// Map a QAP1 error on an established connection to a tool error.
@@ -53,7 +56,9 @@ pub fn map_rserve_error(e: &rserve::Error) -> ToolError {
     if e.is_connection_lost() {
         ToolError::new(
             ErrorCode::SessionLost,
-            format!("the R process of this session is gone ({e}); the next call starts a fresh R in the same workspace"),
+            format!(
+                "the R process of this session is gone ({e}); the next call starts a fresh R in the same workspace"
+            ),
         )
     } else {
         ToolError::internal(format!("R request failed: {e}"))
@@ -120,16 +125,22 @@ impl RConn {
         deadline: Instant,
         grace: Duration,
     ) -> Result<Result<ExecOutcome, Interrupted>, ToolError> {
-        let call = harness::execute_call(code, limits)
-            .ok_or_else(|| ToolError::invalid("code contains a NUL character, which R strings cannot hold"))?;
+        let call = harness::execute_call(code, limits).ok_or_else(|| {
+            ToolError::invalid("code contains a NUL character, which R strings cannot hold")
+        })?;
         let max_reply = REPLY_HEADROOM
             + usize::try_from(limits.max_output_bytes).unwrap_or(usize::MAX / 4)
-            + usize::try_from(limits.max_plot_bytes.saturating_mul(u64::from(limits.max_plots)))
-                .unwrap_or(usize::MAX / 4);
+            + usize::try_from(
+                limits
+                    .max_plot_bytes
+                    .saturating_mul(u64::from(limits.max_plots)),
+            )
+            .unwrap_or(usize::MAX / 4);
         self.conn.set_max_reply_bytes(max_reply);
         match self.eval_until(&call, deadline, grace).await {
             Ok(sexp) => {
-                let outcome = harness::decode_outcome(&sexp).map_err(|e| ToolError::internal(e.to_string()))?;
+                let outcome = harness::decode_outcome(&sexp)
+                    .map_err(|e| ToolError::internal(e.to_string()))?;
                 Ok(Ok(outcome))
             }
             Err(EvalEnd::Interrupted(Ok(sexp))) => {
@@ -138,14 +149,21 @@ impl RConn {
             }
             Err(EvalEnd::Interrupted(Err(_))) => Ok(Err(Interrupted::Interrupted(None))),
             Err(EvalEnd::Killed) => Ok(Err(Interrupted::Killed)),
-            Err(EvalEnd::Failed(e)) if e.is_connection_lost() => Ok(Err(Interrupted::Lost(e.to_string()))),
+            Err(EvalEnd::Failed(e)) if e.is_connection_lost() => {
+                Ok(Err(Interrupted::Lost(e.to_string())))
+            }
             Err(EvalEnd::Failed(e)) => Err(map_rserve_error(&e)),
         }
     }
 
     /// Evaluate a harness call (file tools, install) under a deadline; a
     /// timeout or a lost connection becomes the matching tool error.
-    pub async fn call(&mut self, expr: &str, deadline: Instant, grace: Duration) -> Result<Sexp, ToolError> {
+    pub async fn call(
+        &mut self,
+        expr: &str,
+        deadline: Instant,
+        grace: Duration,
+    ) -> Result<Sexp, ToolError> {
         match self.eval_until(expr, deadline, grace).await {
             Ok(s) => Ok(s),
             Err(EvalEnd::Interrupted(_)) => Err(ToolError::new(
@@ -163,13 +181,20 @@ impl RConn {
         }
     }
 
-    async fn eval_until(&mut self, expr: &str, deadline: Instant, grace: Duration) -> Result<Sexp, EvalEnd> {
+    async fn eval_until(
+        &mut self,
+        expr: &str,
+        deadline: Instant,
+        grace: Duration,
+    ) -> Result<Sexp, EvalEnd> {
         self.conn.send_eval(expr).await.map_err(EvalEnd::Failed)?;
         if let Ok(reply) = timeout_at(deadline, self.conn.read_reply()).await {
             return reply.map_err(EvalEnd::Failed);
         }
         tracing::info!(pid = self.pid, "deadline passed; sending SIGINT");
-        if let Err(e) = rserve::signal_child(&self.endpoint.addr, &self.opts, self.pid, Signal::Interrupt).await {
+        if let Err(e) =
+            rserve::signal_child(&self.endpoint.addr, &self.opts, self.pid, Signal::Interrupt).await
+        {
             tracing::warn!(pid = self.pid, error = %e, "SIGINT not delivered");
         }
         if let Ok(reply) = timeout_at(Instant::now() + grace, self.conn.read_reply()).await {
@@ -179,7 +204,9 @@ impl RConn {
             };
         }
         tracing::warn!(pid = self.pid, "R ignored SIGINT; sending SIGKILL");
-        if let Err(e) = rserve::signal_child(&self.endpoint.addr, &self.opts, self.pid, Signal::Kill).await {
+        if let Err(e) =
+            rserve::signal_child(&self.endpoint.addr, &self.opts, self.pid, Signal::Kill).await
+        {
             tracing::warn!(pid = self.pid, error = %e, "SIGKILL not delivered");
         }
         // The kernel closes the socket when the process dies; bound the wait anyway.
@@ -190,7 +217,10 @@ impl RConn {
     /// Assign raw `bytes` to the global variable `name` (QAP1 `CMD_setSEXP`).
     pub async fn upload(&mut self, name: &str, bytes: &[u8]) -> Result<(), ToolError> {
         let value = Sexp::from(rserve::Value::Raw(bytes.to_vec()));
-        self.conn.assign(name, &value).await.map_err(|e| map_rserve_error(&e))
+        self.conn
+            .assign(name, &value)
+            .await
+            .map_err(|e| map_rserve_error(&e))
     }
 
     /// Remove the workspace (used by `close_session` on backends whose
@@ -231,7 +261,9 @@ mod tests {
 
     #[test]
     fn harness_stop_messages_become_invalid_argument() {
-        let e = r_error_to_tool_error("Error in h$resolve(path) : rsession: path leaves the workspace: ../x");
+        let e = r_error_to_tool_error(
+            "Error in h$resolve(path) : rsession: path leaves the workspace: ../x",
+        );
         assert_eq!(e.code, ErrorCode::InvalidArgument);
         assert_eq!(e.message, "path leaves the workspace: ../x");
         let e = r_error_to_tool_error("Error: cannot allocate vector");

@@ -45,9 +45,14 @@ pub struct DirectBackend {
 impl DirectBackend {
     /// A backend over `targets` (at least one) with workspaces under
     /// `workspace_root` (an absolute path as the Rserve hosts see it).
-    pub fn new(targets: Vec<RserveTarget>, workspace_root: impl Into<String>) -> Result<Self, ToolError> {
+    pub fn new(
+        targets: Vec<RserveTarget>,
+        workspace_root: impl Into<String>,
+    ) -> Result<Self, ToolError> {
         if targets.is_empty() {
-            return Err(ToolError::invalid("the direct backend needs at least one Rserve endpoint"));
+            return Err(ToolError::invalid(
+                "the direct backend needs at least one Rserve endpoint",
+            ));
         }
         Ok(DirectBackend {
             targets,
@@ -76,8 +81,11 @@ impl DirectBackend {
 }
 
 fn not_found(id: &str) -> ToolError {
-    ToolError::new(ErrorCode::SessionNotFound, format!("no session with id {id:?}; create one with create_session"))
-        .with_details(json!({"session_id": id}))
+    ToolError::new(
+        ErrorCode::SessionNotFound,
+        format!("no session with id {id:?}; create one with create_session"),
+    )
+    .with_details(json!({"session_id": id}))
 }
 
 impl Backend for DirectBackend {
@@ -85,23 +93,34 @@ impl Backend for DirectBackend {
         "direct"
     }
 
-    fn create<'a>(&'a self, owner: &'a str, id: &'a str) -> BoxFuture<'a, Result<Endpoint, ToolError>> {
+    fn create<'a>(
+        &'a self,
+        owner: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Endpoint, ToolError>> {
         async move {
             let target = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
-            self.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(
-                id.to_string(),
-                Placed {
-                    owner: owner.to_string(),
-                    target,
-                    created_at: jiff::Timestamp::now(),
-                },
-            );
+            self.sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    id.to_string(),
+                    Placed {
+                        owner: owner.to_string(),
+                        target,
+                        created_at: jiff::Timestamp::now(),
+                    },
+                );
             Ok(self.endpoint_for(id, target))
         }
         .boxed()
     }
 
-    fn endpoint<'a>(&'a self, owner: &'a str, id: &'a str) -> BoxFuture<'a, Result<Endpoint, ToolError>> {
+    fn endpoint<'a>(
+        &'a self,
+        owner: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Endpoint, ToolError>> {
         async move {
             let placed = self.lookup(owner, id)?;
             Ok(self.endpoint_for(id, placed.target))
@@ -122,7 +141,11 @@ impl Backend for DirectBackend {
                     ready: true,
                 })
                 .collect();
-            out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.session_id.cmp(&b.session_id)));
+            out.sort_by(|a, b| {
+                a.created_at
+                    .cmp(&b.created_at)
+                    .then(a.session_id.cmp(&b.session_id))
+            });
             Ok(out)
         }
         .boxed()
@@ -131,7 +154,10 @@ impl Backend for DirectBackend {
     fn close<'a>(&'a self, owner: &'a str, id: &'a str) -> BoxFuture<'a, Result<(), ToolError>> {
         async move {
             self.lookup(owner, id)?;
-            self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+            self.sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(id);
             Ok(())
         }
         .boxed()
@@ -144,7 +170,10 @@ impl Backend for DirectBackend {
     fn ready(&self) -> BoxFuture<'_, bool> {
         async move {
             for t in &self.targets {
-                let probe = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(&t.addr));
+                let probe = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    tokio::net::TcpStream::connect(&t.addr),
+                );
                 if matches!(probe.await, Ok(Ok(_))) {
                     return true;
                 }
@@ -162,8 +191,14 @@ mod tests {
     fn backend() -> DirectBackend {
         DirectBackend::new(
             vec![
-                RserveTarget { addr: "127.0.0.1:1".into(), credentials: None },
-                RserveTarget { addr: "127.0.0.1:2".into(), credentials: None },
+                RserveTarget {
+                    addr: "127.0.0.1:1".into(),
+                    credentials: None,
+                },
+                RserveTarget {
+                    addr: "127.0.0.1:2".into(),
+                    credentials: None,
+                },
             ],
             "/ws/",
         )
@@ -185,8 +220,14 @@ mod tests {
     async fn owners_do_not_see_each_other() {
         let b = backend();
         b.create("alice", "s1").await.unwrap();
-        assert_eq!(b.endpoint("bob", "s1").await.unwrap_err().code, ErrorCode::SessionNotFound);
-        assert_eq!(b.close("bob", "s1").await.unwrap_err().code, ErrorCode::SessionNotFound);
+        assert_eq!(
+            b.endpoint("bob", "s1").await.unwrap_err().code,
+            ErrorCode::SessionNotFound
+        );
+        assert_eq!(
+            b.close("bob", "s1").await.unwrap_err().code,
+            ErrorCode::SessionNotFound
+        );
         assert!(b.list("bob").await.unwrap().is_empty());
         assert_eq!(b.list("alice").await.unwrap().len(), 1);
         b.close("alice", "s1").await.unwrap();

@@ -161,7 +161,8 @@ struct Session {
 
 impl Session {
     fn touch(&self) {
-        *self.last_activity.lock().unwrap_or_else(|p| p.into_inner()) = Some(jiff::Timestamp::now());
+        *self.last_activity.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(jiff::Timestamp::now());
     }
 }
 
@@ -217,7 +218,9 @@ impl SessionManager {
             Some(s) if s.owner == owner => Ok(s.clone()),
             _ => Err(ToolError::new(
                 ErrorCode::SessionNotFound,
-                format!("no session with id {id:?}; list_sessions shows yours, create_session makes one"),
+                format!(
+                    "no session with id {id:?}; list_sessions shows yours, create_session makes one"
+                ),
             )
             .with_details(json!({"session_id": id}))),
         }
@@ -241,7 +244,11 @@ impl SessionManager {
 
     /// Make sure the slot has a live R; after a loss, connect a fresh one and
     /// remember to tell the next result.
-    async fn ensure_conn<'a>(&self, session: &Session, slot: &'a mut Slot) -> Result<&'a mut RConn, ToolError> {
+    async fn ensure_conn<'a>(
+        &self,
+        session: &Session,
+        slot: &'a mut Slot,
+    ) -> Result<&'a mut RConn, ToolError> {
         if slot.conn.is_none() {
             let endpoint = self.backend.endpoint(&session.owner, &session.id).await?;
             let conn = self.connect(&endpoint).await?;
@@ -271,7 +278,10 @@ impl SessionManager {
         if self.map().len() >= self.config.max_sessions {
             return Err(ToolError::new(
                 ErrorCode::Forbidden,
-                format!("this server already holds its maximum of {} sessions; close one first", self.config.max_sessions),
+                format!(
+                    "this server already holds its maximum of {} sessions; close one first",
+                    self.config.max_sessions
+                ),
             ));
         }
         let id = new_session_id();
@@ -305,7 +315,12 @@ impl SessionManager {
 
     async fn info(&self, s: &Session) -> SessionInfo {
         let (busy, connected, workspace, r_version) = match s.slot.try_lock() {
-            Ok(slot) => (false, slot.conn.is_some(), slot.workspace.clone(), slot.r_version.clone()),
+            Ok(slot) => (
+                false,
+                slot.conn.is_some(),
+                slot.workspace.clone(),
+                slot.r_version.clone(),
+            ),
             Err(_) => (true, true, None, None),
         };
         SessionInfo {
@@ -389,10 +404,10 @@ impl SessionManager {
     pub async fn close_all(&self) {
         let all: Vec<Arc<Session>> = self.map().drain().map(|(_, s)| s).collect();
         for s in all {
-            if let Ok(mut slot) = s.slot.try_lock() {
-                if let Some(conn) = slot.conn.take() {
-                    conn.close().await;
-                }
+            if let Ok(mut slot) = s.slot.try_lock()
+                && let Some(conn) = slot.conn.take()
+            {
+                conn.close().await;
             }
             let _ = self.backend.close(&s.owner, &s.id).await;
         }
@@ -425,8 +440,12 @@ impl SessionManager {
             )
             .with_details(json!({"code_bytes": code.len(), "max_code_bytes": lim.max_code_bytes})));
         }
-        let duration = max_duration.unwrap_or(lim.default_duration).min(lim.max_duration);
-        let output = max_output_bytes.unwrap_or(lim.default_output_bytes).min(lim.max_output_bytes);
+        let duration = max_duration
+            .unwrap_or(lim.default_duration)
+            .min(lim.max_duration);
+        let output = max_output_bytes
+            .unwrap_or(lim.default_output_bytes)
+            .min(lim.max_output_bytes);
         let limits = ExecLimits {
             max_output_bytes: output,
             max_plots: lim.max_plots,
@@ -437,7 +456,9 @@ impl SessionManager {
         session.touch();
         let conn = self.ensure_conn(&session, &mut slot).await?;
         let started = Instant::now();
-        let result = conn.execute(code, &limits, started + duration, lim.grace).await;
+        let result = conn
+            .execute(code, &limits, started + duration, lim.grace)
+            .await;
         let elapsed = started.elapsed();
         session.executions.fetch_add(1, Ordering::Relaxed);
         session.touch();
@@ -455,7 +476,8 @@ impl SessionManager {
         match result? {
             Ok(mut outcome) => {
                 enforce_output_cap(&mut outcome, usize::try_from(output).unwrap_or(usize::MAX));
-                self.metrics.execution(status_label(outcome.status), elapsed);
+                self.metrics
+                    .execution(status_label(outcome.status), elapsed);
                 Ok(ExecReport {
                     session_id: id.to_string(),
                     outcome,
@@ -481,7 +503,10 @@ impl SessionManager {
             }
             Err(Interrupted::Killed) => {
                 self.metrics.execution("killed", elapsed);
-                self.mark_lost(&mut slot, "killed after it ignored an interrupt at the deadline");
+                self.mark_lost(
+                    &mut slot,
+                    "killed after it ignored an interrupt at the deadline",
+                );
                 Err(ToolError::new(
                     ErrorCode::SessionLost,
                     format!("the code ran longer than {:.1} s and did not stop on interrupt, so its R process was killed. Retry: the next call starts a fresh R in the same workspace (R state lost, files kept).", duration.as_secs_f64()),
@@ -490,7 +515,10 @@ impl SessionManager {
             }
             Err(Interrupted::Lost(reason)) => {
                 self.metrics.execution("lost", elapsed);
-                self.mark_lost(&mut slot, &format!("the connection ended during a call: {reason}"));
+                self.mark_lost(
+                    &mut slot,
+                    &format!("the connection ended during a call: {reason}"),
+                );
                 Err(ToolError::new(
                     ErrorCode::SessionLost,
                     "the R process of this session ended during the call (quit(), a crash, or it was killed). Retry: the next call starts a fresh R in the same workspace (R state lost, files kept).",
@@ -522,32 +550,56 @@ impl SessionManager {
             },
             None => conn.call(expr, deadline, grace).await,
         };
-        if let Err(e) = &result {
-            if e.code == ErrorCode::SessionLost {
-                self.mark_lost(&mut slot, &e.message);
-            }
+        if let Err(e) = &result
+            && e.code == ErrorCode::SessionLost
+        {
+            self.mark_lost(&mut slot, &e.message);
         }
         result
     }
 
     /// Files under `path` (relative to the workspace).
-    pub async fn list_files(&self, owner: &str, id: &str, path: &str, recursive: bool) -> Result<Sexp, ToolError> {
+    pub async fn list_files(
+        &self,
+        owner: &str,
+        id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<Sexp, ToolError> {
         check_relative_path(path, true)?;
         let lit = literal(path)?;
-        let expr = format!(".rsession$list_files({lit}, recursive = {})", if recursive { "TRUE" } else { "FALSE" });
+        let expr = format!(
+            ".rsession$list_files({lit}, recursive = {})",
+            if recursive { "TRUE" } else { "FALSE" }
+        );
         self.helper(owner, id, &expr, None).await
     }
 
     /// Up to `max_bytes` of a workspace file: `list(bytes, size, truncated)`.
-    pub async fn read_file(&self, owner: &str, id: &str, path: &str, max_bytes: Option<u64>) -> Result<Sexp, ToolError> {
+    pub async fn read_file(
+        &self,
+        owner: &str,
+        id: &str,
+        path: &str,
+        max_bytes: Option<u64>,
+    ) -> Result<Sexp, ToolError> {
         check_relative_path(path, false)?;
-        let n = max_bytes.unwrap_or(self.config.limits.max_read_bytes).min(self.config.limits.max_read_bytes);
+        let n = max_bytes
+            .unwrap_or(self.config.limits.max_read_bytes)
+            .min(self.config.limits.max_read_bytes);
         let expr = format!(".rsession$read_file({}, max_bytes = {n})", literal(path)?);
         self.helper(owner, id, &expr, None).await
     }
 
     /// Write `content` to a workspace file (parents created).
-    pub async fn write_file(&self, owner: &str, id: &str, path: &str, content: &[u8], overwrite: bool) -> Result<Sexp, ToolError> {
+    pub async fn write_file(
+        &self,
+        owner: &str,
+        id: &str,
+        path: &str,
+        content: &[u8],
+        overwrite: bool,
+    ) -> Result<Sexp, ToolError> {
         check_relative_path(path, false)?;
         if content.len() > self.config.limits.max_write_bytes {
             return Err(ToolError::invalid(format!(
@@ -566,13 +618,20 @@ impl SessionManager {
 
     /// Install `packages` into the session's own library from the configured
     /// repository, output captured like an evaluation.
-    pub async fn install_packages(&self, owner: &str, id: &str, packages: &[String]) -> Result<ExecReport, ToolError> {
+    pub async fn install_packages(
+        &self,
+        owner: &str,
+        id: &str,
+        packages: &[String],
+    ) -> Result<ExecReport, ToolError> {
         if packages.is_empty() {
             return Err(ToolError::invalid("name at least one package"));
         }
         for p in packages {
             if !is_package_name(p) {
-                return Err(ToolError::invalid(format!("{p:?} is not a valid R package name (letters, digits and '.', starting with a letter)")));
+                return Err(ToolError::invalid(format!(
+                    "{p:?} is not a valid R package name (letters, digits and '.', starting with a letter)"
+                )));
             }
         }
         let names: Vec<String> = packages.iter().map(|p| format!("\"{p}\"")).collect();
@@ -582,8 +641,17 @@ impl SessionManager {
             literal(&self.config.package_repository)?
         );
         let lim = &self.config.limits;
-        self.execute(owner, id, &code, Some(lim.install_duration.min(lim.max_duration.max(lim.install_duration))), None)
-            .await
+        self.execute(
+            owner,
+            id,
+            &code,
+            Some(
+                lim.install_duration
+                    .min(lim.max_duration.max(lim.install_duration)),
+            ),
+            None,
+        )
+        .await
     }
 }
 

@@ -83,11 +83,19 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Create a session `id` for `owner` and return its endpoint once it is
     /// ready to accept a QAP1 connection.
-    fn create<'a>(&'a self, owner: &'a str, id: &'a str) -> BoxFuture<'a, Result<Endpoint, ToolError>>;
+    fn create<'a>(
+        &'a self,
+        owner: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Endpoint, ToolError>>;
 
     /// The current endpoint of an existing session (it may move, e.g. a
     /// replaced pod). Errors: `session_not_found`, `session_not_ready`.
-    fn endpoint<'a>(&'a self, owner: &'a str, id: &'a str) -> BoxFuture<'a, Result<Endpoint, ToolError>>;
+    fn endpoint<'a>(
+        &'a self,
+        owner: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Endpoint, ToolError>>;
 
     /// Sessions of `owner`.
     fn list<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<Vec<BackendSession>, ToolError>>;

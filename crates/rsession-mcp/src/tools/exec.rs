@@ -13,28 +13,48 @@ use crate::render::render_text;
 use crate::session::{ExecReport, SessionManager};
 use crate::tools::params;
 
-pub(super) async fn execute(manager: &SessionManager, owner: &str, p: params::Execute) -> Result<CallToolResult, ToolError> {
+pub(super) async fn execute(
+    manager: &SessionManager,
+    owner: &str,
+    p: params::Execute,
+) -> Result<CallToolResult, ToolError> {
     let limits = p.limits.unwrap_or_default();
     let duration = match limits.max_duration_secs {
         Some(s) if !(s.is_finite() && s > 0.0) => {
-            return Err(ToolError::invalid("limits.max_duration_secs must be a positive number of seconds"));
+            return Err(ToolError::invalid(
+                "limits.max_duration_secs must be a positive number of seconds",
+            ));
         }
         Some(s) => Some(Duration::from_secs_f64(s.min(1e9))),
         None => None,
     };
     if limits.max_output_bytes == Some(0) {
-        return Err(ToolError::invalid("limits.max_output_bytes must be at least 1"));
+        return Err(ToolError::invalid(
+            "limits.max_output_bytes must be at least 1",
+        ));
     }
     let report = manager
-        .execute(owner, &p.session_id, &p.code, duration, limits.max_output_bytes)
+        .execute(
+            owner,
+            &p.session_id,
+            &p.code,
+            duration,
+            limits.max_output_bytes,
+        )
         .await?;
     Ok(exec_result(&report))
 }
 
-pub(super) async fn install(manager: &SessionManager, owner: &str, p: params::InstallPackage) -> Result<CallToolResult, ToolError> {
+pub(super) async fn install(
+    manager: &SessionManager,
+    owner: &str,
+    p: params::InstallPackage,
+) -> Result<CallToolResult, ToolError> {
     let mut packages: Vec<String> = p.packages.unwrap_or_default();
     packages.extend(p.package);
-    let report = manager.install_packages(owner, &p.session_id, &packages).await?;
+    let report = manager
+        .install_packages(owner, &p.session_id, &packages)
+        .await?;
     let mut result = exec_result(&report);
     if report.outcome.status != ExecStatus::Ok {
         result.is_error = Some(true);
@@ -61,8 +81,14 @@ pub(crate) fn events_json(events: &[Event]) -> Vec<Value> {
             Event::Stdout(t) => json!({"type": "stdout", "text": t}),
             Event::Value(t) => json!({"type": "value", "text": t}),
             Event::Message(t) => json!({"type": "message", "text": t}),
-            Event::Warning { message, call } => json!({"type": "warning", "text": message, "call": call}),
-            Event::Error { message, call, traceback } => {
+            Event::Warning { message, call } => {
+                json!({"type": "warning", "text": message, "call": call})
+            }
+            Event::Error {
+                message,
+                call,
+                traceback,
+            } => {
                 json!({"type": "error", "text": message, "call": call, "traceback": traceback})
             }
             Event::Plot { png, width, height } => {
@@ -71,7 +97,9 @@ pub(crate) fn events_json(events: &[Event]) -> Vec<Value> {
                 plot_index += 1;
                 v
             }
-            Event::Truncated { omitted_bytes } => json!({"type": "truncated", "omitted_bytes": omitted_bytes}),
+            Event::Truncated { omitted_bytes } => {
+                json!({"type": "truncated", "omitted_bytes": omitted_bytes})
+            }
         })
         .collect()
 }

@@ -11,10 +11,15 @@ use crate::session::SessionManager;
 use crate::tools::params::{self, ContentEncoding};
 
 fn column<'a>(s: &'a Sexp, name: &str) -> Result<&'a Sexp, ToolError> {
-    s.get(name).ok_or_else(|| ToolError::internal(format!("harness reply lacks {name}")))
+    s.get(name)
+        .ok_or_else(|| ToolError::internal(format!("harness reply lacks {name}")))
 }
 
-pub(super) async fn list(manager: &SessionManager, owner: &str, p: params::ListFiles) -> Result<CallToolResult, ToolError> {
+pub(super) async fn list(
+    manager: &SessionManager,
+    owner: &str,
+    p: params::ListFiles,
+) -> Result<CallToolResult, ToolError> {
     let path = p.path.unwrap_or_else(|| ".".into());
     let reply = manager
         .list_files(owner, &p.session_id, &path, p.recursive.unwrap_or(false))
@@ -24,10 +29,18 @@ pub(super) async fn list(manager: &SessionManager, owner: &str, p: params::ListF
     let dirs = column(&reply, "is_dir")?.as_bools().unwrap_or_default();
     let mtimes = column(&reply, "mtime")?.as_f64s().unwrap_or_default();
     let mut files = Vec::with_capacity(names.len());
-    let mut text = format!("{} entr{} in {path}:\n", names.len(), if names.len() == 1 { "y" } else { "ies" });
+    let mut text = format!(
+        "{} entr{} in {path}:\n",
+        names.len(),
+        if names.len() == 1 { "y" } else { "ies" }
+    );
     for (i, name) in names.iter().enumerate() {
         let name = name.clone().unwrap_or_default();
-        let size = sizes.get(i).copied().filter(|s| s.is_finite()).unwrap_or(0.0) as u64;
+        let size = sizes
+            .get(i)
+            .copied()
+            .filter(|s| s.is_finite())
+            .unwrap_or(0.0) as u64;
         let is_dir = dirs.get(i).copied().flatten().unwrap_or(false);
         let modified = mtimes
             .get(i)
@@ -35,7 +48,16 @@ pub(super) async fn list(manager: &SessionManager, owner: &str, p: params::ListF
             .filter(|t| t.is_finite())
             .and_then(|t| jiff::Timestamp::from_second(t as i64).ok())
             .map(|t| t.to_string());
-        text.push_str(&format!("{}{}  {}\n", name, if is_dir { "/" } else { "" }, if is_dir { "-".into() } else { format!("{size} bytes") }));
+        text.push_str(&format!(
+            "{}{}  {}\n",
+            name,
+            if is_dir { "/" } else { "" },
+            if is_dir {
+                "-".into()
+            } else {
+                format!("{size} bytes")
+            }
+        ));
         files.push(json!({"name": name, "size": size, "is_dir": is_dir, "modified": modified}));
     }
     let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
@@ -56,10 +78,18 @@ fn image_mime(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
-pub(super) async fn read(manager: &SessionManager, owner: &str, p: params::ReadFile) -> Result<CallToolResult, ToolError> {
-    let reply = manager.read_file(owner, &p.session_id, &p.path, p.max_bytes).await?;
+pub(super) async fn read(
+    manager: &SessionManager,
+    owner: &str,
+    p: params::ReadFile,
+) -> Result<CallToolResult, ToolError> {
+    let reply = manager
+        .read_file(owner, &p.session_id, &p.path, p.max_bytes)
+        .await?;
     let bytes = column(&reply, "bytes")?.as_raw().unwrap_or_default();
-    let size = column(&reply, "size")?.as_f64().unwrap_or(bytes.len() as f64) as u64;
+    let size = column(&reply, "size")?
+        .as_f64()
+        .unwrap_or(bytes.len() as f64) as u64;
     let truncated = column(&reply, "truncated")?.as_bool().unwrap_or(false);
     let b64 = base64::engine::general_purpose::STANDARD;
     let note = if truncated {
@@ -92,7 +122,11 @@ pub(super) async fn read(manager: &SessionManager, owner: &str, p: params::ReadF
     Ok(r)
 }
 
-pub(super) async fn write(manager: &SessionManager, owner: &str, p: params::WriteFile) -> Result<CallToolResult, ToolError> {
+pub(super) async fn write(
+    manager: &SessionManager,
+    owner: &str,
+    p: params::WriteFile,
+) -> Result<CallToolResult, ToolError> {
     let bytes = match p.encoding {
         ContentEncoding::Text => p.content.into_bytes(),
         ContentEncoding::Base64 => base64::engine::general_purpose::STANDARD
@@ -100,10 +134,22 @@ pub(super) async fn write(manager: &SessionManager, owner: &str, p: params::Writ
             .map_err(|e| ToolError::invalid(format!("content is not valid base64: {e}")))?,
     };
     let reply = manager
-        .write_file(owner, &p.session_id, &p.path, &bytes, p.overwrite.unwrap_or(true))
+        .write_file(
+            owner,
+            &p.session_id,
+            &p.path,
+            &bytes,
+            p.overwrite.unwrap_or(true),
+        )
         .await?;
-    let size = reply.get("size").and_then(Sexp::as_f64).unwrap_or(bytes.len() as f64) as u64;
-    let mut r = CallToolResult::success(vec![ContentBlock::text(format!("Wrote {size} bytes to {}.", p.path))]);
+    let size = reply
+        .get("size")
+        .and_then(Sexp::as_f64)
+        .unwrap_or(bytes.len() as f64) as u64;
+    let mut r = CallToolResult::success(vec![ContentBlock::text(format!(
+        "Wrote {size} bytes to {}.",
+        p.path
+    ))]);
     r.structured_content = Some(json!({"session_id": p.session_id, "path": p.path, "size": size}));
     Ok(r)
 }

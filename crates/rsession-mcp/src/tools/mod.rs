@@ -54,7 +54,11 @@ pub struct RSessionServer {
 
 impl RSessionServer {
     /// A server acting for `owner`.
-    pub fn new(manager: Arc<SessionManager>, metrics: Arc<Metrics>, owner: impl Into<String>) -> Self {
+    pub fn new(
+        manager: Arc<SessionManager>,
+        metrics: Arc<Metrics>,
+        owner: impl Into<String>,
+    ) -> Self {
         RSessionServer {
             manager,
             metrics,
@@ -64,7 +68,11 @@ impl RSessionServer {
     }
 
     /// Record the outcome and turn a failure into an `isError` result.
-    fn finish(&self, tool: &str, result: Result<CallToolResult, ToolError>) -> Result<CallToolResult, ErrorData> {
+    fn finish(
+        &self,
+        tool: &str,
+        result: Result<CallToolResult, ToolError>,
+    ) -> Result<CallToolResult, ErrorData> {
         match result {
             Ok(r) => {
                 self.metrics.tool_call(tool, "ok");
@@ -236,8 +244,15 @@ mod tests {
             assert_eq!(schema.get("type").and_then(|t| t.as_str()), Some("object"));
         }
         let exec = input_schema::<params::Execute>();
-        let props = exec.get("properties").and_then(|p| p.as_object()).expect("properties");
-        assert!(props.contains_key("session_id") && props.contains_key("code") && props.contains_key("limits"));
+        let props = exec
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .expect("properties");
+        assert!(
+            props.contains_key("session_id")
+                && props.contains_key("code")
+                && props.contains_key("limits")
+        );
     }
 
     #[test]
@@ -250,6 +265,9 @@ mod tests {
         args.insert("session_id".into(), serde_json::json!("s"));
         args.insert("code".into(), serde_json::json!("1"));
         args.insert("limits".into(), serde_json::json!({"max_duration": 3}));
-        assert!(parse::<params::Execute>(args).is_err(), "unknown limit field must be refused");
+        assert!(
+            parse::<params::Execute>(args).is_err(),
+            "unknown limit field must be refused"
+        );
     }
 }

@@ -12,7 +12,10 @@ fn structured(text: String, value: serde_json::Value) -> CallToolResult {
     r
 }
 
-pub(super) async fn create(manager: &SessionManager, owner: &str) -> Result<CallToolResult, ToolError> {
+pub(super) async fn create(
+    manager: &SessionManager,
+    owner: &str,
+) -> Result<CallToolResult, ToolError> {
     let info = manager.create(owner).await?;
     let text = format!(
         "Created session {} ({}). Working directory: {}. Use execute_in_session with session_id \"{}\".",
@@ -25,7 +28,10 @@ pub(super) async fn create(manager: &SessionManager, owner: &str) -> Result<Call
     Ok(structured(text, value))
 }
 
-pub(super) async fn list(manager: &SessionManager, owner: &str) -> Result<CallToolResult, ToolError> {
+pub(super) async fn list(
+    manager: &SessionManager,
+    owner: &str,
+) -> Result<CallToolResult, ToolError> {
     let sessions = manager.list(owner).await?;
     let mut text = if sessions.is_empty() {
         "No sessions. Create one with create_session.\n".to_string()
@@ -39,18 +45,36 @@ pub(super) async fn list(manager: &SessionManager, owner: &str) -> Result<CallTo
             s.created_at,
             s.executions,
             if s.busy { ", busy" } else { "" },
-            if s.connected { "" } else { ", R not connected (next call starts one)" },
+            if s.connected {
+                ""
+            } else {
+                ", R not connected (next call starts one)"
+            },
         ));
     }
     Ok(structured(text, json!({ "sessions": sessions })))
 }
 
-pub(super) async fn close(manager: &SessionManager, owner: &str, id: &str) -> Result<CallToolResult, ToolError> {
+pub(super) async fn close(
+    manager: &SessionManager,
+    owner: &str,
+    id: &str,
+) -> Result<CallToolResult, ToolError> {
     manager.close(owner, id).await?;
-    Ok(structured(format!("Closed session {id}."), json!({"session_id": id, "closed": true})))
+    Ok(structured(
+        format!("Closed session {id}."),
+        json!({"session_id": id, "closed": true}),
+    ))
 }
 
-pub(super) async fn reset(manager: &SessionManager, owner: &str, id: &str) -> Result<CallToolResult, ToolError> {
+pub(super) async fn reset(
+    manager: &SessionManager,
+    owner: &str,
+    id: &str,
+) -> Result<CallToolResult, ToolError> {
     let notice = manager.reset(owner, id).await?;
-    Ok(structured(notice.clone(), json!({"session_id": id, "state_reset": true, "state_reset_notice": notice})))
+    Ok(structured(
+        notice.clone(),
+        json!({"session_id": id, "state_reset": true, "state_reset_notice": notice}),
+    ))
 }

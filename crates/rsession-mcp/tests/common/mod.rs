@@ -45,15 +45,26 @@ pub async fn fixture(tweak: impl FnOnce(&mut ManagerConfig)) -> Fixture {
     let mut config = ManagerConfig::default();
     config.limits.grace = Duration::from_secs(1);
     tweak(&mut config);
-    let manager = Arc::new(SessionManager::new(Arc::new(backend), config, Arc::new(Metrics::new())));
+    let manager = Arc::new(SessionManager::new(
+        Arc::new(backend),
+        config,
+        Arc::new(Metrics::new()),
+    ));
     Fixture { manager, rserve }
 }
 
 /// Peak resident set size (`VmHWM`) of a process, in bytes.
 pub fn peak_rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM line");
-    let kb: u64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("VmHWM value");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM line");
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM value");
     kb * 1024
 }
 
@@ -69,21 +80,49 @@ pub fn build_local_repo(dir: &Path) -> String {
     )
     .unwrap();
     std::fs::write(pkg.join("NAMESPACE"), "export(hello)\n").unwrap();
-    std::fs::write(pkg.join("R/hello.R"), "hello <- function() \"hello from rsessiontest\"\n").unwrap();
+    std::fs::write(
+        pkg.join("R/hello.R"),
+        "hello <- function() \"hello from rsessiontest\"\n",
+    )
+    .unwrap();
     let out = std::process::Command::new("R")
-        .args(["CMD", "build", "--no-manual", "--no-build-vignettes", "rsessiontest"])
+        .args([
+            "CMD",
+            "build",
+            "--no-manual",
+            "--no-build-vignettes",
+            "rsessiontest",
+        ])
         .current_dir(dir)
         .output()
         .expect("R CMD build runs");
-    assert!(out.status.success(), "R CMD build failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "R CMD build failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let contrib = dir.join("repo/src/contrib");
     std::fs::create_dir_all(&contrib).unwrap();
-    std::fs::rename(dir.join("rsessiontest_0.1.0.tar.gz"), contrib.join("rsessiontest_0.1.0.tar.gz")).unwrap();
+    std::fs::rename(
+        dir.join("rsessiontest_0.1.0.tar.gz"),
+        contrib.join("rsessiontest_0.1.0.tar.gz"),
+    )
+    .unwrap();
     let out = std::process::Command::new("Rscript")
-        .args(["-e", &format!("tools::write_PACKAGES('{}', type = 'source')", contrib.display())])
+        .args([
+            "-e",
+            &format!(
+                "tools::write_PACKAGES('{}', type = 'source')",
+                contrib.display()
+            ),
+        ])
         .output()
         .expect("Rscript runs");
-    assert!(out.status.success(), "write_PACKAGES failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "write_PACKAGES failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     format!("file://{}", dir.join("repo").display())
 }
 
@@ -113,11 +152,19 @@ pub async fn stdio_client(extra: &[&str]) -> Client {
         .expect("spawn rsession-mcp");
     let pid = transport.id().expect("child pid");
     let service = ().serve(transport).await.expect("MCP initialize over stdio");
-    Client { service, pid, http_child: None }
+    Client {
+        service,
+        pid,
+        http_child: None,
+    }
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Spawn the server with `--transport http` and connect rmcp's streamable
@@ -139,13 +186,23 @@ pub async fn http_client(extra: &[&str]) -> (Client, String) {
     // Wait until the listener accepts (bounded).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while tokio::net::TcpStream::connect(&listen).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "HTTP server did not listen on {listen}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "HTTP server did not listen on {listen}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let base = format!("http://{listen}");
     let transport = StreamableHttpClientTransport::from_uri(format!("{base}/mcp"));
     let service = ().serve(transport).await.expect("MCP initialize over HTTP");
-    (Client { service, pid, http_child: Some(child) }, base)
+    (
+        Client {
+            service,
+            pid,
+            http_child: Some(child),
+        },
+        base,
+    )
 }
 
 impl Client {
@@ -162,16 +219,29 @@ impl Client {
     pub async fn create_session(&self) -> String {
         let r = self.call("create_session", serde_json::json!({})).await;
         assert_eq!(r.is_error, Some(false), "{r:?}");
-        structured(&r)["session_id"].as_str().expect("session_id").to_string()
+        structured(&r)["session_id"]
+            .as_str()
+            .expect("session_id")
+            .to_string()
     }
 
     /// `execute_in_session`.
     pub async fn exec(&self, sid: &str, code: &str) -> CallToolResult {
-        self.call("execute_in_session", serde_json::json!({"session_id": sid, "code": code})).await
+        self.call(
+            "execute_in_session",
+            serde_json::json!({"session_id": sid, "code": code}),
+        )
+        .await
     }
 
     /// `execute_in_session` with limits.
-    pub async fn exec_limited(&self, sid: &str, code: &str, secs: f64, bytes: u64) -> CallToolResult {
+    pub async fn exec_limited(
+        &self,
+        sid: &str,
+        code: &str,
+        secs: f64,
+        bytes: u64,
+    ) -> CallToolResult {
         self.call(
             "execute_in_session",
             serde_json::json!({"session_id": sid, "code": code,
@@ -184,7 +254,9 @@ impl Client {
     pub async fn stop(mut self) {
         let _ = self.service.cancel().await;
         if let Some(mut child) = self.http_child.take() {
-            let _ = std::process::Command::new("kill").args(["-TERM", &child.id().unwrap_or(0).to_string()]).status();
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().unwrap_or(0).to_string()])
+                .status();
             let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
         }
     }
@@ -197,7 +269,11 @@ pub fn structured(r: &CallToolResult) -> &Value {
 
 /// All text content joined.
 pub fn text(r: &CallToolResult) -> String {
-    r.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("")
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("")
 }
 
 /// Image contents as (mime, base64).
@@ -213,6 +289,10 @@ pub fn images(r: &CallToolResult) -> Vec<(String, String)> {
 
 /// Error code of an `isError` result.
 pub fn error_code(r: &CallToolResult) -> String {
-    assert_eq!(r.is_error, Some(true), "expected an error result, got {r:?}");
+    assert_eq!(
+        r.is_error,
+        Some(true),
+        "expected an error result, got {r:?}"
+    );
     structured(r)["code"].as_str().expect("code").to_string()
 }
