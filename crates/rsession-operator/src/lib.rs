@@ -1,1 +1,201 @@
-//! rsession-operator (skeleton; being written).
+//! rsession-operator: reconciles `RSession` resources (`rsession.dev/v1alpha1`) into a
+//! locked-down Rserve pod and its Secret, ConfigMap, Service, NetworkPolicy and PVC.
+//!
+//! Layout, following the fetch → validate → build → apply → status pipeline:
+//! - [`validate`]: pure checks and defaulting, RSession → [`validate::Session`];
+//! - [`build`]: pure builders of every child (security invariants unit-tested by name);
+//! - [`lifecycle`], [`pod_plan`], [`status`]: pure timer, pod and status decisions;
+//! - [`reconcile`]: the Kubernetes glue (API calls, events, error policy);
+//! - [`leader`], [`http`], [`metrics`], [`config`]: running it.
+//!
+//! Embedding: `rsession_operator::run(client, config, runtime, shutdown)` runs the controller
+//! (with leader election when `config.leaderElection.enabled`) until `shutdown` is cancelled.
+
+pub mod build;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod leader;
+pub mod lifecycle;
+pub mod metrics;
+pub mod pod_plan;
+pub mod reconcile;
+pub mod status;
+pub mod validate;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, ListParams};
+use kube::runtime::{Controller, watcher};
+use kube::Client;
+use rsession_api::RSession;
+use rsession_api::well_known as wk;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use config::OperatorConfig;
+pub use error::Error;
+pub use http::Runtime;
+pub use reconcile::{Context, error_policy, reconcile};
+
+/// Why [`run`] stopped other than by `shutdown`.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The RSession API is not reachable or the CRD is not installed.
+    #[error("cannot list RSessions (is the CRD installed and the RBAC granted?): {0}")]
+    Startup(#[source] kube::Error),
+    /// Leader election failed or the Lease was lost; the process should exit and restart.
+    #[error("lost leadership: {0}")]
+    LostLeadership(String),
+}
+
+/// Identity of this replica for the Lease and Events: `POD_NAME`, else `HOSTNAME`, else a
+/// random suffix.
+pub fn default_identity() -> String {
+    std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| format!("rsession-operator-{}", random_suffix()))
+}
+
+fn random_suffix() -> String {
+    build::secret::generate_password()[..8].to_lowercase()
+}
+
+fn api_for<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the operator until `shutdown` is cancelled (then it finishes in-flight reconciles and
+/// releases the Lease) or leadership is lost.
+///
+/// `identity` names this replica in the Lease and in Events.
+///
+/// # Errors
+/// [`RunError::Startup`] when RSessions cannot be listed; [`RunError::LostLeadership`] when
+/// the Lease could not be renewed within its duration.
+pub async fn run(
+    client: Client,
+    config: OperatorConfig,
+    identity: String,
+    runtime: Arc<Runtime>,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let namespace = config.watch_namespace.clone();
+    let rsessions: Api<RSession> = api_for(&client, namespace.as_deref());
+    rsessions
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(RunError::Startup)?;
+    runtime.ready.store(true, Ordering::Relaxed);
+
+    let le = config.leader_election.clone();
+    let elector = le.enabled.then(|| {
+        let lease_ns = le
+            .lease_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".into());
+        leader::LeaderElector::new(
+            client.clone(),
+            &lease_ns,
+            &le.lease_name,
+            &identity,
+            Duration::from_secs(le.lease_duration_secs.into()),
+        )
+    });
+    let renew = Duration::from_secs(le.renew_interval_secs.into());
+    let lease_duration = Duration::from_secs(le.lease_duration_secs.into());
+
+    if let Some(elector) = &elector {
+        info!(%identity, "waiting to become leader");
+        loop {
+            match elector.try_acquire_or_renew().await {
+                Ok(leader::LeaseState::Leader) => break,
+                Ok(leader::LeaseState::Follower) => {}
+                Err(e) => warn!(error = %e, "leader election attempt failed"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(renew) => {}
+            }
+        }
+        info!(%identity, "became leader");
+    }
+    runtime.metrics.leader.set(1);
+
+    let controller_stop = shutdown.child_token();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config.clone(),
+        runtime.metrics.clone(),
+        Some(identity.clone()),
+    ));
+    let children = watcher::Config::default()
+        .labels(&format!("{}={}", wk::LABEL_MANAGED_BY, wk::MANAGER));
+    let ns = namespace.as_deref();
+    let controller = Controller::new(rsessions, watcher::Config::default())
+        .owns(api_for::<Pod>(&client, ns), children.clone())
+        .owns(api_for::<Secret>(&client, ns), children.clone())
+        .owns(api_for::<ConfigMap>(&client, ns), children.clone())
+        .owns(api_for::<Service>(&client, ns), children.clone())
+        .owns(api_for::<NetworkPolicy>(&client, ns), children.clone())
+        .owns(api_for::<PersistentVolumeClaim>(&client, ns), children)
+        .graceful_shutdown_on(controller_stop.clone().cancelled_owned())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(session = %obj.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile error"),
+            }
+        });
+
+    let lease_loop = async {
+        let Some(elector) = &elector else {
+            controller_stop.cancelled().await;
+            return Ok(());
+        };
+        let mut last_renewal = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                () = controller_stop.cancelled() => return Ok(()),
+                () = tokio::time::sleep(renew) => {}
+            }
+            match elector.try_acquire_or_renew().await {
+                Ok(leader::LeaseState::Leader) => last_renewal = tokio::time::Instant::now(),
+                Ok(leader::LeaseState::Follower) => {
+                    controller_stop.cancel();
+                    return Err(RunError::LostLeadership("another replica holds the Lease".into()));
+                }
+                Err(e) => {
+                    warn!(error = %e, "could not renew the Lease");
+                    if last_renewal.elapsed() >= lease_duration {
+                        controller_stop.cancel();
+                        return Err(RunError::LostLeadership(format!("no renewal for {lease_duration:?}: {e}")));
+                    }
+                }
+            }
+        }
+    };
+
+    let (_, lease_result) = tokio::join!(controller, lease_loop);
+    runtime.metrics.leader.set(0);
+    if let Some(elector) = &elector
+        && lease_result.is_ok()
+        && let Err(e) = elector.release().await
+    {
+        warn!(error = %e, "could not release the Lease");
+    }
+    info!("operator stopped");
+    lease_result
+}

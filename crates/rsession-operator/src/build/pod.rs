@@ -1,0 +1,446 @@
+//! The session pod, restricted by construction (Pod Security Standard "restricted" plus the
+//! extra hardening listed in ARCHITECTURE.md "The session pod").
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, KeyToPath, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
+    Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    TCPSocketAction, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use rsession_api::well_known::{self as wk, database_keys};
+use rsession_api::WorkspaceKind;
+
+use super::config_map::{CONFIG_DIR, RSERVE_CONF_KEY, SECRET_DIR};
+use super::{Component, config_map_name, owned_meta, pvc_name, secret_name};
+use crate::config::OperatorConfig;
+use crate::validate::Session;
+
+/// uid and gid the R process runs as (the images create this user).
+pub const SESSION_UID: i64 = 1000;
+/// Name of the R container.
+pub const CONTAINER_NAME: &str = "r";
+
+const VOLUME_WORKSPACE: &str = "workspace";
+const VOLUME_TMP: &str = "tmp";
+const VOLUME_CONFIG: &str = "rserve-config";
+const VOLUME_CREDENTIALS: &str = "rserve-credentials";
+
+/// Environment variables exposing the database Secret's keys to R, libpq's names first so that
+/// `DBI::dbConnect(RPostgres::Postgres())` needs no arguments: (variable, Secret key, optional).
+pub const DATABASE_ENV: [(&str, &str, bool); 6] = [
+    ("PGHOST", database_keys::HOST, false),
+    ("PGPORT", database_keys::PORT, true),
+    ("PGDATABASE", database_keys::DBNAME, true),
+    ("PGUSER", database_keys::USER, true),
+    ("PGPASSWORD", database_keys::PASSWORD, true),
+    ("CDM_SCHEMA", database_keys::SCHEMA, true),
+];
+
+/// The claim the workspace volume mounts, if the workspace is Persistent.
+pub fn workspace_claim(s: &Session) -> Option<String> {
+    (s.workspace.kind == WorkspaceKind::Persistent).then(|| {
+        s.workspace
+            .existing_claim
+            .clone()
+            .unwrap_or_else(|| pvc_name(&s.name))
+    })
+}
+
+/// The R command: Rserve in the foreground (`run.Rserve`) with the ConfigMap's Rserve.conf.
+pub fn command() -> Vec<String> {
+    [
+        "R",
+        "--no-echo",
+        "--no-save",
+        "--no-restore",
+        "-e",
+        &format!("Rserve::run.Rserve(config.file = '{CONFIG_DIR}/{RSERVE_CONF_KEY}')"),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn environment(s: &Session) -> Vec<EnvVar> {
+    let mut vars = vec![
+        env("HOME", wk::WORKSPACE_PATH),
+        env("TMPDIR", wk::TMP_PATH),
+        env("R_LIBS_USER", &format!("{}/.R/library", wk::WORKSPACE_PATH)),
+        env("RSESSION_NAME", &s.name),
+    ];
+    if let Some(db) = &s.database {
+        vars.extend(DATABASE_ENV.iter().map(|(var, key, optional)| EnvVar {
+            name: (*var).into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: db.secret_name.clone(),
+                    key: (*key).into(),
+                    optional: Some(*optional),
+                }),
+                ..EnvVarSource::default()
+            }),
+        }));
+    }
+    vars
+}
+
+fn volumes(s: &Session, config: &OperatorConfig) -> Vec<Volume> {
+    let workspace = match workspace_claim(s) {
+        Some(claim_name) => Volume {
+            name: VOLUME_WORKSPACE.into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name,
+                read_only: Some(false),
+            }),
+            ..Volume::default()
+        },
+        None => Volume {
+            name: VOLUME_WORKSPACE.into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: None,
+                size_limit: s.workspace.size.clone(),
+            }),
+            ..Volume::default()
+        },
+    };
+    vec![
+        workspace,
+        Volume {
+            name: VOLUME_TMP.into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: None,
+                size_limit: Some(config.tmp_size_limit.clone()),
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: VOLUME_CONFIG.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(&s.name),
+                default_mode: Some(0o444),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: VOLUME_CREDENTIALS.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret_name(&s.name)),
+                // Only the password file; the plain password stays out of the pod.
+                items: Some(vec![KeyToPath {
+                    key: wk::SECRET_KEY_PASSWORD_FILE.into(),
+                    path: wk::SECRET_KEY_PASSWORD_FILE.into(),
+                    mode: Some(0o440),
+                }]),
+                default_mode: Some(0o440),
+                optional: Some(false),
+            }),
+            ..Volume::default()
+        },
+    ]
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    }
+}
+
+/// Builds the session pod named `pod_name`.
+///
+/// Security invariants (each has a unit test named for it): non-root uid/gid 1000 with fsGroup
+/// 1000, RuntimeDefault seccomp, no service-account token, no service links, restartPolicy
+/// Never, no privilege escalation, read-only root filesystem, all capabilities dropped, resource
+/// limits always set, writable paths limited to /workspace and a size-limited /tmp.
+pub fn build_pod(s: &Session, config: &OperatorConfig, pod_name: &str) -> Pod {
+    let mut resources = s.resources.clone();
+    // Validation guarantees limits (config requires cpu and memory limits); keep the invariant
+    // local too: never emit a pod without limits.
+    if resources.limits.as_ref().is_none_or(|l| l.is_empty()) {
+        resources.limits = config.default_resources.limits.as_ref().map(|l| {
+            [("cpu", &l.cpu), ("memory", &l.memory)]
+                .into_iter()
+                .filter_map(|(k, v)| v.clone().map(|v| (k.to_owned(), v)))
+                .collect()
+        });
+    }
+    let container = Container {
+        name: CONTAINER_NAME.into(),
+        image: Some(s.image.clone()),
+        image_pull_policy: Some(s.image_pull_policy.as_str().into()),
+        command: Some(command()),
+        working_dir: Some(wk::WORKSPACE_PATH.into()),
+        env: Some(environment(s)),
+        ports: Some(vec![ContainerPort {
+            name: Some(wk::RSERVE_PORT_NAME.into()),
+            container_port: wk::RSERVE_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                host: None,
+                port: IntOrString::Int(wk::RSERVE_PORT),
+            }),
+            period_seconds: Some(1),
+            failure_threshold: Some(3),
+            timeout_seconds: Some(1),
+            ..Probe::default()
+        }),
+        resources: Some(resources),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            privileged: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            run_as_user: Some(SESSION_UID),
+            run_as_group: Some(SESSION_UID),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            seccomp_profile: Some(runtime_default_seccomp()),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![
+            mount(VOLUME_WORKSPACE, wk::WORKSPACE_PATH, false),
+            mount(VOLUME_TMP, wk::TMP_PATH, false),
+            mount(VOLUME_CONFIG, CONFIG_DIR, true),
+            mount(VOLUME_CREDENTIALS, SECRET_DIR, true),
+        ]),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Container::default()
+    };
+    Pod {
+        metadata: owned_meta(s, pod_name.to_owned(), Component::Session),
+        spec: Some(PodSpec {
+            containers: vec![container],
+            volumes: Some(volumes(s, config)),
+            restart_policy: Some("Never".into()),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            host_network: Some(false),
+            host_pid: Some(false),
+            host_ipc: Some(false),
+            share_process_namespace: Some(false),
+            termination_grace_period_seconds: Some(10),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(SESSION_UID),
+                run_as_group: Some(SESSION_UID),
+                fs_group: Some(SESSION_UID),
+                seccomp_profile: Some(runtime_default_seccomp()),
+                ..PodSecurityContext::default()
+            }),
+            runtime_class_name: s.runtime_class_name.clone(),
+            node_selector: s.node_selector.clone(),
+            tolerations: s.tolerations.clone(),
+            ..PodSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        localhost_profile: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixtures::{database_secret, rsession, session_of};
+    use crate::validate::validate;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use rsession_api::{DatabaseSpec, SecretReference};
+
+    fn pod() -> Pod {
+        build_pod(&session_of(&rsession("s")), &OperatorConfig::default(), "s-1")
+    }
+
+    fn spec(p: &Pod) -> &PodSpec {
+        p.spec.as_ref().expect("spec")
+    }
+
+    fn container(p: &Pod) -> &Container {
+        &spec(p).containers[0]
+    }
+
+    fn csc(p: &Pod) -> &SecurityContext {
+        container(p).security_context.as_ref().expect("container securityContext")
+    }
+
+    fn psc(p: &Pod) -> &PodSecurityContext {
+        spec(p).security_context.as_ref().expect("pod securityContext")
+    }
+
+    #[test]
+    fn pod_runs_as_non_root() {
+        let p = pod();
+        assert_eq!(psc(&p).run_as_non_root, Some(true));
+        assert_eq!(csc(&p).run_as_non_root, Some(true));
+    }
+
+    #[test]
+    fn pod_runs_as_uid_and_gid_1000_with_fs_group_1000() {
+        let p = pod();
+        assert_eq!((psc(&p).run_as_user, psc(&p).run_as_group), (Some(1000), Some(1000)));
+        assert_eq!(psc(&p).fs_group, Some(1000));
+        assert_eq!((csc(&p).run_as_user, csc(&p).run_as_group), (Some(1000), Some(1000)));
+    }
+
+    #[test]
+    fn pod_uses_runtime_default_seccomp() {
+        let p = pod();
+        assert_eq!(psc(&p).seccomp_profile.as_ref().map(|s| s.type_.as_str()), Some("RuntimeDefault"));
+        assert_eq!(csc(&p).seccomp_profile.as_ref().map(|s| s.type_.as_str()), Some("RuntimeDefault"));
+    }
+
+    #[test]
+    fn pod_does_not_mount_a_service_account_token() {
+        assert_eq!(spec(&pod()).automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn pod_disables_service_links() {
+        assert_eq!(spec(&pod()).enable_service_links, Some(false));
+    }
+
+    #[test]
+    fn pod_never_restarts() {
+        assert_eq!(spec(&pod()).restart_policy.as_deref(), Some("Never"));
+    }
+
+    #[test]
+    fn pod_forbids_privilege_escalation() {
+        let p = pod();
+        assert_eq!(csc(&p).allow_privilege_escalation, Some(false));
+        assert_eq!(csc(&p).privileged, Some(false));
+    }
+
+    #[test]
+    fn pod_has_read_only_root_filesystem() {
+        assert_eq!(csc(&pod()).read_only_root_filesystem, Some(true));
+    }
+
+    #[test]
+    fn pod_drops_all_capabilities() {
+        let caps = csc(&pod()).capabilities.clone().expect("capabilities");
+        assert_eq!(caps.drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(caps.add, None);
+    }
+
+    #[test]
+    fn pod_always_has_resource_limits() {
+        let p = pod();
+        let limits = container(&p).resources.as_ref().and_then(|r| r.limits.as_ref()).expect("limits");
+        assert!(limits.contains_key("cpu") && limits.contains_key("memory"), "{limits:?}");
+    }
+
+    #[test]
+    fn pod_gets_limits_even_when_the_session_resources_have_none() {
+        let mut s = session_of(&rsession("s"));
+        s.resources.limits = None;
+        let p = build_pod(&s, &OperatorConfig::default(), "s-1");
+        let limits = container(&p).resources.as_ref().and_then(|r| r.limits.as_ref()).expect("limits");
+        assert_eq!(limits["memory"], Quantity("2Gi".into()));
+    }
+
+    #[test]
+    fn pod_is_ready_when_rserve_accepts_tcp_on_6311() {
+        let probe = container(&pod()).readiness_probe.clone().expect("readiness probe");
+        assert_eq!(probe.tcp_socket.map(|t| t.port), Some(IntOrString::Int(6311)));
+    }
+
+    #[test]
+    fn pod_writable_paths_are_only_workspace_and_tmp() {
+        let p = pod();
+        let writable: Vec<&str> = container(&p)
+            .volume_mounts
+            .as_ref()
+            .expect("mounts")
+            .iter()
+            .filter(|m| m.read_only != Some(true))
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert_eq!(writable, ["/workspace", "/tmp"]);
+    }
+
+    #[test]
+    fn pod_tmp_is_a_size_limited_empty_dir() {
+        let p = pod();
+        let tmp = spec(&p).volumes.as_ref().expect("volumes").iter().find(|v| v.name == "tmp").expect("tmp");
+        assert_eq!(tmp.empty_dir.as_ref().and_then(|e| e.size_limit.clone()), Some(Quantity("1Gi".into())));
+    }
+
+    #[test]
+    fn pod_mounts_only_the_password_file_from_the_credentials_secret() {
+        let p = pod();
+        let v = spec(&p).volumes.as_ref().expect("volumes").iter().find(|v| v.name == "rserve-credentials").expect("secret volume");
+        let items = v.secret.as_ref().and_then(|s| s.items.clone()).expect("items");
+        assert_eq!(items.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["rserve.pwd"]);
+    }
+
+    #[test]
+    fn pod_does_not_use_host_namespaces() {
+        let p = pod();
+        assert_eq!((spec(&p).host_network, spec(&p).host_pid, spec(&p).host_ipc), (Some(false), Some(false), Some(false)));
+    }
+
+    #[test]
+    fn pod_runs_rserve_with_the_config_map() {
+        let cmd = container(&pod()).command.clone().expect("command").join(" ");
+        assert!(cmd.contains("Rserve::run.Rserve(config.file = '/etc/rserve/Rserve.conf')"), "{cmd}");
+    }
+
+    #[test]
+    fn persistent_workspace_mounts_the_claim() {
+        let mut rs = rsession("s");
+        rs.spec.workspace.kind = WorkspaceKind::Persistent;
+        rs.spec.workspace.size = Some(Quantity("1Gi".into()));
+        let p = build_pod(&session_of(&rs), &OperatorConfig::default(), "s-1");
+        let ws = spec(&p).volumes.as_ref().expect("volumes").iter().find(|v| v.name == "workspace").expect("ws");
+        assert_eq!(ws.persistent_volume_claim.as_ref().map(|c| c.claim_name.as_str()), Some("s-workspace"));
+        rs.spec.workspace.existing_claim = Some("mine".into());
+        let p = build_pod(&session_of(&rs), &OperatorConfig::default(), "s-1");
+        let ws = spec(&p).volumes.as_ref().expect("volumes").iter().find(|v| v.name == "workspace").expect("ws");
+        assert_eq!(ws.persistent_volume_claim.as_ref().map(|c| c.claim_name.as_str()), Some("mine"));
+    }
+
+    #[test]
+    fn database_secret_keys_become_libpq_environment_variables() {
+        let mut rs = rsession("s");
+        rs.spec.database = Some(DatabaseSpec { secret_ref: SecretReference { name: "db".into() } });
+        let secret = database_secret("db", &[("host", "10.0.0.1")]);
+        let s = validate(&rs, &OperatorConfig::default(), Some(&secret)).expect("valid");
+        let p = build_pod(&s, &OperatorConfig::default(), "s-1");
+        let env = container(&p).env.clone().expect("env");
+        let pghost = env.iter().find(|e| e.name == "PGHOST").expect("PGHOST");
+        let sel = pghost.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("secretKeyRef");
+        assert_eq!((sel.name.as_str(), sel.key.as_str()), ("db", "host"));
+        assert!(env.iter().any(|e| e.name == "CDM_SCHEMA"));
+        assert!(env.iter().all(|e| e.value.as_deref() != Some("10.0.0.1")), "values stay in the Secret");
+    }
+
+    #[test]
+    fn pod_passes_placement_through() {
+        let mut rs = rsession("s");
+        rs.spec.runtime_class_name = Some("gvisor".into());
+        let p = build_pod(&session_of(&rs), &OperatorConfig::default(), "s-1");
+        assert_eq!(spec(&p).runtime_class_name.as_deref(), Some("gvisor"));
+    }
+}

@@ -1,0 +1,249 @@
+//! Operator configuration: defaults for session pods, the MCP frontend's pod selector, the
+//! namespace scope and leader election. Read from a YAML file (`--config`), then overridden by
+//! command-line flags (see `main.rs`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use rsession_api::{ImagePullPolicy, ResourceAmounts, SessionResources};
+use serde::Deserialize;
+
+/// Everything the reconciler needs besides the RSession itself.
+///
+/// YAML keys are camelCase; every key is optional and falls back to [`OperatorConfig::default`].
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// Image used when `spec.image` is unset.
+    pub default_image: String,
+    /// Pull policy used when `spec.imagePullPolicy` is unset.
+    pub default_image_pull_policy: ImagePullPolicy,
+    /// Requests and limits used for every amount `spec.resources` leaves out; its limits must
+    /// name cpu and memory so every session pod has limits.
+    pub default_resources: SessionResources,
+    /// Labels of the MCP frontend's pods: the only pods allowed to connect to port 6311.
+    pub frontend_pod_selector: BTreeMap<String, String>,
+    /// Namespace of the MCP frontend's pods; `None` means the session's own namespace.
+    pub frontend_namespace: Option<String>,
+    /// Watch only this namespace; `None` watches all namespaces.
+    pub watch_namespace: Option<String>,
+    /// Size limit of the `/tmp` emptyDir (bytes, as a Kubernetes quantity).
+    pub tmp_size_limit: Quantity,
+    /// R packages the preload script attaches once in the Rserve parent process (when
+    /// installed), so every connection starts with them loaded.
+    pub preload_packages: Vec<String>,
+    /// Where cluster DNS runs, allowed as an egress destination only when a database host is a
+    /// DNS name.
+    pub dns: DnsConfig,
+    /// Leader election with a `coordination.k8s.io/v1` Lease.
+    pub leader_election: LeaderElectionConfig,
+}
+
+/// Location of the cluster DNS pods (kube-dns / CoreDNS).
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct DnsConfig {
+    /// Namespace of the DNS pods.
+    pub namespace: String,
+    /// Labels of the DNS pods.
+    pub pod_selector: BTreeMap<String, String>,
+}
+
+/// Lease-based leader election so that two or more replicas are safe.
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct LeaderElectionConfig {
+    /// Off for a single replica or local runs.
+    pub enabled: bool,
+    /// Name of the Lease object.
+    pub lease_name: String,
+    /// Namespace of the Lease; `None` means the namespace in `POD_NAMESPACE`, else `default`.
+    pub lease_namespace: Option<String>,
+    /// Seconds a lease is valid without renewal (`spec.leaseDurationSeconds`).
+    pub lease_duration_secs: u32,
+    /// Seconds between renewals by the holder; must be below `lease_duration_secs`.
+    pub renew_interval_secs: u32,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        let amounts = |cpu: &str, memory: &str, eph: &str| ResourceAmounts {
+            cpu: Some(Quantity(cpu.into())),
+            memory: Some(Quantity(memory.into())),
+            ephemeral_storage: Some(Quantity(eph.into())),
+        };
+        Self {
+            default_image: "ghcr.io/rsession/r-sandbox:latest".into(),
+            default_image_pull_policy: ImagePullPolicy::IfNotPresent,
+            default_resources: SessionResources {
+                requests: Some(amounts("250m", "512Mi", "256Mi")),
+                limits: Some(amounts("2", "2Gi", "2Gi")),
+            },
+            frontend_pod_selector: BTreeMap::from([(
+                "app.kubernetes.io/name".into(),
+                "rsession-mcp".into(),
+            )]),
+            frontend_namespace: None,
+            watch_namespace: None,
+            tmp_size_limit: Quantity("1Gi".into()),
+            preload_packages: ["dplyr", "tidyr", "readr", "ggplot2", "DBI", "jsonlite"]
+                .map(String::from)
+                .to_vec(),
+            dns: DnsConfig::default(),
+            leader_election: LeaderElectionConfig::default(),
+        }
+    }
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            namespace: "kube-system".into(),
+            pod_selector: BTreeMap::from([("k8s-app".into(), "kube-dns".into())]),
+        }
+    }
+}
+
+impl Default for LeaderElectionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            lease_name: "rsession-operator".into(),
+            lease_namespace: None,
+            lease_duration_secs: 15,
+            renew_interval_secs: 5,
+        }
+    }
+}
+
+/// Why a configuration was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path given with `--config`.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML for [`OperatorConfig`].
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The path given with `--config`.
+        path: String,
+        /// The YAML error, with line and column.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl OperatorConfig {
+    /// Reads a YAML configuration file; keys not in the file keep their defaults.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] when the file cannot be read, [`ConfigError::Parse`] for invalid
+    /// YAML or unknown keys, [`ConfigError::Invalid`] when [`OperatorConfig::validate`] fails.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses a YAML configuration document.
+    ///
+    /// # Errors
+    /// As [`OperatorConfig::from_file`], with `path` set to `<string>`.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<string>".into(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that session pods built from this configuration always get limits and that
+    /// leader-election timings make sense.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.default_image.trim().is_empty() {
+            return Err(ConfigError::Invalid("defaultImage must not be empty".into()));
+        }
+        let limits = self.default_resources.limits.as_ref();
+        if limits.and_then(|l| l.cpu.as_ref()).is_none()
+            || limits.and_then(|l| l.memory.as_ref()).is_none()
+        {
+            return Err(ConfigError::Invalid(
+                "defaultResources.limits must set cpu and memory".into(),
+            ));
+        }
+        if self.frontend_pod_selector.is_empty() {
+            return Err(ConfigError::Invalid(
+                "frontendPodSelector must not be empty (an empty selector would admit every pod)"
+                    .into(),
+            ));
+        }
+        let le = &self.leader_election;
+        if le.renew_interval_secs == 0 || le.renew_interval_secs >= le.lease_duration_secs {
+            return Err(ConfigError::Invalid(
+                "leaderElection.renewIntervalSecs must be > 0 and < leaseDurationSecs".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid() {
+        OperatorConfig::default().validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn yaml_overrides_only_given_keys() {
+        let c = OperatorConfig::from_yaml(
+            "defaultImage: example/r:1\nfrontendPodSelector:\n  app: mcp\nfrontendNamespace: rsession-system\n",
+        )
+        .expect("valid");
+        assert_eq!(c.default_image, "example/r:1");
+        assert_eq!(c.frontend_pod_selector.get("app").map(String::as_str), Some("mcp"));
+        assert_eq!(c.frontend_namespace.as_deref(), Some("rsession-system"));
+        assert_eq!(c.tmp_size_limit, OperatorConfig::default().tmp_size_limit);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = OperatorConfig::from_yaml("defaultImagee: x\n").expect_err("typo is an error");
+        assert!(err.to_string().contains("defaultImagee"), "{err}");
+    }
+
+    #[test]
+    fn limits_without_memory_are_rejected() {
+        let err = OperatorConfig::from_yaml("defaultResources:\n  limits:\n    cpu: '1'\n")
+            .expect_err("no memory limit");
+        assert!(err.to_string().contains("limits"), "{err}");
+    }
+
+    #[test]
+    fn empty_frontend_selector_is_rejected() {
+        let err = OperatorConfig::from_yaml("frontendPodSelector: {}\n").expect_err("empty");
+        assert!(err.to_string().contains("frontendPodSelector"), "{err}");
+    }
+}

@@ -1,0 +1,34 @@
+//! The operator's one error type.
+
+use crate::validate::SpecError;
+
+/// Why a reconcile did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The apiserver refused or could not be reached (transient: retried with backoff).
+    #[error("Kubernetes API call failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// The spec cannot be realised as written (recorded in status; retried only when the
+    /// RSession changes, or later for a missing database Secret).
+    #[error("invalid RSession spec: {0}")]
+    InvalidSpec(#[from] SpecError),
+    /// The database host is a DNS name that did not resolve (transient: retried with backoff).
+    #[error("database host {host:?} did not resolve: {reason}")]
+    DatabaseHostUnresolved {
+        /// The `host` value from the database Secret.
+        host: String,
+        /// Resolver error.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Short stable label for the `rsession_operator_reconcile_errors_total` metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube_api",
+            Self::InvalidSpec(_) => "invalid_spec",
+            Self::DatabaseHostUnresolved { .. } => "database_dns",
+        }
+    }
+}

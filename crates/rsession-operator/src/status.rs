@@ -1,0 +1,453 @@
+//! Pure status computation: phase, conditions (with stable transition times) and the other
+//! status fields, from what the reconciler observed.
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use rsession_api::{Phase, RSessionStatus};
+
+use crate::lifecycle::ExpiryReason;
+
+/// Condition type: Rserve accepts connections at `status.endpoint`.
+pub const CONDITION_READY: &str = "Ready";
+/// Condition type: mirrors the session pod's `PodScheduled` condition.
+pub const CONDITION_POD_SCHEDULED: &str = "PodScheduled";
+/// Condition type: the idle timeout or maximum lifetime passed.
+pub const CONDITION_EXPIRED: &str = "Expired";
+/// Condition type: R state was lost because the session pod was replaced.
+pub const CONDITION_STATE_RESET: &str = "StateReset";
+
+/// Everything [`compute`] needs, gathered by the reconciler.
+#[derive(Clone, Debug, Default)]
+pub struct Observed<'a> {
+    /// `metadata.generation` of the RSession.
+    pub generation: Option<i64>,
+    /// The status currently stored on the RSession.
+    pub previous: Option<&'a RSessionStatus>,
+    /// Why the spec cannot be realised (`InvalidSpec`-style reason, message).
+    pub spec_error: Option<(&'static str, String)>,
+    /// Expired now, and why.
+    pub expired: Option<ExpiryReason>,
+    /// `spec.lifecycle.suspend`.
+    pub suspended: bool,
+    /// Name of the current session pod (kept when the pod is gone, for reference).
+    pub pod_name: Option<String>,
+    /// The current session pod as last read from the apiserver, if it exists.
+    pub pod: Option<&'a Pod>,
+    /// Set when this reconcile replaced a lost pod: the old pod's name.
+    pub replaced_pod: Option<String>,
+    /// `host:port` of the session Service.
+    pub endpoint: Option<String>,
+    /// Name of the credentials Secret.
+    pub credentials_secret: Option<String>,
+    /// Latest activity stamp from the annotation.
+    pub last_activity: Option<Timestamp>,
+    /// Clock reading used for new transition times.
+    pub now: Timestamp,
+}
+
+/// How the session pod is doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PodState {
+    /// Not scheduled to a node yet (reason, message from the PodScheduled condition).
+    Unscheduled(String, String),
+    /// Scheduled; Rserve not ready yet (waiting reason such as ErrImagePull, if any).
+    Starting(Option<String>),
+    /// Rserve passes its readiness probe.
+    Ready,
+    /// The pod ended: reason (OOMKilled, Evicted, Error, RserveExited) and message.
+    Failed(String, String),
+}
+
+fn condition_true(pod: &Pod, type_: &str) -> Option<bool> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status == "True")
+}
+
+/// Classifies a session pod from its status.
+pub fn pod_state(pod: &Pod) -> PodState {
+    let status = pod.status.clone().unwrap_or_default();
+    let container = status
+        .container_statuses
+        .as_ref()
+        .and_then(|cs| cs.first())
+        .cloned();
+    let terminated = container
+        .as_ref()
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.terminated.clone());
+    match status.phase.as_deref() {
+        Some("Failed") => {
+            let (reason, message) = match (&status.reason, &terminated) {
+                (Some(r), _) => (r.clone(), status.message.clone().unwrap_or_default()),
+                (None, Some(t)) => (
+                    t.reason.clone().unwrap_or_else(|| "Error".into()),
+                    format!(
+                        "R container exited with code {}{}",
+                        t.exit_code,
+                        t.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+                    ),
+                ),
+                (None, None) => ("Error".into(), status.message.clone().unwrap_or_default()),
+            };
+            return PodState::Failed(reason, message);
+        }
+        Some("Succeeded") => {
+            return PodState::Failed(
+                "RserveExited".into(),
+                "Rserve exited; the session's R state is gone".into(),
+            );
+        }
+        _ => {}
+    }
+    if condition_true(pod, "Ready") == Some(true) {
+        return PodState::Ready;
+    }
+    if condition_true(pod, "PodScheduled") != Some(true) {
+        let cond = status
+            .conditions
+            .as_ref()
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"));
+        return PodState::Unscheduled(
+            cond.and_then(|c| c.reason.clone()).unwrap_or_else(|| "Pending".into()),
+            cond.and_then(|c| c.message.clone()).unwrap_or_default(),
+        );
+    }
+    let waiting = container
+        .and_then(|c| c.state)
+        .and_then(|s| s.waiting)
+        .and_then(|w| w.reason);
+    PodState::Starting(waiting)
+}
+
+/// Sets condition `type_` in `conditions`, keeping its `lastTransitionTime` from `previous`
+/// when the status did not change (Kubernetes API conventions, "Typical status properties").
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    previous: &[Condition],
+    new: Condition,
+) {
+    let mut new = new;
+    if let Some(old) = previous.iter().find(|c| c.type_ == new.type_)
+        && old.status == new.status
+    {
+        new.last_transition_time = old.last_transition_time.clone();
+    }
+    conditions.retain(|c| c.type_ != new.type_);
+    conditions.push(new);
+}
+
+fn condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: impl Into<String>,
+    obs: &Observed<'_>,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if status { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: obs.generation,
+        last_transition_time: Time(obs.now),
+    }
+}
+
+/// Computes the new status from `obs`.
+pub fn compute(obs: &Observed<'_>) -> RSessionStatus {
+    let previous_conditions: &[Condition] = obs
+        .previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
+    let pod_state = obs.pod.map(pod_state);
+
+    let (phase, ready_reason, message) = match (&obs.spec_error, obs.expired, &pod_state) {
+        (Some((reason, msg)), _, _) => (Phase::Failed, *reason, msg.clone()),
+        (None, Some(reason), _) => (
+            Phase::Expired,
+            "Expired",
+            match reason {
+                ExpiryReason::IdleTimeout => "idle timeout passed; the pod was deleted (new activity restarts it)",
+                ExpiryReason::MaxLifetime => "maximum lifetime passed; the pod was deleted",
+            }
+            .to_owned(),
+        ),
+        (None, None, _) if obs.suspended => (
+            Phase::Suspended,
+            "Suspended",
+            "spec.lifecycle.suspend is true; the pod was deleted".to_owned(),
+        ),
+        (None, None, Some(PodState::Failed(reason, msg))) => (
+            Phase::Failed,
+            "PodFailed",
+            format!("pod failed: {reason}{}", if msg.is_empty() { String::new() } else { format!(": {msg}") }),
+        ),
+        (None, None, Some(PodState::Ready)) => (Phase::Ready, "RserveReady", "Rserve accepts connections".to_owned()),
+        (None, None, Some(PodState::Starting(waiting))) => (
+            Phase::Starting,
+            "Starting",
+            match waiting {
+                Some(w) => format!("R container waiting: {w}"),
+                None => "Rserve is starting".to_owned(),
+            },
+        ),
+        (None, None, Some(PodState::Unscheduled(reason, msg))) => (
+            Phase::Pending,
+            "PodPending",
+            format!("pod not scheduled: {reason}{}", if msg.is_empty() { String::new() } else { format!(": {msg}") }),
+        ),
+        (None, None, None) => (Phase::Pending, "PodPending", "creating the session pod".to_owned()),
+    };
+
+    let mut conditions = Vec::new();
+    let is_ready = phase == Phase::Ready;
+    set_condition(&mut conditions, previous_conditions, condition(CONDITION_READY, is_ready, ready_reason, message.clone(), obs));
+    let scheduled = obs
+        .pod
+        .and_then(|p| condition_true(p, "PodScheduled"))
+        .unwrap_or(false);
+    let scheduled_reason = match (&obs.pod, scheduled) {
+        (None, _) => "NoPod",
+        (Some(_), true) => "Scheduled",
+        (Some(_), false) => "Unschedulable",
+    };
+    set_condition(&mut conditions, previous_conditions, condition(CONDITION_POD_SCHEDULED, scheduled, scheduled_reason, "", obs));
+    let (expired, expired_reason) = match obs.expired {
+        Some(r) => (true, r.as_str()),
+        None => (false, "Active"),
+    };
+    set_condition(&mut conditions, previous_conditions, condition(CONDITION_EXPIRED, expired, expired_reason, "", obs));
+
+    let previous_resets = obs.previous.and_then(|p| p.state_resets).unwrap_or(0);
+    let state_resets = previous_resets + i32::from(obs.replaced_pod.is_some());
+    match &obs.replaced_pod {
+        Some(old) => set_condition(
+            &mut conditions,
+            previous_conditions,
+            condition(
+                CONDITION_STATE_RESET,
+                true,
+                "PodReplaced",
+                format!(
+                    "pod {old} was lost and replaced by {}; R state was reset (a Persistent /workspace keeps its files)",
+                    obs.pod_name.as_deref().unwrap_or("a new pod")
+                ),
+                obs,
+            ),
+        ),
+        None => {
+            if let Some(old) = previous_conditions.iter().find(|c| c.type_ == CONDITION_STATE_RESET) {
+                conditions.push(old.clone());
+            }
+        }
+    }
+
+    let pod_uid = obs
+        .pod
+        .and_then(|p| p.metadata.uid.clone())
+        .or_else(|| obs.previous.and_then(|p| p.pod_uid.clone()));
+    let start_time = obs
+        .pod
+        .and_then(|p| p.metadata.creation_timestamp.clone())
+        .or_else(|| obs.previous.and_then(|p| p.start_time.clone()));
+
+    RSessionStatus {
+        phase: Some(phase),
+        conditions,
+        observed_generation: obs.generation,
+        pod_name: obs.pod_name.clone(),
+        pod_uid,
+        state_resets: (state_resets > 0).then_some(state_resets),
+        endpoint: obs.endpoint.clone(),
+        credentials_secret: obs.credentials_secret.clone(),
+        start_time,
+        last_activity_time: obs.last_activity.map(Time),
+        message: Some(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
+        PodCondition, PodStatus,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().expect("timestamp")
+    }
+
+    fn pod_with(phase: &str, scheduled: bool, ready: bool) -> Pod {
+        let cond = |type_: &str, v: bool| PodCondition {
+            type_: type_.into(),
+            status: if v { "True" } else { "False" }.into(),
+            ..PodCondition::default()
+        };
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("s-1".into()),
+                uid: Some("pod-uid-1".into()),
+                creation_timestamp: Some(Time(t("2026-01-01T00:00:01Z"))),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                conditions: Some(vec![cond("PodScheduled", scheduled), cond("Ready", ready)]),
+                ..PodStatus::default()
+            }),
+        }
+    }
+
+    fn obs<'a>(pod: Option<&'a Pod>, previous: Option<&'a RSessionStatus>, now: &str) -> Observed<'a> {
+        Observed {
+            generation: Some(1),
+            previous,
+            pod_name: Some("s-1".into()),
+            pod,
+            endpoint: Some("s.ns.svc:6311".into()),
+            credentials_secret: Some("s-credentials".into()),
+            now: t(now),
+            ..Observed::default()
+        }
+    }
+
+    fn cond<'a>(s: &'a RSessionStatus, type_: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == type_).expect(type_)
+    }
+
+    #[test]
+    fn no_pod_yet_is_pending() {
+        let s = compute(&obs(None, None, "2026-01-01T00:00:00Z"));
+        assert_eq!(s.phase, Some(Phase::Pending));
+        assert_eq!(cond(&s, "Ready").status, "False");
+        assert_eq!(cond(&s, "PodScheduled").reason, "NoPod");
+        assert_eq!(s.observed_generation, Some(1));
+    }
+
+    #[test]
+    fn scheduled_pod_is_starting_then_ready() {
+        let starting = pod_with("Pending", true, false);
+        let s1 = compute(&obs(Some(&starting), None, "2026-01-01T00:00:02Z"));
+        assert_eq!(s1.phase, Some(Phase::Starting));
+        let ready = pod_with("Running", true, true);
+        let s2 = compute(&obs(Some(&ready), Some(&s1), "2026-01-01T00:00:05Z"));
+        assert_eq!(s2.phase, Some(Phase::Ready));
+        assert_eq!(cond(&s2, "Ready").status, "True");
+        assert_eq!(cond(&s2, "Ready").last_transition_time, Time(t("2026-01-01T00:00:05Z")));
+        assert_eq!(s2.pod_uid.as_deref(), Some("pod-uid-1"));
+        assert_eq!(s2.start_time, Some(Time(t("2026-01-01T00:00:01Z"))));
+    }
+
+    #[test]
+    fn transition_time_is_kept_while_status_does_not_change() {
+        let ready = pod_with("Running", true, true);
+        let s1 = compute(&obs(Some(&ready), None, "2026-01-01T00:00:05Z"));
+        let s2 = compute(&obs(Some(&ready), Some(&s1), "2026-01-01T05:00:00Z"));
+        assert_eq!(cond(&s2, "Ready").last_transition_time, Time(t("2026-01-01T00:00:05Z")));
+        assert_eq!(cond(&s2, "PodScheduled").last_transition_time, Time(t("2026-01-01T00:00:05Z")));
+        assert_eq!(s1, s2, "an unchanged world gives an identical status (no write)");
+    }
+
+    #[test]
+    fn oom_killed_pod_is_failed_with_the_reason() {
+        let mut p = pod_with("Failed", true, false);
+        p.status.as_mut().expect("status").container_statuses = Some(vec![ContainerStatus {
+            name: "r".into(),
+            state: Some(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: 137,
+                    reason: Some("OOMKilled".into()),
+                    ..ContainerStateTerminated::default()
+                }),
+                ..ContainerState::default()
+            }),
+            ..ContainerStatus::default()
+        }]);
+        let s = compute(&obs(Some(&p), None, "2026-01-01T00:00:05Z"));
+        assert_eq!(s.phase, Some(Phase::Failed));
+        assert_eq!(cond(&s, "Ready").reason, "PodFailed");
+        assert!(s.message.as_deref().is_some_and(|m| m.contains("OOMKilled") && m.contains("137")), "{:?}", s.message);
+    }
+
+    #[test]
+    fn evicted_pod_is_failed_with_the_reason() {
+        let mut p = pod_with("Failed", true, false);
+        let st = p.status.as_mut().expect("status");
+        st.reason = Some("Evicted".into());
+        st.message = Some("The node was low on resource: memory.".into());
+        let s = compute(&obs(Some(&p), None, "2026-01-01T00:00:05Z"));
+        assert_eq!(s.phase, Some(Phase::Failed));
+        assert!(s.message.as_deref().is_some_and(|m| m.contains("Evicted")));
+    }
+
+    #[test]
+    fn image_pull_error_shows_while_starting() {
+        let mut p = pod_with("Pending", true, false);
+        p.status.as_mut().expect("status").container_statuses = Some(vec![ContainerStatus {
+            name: "r".into(),
+            state: Some(ContainerState {
+                waiting: Some(ContainerStateWaiting { reason: Some("ErrImagePull".into()), message: None }),
+                ..ContainerState::default()
+            }),
+            ..ContainerStatus::default()
+        }]);
+        let s = compute(&obs(Some(&p), None, "2026-01-01T00:00:05Z"));
+        assert_eq!(s.phase, Some(Phase::Starting));
+        assert!(s.message.as_deref().is_some_and(|m| m.contains("ErrImagePull")));
+    }
+
+    #[test]
+    fn expiry_sets_phase_and_condition() {
+        let ready = pod_with("Running", true, true);
+        let s1 = compute(&obs(Some(&ready), None, "2026-01-01T00:00:05Z"));
+        let mut o = obs(None, Some(&s1), "2026-01-01T01:00:05Z");
+        o.expired = Some(ExpiryReason::IdleTimeout);
+        let s2 = compute(&o);
+        assert_eq!(s2.phase, Some(Phase::Expired));
+        assert_eq!((cond(&s2, "Expired").status.as_str(), cond(&s2, "Expired").reason.as_str()), ("True", "IdleTimeout"));
+        assert_eq!(cond(&s2, "Ready").status, "False");
+        assert_eq!(cond(&s2, "Ready").last_transition_time, Time(t("2026-01-01T01:00:05Z")));
+        assert_eq!(s2.pod_uid, s1.pod_uid, "the last pod's uid is remembered");
+    }
+
+    #[test]
+    fn suspended_session_reports_suspended() {
+        let mut o = obs(None, None, "2026-01-01T00:00:05Z");
+        o.suspended = true;
+        assert_eq!(compute(&o).phase, Some(Phase::Suspended));
+    }
+
+    #[test]
+    fn invalid_spec_is_failed_with_its_reason() {
+        let mut o = obs(None, None, "2026-01-01T00:00:05Z");
+        o.spec_error = Some(("DatabaseSecretNotFound", "database Secret \"db\" not found".into()));
+        let s = compute(&o);
+        assert_eq!(s.phase, Some(Phase::Failed));
+        assert_eq!(cond(&s, "Ready").reason, "DatabaseSecretNotFound");
+    }
+
+    #[test]
+    fn replaced_pod_sets_state_reset_and_counts() {
+        let p = pod_with("Pending", false, false);
+        let mut o = obs(Some(&p), None, "2026-01-01T00:00:05Z");
+        o.replaced_pod = Some("s-1".into());
+        o.pod_name = Some("s-2".into());
+        let s = compute(&o);
+        let c = cond(&s, "StateReset");
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "PodReplaced"));
+        assert!(c.message.contains("s-1") && c.message.contains("s-2"));
+        assert_eq!(s.state_resets, Some(1));
+        let s2 = compute(&obs(Some(&p), Some(&s), "2026-01-01T00:01:00Z"));
+        assert_eq!(cond(&s2, "StateReset"), c, "kept on later reconciles");
+        assert_eq!(s2.state_resets, Some(1));
+    }
+}
