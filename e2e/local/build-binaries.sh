@@ -6,6 +6,7 @@
 # Usage: e2e/local/build-binaries.sh [binary ...]
 #   binaries: etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl
 #   (default: all). Prints the bin folder on the last line of stdout.
+#   Also on request: helm (pinned in e2e/local/helm/go.mod; the chart tests and installs use it).
 # Environment: RSESSION_CACHE (default ~/.cache/rsession).
 set -euo pipefail
 
@@ -47,6 +48,16 @@ for b in "${want[@]}"; do
       (cd "$here/etcd" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin/.etcd.tmp" go.etcd.io/etcd/server/v3) ;;
     kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kubectl)
       (cd "$here/k8s" && CGO_ENABLED=0 go build -trimpath -ldflags "$k8s_ldflags" -o "$bin/.$b.tmp" "k8s.io/kubernetes/cmd/$b") ;;
+    helm)
+      # Version stamps as Helm's Makefile sets them; the default Kubernetes version of
+      # `helm template`/`helm lint` follows the client-go minor Helm is built with.
+      (cd "$here/helm" && kminor="$(go list -m -f '{{.Version}}' k8s.io/client-go | cut -d. -f2)" \
+        && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w \
+         -X helm.sh/helm/v3/internal/version.version=$(go list -m -f '{{.Version}}' helm.sh/helm/v3) \
+         -X helm.sh/helm/v3/internal/version.gitTreeState=clean \
+         -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$kminor \
+         -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$kminor" \
+         -o "$bin/.$b.tmp" helm.sh/helm/v3/cmd/helm) ;;
     *) log "unknown binary: $b"; exit 2 ;;
   esac
   mv "$bin/.$b.tmp" "$bin/$b"
