@@ -37,7 +37,7 @@ stop() {
     kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$RUN/$name.pid"
-  log "$name: stopped"
+  log "$name: stopped in $(( $(date +%s) - deadline + 15 ))s"
 }
 
 # Policy and proxy first (their cleanup needs nothing else), then the kubelet so that it
@@ -45,27 +45,22 @@ stop() {
 stop kube-network-policies
 nft delete table inet kube-network-policies 2>/dev/null || true
 stop kube-proxy
-if [ -x "$K8S_BIN/kube-proxy" ]; then
-  "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
-fi
 stop kubelet
 
 # Pod containers: kill and delete every task and container in containerd's k8s.io namespace.
 if [ -S "$CONTAINERD_SOCK" ] && pid_of containerd >/dev/null; then
   ctr_() { ctr -a "$CONTAINERD_SOCK" -n k8s.io "$@"; }
   tasks="$(ctr_ tasks ls -q 2>/dev/null || true)"
-  for t in $tasks; do ctr_ tasks kill -s SIGKILL "$t" >/dev/null 2>&1 || true; done
-  for t in $tasks; do
-    for _ in $(seq 50); do
-      ctr_ tasks delete "$t" >/dev/null 2>&1 && break
-      sleep 0.1
-    done
-  done
+  # --force kills the task with SIGKILL and waits for it before deleting it.
+  for t in $tasks; do ctr_ tasks delete --force "$t" >/dev/null 2>&1 || true; done
   for c in $(ctr_ containers ls -q 2>/dev/null || true); do ctr_ containers delete "$c" >/dev/null 2>&1 || true; done
   [ -z "$tasks" ] || log "containers: removed $(echo "$tasks" | wc -w)"
 fi
 stop containerd
-for name in kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$name"; done
+# The control plane shuts down gracefully in 2-3 s each: stop the three API clients together.
+for name in kube-scheduler kube-controller-manager kube-apiserver; do stop "$name" & done
+wait
+stop etcd
 
 # Network namespaces made by the CRI plugin for pods, then the bridges and IPAM leases.
 for ns in $(ip netns list 2>/dev/null | awk '/^cni-/{print $1}'); do
@@ -79,20 +74,39 @@ while iptables -C FORWARD ! -o "$POD_BRIDGE" -m comment --comment "$FORWARD_GUAR
   iptables -D FORWARD ! -o "$POD_BRIDGE" -m comment --comment "$FORWARD_GUARD_COMMENT" -j DROP
 done
 rmdir -p "$KNP_SA_DIR" 2>/dev/null || true
+# kube-proxy's and the kubelet's iptables chains (KUBE-*): drop the jumps into them, then the
+# chains. (`kube-proxy --cleanup` would also create empty iptables-legacy tables.)
+for table in nat filter mangle; do
+  iptables -t "$table" -S 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' | grep -vE '^-A KUBE-' \
+    | while read -r rule; do
+        # iptables -S quotes comments; eval reads the rule back with the same quoting.
+        eval "iptables -t $table ${rule/#-A/-D}" 2>/dev/null || true
+      done || true
+  chains="$(iptables -t "$table" -S 2>/dev/null | awk '/^-N KUBE-/{print $2}')"
+  for c in $chains; do iptables -t "$table" -F "$c" 2>/dev/null || true; done
+  for c in $chains; do iptables -t "$table" -X "$c" 2>/dev/null || true; done
+done
 
 # Mounts the kubelet made for pod volumes, deepest first.
 if [ -d "$STATE/kubelet" ]; then
-  findmnt -rn -o TARGET | grep "^$STATE/kubelet/" | sort -r | while read -r m; do umount -l "$m" || true; done
+  findmnt -rn -o TARGET | grep -E "^$STATE/kubelet(/|\$)" | sort -r | while read -r m; do umount -l "$m" || true; done || true
 fi
-# Pod cgroups (cgroup v1: one tree per controller), deepest first.
-for ctl in /sys/fs/cgroup/*/kubepods; do
-  [ -d "$ctl" ] || continue
-  find "$ctl" -depth -type d -exec rmdir {} \; 2>/dev/null || true
-done
+# Pod cgroups (cgroup v1: one tree per controller), deepest first; a cgroup stays busy for a
+# moment after its last task exits, so retry for up to 10 s.
+remove_pod_cgroups() {
+  local ctl left=0
+  for ctl in /sys/fs/cgroup/*/kubepods; do
+    [ -d "$ctl" ] || continue
+    find "$ctl" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    [ ! -d "$ctl" ] || left=1
+  done
+  [ "$left" -eq 0 ]
+}
+wait_until "pod cgroups removed" 10 remove_pod_cgroups || log "warning: some kubepods cgroups are still busy"
 
 if [ "$purge" -eq 1 ] && [ -d "$STATE" ]; then
   # containerd's snapshots may still be mounted if it was killed hard.
-  findmnt -rn -o TARGET | grep "^$STATE/" | sort -r | while read -r m; do umount -l "$m" || true; done
+  findmnt -rn -o TARGET | grep "^$STATE/" | sort -r | while read -r m; do umount -l "$m" || true; done || true
   rm -rf "$STATE"
   log "state: removed $STATE"
 fi
