@@ -10,8 +10,8 @@ pub mod well_known;
 
 pub use v1alpha1::{
     DatabaseSpec, EgressRule, ImagePullPolicy, LifecycleSpec, NetworkSpec, Phase, RSession,
-    RSessionSpec, RSessionStatus, ResourceAmounts, RetainPolicy, SecretReference,
-    SessionResources, WorkspaceKind, WorkspaceSpec,
+    RSessionSpec, RSessionStatus, ResourceAmounts, RetainPolicy, SecretReference, SessionResources,
+    WorkspaceKind, WorkspaceSpec,
 };
 
 use kube::CustomResourceExt;

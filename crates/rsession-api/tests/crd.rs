@@ -20,13 +20,20 @@ fn schema() -> Value {
 fn rules(v: &Value) -> Vec<String> {
     v["x-kubernetes-validations"]
         .as_array()
-        .map(|a| a.iter().map(|r| r["rule"].as_str().unwrap_or_default().to_owned()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|r| r["rule"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 #[test]
 fn committed_crd_yaml_matches_the_rust_types() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../crds/rsession.dev_rsessions.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../crds/rsession.dev_rsessions.yaml"
+    );
     let committed = std::fs::read_to_string(path).expect("crds/rsession.dev_rsessions.yaml exists");
     let generated = rsession_api::crd_yaml().expect("CRD renders as YAML");
     assert!(
@@ -50,11 +57,20 @@ fn crd_names_scope_and_subresources() {
     assert_eq!(crd.spec.group, "rsession.dev");
     assert_eq!(crd.spec.scope, "Namespaced");
     assert_eq!(crd.spec.names.kind, "RSession");
-    assert_eq!(crd.spec.names.short_names.as_deref(), Some(&["rsess".to_owned()][..]));
+    assert_eq!(
+        crd.spec.names.short_names.as_deref(),
+        Some(&["rsess".to_owned()][..])
+    );
     let v = &crd.spec.versions[0];
     assert_eq!(v.name, "v1alpha1");
     assert!(v.served && v.storage);
-    assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "status subresource");
+    assert!(
+        v.subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some(),
+        "status subresource"
+    );
     let columns: Vec<&str> = v
         .additional_printer_columns
         .as_ref()
@@ -85,7 +101,10 @@ fn every_schema_property_has_a_description() {
     let mut missing = Vec::new();
     walk("spec", &schema["properties"]["spec"], &mut missing);
     walk("status", &schema["properties"]["status"], &mut missing);
-    assert!(missing.is_empty(), "fields without a description: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "fields without a description: {missing:?}"
+    );
 }
 
 #[test]
@@ -99,21 +118,40 @@ fn schema_pins_defaults_patterns_and_cel_rules() {
         lifecycle["properties"]["idleTimeout"]["pattern"],
         rsession_api::v1alpha1::DURATION_PATTERN
     );
-    assert!(rules(lifecycle).contains(&"duration(self.idleTimeout) <= duration(self.maxLifetime)".to_owned()));
+    assert!(
+        rules(lifecycle)
+            .contains(&"duration(self.idleTimeout) <= duration(self.maxLifetime)".to_owned())
+    );
 
     let workspace = &spec["workspace"];
-    assert_eq!(workspace["properties"]["kind"]["enum"], serde_json::json!(["Ephemeral", "Persistent"]));
+    assert_eq!(
+        workspace["properties"]["kind"]["enum"],
+        serde_json::json!(["Ephemeral", "Persistent"])
+    );
     assert_eq!(workspace["properties"]["kind"]["default"], "Ephemeral");
     assert_eq!(rules(&workspace["properties"]["kind"]), ["self == oldSelf"]);
     let ws_rules = rules(workspace);
-    assert!(ws_rules.iter().any(|r| r.contains("existingClaim") && r.contains("'Persistent'")));
+    assert!(
+        ws_rules
+            .iter()
+            .any(|r| r.contains("existingClaim") && r.contains("'Persistent'"))
+    );
     assert!(ws_rules.iter().any(|r| r.contains("has(self.size)")));
 
-    assert_eq!(rules(&spec["network"]["properties"]["egress"]["items"]["properties"]["cidr"]), ["isCIDR(self)"]);
+    assert_eq!(
+        rules(&spec["network"]["properties"]["egress"]["items"]["properties"]["cidr"]),
+        ["isCIDR(self)"]
+    );
     let ports = &spec["network"]["properties"]["egress"]["items"]["properties"]["ports"]["items"];
-    assert_eq!((ports["minimum"].as_f64(), ports["maximum"].as_f64()), (Some(1.0), Some(65535.0)));
+    assert_eq!(
+        (ports["minimum"].as_f64(), ports["maximum"].as_f64()),
+        (Some(1.0), Some(65535.0))
+    );
 
     let conditions = &s["properties"]["status"]["properties"]["conditions"];
     assert_eq!(conditions["x-kubernetes-list-type"], "map");
-    assert_eq!(conditions["x-kubernetes-list-map-keys"], serde_json::json!(["type"]));
+    assert_eq!(
+        conditions["x-kubernetes-list-map-keys"],
+        serde_json::json!(["type"])
+    );
 }

@@ -7,7 +7,8 @@ use serde_json::Value;
 fn sessions(file: &str) -> Vec<RSession> {
     let path = format!("{}/../../config/samples/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
     docs.into_iter()
         .filter(|d| d["kind"] == "RSession")
         .map(|d| serde_json::from_value(d).unwrap_or_else(|e| panic!("{path}: {e}")))
@@ -32,7 +33,13 @@ fn persistent_sample_has_a_sized_persistent_workspace() {
 #[test]
 fn omop_sample_references_its_secret() {
     let s = sessions("rsession-omop.yaml");
-    assert_eq!(s[0].spec.database.as_ref().map(|d| d.secret_ref.name.as_str()), Some("omop-cdm"));
+    assert_eq!(
+        s[0].spec
+            .database
+            .as_ref()
+            .map(|d| d.secret_ref.name.as_str()),
+        Some("omop-cdm")
+    );
 }
 
 #[test]

@@ -181,7 +181,9 @@ impl OperatorConfig {
     /// [`ConfigError::Invalid`] naming the offending key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.default_image.trim().is_empty() {
-            return Err(ConfigError::Invalid("defaultImage must not be empty".into()));
+            return Err(ConfigError::Invalid(
+                "defaultImage must not be empty".into(),
+            ));
         }
         let limits = self.default_resources.limits.as_ref();
         if limits.and_then(|l| l.cpu.as_ref()).is_none()
@@ -213,7 +215,9 @@ mod tests {
 
     #[test]
     fn default_config_is_valid() {
-        OperatorConfig::default().validate().expect("defaults are valid");
+        OperatorConfig::default()
+            .validate()
+            .expect("defaults are valid");
     }
 
     #[test]
@@ -223,7 +227,10 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(c.default_image, "example/r:1");
-        assert_eq!(c.frontend_pod_selector.get("app").map(String::as_str), Some("mcp"));
+        assert_eq!(
+            c.frontend_pod_selector.get("app").map(String::as_str),
+            Some("mcp")
+        );
         assert_eq!(c.frontend_namespace.as_deref(), Some("rsession-system"));
         assert_eq!(c.tmp_size_limit, OperatorConfig::default().tmp_size_limit);
     }

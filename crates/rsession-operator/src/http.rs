@@ -32,7 +32,10 @@ impl Runtime {
 
 async fn metrics(State(rt): State<Arc<Runtime>>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         rt.metrics.encode(),
     )
 }
@@ -62,7 +65,11 @@ pub fn router(rt: Arc<Runtime>) -> Router {
 ///
 /// # Errors
 /// Binding or serving failed.
-pub async fn serve(addr: SocketAddr, rt: Arc<Runtime>, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    rt: Arc<Runtime>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
     axum::serve(listener, router(rt))

@@ -93,9 +93,15 @@ impl LeaderElector {
         if !ours {
             let duration = spec
                 .lease_duration_seconds
-                .map_or(self.lease_duration, |s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
+                .map_or(self.lease_duration, |s| {
+                    Duration::from_secs(u64::try_from(s).unwrap_or(0))
+                });
             let expired = match &spec.renew_time {
-                Some(t) => now.duration_since(t.0) > jiff::SignedDuration::try_from(duration).unwrap_or(jiff::SignedDuration::MAX),
+                Some(t) => {
+                    now.duration_since(t.0)
+                        > jiff::SignedDuration::try_from(duration)
+                            .unwrap_or(jiff::SignedDuration::MAX)
+                }
                 None => true,
             };
             if spec.holder_identity.is_some() && !expired {
@@ -107,7 +113,11 @@ impl LeaderElector {
         }
         spec.renew_time = Some(MicroTime(now));
         spec.lease_duration_seconds = Some(self.lease_seconds());
-        match self.api.replace(&self.lease_name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.lease_name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => {
                 if !ours {
                     info!(identity = %self.identity, "took over the leader Lease");
@@ -136,7 +146,11 @@ impl LeaderElector {
         }
         spec.holder_identity = None;
         spec.renew_time = None;
-        match self.api.replace(&self.lease_name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.lease_name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if is_conflict(&e) => Ok(()),
             Err(e) => Err(e),

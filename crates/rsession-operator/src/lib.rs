@@ -30,9 +30,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::runtime::{Controller, watcher};
-use kube::Client;
 use rsession_api::RSession;
 use rsession_api::well_known as wk;
 use tokio_util::sync::CancellationToken;
@@ -141,8 +141,8 @@ pub async fn run(
         runtime.metrics.clone(),
         Some(identity.clone()),
     ));
-    let children = watcher::Config::default()
-        .labels(&format!("{}={}", wk::LABEL_MANAGED_BY, wk::MANAGER));
+    let children =
+        watcher::Config::default().labels(&format!("{}={}", wk::LABEL_MANAGED_BY, wk::MANAGER));
     let ns = namespace.as_deref();
     let controller = Controller::new(rsessions, watcher::Config::default())
         .owns(api_for::<Pod>(&client, ns), children.clone())
@@ -175,13 +175,17 @@ pub async fn run(
                 Ok(leader::LeaseState::Leader) => last_renewal = tokio::time::Instant::now(),
                 Ok(leader::LeaseState::Follower) => {
                     controller_stop.cancel();
-                    return Err(RunError::LostLeadership("another replica holds the Lease".into()));
+                    return Err(RunError::LostLeadership(
+                        "another replica holds the Lease".into(),
+                    ));
                 }
                 Err(e) => {
                     warn!(error = %e, "could not renew the Lease");
                     if last_renewal.elapsed() >= lease_duration {
                         controller_stop.cancel();
-                        return Err(RunError::LostLeadership(format!("no renewal for {lease_duration:?}: {e}")));
+                        return Err(RunError::LostLeadership(format!(
+                            "no renewal for {lease_duration:?}: {e}"
+                        )));
                     }
                 }
             }

@@ -110,46 +110,94 @@ mod tests {
 
     #[test]
     fn active_session_requeues_at_the_idle_deadline() {
-        let timers = evaluate(t("2026-01-01T00:10:00Z"), t(CREATED), t("2026-01-01T00:09:00Z"), &lifecycle(600, 86_400), false);
+        let timers = evaluate(
+            t("2026-01-01T00:10:00Z"),
+            t(CREATED),
+            t("2026-01-01T00:09:00Z"),
+            &lifecycle(600, 86_400),
+            false,
+        );
         assert_eq!(timers.expired, None);
         assert_eq!(timers.next_deadline, Some(Duration::from_secs(540)));
     }
 
     #[test]
     fn idle_session_expires_after_idle_timeout() {
-        let timers = evaluate(t("2026-01-01T00:20:00Z"), t(CREATED), t("2026-01-01T00:09:00Z"), &lifecycle(600, 86_400), false);
+        let timers = evaluate(
+            t("2026-01-01T00:20:00Z"),
+            t(CREATED),
+            t("2026-01-01T00:09:00Z"),
+            &lifecycle(600, 86_400),
+            false,
+        );
         assert_eq!(timers.expired, Some(ExpiryReason::IdleTimeout));
     }
 
     #[test]
     fn idle_timeout_counts_from_creation_without_activity() {
-        let timers = evaluate(t("2026-01-01T00:10:01Z"), t(CREATED), t(CREATED), &lifecycle(600, 86_400), false);
+        let timers = evaluate(
+            t("2026-01-01T00:10:01Z"),
+            t(CREATED),
+            t(CREATED),
+            &lifecycle(600, 86_400),
+            false,
+        );
         assert_eq!(timers.expired, Some(ExpiryReason::IdleTimeout));
     }
 
     #[test]
     fn newer_activity_revives_an_idle_session() {
-        let timers = evaluate(t("2026-01-01T01:00:00Z"), t(CREATED), t("2026-01-01T00:59:00Z"), &lifecycle(600, 86_400), false);
+        let timers = evaluate(
+            t("2026-01-01T01:00:00Z"),
+            t(CREATED),
+            t("2026-01-01T00:59:00Z"),
+            &lifecycle(600, 86_400),
+            false,
+        );
         assert_eq!(timers.expired, None);
     }
 
     #[test]
     fn max_lifetime_wins_over_activity() {
-        let timers = evaluate(t("2026-01-01T02:00:00Z"), t(CREATED), t("2026-01-01T01:59:59Z"), &lifecycle(600, 3_600), false);
-        assert_eq!(timers, Timers { expired: Some(ExpiryReason::MaxLifetime), next_deadline: None });
+        let timers = evaluate(
+            t("2026-01-01T02:00:00Z"),
+            t(CREATED),
+            t("2026-01-01T01:59:59Z"),
+            &lifecycle(600, 3_600),
+            false,
+        );
+        assert_eq!(
+            timers,
+            Timers {
+                expired: Some(ExpiryReason::MaxLifetime),
+                next_deadline: None
+            }
+        );
     }
 
     #[test]
     fn suspended_session_is_not_idle_but_still_ages() {
-        let timers = evaluate(t("2026-01-01T00:30:00Z"), t(CREATED), t(CREATED), &lifecycle(600, 3_600), true);
+        let timers = evaluate(
+            t("2026-01-01T00:30:00Z"),
+            t(CREATED),
+            t(CREATED),
+            &lifecycle(600, 3_600),
+            true,
+        );
         assert_eq!(timers.expired, None);
         assert_eq!(timers.next_deadline, Some(Duration::from_secs(1_800)));
     }
 
     #[test]
     fn activity_annotation_parses_rfc3339_and_ignores_garbage() {
-        assert_eq!(parse_activity(Some("2026-01-01T00:00:05Z")), Some(t("2026-01-01T00:00:05Z")));
-        assert_eq!(parse_activity(Some("2026-01-01T01:00:05+01:00")), Some(t("2026-01-01T00:00:05Z")));
+        assert_eq!(
+            parse_activity(Some("2026-01-01T00:00:05Z")),
+            Some(t("2026-01-01T00:00:05Z"))
+        );
+        assert_eq!(
+            parse_activity(Some("2026-01-01T01:00:05+01:00")),
+            Some(t("2026-01-01T00:00:05Z"))
+        );
         assert_eq!(parse_activity(Some("yesterday")), None);
         assert_eq!(parse_activity(None), None);
     }

@@ -80,7 +80,9 @@ fn config_from(args: &Args) -> anyhow::Result<OperatorConfig> {
         config.frontend_pod_selector = args.frontend_selector.iter().cloned().collect();
     }
     if args.frontend_namespace.is_some() {
-        config.frontend_namespace.clone_from(&args.frontend_namespace);
+        config
+            .frontend_namespace
+            .clone_from(&args.frontend_namespace);
     }
     if args.namespace.is_some() {
         config.watch_namespace.clone_from(&args.namespace);
@@ -89,7 +91,10 @@ fn config_from(args: &Args) -> anyhow::Result<OperatorConfig> {
         config.leader_election.enabled = true;
     }
     if args.lease_namespace.is_some() {
-        config.leader_election.lease_namespace.clone_from(&args.lease_namespace);
+        config
+            .leader_election
+            .lease_namespace
+            .clone_from(&args.lease_namespace);
     }
     config.validate()?;
     Ok(config)
@@ -141,7 +146,11 @@ async fn main() -> anyhow::Result<()> {
             .http_addr
             .parse()
             .with_context(|| format!("--http-addr {:?} is not host:port", args.http_addr))?;
-        Some(tokio::spawn(http::serve(addr, runtime.clone(), shutdown.clone())))
+        Some(tokio::spawn(http::serve(
+            addr,
+            runtime.clone(),
+            shutdown.clone(),
+        )))
     };
     let signal = {
         let shutdown = shutdown.clone();
@@ -156,7 +165,10 @@ async fn main() -> anyhow::Result<()> {
     shutdown.cancel();
     signal.abort();
     if let Some(server) = server {
-        server.await.context("HTTP server task")?.context("HTTP server")?;
+        server
+            .await
+            .context("HTTP server task")?
+            .context("HTTP server")?;
     }
     result.map_err(Into::into)
 }

@@ -40,10 +40,28 @@ impl Default for Metrics {
         let duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         let leader = Gauge::default();
         registry.register("reconciles", "Reconciles started", reconciles.clone());
-        registry.register("reconcile_errors", "Reconciles that failed, by error", errors.clone());
-        registry.register("reconcile_duration_seconds", "Reconcile duration in seconds", duration.clone());
-        registry.register("leader", "1 while this replica holds the leader Lease", leader.clone());
-        Self { registry, reconciles, errors, duration, leader }
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by error",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration in seconds",
+            duration.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            leader,
+        }
     }
 }
 
@@ -54,7 +72,9 @@ impl Metrics {
         self.duration.observe(elapsed.as_secs_f64());
         if let Err(e) = result {
             self.errors
-                .get_or_create(&ErrorLabels { error: e.metric_label().to_owned() })
+                .get_or_create(&ErrorLabels {
+                    error: e.metric_label().to_owned(),
+                })
                 .inc();
         }
     }
@@ -77,10 +97,22 @@ mod tests {
     fn errors_are_counted_by_metric_label() {
         let m = Metrics::default();
         m.observe(Duration::from_millis(3), Ok(()));
-        m.observe(Duration::from_millis(3), Err(&Error::InvalidSpec(SpecError::MissingMetadata("uid"))));
+        m.observe(
+            Duration::from_millis(3),
+            Err(&Error::InvalidSpec(SpecError::MissingMetadata("uid"))),
+        );
         let text = m.encode();
-        assert!(text.contains("rsession_operator_reconciles_total 2"), "{text}");
-        assert!(text.contains("rsession_operator_reconcile_errors_total{error=\"invalid_spec\"} 1"), "{text}");
-        assert!(text.contains("rsession_operator_reconcile_duration_seconds_count 2"), "{text}");
+        assert!(
+            text.contains("rsession_operator_reconciles_total 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rsession_operator_reconcile_errors_total{error=\"invalid_spec\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rsession_operator_reconcile_duration_seconds_count 2"),
+            "{text}"
+        );
     }
 }

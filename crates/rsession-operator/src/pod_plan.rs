@@ -51,7 +51,11 @@ pub fn plan_pods(
 
     if !want_pod {
         return PodPlan {
-            delete: pods.iter().filter(|p| is_live(p)).map(|p| name_of(p).to_owned()).collect(),
+            delete: pods
+                .iter()
+                .filter(|p| is_live(p))
+                .map(|p| name_of(p).to_owned())
+                .collect(),
             pod_name: name,
             create: false,
             replaced: None,
@@ -99,7 +103,8 @@ mod tests {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 uid: Some(format!("uid-{name}")),
-                deletion_timestamp: terminating.then(|| Time("2026-01-01T00:00:00Z".parse().expect("ts"))),
+                deletion_timestamp: terminating
+                    .then(|| Time("2026-01-01T00:00:00Z".parse().expect("ts"))),
                 ..ObjectMeta::default()
             },
             ..Pod::default()
@@ -118,28 +123,60 @@ mod tests {
     #[test]
     fn first_reconcile_creates_pod_1() {
         let plan = plan_pods("s", None, &[], true);
-        assert_eq!(plan, PodPlan { pod_name: "s-1".into(), create: true, delete: vec![], replaced: None });
+        assert_eq!(
+            plan,
+            PodPlan {
+                pod_name: "s-1".into(),
+                create: true,
+                delete: vec![],
+                replaced: None
+            }
+        );
     }
 
     #[test]
     fn existing_pod_is_kept() {
         let st = status("s-1", true, Phase::Ready);
         let plan = plan_pods("s", Some(&st), &[pod("s-1", false)], true);
-        assert_eq!(plan, PodPlan { pod_name: "s-1".into(), create: false, delete: vec![], replaced: None });
+        assert_eq!(
+            plan,
+            PodPlan {
+                pod_name: "s-1".into(),
+                create: false,
+                delete: vec![],
+                replaced: None
+            }
+        );
     }
 
     #[test]
     fn restart_before_status_was_written_reuses_the_name() {
         // Crash after creating s-1 but before status recorded it: no duplicate.
         let plan = plan_pods("s", None, &[pod("s-1", false)], true);
-        assert_eq!(plan, PodPlan { pod_name: "s-1".into(), create: false, delete: vec![], replaced: None });
+        assert_eq!(
+            plan,
+            PodPlan {
+                pod_name: "s-1".into(),
+                create: false,
+                delete: vec![],
+                replaced: None
+            }
+        );
     }
 
     #[test]
     fn pod_deleted_by_hand_is_replaced_and_flagged() {
         let st = status("s-1", true, Phase::Ready);
         let plan = plan_pods("s", Some(&st), &[], true);
-        assert_eq!(plan, PodPlan { pod_name: "s-2".into(), create: true, delete: vec![], replaced: Some("s-1".into()) });
+        assert_eq!(
+            plan,
+            PodPlan {
+                pod_name: "s-2".into(),
+                create: true,
+                delete: vec![],
+                replaced: Some("s-1".into())
+            }
+        );
     }
 
     #[test]
@@ -153,21 +190,47 @@ mod tests {
     #[test]
     fn suspend_deletes_every_live_pod() {
         let st = status("s-1", true, Phase::Ready);
-        let plan = plan_pods("s", Some(&st), &[pod("s-1", false), pod("s-0", true)], false);
-        assert_eq!(plan, PodPlan { pod_name: "s-1".into(), create: false, delete: vec!["s-1".into()], replaced: None });
+        let plan = plan_pods(
+            "s",
+            Some(&st),
+            &[pod("s-1", false), pod("s-0", true)],
+            false,
+        );
+        assert_eq!(
+            plan,
+            PodPlan {
+                pod_name: "s-1".into(),
+                create: false,
+                delete: vec!["s-1".into()],
+                replaced: None
+            }
+        );
     }
 
     #[test]
     fn resume_after_suspend_starts_a_new_pod_without_a_reset_flag() {
         let st = status("s-1", true, Phase::Suspended);
         let plan = plan_pods("s", Some(&st), &[], true);
-        assert_eq!(plan, PodPlan { pod_name: "s-2".into(), create: true, delete: vec![], replaced: None });
+        assert_eq!(
+            plan,
+            PodPlan {
+                pod_name: "s-2".into(),
+                create: true,
+                delete: vec![],
+                replaced: None
+            }
+        );
     }
 
     #[test]
     fn stray_session_pods_are_deleted() {
         let st = status("s-2", true, Phase::Ready);
-        let plan = plan_pods("s", Some(&st), &[pod("s-1", false), pod("s-2", false)], true);
+        let plan = plan_pods(
+            "s",
+            Some(&st),
+            &[pod("s-1", false), pod("s-2", false)],
+            true,
+        );
         assert_eq!(plan.delete, vec!["s-1".to_owned()]);
         assert!(!plan.create);
     }

@@ -29,8 +29,8 @@ use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use crate::build::{
-    config_map::build_config_map, endpoint, network_policy::build_network_policy,
-    pod::build_pod, pvc::build_pvc, secret, secret_name, service::build_service,
+    config_map::build_config_map, endpoint, network_policy::build_network_policy, pod::build_pod,
+    pvc::build_pvc, secret, secret_name, service::build_service,
 };
 use crate::config::OperatorConfig;
 use crate::error::Error;
@@ -113,7 +113,9 @@ where
     K: Resource + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let name = obj.meta().name.clone().unwrap_or_default();
-    Ok(api.patch(&name, &apply_params(), &Patch::Apply(obj)).await?)
+    Ok(api
+        .patch(&name, &apply_params(), &Patch::Apply(obj))
+        .await?)
 }
 
 /// Deletes a pod; NotFound is the expected answer for a pod that is already gone.
@@ -179,7 +181,9 @@ pub fn error_policy(rs: Arc<RSession>, error: &Error, ctx: Arc<Context>) -> Acti
             let mut failures = ctx.failures();
             let n = failures.entry(ObjectRef::from_obj(&*rs)).or_insert(0);
             *n = n.saturating_add(1);
-            let delay = BACKOFF_MIN.saturating_mul(1 << (*n - 1).min(16)).min(BACKOFF_MAX);
+            let delay = BACKOFF_MIN
+                .saturating_mul(1 << (*n - 1).min(16))
+                .min(BACKOFF_MAX);
             warn!(session = %rs.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
             Action::requeue(delay)
         }
@@ -233,16 +237,17 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
 
     // decide (pure)
     let previous = rs.status.as_ref();
-    let recorded_pod = previous
-        .and_then(|s| s.pod_name.as_deref())
-        .and_then(|n| session_pods.iter().find(|p| p.metadata.name.as_deref() == Some(n)));
-    let last_activity =
-        lifecycle::parse_activity(rs.annotations().get(wk::ANNOTATION_LAST_ACTIVITY).map(String::as_str));
-    let created = rs
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map_or(now, |t| t.0);
+    let recorded_pod = previous.and_then(|s| s.pod_name.as_deref()).and_then(|n| {
+        session_pods
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(n))
+    });
+    let last_activity = lifecycle::parse_activity(
+        rs.annotations()
+            .get(wk::ANNOTATION_LAST_ACTIVITY)
+            .map(String::as_str),
+    );
+    let created = rs.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
     let pod_started = recorded_pod
         .and_then(|p| p.metadata.creation_timestamp.as_ref())
         .or_else(|| previous.and_then(|s| s.start_time.as_ref()))
@@ -251,11 +256,16 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
     // Resuming counts as activity: the new pod must not expire for idleness accrued while
     // suspended.
     let resumed = !suspended && previous.and_then(|s| s.phase) == Some(Phase::Suspended);
-    let active_since = [Some(created), last_activity, pod_started, resumed.then_some(now)]
-        .into_iter()
-        .flatten()
-        .max()
-        .unwrap_or(created);
+    let active_since = [
+        Some(created),
+        last_activity,
+        pod_started,
+        resumed.then_some(now),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(created);
     let timers = lifecycle::evaluate(now, created, active_since, &session.lifecycle, suspended);
     let want_pod = !suspended && timers.expired.is_none();
     let plan = plan_pods(&name, previous, &session_pods, want_pod);
@@ -273,11 +283,27 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
 
     // apply
     apply(&secrets, &credentials_secret).await?;
-    apply(&Api::<ConfigMap>::namespaced(client.clone(), &namespace), &config_map).await?;
-    apply(&Api::<Service>::namespaced(client.clone(), &namespace), &service).await?;
-    apply(&Api::<NetworkPolicy>::namespaced(client.clone(), &namespace), &network_policy).await?;
+    apply(
+        &Api::<ConfigMap>::namespaced(client.clone(), &namespace),
+        &config_map,
+    )
+    .await?;
+    apply(
+        &Api::<Service>::namespaced(client.clone(), &namespace),
+        &service,
+    )
+    .await?;
+    apply(
+        &Api::<NetworkPolicy>::namespaced(client.clone(), &namespace),
+        &network_policy,
+    )
+    .await?;
     if let Some(pvc) = &pvc {
-        apply(&Api::<PersistentVolumeClaim>::namespaced(client.clone(), &namespace), pvc).await?;
+        apply(
+            &Api::<PersistentVolumeClaim>::namespaced(client.clone(), &namespace),
+            pvc,
+        )
+        .await?;
     }
     for stale in &plan.delete {
         info!(pod = %stale, "deleting session pod");
@@ -286,7 +312,15 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
     let current_pod = if plan.create {
         info!(pod = %plan.pod_name, "creating session pod");
         let pod = apply(&pods, &build_pod(&session, &ctx.config, &plan.pod_name)).await?;
-        publish(ctx, rs, EventType::Normal, "PodCreated", "Create", format!("created session pod {}", plan.pod_name)).await;
+        publish(
+            ctx,
+            rs,
+            EventType::Normal,
+            "PodCreated",
+            "Create",
+            format!("created session pod {}", plan.pod_name),
+        )
+        .await;
         Some(pod)
     } else if want_pod {
         session_pods
@@ -315,10 +349,23 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
     let new_status = status::compute(&observed);
     write_status(rs, ctx, &rsessions, &new_status).await?;
     if let Some(old) = &plan.replaced {
-        publish(ctx, rs, EventType::Warning, "StateReset", "Recreate", format!("session pod {old} was lost; started {} with fresh R state", plan.pod_name)).await;
+        publish(
+            ctx,
+            rs,
+            EventType::Warning,
+            "StateReset",
+            "Recreate",
+            format!(
+                "session pod {old} was lost; started {} with fresh R state",
+                plan.pod_name
+            ),
+        )
+        .await;
     }
 
-    let requeue = timers.next_deadline.map_or(MAX_REQUEUE, |d| d.min(MAX_REQUEUE));
+    let requeue = timers
+        .next_deadline
+        .map_or(MAX_REQUEUE, |d| d.min(MAX_REQUEUE));
     debug!(phase = ?new_status.phase, requeue = ?requeue, "reconciled");
     Ok(Action::requeue(requeue))
 }
@@ -361,7 +408,14 @@ async fn write_status(
 }
 
 /// Publishes an Event about `rs`; failures are logged, never fatal.
-async fn publish(ctx: &Context, rs: &RSession, type_: EventType, reason: &str, action: &str, note: String) {
+async fn publish(
+    ctx: &Context,
+    rs: &RSession,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
     let event = Event {
         type_,
         reason: reason.into(),
@@ -376,7 +430,10 @@ async fn publish(ctx: &Context, rs: &RSession, type_: EventType, reason: &str, a
 
 /// Expiry reason of a status, for callers that only hold the status.
 pub fn expiry_reason(status: &RSessionStatus) -> Option<ExpiryReason> {
-    let c = status.conditions.iter().find(|c| c.type_ == status::CONDITION_EXPIRED)?;
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::CONDITION_EXPIRED)?;
     match (c.status.as_str(), c.reason.as_str()) {
         ("True", "IdleTimeout") => Some(ExpiryReason::IdleTimeout),
         ("True", "MaxLifetime") => Some(ExpiryReason::MaxLifetime),

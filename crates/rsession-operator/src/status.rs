@@ -17,6 +17,13 @@ pub const CONDITION_EXPIRED: &str = "Expired";
 /// Condition type: R state was lost because the session pod was replaced.
 pub const CONDITION_STATE_RESET: &str = "StateReset";
 
+/// `t` truncated to whole seconds: Kubernetes serialises `metav1.Time` with second precision,
+/// so status times must be whole seconds for an unchanged world to compare equal to what the
+/// apiserver stored (and not be written again).
+pub fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
 /// Everything [`compute`] needs, gathered by the reconciler.
 #[derive(Clone, Debug, Default)]
 pub struct Observed<'a> {
@@ -90,7 +97,10 @@ pub fn pod_state(pod: &Pod) -> PodState {
                     format!(
                         "R container exited with code {}{}",
                         t.exit_code,
-                        t.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+                        t.message
+                            .as_deref()
+                            .map(|m| format!(": {m}"))
+                            .unwrap_or_default()
                     ),
                 ),
                 (None, None) => ("Error".into(), status.message.clone().unwrap_or_default()),
@@ -114,7 +124,8 @@ pub fn pod_state(pod: &Pod) -> PodState {
             .as_ref()
             .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"));
         return PodState::Unscheduled(
-            cond.and_then(|c| c.reason.clone()).unwrap_or_else(|| "Pending".into()),
+            cond.and_then(|c| c.reason.clone())
+                .unwrap_or_else(|| "Pending".into()),
             cond.and_then(|c| c.message.clone()).unwrap_or_default(),
         );
     }
@@ -127,11 +138,7 @@ pub fn pod_state(pod: &Pod) -> PodState {
 
 /// Sets condition `type_` in `conditions`, keeping its `lastTransitionTime` from `previous`
 /// when the status did not change (Kubernetes API conventions, "Typical status properties").
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    previous: &[Condition],
-    new: Condition,
-) {
+pub fn set_condition(conditions: &mut Vec<Condition>, previous: &[Condition], new: Condition) {
     let mut new = new;
     if let Some(old) = previous.iter().find(|c| c.type_ == new.type_)
         && old.status == new.status
@@ -155,7 +162,7 @@ fn condition(
         reason: reason.into(),
         message: message.into(),
         observed_generation: obs.generation,
-        last_transition_time: Time(obs.now),
+        last_transition_time: Time(whole_seconds(obs.now)),
     }
 }
 
@@ -173,7 +180,9 @@ pub fn compute(obs: &Observed<'_>) -> RSessionStatus {
             Phase::Expired,
             "Expired",
             match reason {
-                ExpiryReason::IdleTimeout => "idle timeout passed; the pod was deleted (new activity restarts it)",
+                ExpiryReason::IdleTimeout => {
+                    "idle timeout passed; the pod was deleted (new activity restarts it)"
+                }
                 ExpiryReason::MaxLifetime => "maximum lifetime passed; the pod was deleted",
             }
             .to_owned(),
@@ -186,9 +195,20 @@ pub fn compute(obs: &Observed<'_>) -> RSessionStatus {
         (None, None, Some(PodState::Failed(reason, msg))) => (
             Phase::Failed,
             "PodFailed",
-            format!("pod failed: {reason}{}", if msg.is_empty() { String::new() } else { format!(": {msg}") }),
+            format!(
+                "pod failed: {reason}{}",
+                if msg.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {msg}")
+                }
+            ),
         ),
-        (None, None, Some(PodState::Ready)) => (Phase::Ready, "RserveReady", "Rserve accepts connections".to_owned()),
+        (None, None, Some(PodState::Ready)) => (
+            Phase::Ready,
+            "RserveReady",
+            "Rserve accepts connections".to_owned(),
+        ),
         (None, None, Some(PodState::Starting(waiting))) => (
             Phase::Starting,
             "Starting",
@@ -200,14 +220,35 @@ pub fn compute(obs: &Observed<'_>) -> RSessionStatus {
         (None, None, Some(PodState::Unscheduled(reason, msg))) => (
             Phase::Pending,
             "PodPending",
-            format!("pod not scheduled: {reason}{}", if msg.is_empty() { String::new() } else { format!(": {msg}") }),
+            format!(
+                "pod not scheduled: {reason}{}",
+                if msg.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {msg}")
+                }
+            ),
         ),
-        (None, None, None) => (Phase::Pending, "PodPending", "creating the session pod".to_owned()),
+        (None, None, None) => (
+            Phase::Pending,
+            "PodPending",
+            "creating the session pod".to_owned(),
+        ),
     };
 
     let mut conditions = Vec::new();
     let is_ready = phase == Phase::Ready;
-    set_condition(&mut conditions, previous_conditions, condition(CONDITION_READY, is_ready, ready_reason, message.clone(), obs));
+    set_condition(
+        &mut conditions,
+        previous_conditions,
+        condition(
+            CONDITION_READY,
+            is_ready,
+            ready_reason,
+            message.clone(),
+            obs,
+        ),
+    );
     let scheduled = obs
         .pod
         .and_then(|p| condition_true(p, "PodScheduled"))
@@ -217,12 +258,26 @@ pub fn compute(obs: &Observed<'_>) -> RSessionStatus {
         (Some(_), true) => "Scheduled",
         (Some(_), false) => "Unschedulable",
     };
-    set_condition(&mut conditions, previous_conditions, condition(CONDITION_POD_SCHEDULED, scheduled, scheduled_reason, "", obs));
+    set_condition(
+        &mut conditions,
+        previous_conditions,
+        condition(
+            CONDITION_POD_SCHEDULED,
+            scheduled,
+            scheduled_reason,
+            "",
+            obs,
+        ),
+    );
     let (expired, expired_reason) = match obs.expired {
         Some(r) => (true, r.as_str()),
         None => (false, "Active"),
     };
-    set_condition(&mut conditions, previous_conditions, condition(CONDITION_EXPIRED, expired, expired_reason, "", obs));
+    set_condition(
+        &mut conditions,
+        previous_conditions,
+        condition(CONDITION_EXPIRED, expired, expired_reason, "", obs),
+    );
 
     let previous_resets = obs.previous.and_then(|p| p.state_resets).unwrap_or(0);
     let state_resets = previous_resets + i32::from(obs.replaced_pod.is_some());
@@ -242,7 +297,10 @@ pub fn compute(obs: &Observed<'_>) -> RSessionStatus {
             ),
         ),
         None => {
-            if let Some(old) = previous_conditions.iter().find(|c| c.type_ == CONDITION_STATE_RESET) {
+            if let Some(old) = previous_conditions
+                .iter()
+                .find(|c| c.type_ == CONDITION_STATE_RESET)
+            {
                 conditions.push(old.clone());
             }
         }
@@ -267,7 +325,7 @@ pub fn compute(obs: &Observed<'_>) -> RSessionStatus {
         endpoint: obs.endpoint.clone(),
         credentials_secret: obs.credentials_secret.clone(),
         start_time,
-        last_activity_time: obs.last_activity.map(Time),
+        last_activity_time: obs.last_activity.map(|t| Time(whole_seconds(t))),
         message: Some(message),
     }
 }
@@ -307,7 +365,11 @@ mod tests {
         }
     }
 
-    fn obs<'a>(pod: Option<&'a Pod>, previous: Option<&'a RSessionStatus>, now: &str) -> Observed<'a> {
+    fn obs<'a>(
+        pod: Option<&'a Pod>,
+        previous: Option<&'a RSessionStatus>,
+        now: &str,
+    ) -> Observed<'a> {
         Observed {
             generation: Some(1),
             previous,
@@ -322,6 +384,18 @@ mod tests {
 
     fn cond<'a>(s: &'a RSessionStatus, type_: &str) -> &'a Condition {
         s.conditions.iter().find(|c| c.type_ == type_).expect(type_)
+    }
+
+    #[test]
+    fn status_times_are_whole_seconds() {
+        let mut o = obs(None, None, "2026-01-01T00:00:00.75Z");
+        o.last_activity = Some(t("2026-01-01T00:00:00.5Z"));
+        let s = compute(&o);
+        assert_eq!(
+            cond(&s, "Ready").last_transition_time,
+            Time(t("2026-01-01T00:00:00Z"))
+        );
+        assert_eq!(s.last_activity_time, Some(Time(t("2026-01-01T00:00:00Z"))));
     }
 
     #[test]
@@ -342,7 +416,10 @@ mod tests {
         let s2 = compute(&obs(Some(&ready), Some(&s1), "2026-01-01T00:00:05Z"));
         assert_eq!(s2.phase, Some(Phase::Ready));
         assert_eq!(cond(&s2, "Ready").status, "True");
-        assert_eq!(cond(&s2, "Ready").last_transition_time, Time(t("2026-01-01T00:00:05Z")));
+        assert_eq!(
+            cond(&s2, "Ready").last_transition_time,
+            Time(t("2026-01-01T00:00:05Z"))
+        );
         assert_eq!(s2.pod_uid.as_deref(), Some("pod-uid-1"));
         assert_eq!(s2.start_time, Some(Time(t("2026-01-01T00:00:01Z"))));
     }
@@ -352,9 +429,18 @@ mod tests {
         let ready = pod_with("Running", true, true);
         let s1 = compute(&obs(Some(&ready), None, "2026-01-01T00:00:05Z"));
         let s2 = compute(&obs(Some(&ready), Some(&s1), "2026-01-01T05:00:00Z"));
-        assert_eq!(cond(&s2, "Ready").last_transition_time, Time(t("2026-01-01T00:00:05Z")));
-        assert_eq!(cond(&s2, "PodScheduled").last_transition_time, Time(t("2026-01-01T00:00:05Z")));
-        assert_eq!(s1, s2, "an unchanged world gives an identical status (no write)");
+        assert_eq!(
+            cond(&s2, "Ready").last_transition_time,
+            Time(t("2026-01-01T00:00:05Z"))
+        );
+        assert_eq!(
+            cond(&s2, "PodScheduled").last_transition_time,
+            Time(t("2026-01-01T00:00:05Z"))
+        );
+        assert_eq!(
+            s1, s2,
+            "an unchanged world gives an identical status (no write)"
+        );
     }
 
     #[test]
@@ -375,7 +461,13 @@ mod tests {
         let s = compute(&obs(Some(&p), None, "2026-01-01T00:00:05Z"));
         assert_eq!(s.phase, Some(Phase::Failed));
         assert_eq!(cond(&s, "Ready").reason, "PodFailed");
-        assert!(s.message.as_deref().is_some_and(|m| m.contains("OOMKilled") && m.contains("137")), "{:?}", s.message);
+        assert!(
+            s.message
+                .as_deref()
+                .is_some_and(|m| m.contains("OOMKilled") && m.contains("137")),
+            "{:?}",
+            s.message
+        );
     }
 
     #[test]
@@ -395,14 +487,21 @@ mod tests {
         p.status.as_mut().expect("status").container_statuses = Some(vec![ContainerStatus {
             name: "r".into(),
             state: Some(ContainerState {
-                waiting: Some(ContainerStateWaiting { reason: Some("ErrImagePull".into()), message: None }),
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some("ErrImagePull".into()),
+                    message: None,
+                }),
                 ..ContainerState::default()
             }),
             ..ContainerStatus::default()
         }]);
         let s = compute(&obs(Some(&p), None, "2026-01-01T00:00:05Z"));
         assert_eq!(s.phase, Some(Phase::Starting));
-        assert!(s.message.as_deref().is_some_and(|m| m.contains("ErrImagePull")));
+        assert!(
+            s.message
+                .as_deref()
+                .is_some_and(|m| m.contains("ErrImagePull"))
+        );
     }
 
     #[test]
@@ -413,9 +512,18 @@ mod tests {
         o.expired = Some(ExpiryReason::IdleTimeout);
         let s2 = compute(&o);
         assert_eq!(s2.phase, Some(Phase::Expired));
-        assert_eq!((cond(&s2, "Expired").status.as_str(), cond(&s2, "Expired").reason.as_str()), ("True", "IdleTimeout"));
+        assert_eq!(
+            (
+                cond(&s2, "Expired").status.as_str(),
+                cond(&s2, "Expired").reason.as_str()
+            ),
+            ("True", "IdleTimeout")
+        );
         assert_eq!(cond(&s2, "Ready").status, "False");
-        assert_eq!(cond(&s2, "Ready").last_transition_time, Time(t("2026-01-01T01:00:05Z")));
+        assert_eq!(
+            cond(&s2, "Ready").last_transition_time,
+            Time(t("2026-01-01T01:00:05Z"))
+        );
         assert_eq!(s2.pod_uid, s1.pod_uid, "the last pod's uid is remembered");
     }
 
@@ -429,7 +537,10 @@ mod tests {
     #[test]
     fn invalid_spec_is_failed_with_its_reason() {
         let mut o = obs(None, None, "2026-01-01T00:00:05Z");
-        o.spec_error = Some(("DatabaseSecretNotFound", "database Secret \"db\" not found".into()));
+        o.spec_error = Some((
+            "DatabaseSecretNotFound",
+            "database Secret \"db\" not found".into(),
+        ));
         let s = compute(&o);
         assert_eq!(s.phase, Some(Phase::Failed));
         assert_eq!(cond(&s, "Ready").reason, "DatabaseSecretNotFound");
@@ -443,7 +554,10 @@ mod tests {
         o.pod_name = Some("s-2".into());
         let s = compute(&o);
         let c = cond(&s, "StateReset");
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "PodReplaced"));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "PodReplaced")
+        );
         assert!(c.message.contains("s-1") && c.message.contains("s-2"));
         assert_eq!(s.state_resets, Some(1));
         let s2 = compute(&obs(Some(&p), Some(&s), "2026-01-01T00:01:00Z"));

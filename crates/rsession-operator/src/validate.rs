@@ -114,13 +114,21 @@ pub fn validate(
     config: &OperatorConfig,
     database_secret: Option<&Secret>,
 ) -> Result<Session, SpecError> {
-    let name = rs.metadata.name.clone().ok_or(SpecError::MissingMetadata("name"))?;
+    let name = rs
+        .metadata
+        .name
+        .clone()
+        .ok_or(SpecError::MissingMetadata("name"))?;
     let namespace = rs
         .metadata
         .namespace
         .clone()
         .ok_or(SpecError::MissingMetadata("namespace"))?;
-    let uid = rs.metadata.uid.as_deref().ok_or(SpecError::MissingMetadata("uid"))?;
+    let uid = rs
+        .metadata
+        .uid
+        .as_deref()
+        .ok_or(SpecError::MissingMetadata("uid"))?;
     let spec = &rs.spec;
 
     let database = match &spec.database {
@@ -136,11 +144,20 @@ pub fn validate(
         owner_reference: controller_owner_reference(&name, uid),
         name,
         namespace,
-        image: spec.image.clone().unwrap_or_else(|| config.default_image.clone()),
-        image_pull_policy: spec.image_pull_policy.unwrap_or(config.default_image_pull_policy),
+        image: spec
+            .image
+            .clone()
+            .unwrap_or_else(|| config.default_image.clone()),
+        image_pull_policy: spec
+            .image_pull_policy
+            .unwrap_or(config.default_image_pull_policy),
         resources: merged_resources(spec.resources.as_ref(), config),
         workspace: spec.workspace.clone(),
-        egress: spec.network.as_ref().map(|n| n.egress.clone()).unwrap_or_default(),
+        egress: spec
+            .network
+            .as_ref()
+            .map(|n| n.egress.clone())
+            .unwrap_or_default(),
         database,
         lifecycle: spec.lifecycle.clone(),
         runtime_class_name: spec.runtime_class_name.clone(),
@@ -153,7 +170,11 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
     if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
         return String::from_utf8(v.0.clone()).ok();
     }
-    secret.string_data.as_ref().and_then(|d| d.get(key)).cloned()
+    secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .cloned()
 }
 
 fn database_target(secret_name: &str, secret: &Secret) -> Result<DatabaseTarget, SpecError> {
@@ -200,7 +221,9 @@ fn is_dns_name(host: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -228,7 +251,10 @@ fn merged_resources(
             spec.and_then(|r| r.requests.as_ref()),
             defaults.requests.as_ref(),
         ),
-        limits: merge(spec.and_then(|r| r.limits.as_ref()), defaults.limits.as_ref()),
+        limits: merge(
+            spec.and_then(|r| r.limits.as_ref()),
+            defaults.limits.as_ref(),
+        ),
         ..ResourceRequirements::default()
     }
 }
@@ -270,13 +296,21 @@ mod tests {
         let s = validate(&rs, &OperatorConfig::default(), None).expect("valid");
         let limits = s.resources.limits.expect("limits");
         assert_eq!(limits["memory"], Quantity("8Gi".into()));
-        assert_eq!(limits["cpu"], Quantity("2".into()), "cpu limit still defaulted");
+        assert_eq!(
+            limits["cpu"],
+            Quantity("2".into()),
+            "cpu limit still defaulted"
+        );
     }
 
     #[test]
     fn missing_database_secret_is_a_spec_error() {
-        let err = validate(&with_database(rsession("s")), &OperatorConfig::default(), None)
-            .expect_err("no secret");
+        let err = validate(
+            &with_database(rsession("s")),
+            &OperatorConfig::default(),
+            None,
+        )
+        .expect_err("no secret");
         assert_eq!(err, SpecError::DatabaseSecretNotFound("db".into()));
         assert_eq!(err.reason(), "DatabaseSecretNotFound");
     }
@@ -284,8 +318,12 @@ mod tests {
     #[test]
     fn database_secret_without_host_is_a_spec_error() {
         let secret = database_secret("db", &[("port", "5432")]);
-        let err = validate(&with_database(rsession("s")), &OperatorConfig::default(), Some(&secret))
-            .expect_err("no host");
+        let err = validate(
+            &with_database(rsession("s")),
+            &OperatorConfig::default(),
+            Some(&secret),
+        )
+        .expect_err("no host");
         assert!(err.to_string().contains("\"host\""), "{err}");
     }
 
@@ -293,8 +331,12 @@ mod tests {
     fn database_port_must_be_a_tcp_port() {
         for bad in ["0", "65536", "pg", "-1"] {
             let secret = database_secret("db", &[("host", "10.0.0.1"), ("port", bad)]);
-            let err = validate(&with_database(rsession("s")), &OperatorConfig::default(), Some(&secret))
-                .expect_err(bad);
+            let err = validate(
+                &with_database(rsession("s")),
+                &OperatorConfig::default(),
+                Some(&secret),
+            )
+            .expect_err(bad);
             assert!(err.to_string().contains("\"port\""), "{bad}: {err}");
         }
     }
@@ -318,8 +360,12 @@ mod tests {
     fn database_host_with_spaces_or_scheme_is_rejected() {
         for bad in ["postgres://x", "a b", "-x.example"] {
             let secret = database_secret("db", &[("host", bad)]);
-            validate(&with_database(rsession("s")), &OperatorConfig::default(), Some(&secret))
-                .expect_err(bad);
+            validate(
+                &with_database(rsession("s")),
+                &OperatorConfig::default(),
+                Some(&secret),
+            )
+            .expect_err(bad);
         }
     }
 }

@@ -8,7 +8,11 @@ fn main() -> std::process::ExitCode {
     match rsession_api::crd_yaml() {
         Ok(yaml) => {
             let mut out = std::io::stdout().lock();
-            if out.write_all(yaml.as_bytes()).and_then(|()| out.flush()).is_err() {
+            if out
+                .write_all(yaml.as_bytes())
+                .and_then(|()| out.flush())
+                .is_err()
+            {
                 return std::process::ExitCode::FAILURE;
             }
             std::process::ExitCode::SUCCESS

@@ -118,7 +118,11 @@ mod tests {
 
     #[test]
     fn preload_skips_names_that_are_not_r_packages() {
-        let script = preload_script(&["dplyr".into(), "x\"); system(\"id".into(), "data.table".into()]);
+        let script = preload_script(&[
+            "dplyr".into(),
+            "x\"); system(\"id".into(),
+            "data.table".into(),
+        ]);
         assert!(script.contains("c(\"dplyr\", \"data.table\")"), "{script}");
         assert!(!script.contains("system"), "{script}");
     }

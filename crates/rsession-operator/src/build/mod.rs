@@ -85,7 +85,11 @@ pub fn pod_incarnation(session: &str, pod: &str) -> Option<u32> {
 
 /// `host:port` clients use to reach Rserve through the session Service (cluster DNS name).
 pub fn endpoint(session: &str, namespace: &str) -> String {
-    format!("{}.{namespace}.svc:{}", service_name(session), wk::RSERVE_PORT)
+    format!(
+        "{}.{namespace}.svc:{}",
+        service_name(session),
+        wk::RSERVE_PORT
+    )
 }
 
 /// Labels every child carries; pods are selected by [`selector_labels`].
@@ -93,7 +97,10 @@ pub fn labels(session: &str, component: Component) -> BTreeMap<String, String> {
     BTreeMap::from([
         (wk::LABEL_APP_NAME.to_owned(), wk::APP_NAME.to_owned()),
         (wk::LABEL_APP_INSTANCE.to_owned(), session.to_owned()),
-        (wk::LABEL_APP_COMPONENT.to_owned(), component.as_str().to_owned()),
+        (
+            wk::LABEL_APP_COMPONENT.to_owned(),
+            component.as_str().to_owned(),
+        ),
         (wk::LABEL_MANAGED_BY.to_owned(), wk::MANAGER.to_owned()),
         (wk::LABEL_PART_OF.to_owned(), wk::APP_NAME.to_owned()),
         (wk::LABEL_SESSION.to_owned(), session.to_owned()),
@@ -104,7 +111,10 @@ pub fn labels(session: &str, component: Component) -> BTreeMap<String, String> {
 pub fn selector_labels(session: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (wk::LABEL_SESSION.to_owned(), session.to_owned()),
-        (wk::LABEL_APP_COMPONENT.to_owned(), Component::Session.as_str().to_owned()),
+        (
+            wk::LABEL_APP_COMPONENT.to_owned(),
+            Component::Session.as_str().to_owned(),
+        ),
     ])
 }
 
@@ -163,7 +173,10 @@ mod tests {
         ] {
             let l = labels("x", c);
             assert_eq!(l.get(wk::LABEL_SESSION).map(String::as_str), Some("x"));
-            assert_eq!(l.get(wk::LABEL_MANAGED_BY).map(String::as_str), Some(wk::MANAGER));
+            assert_eq!(
+                l.get(wk::LABEL_MANAGED_BY).map(String::as_str),
+                Some(wk::MANAGER)
+            );
         }
     }
 }

@@ -86,7 +86,12 @@ pub fn build_network_policy(
         };
         if !addresses.is_empty() {
             egress.push(NetworkPolicyEgressRule {
-                to: Some(addresses.into_iter().map(|ip| ip_peer(host_cidr(ip))).collect()),
+                to: Some(
+                    addresses
+                        .into_iter()
+                        .map(|ip| ip_peer(host_cidr(ip)))
+                        .collect(),
+                ),
                 ports: Some(vec![tcp(i32::from(db.port))]),
             });
         }
@@ -131,7 +136,11 @@ mod tests {
     use crate::validate::validate;
     use rsession_api::{DatabaseSpec, EgressRule, NetworkSpec, SecretReference};
 
-    fn policy_for(rs: &rsession_api::RSession, secret: Option<&k8s_openapi::api::core::v1::Secret>, addrs: &[IpAddr]) -> NetworkPolicySpec {
+    fn policy_for(
+        rs: &rsession_api::RSession,
+        secret: Option<&k8s_openapi::api::core::v1::Secret>,
+        addrs: &[IpAddr],
+    ) -> NetworkPolicySpec {
         let config = OperatorConfig::default();
         let s = validate(rs, &config, secret).expect("valid");
         build_network_policy(&s, &config, addrs).spec.expect("spec")
@@ -139,15 +148,28 @@ mod tests {
 
     fn with_db(host: &str) -> (rsession_api::RSession, k8s_openapi::api::core::v1::Secret) {
         let mut rs = rsession("s");
-        rs.spec.database = Some(DatabaseSpec { secret_ref: SecretReference { name: "db".into() } });
-        (rs, database_secret("db", &[("host", host), ("port", "5433")]))
+        rs.spec.database = Some(DatabaseSpec {
+            secret_ref: SecretReference { name: "db".into() },
+        });
+        (
+            rs,
+            database_secret("db", &[("host", host), ("port", "5433")]),
+        )
     }
 
     #[test]
     fn network_policy_denies_egress_by_default() {
         let spec = policy_for(&rsession("s"), None, &[]);
-        assert!(spec.policy_types.expect("types").contains(&"Egress".to_owned()));
-        assert_eq!(spec.egress, Some(vec![]), "an empty egress list denies all egress");
+        assert!(
+            spec.policy_types
+                .expect("types")
+                .contains(&"Egress".to_owned())
+        );
+        assert_eq!(
+            spec.egress,
+            Some(vec![]),
+            "an empty egress list denies all egress"
+        );
     }
 
     #[test]
@@ -157,7 +179,11 @@ mod tests {
         assert_eq!(ingress.len(), 1);
         let from = ingress[0].from.as_ref().expect("from");
         assert_eq!(from.len(), 1);
-        let labels = from[0].pod_selector.as_ref().and_then(|s| s.match_labels.clone()).expect("labels");
+        let labels = from[0]
+            .pod_selector
+            .as_ref()
+            .and_then(|s| s.match_labels.clone())
+            .expect("labels");
         assert_eq!(labels, OperatorConfig::default().frontend_pod_selector);
         assert!(from[0].ip_block.is_none());
         assert_eq!(ingress[0].ports, Some(vec![tcp(6311)]));
@@ -166,18 +192,31 @@ mod tests {
     #[test]
     fn network_policy_selects_only_the_session_pod() {
         let spec = policy_for(&rsession("s"), None, &[]);
-        assert_eq!(spec.pod_selector.and_then(|p| p.match_labels), Some(selector_labels("s")));
+        assert_eq!(
+            spec.pod_selector.and_then(|p| p.match_labels),
+            Some(selector_labels("s"))
+        );
     }
 
     #[test]
     fn frontend_in_another_namespace_is_selected_by_namespace_name() {
-        let config = OperatorConfig { frontend_namespace: Some("rsession-system".into()), ..OperatorConfig::default() };
+        let config = OperatorConfig {
+            frontend_namespace: Some("rsession-system".into()),
+            ..OperatorConfig::default()
+        };
         let s = session_of(&rsession("s"));
         let spec = build_network_policy(&s, &config, &[]).spec.expect("spec");
         let ingress = spec.ingress.expect("ingress");
         let peer = &ingress[0].from.as_ref().expect("from")[0];
-        let ns = peer.namespace_selector.as_ref().and_then(|n| n.match_labels.clone()).expect("ns labels");
-        assert_eq!(ns.get("kubernetes.io/metadata.name").map(String::as_str), Some("rsession-system"));
+        let ns = peer
+            .namespace_selector
+            .as_ref()
+            .and_then(|n| n.match_labels.clone())
+            .expect("ns labels");
+        assert_eq!(
+            ns.get("kubernetes.io/metadata.name").map(String::as_str),
+            Some("rsession-system")
+        );
     }
 
     #[test]
@@ -192,14 +231,33 @@ mod tests {
     #[test]
     fn database_dns_name_allows_resolved_addresses_and_cluster_dns() {
         let (rs, secret) = with_db("postgres.db.svc");
-        let addrs = ["10.9.9.9".parse().expect("ip"), "fd00::5".parse().expect("ip")];
-        let egress = policy_for(&rs, Some(&secret), &addrs).egress.expect("egress");
-        assert_eq!(egress[0].to, Some(vec![ip_peer("10.9.9.9/32".into()), ip_peer("fd00::5/128".into())]));
+        let addrs = [
+            "10.9.9.9".parse().expect("ip"),
+            "fd00::5".parse().expect("ip"),
+        ];
+        let egress = policy_for(&rs, Some(&secret), &addrs)
+            .egress
+            .expect("egress");
+        assert_eq!(
+            egress[0].to,
+            Some(vec![
+                ip_peer("10.9.9.9/32".into()),
+                ip_peer("fd00::5/128".into())
+            ])
+        );
         let dns = &egress[1];
         assert_eq!(dns.ports.as_ref().map(Vec::len), Some(2));
         let peer = &dns.to.as_ref().expect("to")[0];
-        assert_eq!(peer.pod_selector.as_ref().and_then(|p| p.match_labels.clone()), Some(OperatorConfig::default().dns.pod_selector));
-        assert!(peer.ip_block.is_none(), "DNS only to the DNS pods, not to any address");
+        assert_eq!(
+            peer.pod_selector
+                .as_ref()
+                .and_then(|p| p.match_labels.clone()),
+            Some(OperatorConfig::default().dns.pod_selector)
+        );
+        assert!(
+            peer.ip_block.is_none(),
+            "DNS only to the DNS pods, not to any address"
+        );
     }
 
     #[test]
@@ -207,14 +265,23 @@ mod tests {
         let mut rs = rsession("s");
         rs.spec.network = Some(NetworkSpec {
             egress: vec![
-                EgressRule { cidr: "10.20.0.0/16".into(), ports: vec![443] },
-                EgressRule { cidr: "192.168.1.1/32".into(), ports: vec![] },
+                EgressRule {
+                    cidr: "10.20.0.0/16".into(),
+                    ports: vec![443],
+                },
+                EgressRule {
+                    cidr: "192.168.1.1/32".into(),
+                    ports: vec![],
+                },
             ],
         });
         let egress = policy_for(&rs, None, &[]).egress.expect("egress");
         assert_eq!(egress.len(), 2);
         assert_eq!(egress[0].ports, Some(vec![tcp(443)]));
-        assert_eq!(egress[1].ports, None, "no ports means all ports to that network");
+        assert_eq!(
+            egress[1].ports, None,
+            "no ports means all ports to that network"
+        );
         assert_eq!(egress[1].to, Some(vec![ip_peer("192.168.1.1/32".into())]));
     }
 }

@@ -4,12 +4,12 @@
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, KeyToPath, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
-    Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
-    TCPSocketAction, Volume, VolumeMount,
+    Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, TCPSocketAction,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use rsession_api::well_known::{self as wk, database_keys};
 use rsession_api::WorkspaceKind;
+use rsession_api::well_known::{self as wk, database_keys};
 
 use super::config_map::{CONFIG_DIR, RSERVE_CONF_KEY, SECRET_DIR};
 use super::{Component, config_map_name, owned_meta, pvc_name, secret_name};
@@ -269,7 +269,11 @@ mod tests {
     use rsession_api::{DatabaseSpec, SecretReference};
 
     fn pod() -> Pod {
-        build_pod(&session_of(&rsession("s")), &OperatorConfig::default(), "s-1")
+        build_pod(
+            &session_of(&rsession("s")),
+            &OperatorConfig::default(),
+            "s-1",
+        )
     }
 
     fn spec(p: &Pod) -> &PodSpec {
@@ -281,11 +285,17 @@ mod tests {
     }
 
     fn csc(p: &Pod) -> &SecurityContext {
-        container(p).security_context.as_ref().expect("container securityContext")
+        container(p)
+            .security_context
+            .as_ref()
+            .expect("container securityContext")
     }
 
     fn psc(p: &Pod) -> &PodSecurityContext {
-        spec(p).security_context.as_ref().expect("pod securityContext")
+        spec(p)
+            .security_context
+            .as_ref()
+            .expect("pod securityContext")
     }
 
     #[test]
@@ -298,16 +308,28 @@ mod tests {
     #[test]
     fn pod_runs_as_uid_and_gid_1000_with_fs_group_1000() {
         let p = pod();
-        assert_eq!((psc(&p).run_as_user, psc(&p).run_as_group), (Some(1000), Some(1000)));
+        assert_eq!(
+            (psc(&p).run_as_user, psc(&p).run_as_group),
+            (Some(1000), Some(1000))
+        );
         assert_eq!(psc(&p).fs_group, Some(1000));
-        assert_eq!((csc(&p).run_as_user, csc(&p).run_as_group), (Some(1000), Some(1000)));
+        assert_eq!(
+            (csc(&p).run_as_user, csc(&p).run_as_group),
+            (Some(1000), Some(1000))
+        );
     }
 
     #[test]
     fn pod_uses_runtime_default_seccomp() {
         let p = pod();
-        assert_eq!(psc(&p).seccomp_profile.as_ref().map(|s| s.type_.as_str()), Some("RuntimeDefault"));
-        assert_eq!(csc(&p).seccomp_profile.as_ref().map(|s| s.type_.as_str()), Some("RuntimeDefault"));
+        assert_eq!(
+            psc(&p).seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+        assert_eq!(
+            csc(&p).seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+            Some("RuntimeDefault")
+        );
     }
 
     #[test]
@@ -347,8 +369,15 @@ mod tests {
     #[test]
     fn pod_always_has_resource_limits() {
         let p = pod();
-        let limits = container(&p).resources.as_ref().and_then(|r| r.limits.as_ref()).expect("limits");
-        assert!(limits.contains_key("cpu") && limits.contains_key("memory"), "{limits:?}");
+        let limits = container(&p)
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .expect("limits");
+        assert!(
+            limits.contains_key("cpu") && limits.contains_key("memory"),
+            "{limits:?}"
+        );
     }
 
     #[test]
@@ -356,14 +385,24 @@ mod tests {
         let mut s = session_of(&rsession("s"));
         s.resources.limits = None;
         let p = build_pod(&s, &OperatorConfig::default(), "s-1");
-        let limits = container(&p).resources.as_ref().and_then(|r| r.limits.as_ref()).expect("limits");
+        let limits = container(&p)
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .expect("limits");
         assert_eq!(limits["memory"], Quantity("2Gi".into()));
     }
 
     #[test]
     fn pod_is_ready_when_rserve_accepts_tcp_on_6311() {
-        let probe = container(&pod()).readiness_probe.clone().expect("readiness probe");
-        assert_eq!(probe.tcp_socket.map(|t| t.port), Some(IntOrString::Int(6311)));
+        let probe = container(&pod())
+            .readiness_probe
+            .clone()
+            .expect("readiness probe");
+        assert_eq!(
+            probe.tcp_socket.map(|t| t.port),
+            Some(IntOrString::Int(6311))
+        );
     }
 
     #[test]
@@ -383,28 +422,60 @@ mod tests {
     #[test]
     fn pod_tmp_is_a_size_limited_empty_dir() {
         let p = pod();
-        let tmp = spec(&p).volumes.as_ref().expect("volumes").iter().find(|v| v.name == "tmp").expect("tmp");
-        assert_eq!(tmp.empty_dir.as_ref().and_then(|e| e.size_limit.clone()), Some(Quantity("1Gi".into())));
+        let tmp = spec(&p)
+            .volumes
+            .as_ref()
+            .expect("volumes")
+            .iter()
+            .find(|v| v.name == "tmp")
+            .expect("tmp");
+        assert_eq!(
+            tmp.empty_dir.as_ref().and_then(|e| e.size_limit.clone()),
+            Some(Quantity("1Gi".into()))
+        );
     }
 
     #[test]
     fn pod_mounts_only_the_password_file_from_the_credentials_secret() {
         let p = pod();
-        let v = spec(&p).volumes.as_ref().expect("volumes").iter().find(|v| v.name == "rserve-credentials").expect("secret volume");
-        let items = v.secret.as_ref().and_then(|s| s.items.clone()).expect("items");
-        assert_eq!(items.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["rserve.pwd"]);
+        let v = spec(&p)
+            .volumes
+            .as_ref()
+            .expect("volumes")
+            .iter()
+            .find(|v| v.name == "rserve-credentials")
+            .expect("secret volume");
+        let items = v
+            .secret
+            .as_ref()
+            .and_then(|s| s.items.clone())
+            .expect("items");
+        assert_eq!(
+            items.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(),
+            ["rserve.pwd"]
+        );
     }
 
     #[test]
     fn pod_does_not_use_host_namespaces() {
         let p = pod();
-        assert_eq!((spec(&p).host_network, spec(&p).host_pid, spec(&p).host_ipc), (Some(false), Some(false), Some(false)));
+        assert_eq!(
+            (spec(&p).host_network, spec(&p).host_pid, spec(&p).host_ipc),
+            (Some(false), Some(false), Some(false))
+        );
     }
 
     #[test]
     fn pod_runs_rserve_with_the_config_map() {
-        let cmd = container(&pod()).command.clone().expect("command").join(" ");
-        assert!(cmd.contains("Rserve::run.Rserve(config.file = '/etc/rserve/Rserve.conf')"), "{cmd}");
+        let cmd = container(&pod())
+            .command
+            .clone()
+            .expect("command")
+            .join(" ");
+        assert!(
+            cmd.contains("Rserve::run.Rserve(config.file = '/etc/rserve/Rserve.conf')"),
+            "{cmd}"
+        );
     }
 
     #[test]
@@ -413,27 +484,58 @@ mod tests {
         rs.spec.workspace.kind = WorkspaceKind::Persistent;
         rs.spec.workspace.size = Some(Quantity("1Gi".into()));
         let p = build_pod(&session_of(&rs), &OperatorConfig::default(), "s-1");
-        let ws = spec(&p).volumes.as_ref().expect("volumes").iter().find(|v| v.name == "workspace").expect("ws");
-        assert_eq!(ws.persistent_volume_claim.as_ref().map(|c| c.claim_name.as_str()), Some("s-workspace"));
+        let ws = spec(&p)
+            .volumes
+            .as_ref()
+            .expect("volumes")
+            .iter()
+            .find(|v| v.name == "workspace")
+            .expect("ws");
+        assert_eq!(
+            ws.persistent_volume_claim
+                .as_ref()
+                .map(|c| c.claim_name.as_str()),
+            Some("s-workspace")
+        );
         rs.spec.workspace.existing_claim = Some("mine".into());
         let p = build_pod(&session_of(&rs), &OperatorConfig::default(), "s-1");
-        let ws = spec(&p).volumes.as_ref().expect("volumes").iter().find(|v| v.name == "workspace").expect("ws");
-        assert_eq!(ws.persistent_volume_claim.as_ref().map(|c| c.claim_name.as_str()), Some("mine"));
+        let ws = spec(&p)
+            .volumes
+            .as_ref()
+            .expect("volumes")
+            .iter()
+            .find(|v| v.name == "workspace")
+            .expect("ws");
+        assert_eq!(
+            ws.persistent_volume_claim
+                .as_ref()
+                .map(|c| c.claim_name.as_str()),
+            Some("mine")
+        );
     }
 
     #[test]
     fn database_secret_keys_become_libpq_environment_variables() {
         let mut rs = rsession("s");
-        rs.spec.database = Some(DatabaseSpec { secret_ref: SecretReference { name: "db".into() } });
+        rs.spec.database = Some(DatabaseSpec {
+            secret_ref: SecretReference { name: "db".into() },
+        });
         let secret = database_secret("db", &[("host", "10.0.0.1")]);
         let s = validate(&rs, &OperatorConfig::default(), Some(&secret)).expect("valid");
         let p = build_pod(&s, &OperatorConfig::default(), "s-1");
         let env = container(&p).env.clone().expect("env");
         let pghost = env.iter().find(|e| e.name == "PGHOST").expect("PGHOST");
-        let sel = pghost.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("secretKeyRef");
+        let sel = pghost
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .expect("secretKeyRef");
         assert_eq!((sel.name.as_str(), sel.key.as_str()), ("db", "host"));
         assert!(env.iter().any(|e| e.name == "CDM_SCHEMA"));
-        assert!(env.iter().all(|e| e.value.as_deref() != Some("10.0.0.1")), "values stay in the Secret");
+        assert!(
+            env.iter().all(|e| e.value.as_deref() != Some("10.0.0.1")),
+            "values stay in the Secret"
+        );
     }
 
     #[test]

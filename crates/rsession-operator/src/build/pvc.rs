@@ -69,7 +69,11 @@ mod tests {
     fn persistent_workspace_pvc_requests_the_size_and_is_owned() {
         let pvc = build_pvc(&session_of(&persistent())).expect("pvc");
         assert_eq!(pvc.metadata.name.as_deref(), Some("s-workspace"));
-        let req = pvc.spec.and_then(|s| s.resources).and_then(|r| r.requests).expect("requests");
+        let req = pvc
+            .spec
+            .and_then(|s| s.resources)
+            .and_then(|r| r.requests)
+            .expect("requests");
         assert_eq!(req["storage"], Quantity("5Gi".into()));
         assert!(pvc.metadata.owner_references.is_some());
     }

@@ -41,8 +41,14 @@ pub fn existing_password(secret: &Secret) -> Option<String> {
 /// `rserve.pwd` (Rserve `pwdfile` format: one `<user> <password>` line).
 pub fn build_secret(s: &Session, password: &str) -> Secret {
     let data = BTreeMap::from([
-        (wk::SECRET_KEY_USERNAME.to_owned(), ByteString(RSERVE_USER.into())),
-        (wk::SECRET_KEY_PASSWORD.to_owned(), ByteString(password.into())),
+        (
+            wk::SECRET_KEY_USERNAME.to_owned(),
+            ByteString(RSERVE_USER.into()),
+        ),
+        (
+            wk::SECRET_KEY_PASSWORD.to_owned(),
+            ByteString(password.into()),
+        ),
         (
             wk::SECRET_KEY_PASSWORD_FILE.to_owned(),
             ByteString(format!("{RSERVE_USER} {password}\n").into_bytes()),
@@ -85,7 +91,10 @@ mod tests {
     #[test]
     fn secret_is_owned_by_the_rsession() {
         let s = session_of(&rsession("s"));
-        let owners = build_secret(&s, "x").metadata.owner_references.expect("owners");
+        let owners = build_secret(&s, "x")
+            .metadata
+            .owner_references
+            .expect("owners");
         assert_eq!(owners.len(), 1);
         assert_eq!(owners[0].controller, Some(true));
         assert_eq!(owners[0].uid, "uid-s");
@@ -96,6 +105,10 @@ mod tests {
         let s = session_of(&rsession("s"));
         let pw = generate_password();
         assert_eq!(existing_password(&build_secret(&s, &pw)), Some(pw));
-        assert_eq!(existing_password(&build_secret(&s, "short")), None, "too short: regenerate");
+        assert_eq!(
+            existing_password(&build_secret(&s, "short")),
+            None,
+            "too short: regenerate"
+        );
     }
 }

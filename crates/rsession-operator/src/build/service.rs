@@ -48,7 +48,13 @@ mod tests {
     fn service_selects_only_this_sessions_pod() {
         let svc = build_service(&session_of(&rsession("s")));
         let sel = svc.spec.and_then(|s| s.selector).expect("selector");
-        assert_eq!(sel.get("rsession.dev/session").map(String::as_str), Some("s"));
-        assert_eq!(sel.get("app.kubernetes.io/component").map(String::as_str), Some("session"));
+        assert_eq!(
+            sel.get("rsession.dev/session").map(String::as_str),
+            Some("s")
+        );
+        assert_eq!(
+            sel.get("app.kubernetes.io/component").map(String::as_str),
+            Some("session")
+        );
     }
 }

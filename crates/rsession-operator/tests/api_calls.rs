@@ -1,0 +1,621 @@
+//! API-call scenario tests: one reconcile against a tower-test mock apiserver that asserts the
+//! exact sequence of requests (method, path, field manager, key body fields) and answers them.
+//! Scenarios: create, update, steady state, suspend, expire, pod deleted by hand, delete,
+//! invalid spec.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use rsession_api::{
+    DatabaseSpec, EgressRule, NetworkSpec, Phase, RSession, RSessionSpec, RSessionStatus,
+    SecretReference,
+};
+use rsession_operator::metrics::Metrics;
+use rsession_operator::{Context, Error, OperatorConfig, error_policy, reconcile};
+use serde_json::{Value, json};
+use tower_test::mock::{Handle, SendResponse};
+
+const NS: &str = "team-a";
+
+type MockHandle = Handle<Request<Body>, Response<Body>>;
+
+/// One request as the mock apiserver saw it.
+struct Seen {
+    method: Method,
+    path: String,
+    query: String,
+    body: Value,
+    send: SendResponse<Response<Body>>,
+}
+
+impl Seen {
+    fn reply(self, code: StatusCode, body: &Value) {
+        let bytes = serde_json::to_vec(body).expect("json");
+        self.send.send_response(
+            Response::builder()
+                .status(code)
+                .header("content-type", "application/json")
+                .body(Body::from(bytes))
+                .expect("response"),
+        );
+    }
+
+    /// Answers a server-side apply with the applied object plus server-set metadata.
+    fn reply_applied(self) {
+        let mut obj = self.body.clone();
+        obj["metadata"]["uid"] = json!(format!(
+            "uid-{}",
+            obj["metadata"]["name"].as_str().unwrap_or("x")
+        ));
+        obj["metadata"]["resourceVersion"] = json!("1");
+        obj["metadata"]["creationTimestamp"] = json!(Timestamp::now().to_string());
+        self.reply(StatusCode::OK, &obj);
+    }
+
+    fn reply_not_found(self) {
+        let status = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "reason": "NotFound", "code": 404, "message": "not found"
+        });
+        self.reply(StatusCode::NOT_FOUND, &status);
+    }
+}
+
+struct Verifier(MockHandle);
+
+impl Verifier {
+    async fn next(&mut self, method: Method, path: &str) -> Seen {
+        let (request, send) = tokio::time::timeout(Duration::from_secs(10), self.0.next_request())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {method} {path}"))
+            .unwrap_or_else(|| panic!("client gone before {method} {path}"));
+        let seen_method = request.method().clone();
+        let seen_path = request.uri().path().to_owned();
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        let bytes = request.into_body().collect_bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("json body")
+        };
+        assert_eq!(
+            (&seen_method, seen_path.as_str()),
+            (&method, path),
+            "unexpected request; body: {body}"
+        );
+        Seen {
+            method: seen_method,
+            path: seen_path,
+            query,
+            body,
+            send,
+        }
+    }
+
+    /// Expects a server-side apply (PATCH, apply-patch content, our field manager, force).
+    async fn apply(&mut self, path: &str) -> Seen {
+        let seen = self.next(Method::PATCH, path).await;
+        assert!(
+            seen.query.contains("fieldManager=rsession-operator"),
+            "{} {}?{}",
+            seen.method,
+            seen.path,
+            seen.query
+        );
+        assert!(
+            seen.query.contains("force=true"),
+            "{}?{}",
+            seen.path,
+            seen.query
+        );
+        seen
+    }
+
+    async fn apply_children(&mut self, name: &str) -> Value {
+        let secret = self
+            .apply(&format!(
+                "/api/v1/namespaces/{NS}/secrets/{name}-credentials"
+            ))
+            .await;
+        let secret_body = secret.body.clone();
+        secret.reply_applied();
+        self.apply(&format!("/api/v1/namespaces/{NS}/configmaps/{name}-rserve"))
+            .await
+            .reply_applied();
+        self.apply(&format!("/api/v1/namespaces/{NS}/services/{name}"))
+            .await
+            .reply_applied();
+        self.apply(&format!(
+            "/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/{name}"
+        ))
+        .await
+        .reply_applied();
+        secret_body
+    }
+
+    async fn event(&mut self, reason: &str) {
+        let seen = self
+            .next(
+                Method::POST,
+                &format!("/apis/events.k8s.io/v1/namespaces/{NS}/events"),
+            )
+            .await;
+        assert_eq!(seen.body["reason"], reason, "{}", seen.body);
+        let body = seen.body.clone();
+        seen.reply(StatusCode::CREATED, &body);
+    }
+
+    async fn status(&mut self, name: &str) -> Value {
+        let seen = self
+            .apply(&format!(
+                "/apis/rsession.dev/v1alpha1/namespaces/{NS}/rsessions/{name}/status"
+            ))
+            .await;
+        let status = seen.body["status"].clone();
+        let reply = json!({
+            "apiVersion": "rsession.dev/v1alpha1", "kind": "RSession",
+            "metadata": {"name": name, "namespace": NS, "uid": "uid-rs"},
+            "spec": {}, "status": status,
+        });
+        seen.reply(StatusCode::OK, &reply);
+        status
+    }
+
+    async fn done(mut self) {
+        let next = tokio::time::timeout(Duration::from_secs(10), self.0.next_request())
+            .await
+            .expect("the client is dropped after the reconcile");
+        if let Some((req, _)) = next {
+            panic!("unexpected extra request {} {}", req.method(), req.uri());
+        }
+    }
+}
+
+/// Now, in whole seconds as an apiserver stores `metav1.Time`.
+fn now() -> Timestamp {
+    rsession_operator::status::whole_seconds(Timestamp::now())
+}
+
+fn context() -> (Arc<Context>, Verifier) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, NS);
+    let ctx = Context::new(
+        client,
+        OperatorConfig::default(),
+        Arc::new(Metrics::default()),
+        Some("test".into()),
+    );
+    (Arc::new(ctx), Verifier(handle))
+}
+
+fn rsession(name: &str) -> RSession {
+    let mut rs = RSession::new(
+        name,
+        RSessionSpec {
+            image: None,
+            image_pull_policy: None,
+            resources: None,
+            workspace: Default::default(),
+            network: None,
+            database: None,
+            lifecycle: Default::default(),
+            runtime_class_name: None,
+            node_selector: None,
+            tolerations: None,
+        },
+    );
+    rs.metadata.namespace = Some(NS.into());
+    rs.metadata.uid = Some("uid-rs".into());
+    rs.metadata.generation = Some(1);
+    rs.metadata.creation_timestamp = Some(Time(now() - SignedDuration::from_mins(5)));
+    rs
+}
+
+fn ready_pod(name: &str, created: Timestamp) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}"),
+                     "creationTimestamp": created.to_string(),
+                     "labels": {"rsession.dev/session": name.rsplit_once('-').map(|x| x.0).unwrap_or(name)}},
+        "spec": {"containers": [{"name": "r", "image": "x"}]},
+        "status": {"phase": "Running", "conditions": [
+            {"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}]}
+    })
+}
+
+fn pod_list(items: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": items})
+}
+
+/// Status of a session whose pod `<name>-1` was Ready, computed by the operator itself in a
+/// previous reconcile (so transition times are realistic).
+fn ready_status(name: &str, pod_created: Timestamp) -> RSessionStatus {
+    serde_json::from_value(json!({
+        "phase": "Ready",
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "RserveReady", "message": "Rserve accepts connections",
+             "observedGeneration": 1, "lastTransitionTime": pod_created.to_string()},
+            {"type": "PodScheduled", "status": "True", "reason": "Scheduled", "message": "",
+             "observedGeneration": 1, "lastTransitionTime": pod_created.to_string()},
+            {"type": "Expired", "status": "False", "reason": "Active", "message": "",
+             "observedGeneration": 1, "lastTransitionTime": pod_created.to_string()}
+        ],
+        "observedGeneration": 1,
+        "podName": format!("{name}-1"),
+        "podUID": format!("uid-{name}-1"),
+        "endpoint": format!("{name}.{NS}.svc:6311"),
+        "credentialsSecret": format!("{name}-credentials"),
+        "startTime": pod_created.to_string(),
+        "message": "Rserve accepts connections"
+    }))
+    .expect("status")
+}
+
+fn credentials(name: &str, password: &str) -> Value {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": format!("{name}-credentials"), "namespace": NS},
+        "data": {"username": b64("rsession"), "password": b64(password),
+                 "rserve.pwd": b64(&format!("rsession {password}\n"))}
+    })
+}
+
+async fn run(
+    rs: RSession,
+    ctx: Arc<Context>,
+    scenario: impl Future<Output = ()> + Send + 'static,
+) -> Result<Action, Error> {
+    let verifier = tokio::spawn(scenario);
+    let result = reconcile(Arc::new(rs), ctx).await;
+    tokio::time::timeout(Duration::from_secs(20), verifier)
+        .await
+        .expect("scenario finished")
+        .expect("scenario passed");
+    result
+}
+
+const PASSWORD: &str = "Abcdefghijklmnopqrstuvwxyz012345";
+
+#[tokio::test]
+async fn create_applies_every_child_then_the_pod_then_status() {
+    let (ctx, mut v) = context();
+    let result = run(rsession("s"), ctx, async move {
+        v.next(
+            Method::GET,
+            &format!("/api/v1/namespaces/{NS}/secrets/s-credentials"),
+        )
+        .await
+        .reply_not_found();
+        let list = v
+            .next(Method::GET, &format!("/api/v1/namespaces/{NS}/pods"))
+            .await;
+        assert!(
+            list.query
+                .contains("labelSelector=rsession.dev%2Fsession%3Ds"),
+            "{}",
+            list.query
+        );
+        list.reply(StatusCode::OK, &pod_list(vec![]));
+        let secret = v.apply_children("s").await;
+        assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], "uid-rs");
+        assert_eq!(secret["metadata"]["ownerReferences"][0]["controller"], true);
+        let pod = v.apply(&format!("/api/v1/namespaces/{NS}/pods/s-1")).await;
+        assert_eq!(pod.body["spec"]["automountServiceAccountToken"], false);
+        assert_eq!(
+            pod.body["metadata"]["ownerReferences"][0]["kind"],
+            "RSession"
+        );
+        pod.reply_applied();
+        v.event("PodCreated").await;
+        let status = v.status("s").await;
+        assert_eq!(status["phase"], "Pending");
+        assert_eq!(status["podName"], "s-1");
+        assert_eq!(status["podUID"], "uid-s-1");
+        assert_eq!(status["endpoint"], format!("s.{NS}.svc:6311"));
+        assert_eq!(status["credentialsSecret"], "s-credentials");
+        assert_eq!(status["observedGeneration"], 1);
+        v.done().await;
+    })
+    .await;
+    let action = result.expect("reconcile succeeds");
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+}
+
+#[tokio::test]
+async fn steady_state_reapplies_children_and_writes_no_pod_and_no_status() {
+    let (ctx, mut v) = context();
+    let pod_created = now() - SignedDuration::from_mins(4);
+    let mut rs = rsession("s");
+    rs.status = Some(ready_status("s", pod_created));
+    run(rs, ctx, async move {
+        v.next(
+            Method::GET,
+            &format!("/api/v1/namespaces/{NS}/secrets/s-credentials"),
+        )
+        .await
+        .reply(StatusCode::OK, &credentials("s", PASSWORD));
+        v.next(Method::GET, &format!("/api/v1/namespaces/{NS}/pods"))
+            .await
+            .reply(
+                StatusCode::OK,
+                &pod_list(vec![ready_pod("s-1", pod_created)]),
+            );
+        let secret = v.apply_children("s").await;
+        assert_eq!(
+            secret["data"]["password"],
+            credentials("s", PASSWORD)["data"]["password"],
+            "password is never rotated"
+        );
+        v.done().await;
+    })
+    .await
+    .expect("reconcile succeeds");
+}
+
+#[tokio::test]
+async fn update_applies_the_new_network_policy_and_records_the_generation() {
+    let (ctx, mut v) = context();
+    let pod_created = now() - SignedDuration::from_mins(4);
+    let mut rs = rsession("s");
+    rs.status = Some(ready_status("s", pod_created));
+    rs.metadata.generation = Some(2);
+    rs.spec.network = Some(NetworkSpec {
+        egress: vec![EgressRule {
+            cidr: "10.20.0.0/16".into(),
+            ports: vec![443],
+        }],
+    });
+    run(rs, ctx, async move {
+        v.next(
+            Method::GET,
+            &format!("/api/v1/namespaces/{NS}/secrets/s-credentials"),
+        )
+        .await
+        .reply(StatusCode::OK, &credentials("s", PASSWORD));
+        v.next(Method::GET, &format!("/api/v1/namespaces/{NS}/pods"))
+            .await
+            .reply(
+                StatusCode::OK,
+                &pod_list(vec![ready_pod("s-1", pod_created)]),
+            );
+        v.apply(&format!("/api/v1/namespaces/{NS}/secrets/s-credentials"))
+            .await
+            .reply_applied();
+        v.apply(&format!("/api/v1/namespaces/{NS}/configmaps/s-rserve"))
+            .await
+            .reply_applied();
+        v.apply(&format!("/api/v1/namespaces/{NS}/services/s"))
+            .await
+            .reply_applied();
+        let np = v
+            .apply(&format!(
+                "/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/s"
+            ))
+            .await;
+        assert_eq!(
+            np.body["spec"]["egress"][0]["to"][0]["ipBlock"]["cidr"],
+            "10.20.0.0/16"
+        );
+        assert_eq!(np.body["spec"]["egress"][0]["ports"][0]["port"], 443);
+        np.reply_applied();
+        let status = v.status("s").await;
+        assert_eq!(status["observedGeneration"], 2);
+        assert_eq!(status["phase"], "Ready");
+        let ready = status["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .expect("Ready")
+            .clone();
+        assert_eq!(
+            ready["lastTransitionTime"],
+            json!(pod_created.to_string()),
+            "transition time kept"
+        );
+        v.done().await;
+    })
+    .await
+    .expect("reconcile succeeds");
+}
+
+#[tokio::test]
+async fn suspend_deletes_the_pod_and_reports_suspended() {
+    let (ctx, mut v) = context();
+    let pod_created = now() - SignedDuration::from_mins(4);
+    let mut rs = rsession("s");
+    rs.status = Some(ready_status("s", pod_created));
+    rs.metadata.generation = Some(2);
+    rs.spec.lifecycle.suspend = true;
+    run(rs, ctx, async move {
+        v.next(
+            Method::GET,
+            &format!("/api/v1/namespaces/{NS}/secrets/s-credentials"),
+        )
+        .await
+        .reply(StatusCode::OK, &credentials("s", PASSWORD));
+        v.next(Method::GET, &format!("/api/v1/namespaces/{NS}/pods"))
+            .await
+            .reply(
+                StatusCode::OK,
+                &pod_list(vec![ready_pod("s-1", pod_created)]),
+            );
+        v.apply_children("s").await;
+        let del = v
+            .next(Method::DELETE, &format!("/api/v1/namespaces/{NS}/pods/s-1"))
+            .await;
+        assert_eq!(del.body["propagationPolicy"], "Background");
+        del.reply(StatusCode::OK, &ready_pod("s-1", pod_created));
+        let status = v.status("s").await;
+        assert_eq!(status["phase"], "Suspended");
+        assert_eq!(status["podName"], "s-1");
+        v.event("Suspended").await;
+        v.done().await;
+    })
+    .await
+    .expect("reconcile succeeds");
+}
+
+#[tokio::test]
+async fn idle_expiry_deletes_the_pod_and_reports_expired() {
+    let (ctx, mut v) = context();
+    let now = now();
+    let pod_created = now - SignedDuration::from_hours(2);
+    let mut rs = rsession("s");
+    rs.metadata.creation_timestamp = Some(Time(now - SignedDuration::from_hours(3)));
+    rs.metadata.annotations = Some(
+        [(
+            "rsession.dev/last-activity".to_owned(),
+            (now - SignedDuration::from_mins(90)).to_string(),
+        )]
+        .into(),
+    );
+    rs.status = Some(ready_status("s", pod_created));
+    run(rs, ctx, async move {
+        v.next(
+            Method::GET,
+            &format!("/api/v1/namespaces/{NS}/secrets/s-credentials"),
+        )
+        .await
+        .reply(StatusCode::OK, &credentials("s", PASSWORD));
+        v.next(Method::GET, &format!("/api/v1/namespaces/{NS}/pods"))
+            .await
+            .reply(
+                StatusCode::OK,
+                &pod_list(vec![ready_pod("s-1", pod_created)]),
+            );
+        v.apply_children("s").await;
+        // The pod is already gone (NotFound is an expected answer, not an error).
+        v.next(Method::DELETE, &format!("/api/v1/namespaces/{NS}/pods/s-1"))
+            .await
+            .reply_not_found();
+        let status = v.status("s").await;
+        assert_eq!(status["phase"], "Expired");
+        let expired = status["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .find(|c| c["type"] == "Expired")
+            .expect("Expired")
+            .clone();
+        assert_eq!(
+            (expired["status"].as_str(), expired["reason"].as_str()),
+            (Some("True"), Some("IdleTimeout"))
+        );
+        assert!(status["lastActivityTime"].is_string());
+        v.event("Expired").await;
+        v.done().await;
+    })
+    .await
+    .expect("reconcile succeeds");
+}
+
+#[tokio::test]
+async fn pod_deleted_by_hand_is_recreated_with_a_state_reset() {
+    let (ctx, mut v) = context();
+    let pod_created = now() - SignedDuration::from_mins(4);
+    let mut rs = rsession("s");
+    rs.status = Some(ready_status("s", pod_created));
+    run(rs, ctx, async move {
+        v.next(
+            Method::GET,
+            &format!("/api/v1/namespaces/{NS}/secrets/s-credentials"),
+        )
+        .await
+        .reply(StatusCode::OK, &credentials("s", PASSWORD));
+        v.next(Method::GET, &format!("/api/v1/namespaces/{NS}/pods"))
+            .await
+            .reply(StatusCode::OK, &pod_list(vec![]));
+        v.apply_children("s").await;
+        v.apply(&format!("/api/v1/namespaces/{NS}/pods/s-2"))
+            .await
+            .reply_applied();
+        v.event("PodCreated").await;
+        let status = v.status("s").await;
+        assert_eq!(status["podName"], "s-2");
+        assert_eq!(status["stateResets"], 1);
+        let reset = status["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .find(|c| c["type"] == "StateReset")
+            .expect("StateReset")
+            .clone();
+        assert_eq!(
+            (reset["status"].as_str(), reset["reason"].as_str()),
+            (Some("True"), Some("PodReplaced"))
+        );
+        assert_eq!(status["phase"], "Pending");
+        v.event("StateReset").await;
+        v.done().await;
+    })
+    .await
+    .expect("reconcile succeeds");
+}
+
+#[tokio::test]
+async fn deleting_rsession_makes_no_api_calls() {
+    let (ctx, v) = context();
+    let mut rs = rsession("s");
+    rs.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    let action = run(rs, ctx, v.done()).await.expect("reconcile succeeds");
+    assert_eq!(
+        action,
+        Action::await_change(),
+        "garbage collection removes the children"
+    );
+}
+
+#[tokio::test]
+async fn missing_database_secret_sets_failed_status_and_retries_later() {
+    let (ctx, mut v) = context();
+    let mut rs = rsession("s");
+    rs.spec.database = Some(DatabaseSpec {
+        secret_ref: SecretReference {
+            name: "omop".into(),
+        },
+    });
+    let rs2 = rs.clone();
+    let err = run(rs, ctx, async move {
+        v.next(
+            Method::GET,
+            &format!("/api/v1/namespaces/{NS}/secrets/omop"),
+        )
+        .await
+        .reply_not_found();
+        let status = v.status("s").await;
+        assert_eq!(status["phase"], "Failed");
+        assert!(
+            status["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("omop")),
+            "{status}"
+        );
+        v.event("Failed").await;
+        v.done().await;
+    })
+    .await
+    .expect_err("invalid spec is an error");
+    assert_eq!(err.metric_label(), "invalid_spec");
+    let (ctx, _idle) = context();
+    assert_eq!(
+        error_policy(Arc::new(rs2), &err, ctx),
+        Action::requeue(Duration::from_secs(30))
+    );
+}
+
+#[test]
+fn phase_names_match_the_crd() {
+    assert_eq!(
+        serde_json::to_value(Phase::Expired).expect("json"),
+        "Expired"
+    );
+}
