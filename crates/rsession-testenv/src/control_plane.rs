@@ -393,10 +393,15 @@ impl ControlPlane {
         &self.bins
     }
 
-    /// A `kubectl` command (the cached binary) with `--kubeconfig` set to the admin kubeconfig.
+    /// A `kubectl` command (the cached binary) with `--kubeconfig` set to the admin kubeconfig
+    /// and its discovery cache in the temp folder.
     pub fn kubectl_command(&self) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(self.bins.path("kubectl"));
-        command.arg("--kubeconfig").arg(&self.kubeconfig);
+        command
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.dir.join("kubectl-cache"));
         command.kill_on_drop(true);
         command
     }

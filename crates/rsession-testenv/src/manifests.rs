@@ -133,7 +133,8 @@ pub async fn apply_object(
 }
 
 /// Server-side applies the CustomResourceDefinitions in `path` (a file or a folder of YAML) and
-/// waits until each is `Established` (at most 60 s each). Returns the applied CRDs.
+/// waits until each is `Established` and its versions are in the OpenAPI v3 index
+/// ([`await_openapi`]; at most 60 s each). Returns the applied CRDs.
 ///
 /// # Errors
 /// [`Error::Manifest`] when a document is not a CRD; [`Error::Kube`] when the apiserver rejects
@@ -165,7 +166,38 @@ pub async fn apply_crds(client: &Client, path: &Path) -> Result<Vec<CustomResour
                 seconds: ESTABLISHED_TIMEOUT.as_secs(),
             });
         }
+        for version in &crd.spec.versions {
+            let group_version = format!("{}/{}", crd.spec.group, version.name);
+            await_openapi(client, &group_version).await?;
+        }
         applied.push(crd);
     }
     Ok(applied)
+}
+
+/// Waits until the apiserver's OpenAPI v3 index (`GET /openapi/v3`) lists
+/// `apis/<group_version>`, which the apiserver publishes shortly after a CRD is Established;
+/// `kubectl explain` and field validation read it.
+///
+/// # Errors
+/// [`Error::Wait`] after 60 s.
+pub async fn await_openapi(client: &Client, group_version: &str) -> Result<()> {
+    let path = format!("apis/{group_version}");
+    let deadline = std::time::Instant::now() + ESTABLISHED_TIMEOUT;
+    loop {
+        let request = http::Request::get("/openapi/v3").body(Vec::new());
+        if let Ok(request) = request
+            && let Ok(index) = client.request::<serde_json::Value>(request).await
+            && index["paths"].get(&path).is_some()
+        {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::Wait {
+                what: format!("OpenAPI v3 to publish {path}"),
+                seconds: ESTABLISHED_TIMEOUT.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
