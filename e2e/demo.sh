@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The main job, end to end, on the embedded default: installs what it needs,
+# builds rsession-mcp, and runs a scripted MCP client (rmcp) that starts the
+# server over stdio with its embedded local Rserve, writes a CSV into a
+# session, summarises it with dplyr, draws a ggplot (saved as PNG), and prints
+# what an R user would see.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+echo "[demo] (1/3) dependencies" >&2
+e2e/install-deps.sh
+echo "[demo] (2/3) building rsession-mcp (release)" >&2
+cargo build --locked --release -p rsession-mcp --bins --examples 2>&1 | tail -1
+echo "[demo] (3/3) running the scripted MCP session" >&2
+RSESSION_MCP_BIN="$PWD/target/release/rsession-mcp" exec target/release/examples/demo "$@"
