@@ -182,11 +182,23 @@ impl ControlPlane {
         let mut etcd_args = vec![
             arg("name", "testenv"),
             path_arg("data-dir", &dir.join("etcd")),
-            arg("listen-client-urls", format!("http://127.0.0.1:{etcd_port}")),
-            arg("advertise-client-urls", format!("http://127.0.0.1:{etcd_port}")),
+            arg(
+                "listen-client-urls",
+                format!("http://127.0.0.1:{etcd_port}"),
+            ),
+            arg(
+                "advertise-client-urls",
+                format!("http://127.0.0.1:{etcd_port}"),
+            ),
             arg("listen-peer-urls", format!("http://127.0.0.1:{peer_port}")),
-            arg("initial-advertise-peer-urls", format!("http://127.0.0.1:{peer_port}")),
-            arg("initial-cluster", format!("testenv=http://127.0.0.1:{peer_port}")),
+            arg(
+                "initial-advertise-peer-urls",
+                format!("http://127.0.0.1:{peer_port}"),
+            ),
+            arg(
+                "initial-cluster",
+                format!("testenv=http://127.0.0.1:{peer_port}"),
+            ),
             arg("log-level", "warn"),
         ];
         if options.etcd_unsafe_no_fsync {
@@ -211,7 +223,10 @@ impl ControlPlane {
             path_arg("tls-cert-file", &pki.apiserver.cert),
             path_arg("tls-private-key-file", &pki.apiserver.key),
             path_arg("client-ca-file", &pki.ca.cert),
-            arg("service-account-issuer", "https://kubernetes.default.svc.cluster.local"),
+            arg(
+                "service-account-issuer",
+                "https://kubernetes.default.svc.cluster.local",
+            ),
             path_arg("service-account-key-file", &pki.sa_pub),
             path_arg("service-account-signing-key-file", &pki.sa_key),
             arg("service-cluster-ip-range", "10.96.0.0/16"),
@@ -239,18 +254,27 @@ impl ControlPlane {
         let client = Client::try_from(config.clone())
             .map_err(Error::kube("build a client from the admin kubeconfig"))?;
 
-        wait_until(&processes, &dir, "kube-apiserver /readyz", options.startup_timeout, || {
-            let client = client.clone();
-            async move {
-                let request = http::Request::get("/readyz").body(Vec::new());
-                match request {
-                    Ok(request) => client.request_text(request).await.is_ok_and(|t| t == "ok"),
-                    Err(_) => false,
+        wait_until(
+            &processes,
+            &dir,
+            "kube-apiserver /readyz",
+            options.startup_timeout,
+            || {
+                let client = client.clone();
+                async move {
+                    let request = http::Request::get("/readyz").body(Vec::new());
+                    match request {
+                        Ok(request) => client.request_text(request).await.is_ok_and(|t| t == "ok"),
+                        Err(_) => false,
+                    }
                 }
-            }
-        })
+            },
+        )
         .await?;
-        tracing::info!(elapsed_ms = started.elapsed().as_millis(), "kube-apiserver ready");
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis(),
+            "kube-apiserver ready"
+        );
 
         if options.controller_manager {
             let kcm_kubeconfig = dir.join("kube-controller-manager.kubeconfig");
@@ -349,7 +373,8 @@ impl ControlPlane {
         config.auth_info.impersonate = Some(user.to_owned());
         config.auth_info.impersonate_groups =
             Some(groups.iter().map(|g| (*g).to_owned()).collect());
-        Client::try_from(config).map_err(Error::kube(format!("build a client impersonating {user}")))
+        Client::try_from(config)
+            .map_err(Error::kube(format!("build a client impersonating {user}")))
     }
 
     /// A client acting as service account `namespace/name`: user
@@ -458,7 +483,9 @@ fn mark_keep(dir: &Path) {
 }
 
 fn lock(processes: &Mutex<Processes>) -> MutexGuard<'_, Processes> {
-    processes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    processes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Polls `probe` every 100 ms until it is true, failing early when a binary exits and with
@@ -536,8 +563,8 @@ fn write_kubeconfig(
         current_context: Some(name.into()),
         ..Kubeconfig::default()
     };
-    let text = serde_json::to_string_pretty(&kubeconfig)
-        .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(&kubeconfig).map_err(|e| Error::Kubeconfig(e.to_string()))?;
     std::fs::write(path, text).map_err(Error::io(format!("write {}", path.display())))
 }
 

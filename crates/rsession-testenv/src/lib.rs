@@ -36,7 +36,8 @@ pub use bins::{BIN_DIR_ENV, Binaries, K8S_VERSION};
 pub use control_plane::{ControlPlane, Options};
 pub use error::{Error, Result};
 pub use manifests::{
-    FIELD_MANAGER, apply_crds, await_openapi, apply_manifests, apply_object, read_manifests, workspace_root,
+    FIELD_MANAGER, apply_crds, apply_manifests, apply_object, apply_yaml, await_openapi,
+    parse_manifests, read_manifests, workspace_root,
 };
 pub use namespace::{ENFORCE_LABEL, PodSecurity};
 pub use pki::{ADMIN_USER, KeyPair, Pki};

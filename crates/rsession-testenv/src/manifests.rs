@@ -49,22 +49,50 @@ pub fn read_manifests(path: &Path) -> Result<Vec<DynamicObject>> {
     for file in files {
         let text = std::fs::read_to_string(&file)
             .map_err(Error::io(format!("read {}", file.display())))?;
-        let bad = |message: String| Error::Manifest {
-            path: file.clone(),
-            message,
-        };
-        let docs: Vec<serde_json::Value> =
-            serde_saphyr::from_multiple(&text).map_err(|e| bad(e.to_string()))?;
-        for doc in docs.into_iter().filter(|d| !d.is_null()) {
-            let object: DynamicObject =
-                serde_json::from_value(doc).map_err(|e| bad(e.to_string()))?;
-            if object.types.is_none() || object.metadata.name.is_none() {
-                return Err(bad("a document lacks apiVersion, kind or metadata.name".into()));
-            }
-            objects.push(object);
-        }
+        objects.extend(parse_manifests(&text, &file)?);
     }
     Ok(objects)
+}
+
+/// Parses multi-document YAML text into objects; `source` names it in errors.
+///
+/// # Errors
+/// [`Error::Manifest`] when a document is not YAML or lacks `apiVersion`, `kind` or
+/// `metadata.name`.
+pub fn parse_manifests(text: &str, source: &Path) -> Result<Vec<DynamicObject>> {
+    let bad = |message: String| Error::Manifest {
+        path: source.to_owned(),
+        message,
+    };
+    let docs: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(text).map_err(|e| bad(e.to_string()))?;
+    let mut objects = Vec::new();
+    for doc in docs.into_iter().filter(|d| !d.is_null()) {
+        let object: DynamicObject = serde_json::from_value(doc).map_err(|e| bad(e.to_string()))?;
+        if object.types.is_none() || object.metadata.name.is_none() {
+            return Err(bad(
+                "a document lacks apiVersion, kind or metadata.name".into()
+            ));
+        }
+        objects.push(object);
+    }
+    Ok(objects)
+}
+
+/// Server-side applies the objects of multi-document YAML `text` (see [`apply_manifests`]).
+///
+/// # Errors
+/// As [`apply_manifests`].
+pub async fn apply_yaml(
+    client: &Client,
+    text: &str,
+    namespace: Option<&str>,
+) -> Result<Vec<DynamicObject>> {
+    let mut applied = Vec::new();
+    for object in parse_manifests(text, Path::new("<yaml text>"))? {
+        applied.push(apply_object(client, &object, namespace).await?);
+    }
+    Ok(applied)
 }
 
 /// Server-side applies every object of `path` (see [`read_manifests`]) with field manager
@@ -82,13 +110,17 @@ pub async fn apply_manifests(
 ) -> Result<Vec<DynamicObject>> {
     let mut applied = Vec::new();
     for object in read_manifests(path)? {
-        applied.push(apply_object(client, &object, namespace).await.map_err(|e| match e {
-            Error::Manifest { message, .. } => Error::Manifest {
-                path: path.to_owned(),
-                message,
-            },
-            other => other,
-        })?);
+        applied.push(
+            apply_object(client, &object, namespace)
+                .await
+                .map_err(|e| match e {
+                    Error::Manifest { message, .. } => Error::Manifest {
+                        path: path.to_owned(),
+                        message,
+                    },
+                    other => other,
+                })?,
+        );
     }
     Ok(applied)
 }
@@ -112,9 +144,14 @@ pub async fn apply_object(
         .as_ref()
         .ok_or_else(|| unknown(format!("{name}: no apiVersion/kind")))?;
     let gvk = GroupVersionKind::try_from(types).map_err(|e| unknown(format!("{name}: {e}")))?;
-    let (resource, capabilities) = pinned_kind(client, &gvk)
-        .await
-        .map_err(Error::kube(format!("discover {}/{}", gvk.api_version(), gvk.kind)))?;
+    let (resource, capabilities) =
+        pinned_kind(client, &gvk)
+            .await
+            .map_err(Error::kube(format!(
+                "discover {}/{}",
+                gvk.api_version(),
+                gvk.kind
+            )))?;
     let api: Api<DynamicObject> = match capabilities.scope {
         Scope::Cluster => Api::all_with(client.clone(), &resource),
         Scope::Namespaced => {
@@ -127,9 +164,13 @@ pub async fn apply_object(
             Api::namespaced_with(client.clone(), ns, &resource)
         }
     };
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object))
-        .await
-        .map_err(Error::kube(format!("apply {} {name}", gvk.kind)))
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .map_err(Error::kube(format!("apply {} {name}", gvk.kind)))
 }
 
 /// Server-side applies the CustomResourceDefinitions in `path` (a file or a folder of YAML) and
@@ -144,15 +185,18 @@ pub async fn apply_crds(client: &Client, path: &Path) -> Result<Vec<CustomResour
     let mut applied = Vec::new();
     for object in read_manifests(path)? {
         let name = object.name_any();
-        let crd: CustomResourceDefinition =
-            serde_json::to_value(&object)
-                .and_then(serde_json::from_value)
-                .map_err(|e| Error::Manifest {
-                    path: path.to_owned(),
-                    message: format!("{name} is not a CustomResourceDefinition: {e}"),
-                })?;
+        let crd: CustomResourceDefinition = serde_json::to_value(&object)
+            .and_then(serde_json::from_value)
+            .map_err(|e| Error::Manifest {
+                path: path.to_owned(),
+                message: format!("{name} is not a CustomResourceDefinition: {e}"),
+            })?;
         let crd = api
-            .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&crd))
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&crd),
+            )
             .await
             .map_err(Error::kube(format!("apply CRD {name}")))?;
         let established = tokio::time::timeout(

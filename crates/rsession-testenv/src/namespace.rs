@@ -56,7 +56,13 @@ impl ControlPlane {
     ) -> Result<String> {
         let hint: String = hint
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .take(40)
             .collect();
         let suffix = Alphanumeric
@@ -81,7 +87,9 @@ impl ControlPlane {
             let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
             let appeared = tokio::time::timeout(
                 SA_TIMEOUT,
-                await_condition(accounts, "default", |sa: Option<&ServiceAccount>| sa.is_some()),
+                await_condition(accounts, "default", |sa: Option<&ServiceAccount>| {
+                    sa.is_some()
+                }),
             )
             .await;
             if !matches!(appeared, Ok(Ok(_))) {
@@ -142,7 +150,13 @@ impl ControlPlane {
     /// reports (errors are included as text).
     pub async fn describe_namespace(&self, namespace: &str) -> String {
         let kinds = match self
-            .kubectl(&["api-resources", "--verbs=list", "--namespaced", "-o", "name"])
+            .kubectl(&[
+                "api-resources",
+                "--verbs=list",
+                "--namespaced",
+                "-o",
+                "name",
+            ])
             .await
         {
             Ok(kinds) => kinds.lines().collect::<Vec<_>>().join(","),

@@ -158,7 +158,8 @@ impl Watchdog {
             .append(true)
             .open(&self.pidfile)
             .map_err(Error::io("open pidfile"))?;
-        writeln!(file, "group {} {}", daemon.pgid(), daemon.name).map_err(Error::io("append pidfile"))
+        writeln!(file, "group {} {}", daemon.pgid(), daemon.name)
+            .map_err(Error::io("append pidfile"))
     }
 
     /// Closes the pipe, so the watchdog kills the groups and removes the folder, and waits.
@@ -184,7 +185,10 @@ pub(crate) fn reap_strays(base: &Path) {
         let mut groups = Vec::new();
         for line in text.lines() {
             let mut words = line.split_whitespace();
-            match (words.next(), words.next().and_then(|w| w.parse::<u32>().ok())) {
+            match (
+                words.next(),
+                words.next().and_then(|w| w.parse::<u32>().ok()),
+            ) {
                 (Some("owner"), Some(owner)) => owner_alive = kill(pid(owner), None).is_ok(),
                 (Some("group"), Some(group)) => groups.push(group),
                 _ => {}

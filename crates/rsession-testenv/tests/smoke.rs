@@ -32,11 +32,21 @@ spec:
 #[tokio::test]
 async fn namespace_is_created_with_pod_security_label() {
     let cp = ControlPlane::shared().await.expect("control plane");
-    cp.with_temp_ns("smoke-ns", PodSecurity::Restricted, |client, ns| async move {
-        let namespace = Api::<Namespace>::all(client).get(&ns).await.expect("namespace");
-        let labels = namespace.metadata.labels.unwrap_or_default();
-        assert_eq!(labels.get(ENFORCE_LABEL).map(String::as_str), Some("restricted"));
-    })
+    cp.with_temp_ns(
+        "smoke-ns",
+        PodSecurity::Restricted,
+        |client, ns| async move {
+            let namespace = Api::<Namespace>::all(client)
+                .get(&ns)
+                .await
+                .expect("namespace");
+            let labels = namespace.metadata.labels.unwrap_or_default();
+            assert_eq!(
+                labels.get(ENFORCE_LABEL).map(String::as_str),
+                Some("restricted")
+            );
+        },
+    )
     .await
     .expect("temp namespace");
 }
@@ -80,32 +90,42 @@ async fn crd_is_established_and_validates() {
 #[tokio::test]
 async fn impersonated_service_account_is_subject_to_rbac() {
     let cp = ControlPlane::shared().await.expect("control plane");
-    cp.with_temp_ns("smoke-rbac", PodSecurity::Unlabelled, |client, ns| async move {
-        let cp = ControlPlane::shared().await.expect("control plane");
-        let as_default = cp.impersonate_service_account(&ns, "default").expect("client");
-        let err = Api::<ConfigMap>::namespaced(as_default, &ns)
-            .list(&Default::default())
-            .await
-            .expect_err("the default service account has no RBAC grants");
-        let kube::Error::Api(status) = err else {
-            panic!("expected an API status, got {err}")
-        };
-        assert_eq!(status.code, 403, "{status:?}");
-        assert!(status.message.contains(&format!("system:serviceaccount:{ns}:default")));
+    cp.with_temp_ns(
+        "smoke-rbac",
+        PodSecurity::Unlabelled,
+        |client, ns| async move {
+            let cp = ControlPlane::shared().await.expect("control plane");
+            let as_default = cp
+                .impersonate_service_account(&ns, "default")
+                .expect("client");
+            let err = Api::<ConfigMap>::namespaced(as_default, &ns)
+                .list(&Default::default())
+                .await
+                .expect_err("the default service account has no RBAC grants");
+            let kube::Error::Api(status) = err else {
+                panic!("expected an API status, got {err}")
+            };
+            assert_eq!(status.code, 403, "{status:?}");
+            assert!(
+                status
+                    .message
+                    .contains(&format!("system:serviceaccount:{ns}:default"))
+            );
 
-        // The admin (system:masters) may.
-        let cm = ConfigMap {
-            metadata: ObjectMeta {
-                name: Some("admin-can".into()),
-                ..ObjectMeta::default()
-            },
-            ..ConfigMap::default()
-        };
-        Api::<ConfigMap>::namespaced(client, &ns)
-            .create(&PostParams::default(), &cm)
-            .await
-            .expect("admin creates a ConfigMap");
-    })
+            // The admin (system:masters) may.
+            let cm = ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some("admin-can".into()),
+                    ..ObjectMeta::default()
+                },
+                ..ConfigMap::default()
+            };
+            Api::<ConfigMap>::namespaced(client, &ns)
+                .create(&PostParams::default(), &cm)
+                .await
+                .expect("admin creates a ConfigMap");
+        },
+    )
     .await
     .expect("temp namespace");
 }
@@ -113,7 +133,10 @@ async fn impersonated_service_account_is_subject_to_rbac() {
 #[tokio::test]
 async fn kubectl_uses_the_fixture_kubeconfig() {
     let cp = ControlPlane::shared().await.expect("control plane");
-    let version = cp.kubectl(&["version", "-o", "json"]).await.expect("kubectl version");
+    let version = cp
+        .kubectl(&["version", "-o", "json"])
+        .await
+        .expect("kubectl version");
     let version: serde_json::Value = serde_json::from_str(&version).expect("json");
     assert_eq!(
         version["serverVersion"]["gitVersion"],
