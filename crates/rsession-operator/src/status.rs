@@ -253,10 +253,20 @@ pub fn compute(obs: &Observed<'_>) -> RSessionStatus {
         .pod
         .and_then(|p| condition_true(p, "PodScheduled"))
         .unwrap_or(false);
+    let pod_scheduled_reason = obs.pod.and_then(|p| {
+        p.status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == "PodScheduled")?
+            .reason
+            .clone()
+    });
     let scheduled_reason = match (&obs.pod, scheduled) {
-        (None, _) => "NoPod",
-        (Some(_), true) => "Scheduled",
-        (Some(_), false) => "Unschedulable",
+        (None, _) => "NoPod".to_owned(),
+        (Some(_), true) => "Scheduled".to_owned(),
+        (Some(_), false) => pod_scheduled_reason.unwrap_or_else(|| "NotScheduled".to_owned()),
     };
     set_condition(
         &mut conditions,
@@ -264,7 +274,7 @@ pub fn compute(obs: &Observed<'_>) -> RSessionStatus {
         condition(
             CONDITION_POD_SCHEDULED,
             scheduled,
-            scheduled_reason,
+            &scheduled_reason,
             "",
             obs,
         ),

@@ -124,7 +124,9 @@ pub fn build_network_policy(
             pod_selector: Some(selector(&selector_labels(&s.name))),
             policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
             ingress: Some(ingress),
-            egress: Some(egress),
+            // No rules at all (with policyType Egress) denies all egress. Sending `[]` would be
+            // normalised away by the apiserver and re-sent on every apply: a write per reconcile.
+            egress: (!egress.is_empty()).then_some(egress),
         }),
     }
 }
