@@ -4,7 +4,7 @@
 # containerd's k8s.io namespace under localhost/rsession/<name>:<tag>.
 #
 # Usage: images/build.sh [--no-import] [target ...]
-#   targets: pause r-sandbox operator mcp (default: pause r-sandbox)
+#   targets: pause r-sandbox operator mcp coredns (default: pause r-sandbox)
 # Environment:
 #   RSESSION_CACHE      cache folder (default ~/.cache/rsession); images live under images/
 #   RSESSION_IMAGE_TAG  tag of the r-sandbox, operator and mcp images (default dev)
@@ -33,8 +33,8 @@ targets=()
 for arg in "$@"; do
   case "$arg" in
     --no-import) do_import=0 ;;
-    pause|r-sandbox|operator|mcp) targets+=("$arg") ;;
-    *) echo "usage: $0 [--no-import] [pause|r-sandbox|operator|mcp ...]" >&2; exit 2 ;;
+    pause|r-sandbox|operator|mcp|coredns) targets+=("$arg") ;;
+    *) echo "usage: $0 [--no-import] [pause|r-sandbox|operator|mcp|coredns ...]" >&2; exit 2 ;;
   esac
 done
 [ ${#targets[@]} -gt 0 ] || targets=(pause r-sandbox)
@@ -92,9 +92,14 @@ in_chroot() {
 
 # --- OCI packing -----------------------------------------------------------------------------
 
-# inputs_key <files...>: a short hash of this script, the base settings and the given files.
+# inputs_key <function names> -- <files...>: a short hash of the given functions' definitions
+# (the target's recipe), the base settings and the given files, so that editing one target's
+# recipe does not invalidate the others.
 inputs_key() {
-  { cat "$here/build.sh"; echo "$base_key $tag"; for f in "$@"; do echo "== $f"; cat "$f"; done; } \
+  local fns=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do fns+=("$1"); shift; done
+  [ $# -eq 0 ] || shift
+  { declare -f pack in_chroot "${fns[@]}"; echo "$base_key $tag"; for f in "$@"; do echo "== ${f#"$here"/}"; cat "$f"; done; } \
     | sha256sum | cut -c1-16
 }
 
@@ -118,6 +123,8 @@ pack() {
     "$@"
   umoci gc --layout "$work/layout"
   tar -C "$work/layout" -cf "$tarball.tmp" .
+  # Older builds of the same image and tag are superseded.
+  find "$cache/oci" -maxdepth 1 -name "$name-$ref-*.tar" ! -name "$(basename "$tarball")" -delete
   mv "$tarball.tmp" "$tarball"
   rm -rf "$work"
 }
@@ -145,7 +152,7 @@ import_image() {
 # pause: the pod sandbox image. catatonit (Debian, statically linked) in pause mode (-P).
 build_pause() {
   local key tarball root
-  key="$(inputs_key)"
+  key="$(inputs_key build_pause)"
   tarball="$cache/oci/pause-$pause_tag-$key.tar"
   if [ ! -f "$tarball" ]; then
     log "pause: building"
@@ -167,7 +174,7 @@ build_pause() {
 # r-sandbox: R, Rserve and the packages in images/r-sandbox/apt-packages.txt; uid 1000.
 build_r_sandbox() {
   local dir="$here/r-sandbox" key tarball root pkgs start
-  key="$(inputs_key "$dir/apt-packages.txt" "$dir/Rserv.conf")"
+  key="$(inputs_key build_r_sandbox ensure_base -- "$dir/apt-packages.txt" "$dir/Rserve.conf")"
   tarball="$cache/oci/r-sandbox-$tag-$key.tar"
   if [ ! -f "$tarball" ]; then
     ensure_base
@@ -185,7 +192,7 @@ build_r_sandbox() {
     find "$root/usr/share/doc" -type f ! -name copyright -delete
     rm -rf "$root/usr/share/man" "$root/usr/share/info"
     mkdir -p "$root/workspace" "$root/etc/rserve"
-    install -m 644 "$dir/Rserv.conf" "$root/etc/rserve/Rserv.conf"
+    install -m 644 "$dir/Rserve.conf" "$root/etc/rserve/Rserve.conf"
     log "r-sandbox: rootfs ready in $(( $(date +%s) - start ))s, packing..."
     pack r-sandbox "$tag" "$root" "$tarball" \
       --config.user 1000:1000 \
@@ -198,7 +205,7 @@ build_r_sandbox() {
       --config.entrypoint /usr/lib/R/bin/R --config.entrypoint CMD \
       --config.entrypoint /usr/lib/R/site-library/Rserve/libs/Rserve \
       --config.entrypoint --no-save \
-      --config.entrypoint --RS-conf --config.entrypoint /etc/rserve/Rserv.conf \
+      --config.entrypoint --RS-conf --config.entrypoint /etc/rserve/Rserve.conf \
       --config.entrypoint --RS-set --config.entrypoint daemon=disable
     log "r-sandbox: built in $(( $(date +%s) - start ))s ($(du -h "$tarball" | cut -f1))"
   else
@@ -226,19 +233,14 @@ copy_with_libs() {
   done
 }
 
-# operator / mcp: a distroless-like rootfs: the release binary, its glibc libraries, CA
-# certificates and passwd/group entries for uid 1000.
-build_binary_image() {
-  local name="$1" crate="rsession-$1" bindir bin key tarball root
-  bindir="${RSESSION_BIN_DIR:-${CARGO_TARGET_DIR:-$repo/target}/release}"
-  bin="$bindir/$crate"
-  if [ ! -x "$bin" ]; then
-    log "$name: $bin missing, running cargo build --release -p $crate"
-    (cd "$repo" && cargo build --release -p "$crate") || die "cargo build --release -p $crate failed"
-  fi
+# distroless_image <name> <binary> <tag>: a distroless-like rootfs with the binary at
+# /usr/local/bin, its glibc libraries (none for a static binary), CA certificates and
+# passwd/group entries for uid 1000; the binary is the entrypoint.
+distroless_image() {
+  local name="$1" bin="$2" ref="$3" key tarball root
   ensure_base
-  key="$( { inputs_key "$here/$name/Dockerfile"; sha256sum "$bin"; } | sha256sum | cut -c1-16)"
-  tarball="$cache/oci/$name-$tag-$key.tar"
+  key="$( { inputs_key distroless_image copy_with_libs ensure_base; sha256sum <"$bin"; } | sha256sum | cut -c1-16)"
+  tarball="$cache/oci/$name-$ref-$key.tar"
   if [ ! -f "$tarball" ]; then
     log "$name: building from $bin"
     root="$cache/work/$name-rootfs"
@@ -249,10 +251,10 @@ build_binary_image() {
     cp "$base/etc/ssl/certs/ca-certificates.crt" "$root/etc/ssl/certs/"
     printf 'root:x:0:0:root:/root:/usr/sbin/nologin\nrsession:x:1000:1000:rsession:/nonexistent:/usr/sbin/nologin\n' >"$root/etc/passwd"
     printf 'root:x:0:\nrsession:x:1000:\n' >"$root/etc/group"
-    pack "$name" "$tag" "$root" "$tarball" \
+    pack "$name" "$ref" "$root" "$tarball" \
       --config.user 1000:1000 \
       --config.env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
-      --config.entrypoint "/usr/local/bin/$crate"
+      --config.entrypoint "/usr/local/bin/$(basename "$bin")"
     log "$name: built ($(du -h "$tarball" | cut -f1))"
   else
     log "$name: cached tarball $tarball"
@@ -260,10 +262,33 @@ build_binary_image() {
   import_image "$name" "$tarball"
 }
 
+# operator / mcp: our release binary.
+build_release_image() {
+  local name="$1" crate="rsession-$1" bindir bin
+  bindir="${RSESSION_BIN_DIR:-${CARGO_TARGET_DIR:-$repo/target}/release}"
+  bin="$bindir/$crate"
+  if [ ! -x "$bin" ]; then
+    log "$name: $bin missing, running cargo build --release -p $crate"
+    (cd "$repo" && cargo build --release -p "$crate") || die "cargo build --release -p $crate failed"
+  fi
+  distroless_image "$name" "$bin" "$tag"
+}
+
+# coredns: the cluster DNS of e2e/local, built by e2e/local/up.sh from the version pinned in
+# e2e/local/node/coredns/go.mod; tagged with that version.
+build_coredns_image() {
+  local version bin
+  version="$(awk '$1 == "require" && $2 == "github.com/coredns/coredns" {print $3}' "$repo/e2e/local/node/coredns/go.mod")"
+  bin="${RSESSION_CACHE:-$HOME/.cache/rsession}/coredns-$version/bin/coredns"
+  [ -x "$bin" ] || die "coredns: $bin missing (e2e/local/up.sh builds it)"
+  distroless_image coredns "$bin" "$version"
+}
+
 for t in "${targets[@]}"; do
   case "$t" in
     pause) build_pause ;;
     r-sandbox) build_r_sandbox ;;
-    operator|mcp) build_binary_image "$t" ;;
+    operator|mcp) build_release_image "$t" ;;
+    coredns) build_coredns_image ;;
   esac
 done

@@ -2,9 +2,10 @@
 # Brings up a real single-node Kubernetes cluster on this machine without Docker:
 # etcd, kube-apiserver, kube-controller-manager and kube-scheduler (built from Go modules),
 # containerd + runc + CNI bridge/host-local/loopback/portmap (Debian packages), kubelet,
-# kube-proxy (Service ClusterIPs) and kube-network-policies (NetworkPolicy enforcement, built
-# from its Go module). Pods get their own network namespaces on the bridge cni0 and have no
-# default route: nothing leaves the machine.
+# kube-proxy (Service ClusterIPs), kube-network-policies (NetworkPolicy enforcement, when the
+# kernel supports it: see README) and CoreDNS as kube-dns, all built from Go modules. Pods get
+# their own network namespaces on the bridge cni0 and have no default route: nothing leaves
+# the machine.
 #
 # Usage: e2e/local/up.sh          (idempotent: running components are kept)
 # Environment: RSESSION_CACHE (default ~/.cache/rsession), RSESSION_CLUSTER_DIR (state,
@@ -20,7 +21,7 @@ repo="$(cd "$here/../.." && pwd)"
 . "$here/node/pki.sh"
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (containerd, kubelet, network setup)"
-total=9
+total=10
 t0=$(date +%s)
 step() { log "($1/$total) $2"; }
 
@@ -41,8 +42,8 @@ start_bg() {
 render() {
   (
     export STATE CONTAINERD_SOCK PAUSE_IMAGE CNI_BIN_DIR POD_BRIDGE POD_CIDR POD_GATEWAY \
-      SERVICE_CIDR NODE_IP NODE_NAME CLUSTER_CIDR
-    envsubst '${STATE} ${CONTAINERD_SOCK} ${PAUSE_IMAGE} ${CNI_BIN_DIR} ${POD_BRIDGE} ${POD_CIDR} ${POD_GATEWAY} ${SERVICE_CIDR} ${NODE_IP} ${NODE_NAME} ${CLUSTER_CIDR}' <"$1" >"$2.new"
+      SERVICE_CIDR NODE_IP NODE_NAME CLUSTER_CIDR CLUSTER_DNS_IP
+    envsubst '${STATE} ${CONTAINERD_SOCK} ${PAUSE_IMAGE} ${CNI_BIN_DIR} ${POD_BRIDGE} ${POD_CIDR} ${POD_GATEWAY} ${SERVICE_CIDR} ${NODE_IP} ${NODE_NAME} ${CLUSTER_CIDR} ${CLUSTER_DNS_IP}' <"$1" >"$2.new"
   )
   # Rewrite only on change (kube-proxy exits when its configuration file changes); a
   # component already running with an older file is restarted by restart_if_changed.
@@ -66,7 +67,7 @@ step 1 "host packages (containerd, runc, CNI plugins, umoci, debootstrap, iptabl
 need=()
 for pair in containerd:containerd runc:runc "$CNI_BIN_DIR/bridge":containernetworking-plugins \
   umoci:umoci debootstrap:debootstrap iptables:iptables nft:nftables conntrack:conntrack \
-  envsubst:gettext-base openssl:openssl objdump:binutils; do
+  envsubst:gettext-base openssl:openssl objdump:binutils curl:curl; do
   cmd="${pair%%:*}" pkg="${pair#*:}"
   command -v "$cmd" >/dev/null 2>&1 || [ -x "$cmd" ] || need+=("$pkg")
 done
@@ -80,21 +81,21 @@ mkdir -p "$STATE" "$LOGS" "$RUN" "$STATE/cni/net.d" "$STATE/cni/ipam" "$STATE/ku
 # ---------------------------------------------------------------------------------------------
 step 2 "binaries (cached under $RSESSION_CACHE; a cold build takes tens of minutes)"
 "$here/build-binaries.sh" >/dev/null
-build_go() { # build_go <module dir> <package> <output>
-  local dir="$1" pkg="$2" out="$3" start
+build_go() { # build_go <module dir> <package> <output> [extra -ldflags]
+  local dir="$1" pkg="$2" out="$3" extra="${4:-}" start
   [ -x "$out" ] && { log "    $(basename "$out"): cached"; return; }
   start=$(date +%s)
   log "    $(basename "$out"): building from $dir..."
   mkdir -p "$(dirname "$out")"
-  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w \
-    -X k8s.io/component-base/version.gitVersion=$K8S_VERSION \
-    -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=33" \
-    -o "$out.tmp" "$pkg")
+  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $extra" -o "$out.tmp" "$pkg")
   mv "$out.tmp" "$out"
   log "    $(basename "$out"): built in $(( $(date +%s) - start ))s"
 }
-build_go "$here/node/kube-proxy" k8s.io/kubernetes/cmd/kube-proxy "$K8S_BIN/kube-proxy"
+k8s_version_ldflags="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION \
+  -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=33"
+build_go "$here/node/kube-proxy" k8s.io/kubernetes/cmd/kube-proxy "$K8S_BIN/kube-proxy" "$k8s_version_ldflags"
 build_go "$here/node/network-policies" sigs.k8s.io/kube-network-policies/cmd "$KNP_BIN/kube-network-policies"
+build_go "$here/node/coredns" github.com/coredns/coredns "$COREDNS_BIN/coredns"
 
 # ---------------------------------------------------------------------------------------------
 step 3 "node network ($NODE_BRIDGE $NODE_IP) and certificates"
@@ -219,14 +220,35 @@ else
     "$KNP_BIN/kube-network-policies" --hostname-override "$NODE_NAME" --disable-nri \
     --netfilter-bug-1766-fix=false --metrics-bind-address 127.0.0.1:9080
 fi
-wait_until "node Ready" 180 kubectl_admin wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s \
-  || die "node not Ready, see $LOGS/kubelet.log"
+# Node and pod objects outlive a down.sh/up.sh cycle in etcd: only a Ready condition written
+# after this run started counts.
+t0_rfc3339="$(date -u -d "@$t0" +%Y-%m-%dT%H:%M:%SZ)"
+fresh_ready() { # fresh_ready <jsonpath of the Ready condition's status and time> <kubectl get args...>
+  local path="$1" out status when; shift
+  out="$(kubectl_admin get "$@" -o jsonpath="$path")" || return 1
+  for line in $out; do
+    status="${line%%@*}" when="${line#*@}"
+    [ "$status" = True ] && [[ ! "$when" < "$t0_rfc3339" ]] && return 0
+  done
+  return 1
+}
+wait_until "node Ready" 180 fresh_ready '{range .status.conditions[?(@.type=="Ready")]}{.status}@{.lastHeartbeatTime}{end}' \
+  node "$NODE_NAME" || die "node not Ready, see $LOGS/kubelet.log"
 wait_until "kube-proxy healthy" 60 curl -sf http://127.0.0.1:10256/healthz \
   || die "kube-proxy not healthy, see $LOGS/kube-proxy.log"
 if [ -z "$queue_err" ]; then
   wait_until "kube-network-policies serving metrics" 60 curl -sf http://127.0.0.1:9080/metrics \
     || die "kube-network-policies not running, see $LOGS/kube-network-policies.log"
 fi
+
+# ---------------------------------------------------------------------------------------------
+step 10 "cluster DNS (CoreDNS $COREDNS_VERSION as kube-dns, $CLUSTER_DNS_IP)"
+CONTAINERD_ADDRESS="$CONTAINERD_SOCK" "$repo/images/build.sh" coredns
+kubectl_admin apply --server-side --field-manager rsession-e2e-up -f "$here/node/coredns.yaml" >/dev/null
+wait_until "CoreDNS Ready" 120 fresh_ready \
+  '{range .items[*].status.conditions[?(@.type=="Ready")]}{.status}@{.lastTransitionTime} {end}' \
+  -n kube-system pods -l k8s-app=kube-dns \
+  || die "CoreDNS not Ready, see kubectl -n kube-system describe pods -l k8s-app=kube-dns"
 
 log "cluster up in $(( $(date +%s) - t0 ))s; node $NODE_NAME Ready"
 echo "export KUBECONFIG=$KUBECONFIG_ADMIN"

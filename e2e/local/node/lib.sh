@@ -2,13 +2,19 @@
 # Every address here is on this machine: the node address lives on a port-less bridge
 # (rsession0), pods live on cni0, and pods get no default route.
 
+_node_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# go_mod_version <wrapper dir> <module>: the version a wrapper go.mod pins.
+go_mod_version() { awk -v m="$2" '$1 == "require" && $2 == m {print $3}' "$_node_dir/$1/go.mod"; }
+
 K8S_VERSION="v1.33.13"
-KNP_VERSION="v0.8.0" # sigs.k8s.io/kube-network-policies, pinned in node/network-policies/go.mod
+KNP_VERSION="$(go_mod_version network-policies sigs.k8s.io/kube-network-policies)"
+COREDNS_VERSION="$(go_mod_version coredns github.com/coredns/coredns)"
 
 RSESSION_CACHE="${RSESSION_CACHE:-$HOME/.cache/rsession}"
 STATE="${RSESSION_CLUSTER_DIR:-$RSESSION_CACHE/cluster}"
 K8S_BIN="$RSESSION_CACHE/k8s-$K8S_VERSION/bin"
 KNP_BIN="$RSESSION_CACHE/kube-network-policies-$KNP_VERSION/bin"
+COREDNS_BIN="$RSESSION_CACHE/coredns-$COREDNS_VERSION/bin"
 
 NODE_NAME="rsession-node"
 NODE_BRIDGE="rsession0"    # holds the node address (a bridge with no ports works as a dummy)
@@ -19,6 +25,7 @@ POD_CIDR="10.244.0.0/24"   # the first /24 the controller-manager allocates
 POD_GATEWAY="10.244.0.1"
 SERVICE_CIDR="10.96.0.0/16"
 KUBERNETES_SERVICE_IP="10.96.0.1"
+CLUSTER_DNS_IP="10.96.0.10" # the kube-dns Service (node/coredns.yaml)
 APISERVER_PORT=6443
 ETCD_PORT=23790
 ETCD_PEER_PORT=23800
