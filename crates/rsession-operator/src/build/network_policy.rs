@@ -168,9 +168,8 @@ mod tests {
                 .contains(&"Egress".to_owned())
         );
         assert_eq!(
-            spec.egress,
-            Some(vec![]),
-            "an empty egress list denies all egress"
+            spec.egress, None,
+            "policyType Egress without rules denies all egress"
         );
     }
 
