@@ -619,3 +619,166 @@ fn phase_names_match_the_crd() {
         "Expired"
     );
 }
+
+/// Leader election: the exact Lease calls of one election round.
+mod leader_election {
+    use super::*;
+    use rsession_operator::leader::{LeaderElector, LeaseState};
+
+    const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/rsession-system/leases";
+
+    fn elector() -> (LeaderElector, Verifier) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, NS);
+        let e = LeaderElector::new(
+            client,
+            "rsession-system",
+            "rsession-operator",
+            "me",
+            Duration::from_secs(15),
+        );
+        (e, Verifier(handle))
+    }
+
+    fn lease(holder: &str, renewed: Timestamp, transitions: i32) -> Value {
+        json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "rsession-operator", "namespace": "rsession-system", "resourceVersion": "7"},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                     "renewTime": renewed.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+                     "leaseTransitions": transitions}
+        })
+    }
+
+    fn conflict() -> Value {
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "reason": "Conflict", "code": 409, "message": "the object has been modified"})
+    }
+
+    async fn round(
+        e: LeaderElector,
+        scenario: impl Future<Output = ()> + Send + 'static,
+    ) -> LeaseState {
+        let verifier = tokio::spawn(scenario);
+        let state = e.try_acquire_or_renew().await.expect("no API error");
+        drop(e);
+        verifier.await.expect("scenario passed");
+        state
+    }
+
+    #[tokio::test]
+    async fn missing_lease_is_created_with_us_as_holder() {
+        let (e, mut v) = elector();
+        let state = round(e, async move {
+            v.next(Method::GET, &format!("{LEASES}/rsession-operator"))
+                .await
+                .reply_not_found();
+            let create = v.next(Method::POST, LEASES).await;
+            assert_eq!(create.body["spec"]["holderIdentity"], "me");
+            assert_eq!(create.body["spec"]["leaseDurationSeconds"], 15);
+            let body = create.body.clone();
+            create.reply(StatusCode::CREATED, &body);
+            v.done().await;
+        })
+        .await;
+        assert_eq!(state, LeaseState::Leader);
+    }
+
+    #[tokio::test]
+    async fn live_lease_of_another_replica_is_left_alone() {
+        let (e, mut v) = elector();
+        let state = round(e, async move {
+            v.next(Method::GET, &format!("{LEASES}/rsession-operator"))
+                .await
+                .reply(StatusCode::OK, &lease("other", Timestamp::now(), 0));
+            v.done().await;
+        })
+        .await;
+        assert_eq!(state, LeaseState::Follower);
+    }
+
+    #[tokio::test]
+    async fn expired_lease_is_taken_over_with_the_read_resource_version() {
+        let (e, mut v) = elector();
+        let state = round(e, async move {
+            let stale = Timestamp::now() - SignedDuration::from_secs(60);
+            v.next(Method::GET, &format!("{LEASES}/rsession-operator"))
+                .await
+                .reply(StatusCode::OK, &lease("other", stale, 2));
+            let put = v
+                .next(Method::PUT, &format!("{LEASES}/rsession-operator"))
+                .await;
+            assert_eq!(
+                put.body["metadata"]["resourceVersion"], "7",
+                "optimistic concurrency"
+            );
+            assert_eq!(put.body["spec"]["holderIdentity"], "me");
+            assert_eq!(put.body["spec"]["leaseTransitions"], 3);
+            let body = put.body.clone();
+            put.reply(StatusCode::OK, &body);
+            v.done().await;
+        })
+        .await;
+        assert_eq!(state, LeaseState::Leader);
+    }
+
+    #[tokio::test]
+    async fn losing_the_takeover_race_leaves_us_follower() {
+        let (e, mut v) = elector();
+        let state = round(e, async move {
+            let stale = Timestamp::now() - SignedDuration::from_secs(60);
+            v.next(Method::GET, &format!("{LEASES}/rsession-operator"))
+                .await
+                .reply(StatusCode::OK, &lease("other", stale, 2));
+            v.next(Method::PUT, &format!("{LEASES}/rsession-operator"))
+                .await
+                .reply(StatusCode::CONFLICT, &conflict());
+            v.done().await;
+        })
+        .await;
+        assert_eq!(state, LeaseState::Follower);
+    }
+
+    #[tokio::test]
+    async fn holder_renews_without_a_new_transition() {
+        let (e, mut v) = elector();
+        let state = round(e, async move {
+            v.next(Method::GET, &format!("{LEASES}/rsession-operator"))
+                .await
+                .reply(
+                    StatusCode::OK,
+                    &lease("me", Timestamp::now() - SignedDuration::from_secs(5), 4),
+                );
+            let put = v
+                .next(Method::PUT, &format!("{LEASES}/rsession-operator"))
+                .await;
+            assert_eq!(put.body["spec"]["leaseTransitions"], 4);
+            assert_eq!(put.body["spec"]["holderIdentity"], "me");
+            let body = put.body.clone();
+            put.reply(StatusCode::OK, &body);
+            v.done().await;
+        })
+        .await;
+        assert_eq!(state, LeaseState::Leader);
+    }
+
+    #[tokio::test]
+    async fn release_clears_the_holder() {
+        let (e, mut v) = elector();
+        let verifier = tokio::spawn(async move {
+            v.next(Method::GET, &format!("{LEASES}/rsession-operator"))
+                .await
+                .reply(StatusCode::OK, &lease("me", Timestamp::now(), 4));
+            let put = v
+                .next(Method::PUT, &format!("{LEASES}/rsession-operator"))
+                .await;
+            assert!(put.body["spec"]["holderIdentity"].is_null(), "{}", put.body);
+            let body = put.body.clone();
+            put.reply(StatusCode::OK, &body);
+            v.done().await;
+        });
+        e.release().await.expect("released");
+        drop(e);
+        verifier.await.expect("scenario passed");
+    }
+}
