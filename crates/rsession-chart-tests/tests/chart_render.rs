@@ -1,0 +1,354 @@
+//! The chart and the kustomize install, rendered with the cached `helm` and `kubectl`
+//! (`e2e/local/build-binaries.sh helm kubectl`): lint, deterministic output, CRDs and RBAC
+//! identical to their sources, restricted pods, kustomize rendering the same objects, and the
+//! configuration and flags accepted by the binaries the chart runs.
+
+use std::collections::BTreeSet;
+
+use assert_json_diff::{CompareMode, Config, NumericMode, assert_json_matches_no_panic};
+use clap::{CommandFactory, Parser};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+use rsession_chart_tests::{
+    RELEASE_NAMESPACE, Tools, chart_dir, kustomize, object_key, of_kind, parse_manifests, rbac,
+    render_chart, render_kustomize, repo_root, restricted, strip_helm_metadata, typed,
+};
+use serde_json::Value;
+
+/// Values files the render tests cover: the defaults, the local cluster's values, and a
+/// high-availability variant with a namespace-scoped operator.
+const VARIANTS: &[(&str, &[&str])] = &[
+    ("defaults", &[]),
+    ("ci/local-values.yaml", &["-f", "charts/rsession/ci/local-values.yaml"]),
+    (
+        "two operator replicas, one watched namespace, two frontends",
+        &[
+            "--set",
+            "operator.replicaCount=2",
+            "--set",
+            "operator.watchNamespace=team-a",
+            "--set",
+            "mcp.replicaCount=2",
+        ],
+    ),
+];
+
+fn tools() -> Tools {
+    Tools::locate().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn render(tools: &Tools, extra: &[&str]) -> Vec<Value> {
+    let text = render_chart(tools, extra).unwrap_or_else(|e| panic!("{e}"));
+    parse_manifests("helm template", &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| {
+            o.get("kind").and_then(Value::as_str) == Some(kind)
+                && o.pointer("/metadata/name").and_then(Value::as_str) == Some(name)
+        })
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+#[test]
+fn helm_lint_is_clean_in_strict_mode() {
+    let tools = tools();
+    for (label, extra) in VARIANTS {
+        let mut args = vec!["lint", "--strict", "charts/rsession", "--namespace", RELEASE_NAMESPACE];
+        args.extend_from_slice(extra);
+        let out = tools.helm(&args).unwrap_or_else(|e| panic!("helm lint ({label}): {e}"));
+        assert!(out.contains("0 chart(s) failed"), "helm lint ({label}):\n{out}");
+        assert!(!out.contains("[WARNING]") && !out.contains("[ERROR]"), "helm lint ({label}):\n{out}");
+    }
+}
+
+#[test]
+fn helm_template_is_byte_identical_from_run_to_run() {
+    let tools = tools();
+    for (label, extra) in VARIANTS {
+        let first = render_chart(&tools, extra).unwrap_or_else(|e| panic!("{e}"));
+        let second = render_chart(&tools, extra).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!first.trim().is_empty(), "{label}: empty render");
+        assert!(first == second, "{label}: two renders differ (random or time-dependent values?)");
+    }
+    // Nothing in the templates may draw on randomness or the clock.
+    let forbidden = ["randAlpha", "randNumeric", "randAscii", "randBytes", "uuidv4", "now", "genCA", "genPrivateKey", "genSelfSignedCert", "genSignedCert", "lookup"];
+    for entry in std::fs::read_dir(chart_dir().join("templates")).expect("templates folder") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("template text");
+        for word in forbidden {
+            let used = text.match_indices(word).any(|(i, _)| {
+                let before = text[..i].chars().next_back().unwrap_or(' ');
+                let after = text[i + word.len()..].chars().next().unwrap_or(' ');
+                !before.is_alphanumeric() && !after.is_alphanumeric()
+            });
+            assert!(!used, "{} uses {word}", path.display());
+        }
+    }
+}
+
+#[test]
+fn chart_crds_are_the_generated_crds() {
+    let names = |dir: std::path::PathBuf| -> BTreeSet<String> {
+        std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let generated = names(repo_root().join("crds"));
+    let in_chart = names(chart_dir().join("crds"));
+    assert_eq!(in_chart, generated, "charts/rsession/crds must hold exactly the files of crds/");
+    for name in generated {
+        let a = std::fs::read(repo_root().join("crds").join(&name)).expect("crd");
+        let b = std::fs::read(chart_dir().join("crds").join(&name)).expect("chart crd");
+        assert!(a == b, "charts/rsession/crds/{name} differs from crds/{name}: cp crds/*.yaml charts/rsession/crds/");
+    }
+}
+
+#[test]
+fn operator_rbac_matches_config_rbac() {
+    let tools = tools();
+    let chart = render(&tools, &[]);
+    let kustomized = parse_manifests(
+        "config/rbac",
+        &render_kustomize(&tools, "config/rbac").unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut compared = 0;
+    for object in &kustomized {
+        let key = object_key(object);
+        let chart_object = chart
+            .iter()
+            .find(|o| object_key(o) == key)
+            .unwrap_or_else(|| panic!("config/rbac has {key}; the chart does not render it"));
+        match object["kind"].as_str() {
+            Some("ClusterRole") => {
+                let want = rbac::grants(&typed::<ClusterRole>(object).expect("ClusterRole").rules.unwrap_or_default());
+                let have = rbac::grants(&typed::<ClusterRole>(chart_object).expect("ClusterRole").rules.unwrap_or_default());
+                assert!(want == have, "{key}: chart rules differ from config/rbac (- config/rbac only, + chart only):\n{}", rbac::diff(&want, &have));
+                compared += 1;
+            }
+            Some("Role") => {
+                let want = rbac::grants(&typed::<Role>(object).expect("Role").rules.unwrap_or_default());
+                let have = rbac::grants(&typed::<Role>(chart_object).expect("Role").rules.unwrap_or_default());
+                assert!(want == have, "{key}: chart rules differ from config/rbac:\n{}", rbac::diff(&want, &have));
+                compared += 1;
+            }
+            Some("ClusterRoleBinding" | "RoleBinding") => {
+                for field in ["roleRef", "subjects"] {
+                    assert_eq!(object[field], chart_object[field], "{key}: {field} differs");
+                }
+                compared += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(compared >= 4, "expected the operator's ClusterRole, Role and their bindings in config/rbac, compared {compared}");
+}
+
+#[test]
+fn mcp_frontend_rbac_is_least_privilege() {
+    let chart = render(&tools(), &[]);
+    let role: Role = typed(find(&chart, "Role", "rsession-mcp")).expect("Role");
+    assert_eq!(role.metadata.namespace.as_deref(), Some("rsession-sessions"), "the frontend's rights are limited to the sessions namespace");
+    let grants = rbac::grants(&role.rules.unwrap_or_default());
+    let want: BTreeSet<rbac::Grant> = ["create", "get", "list", "watch", "delete", "patch"]
+        .iter()
+        .map(|v| ("rsession.dev".into(), "rsessions".into(), String::new(), (*v).into()))
+        .chain([("".into(), "secrets".into(), String::new(), "get".into())])
+        .collect();
+    assert_eq!(grants, want, "sessions-namespace Role:\n{}", rbac::diff(&want, &grants));
+    let auth: ClusterRole = typed(find(&chart, "ClusterRole", "rsession-mcp-auth")).expect("ClusterRole");
+    let grants = rbac::grants(&auth.rules.unwrap_or_default());
+    let want: BTreeSet<rbac::Grant> = [
+        ("authentication.k8s.io", "tokenreviews"),
+        ("authorization.k8s.io", "subjectaccessreviews"),
+    ]
+    .iter()
+    .map(|(g, r)| ((*g).into(), (*r).into(), String::new(), "create".into()))
+    .collect();
+    assert_eq!(grants, want, "cluster-wide rules of the frontend:\n{}", rbac::diff(&want, &grants));
+}
+
+#[test]
+fn every_deployment_pod_meets_pod_security_restricted() {
+    let tools = tools();
+    for (label, extra) in VARIANTS {
+        let objects = render(&tools, extra);
+        let deployments = of_kind(&objects, "Deployment");
+        assert_eq!(deployments.len(), 2, "{label}: operator and MCP frontend Deployments");
+        for object in deployments {
+            let deployment: Deployment = typed(object).unwrap_or_else(|e| panic!("{e}"));
+            let spec = deployment.spec.and_then(|s| s.template.spec).expect("pod spec");
+            let found = restricted::violations(&spec);
+            assert!(found.is_empty(), "{label}: {}: {found:#?}", object_key(object));
+            assert_ne!(spec.automount_service_account_token, Some(false), "{label}: both pods talk to the API server");
+        }
+    }
+}
+
+#[test]
+fn sessions_namespace_enforces_restricted() {
+    let chart = render(&tools(), &[]);
+    let ns = find(&chart, "Namespace", "rsession-sessions");
+    assert_eq!(ns.pointer("/metadata/labels/pod-security.kubernetes.io~1enforce"), Some(&Value::from("restricted")));
+    let deny = find(&chart, "NetworkPolicy", "rsession-default-deny");
+    assert_eq!(deny.pointer("/metadata/namespace"), Some(&Value::from("rsession-sessions")));
+    assert_eq!(deny.pointer("/spec/podSelector"), Some(&serde_json::json!({})));
+    assert!(deny.pointer("/spec/ingress").is_none() && deny.pointer("/spec/egress").is_none(), "default deny allows nothing");
+}
+
+#[test]
+fn network_policies_select_the_pods_they_protect() {
+    let chart = render(&tools(), &[]);
+    for name in ["rsession-operator", "rsession-mcp"] {
+        let policy = find(&chart, "NetworkPolicy", name);
+        let deployment = find(&chart, "Deployment", name);
+        let selector = policy.pointer("/spec/podSelector/matchLabels").expect("podSelector");
+        let labels = deployment.pointer("/spec/template/metadata/labels").and_then(Value::as_object).expect("pod labels");
+        for (k, v) in selector.as_object().expect("map") {
+            assert_eq!(labels.get(k), Some(v), "{name}: policy selects {k}={v} but the pods do not carry it");
+        }
+        assert_eq!(policy.pointer("/spec/policyTypes"), Some(&serde_json::json!(["Ingress", "Egress"])), "{name}");
+    }
+    // The operator admits exactly the frontend's pods to sessions: its configured selector is
+    // the frontend Deployment's selector.
+    let config: ConfigMap = typed(find(&chart, "ConfigMap", "rsession-operator")).expect("ConfigMap");
+    let text = &config.data.expect("data")["operator.yaml"];
+    let parsed: Value = serde_saphyr::from_str(text).expect("operator.yaml is YAML");
+    let mcp = find(&chart, "Deployment", "rsession-mcp");
+    assert_eq!(parsed.get("frontendPodSelector"), mcp.pointer("/spec/selector/matchLabels"));
+    assert_eq!(parsed.get("frontendNamespace"), Some(&Value::from(RELEASE_NAMESPACE)));
+}
+
+#[test]
+fn operator_config_is_accepted_by_the_operator() {
+    let tools = tools();
+    for (label, extra) in VARIANTS {
+        let chart = render(&tools, extra);
+        let config: ConfigMap = typed(find(&chart, "ConfigMap", "rsession-operator")).expect("ConfigMap");
+        let text = &config.data.expect("data")["operator.yaml"];
+        let parsed = rsession_operator::OperatorConfig::from_yaml(text)
+            .unwrap_or_else(|e| panic!("{label}: the operator rejects the chart's config: {e}\n{text}"));
+        assert!(parsed.leader_election.enabled, "{label}: leader election is on by default");
+        assert_eq!(parsed.leader_election.lease_namespace.as_deref(), Some(RELEASE_NAMESPACE));
+    }
+}
+
+/// The frontend's settings go through environment variables; each must be one that
+/// `rsession-mcp` reads for a flag, with a value the flag accepts. The variables become the
+/// equivalent command line, which clap parses as the binary would.
+#[test]
+fn mcp_environment_is_accepted_by_rsession_mcp() {
+    let command = rsession_mcp::config::Args::command();
+    let chart = render(&tools(), &[]);
+    let deployment: Deployment = typed(find(&chart, "Deployment", "rsession-mcp")).expect("Deployment");
+    let container = &deployment.spec.and_then(|s| s.template.spec).expect("pod spec").containers[0];
+    let mut argv = vec!["rsession-mcp".to_owned()];
+    for var in container.env.iter().flatten().filter(|e| e.name.starts_with("RSESSION_")) {
+        // The log filter is read by tracing's EnvFilter in main.rs, not by a flag.
+        if var.name == "RSESSION_LOG" {
+            let main = std::fs::read_to_string(repo_root().join("crates/rsession-mcp/src/main.rs")).expect("main.rs");
+            assert!(main.contains("\"RSESSION_LOG\""), "rsession-mcp no longer reads RSESSION_LOG");
+            continue;
+        }
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_env().is_some_and(|e| e == var.name.as_str()))
+            .unwrap_or_else(|| panic!("the chart sets {}, which no rsession-mcp flag reads", var.name));
+        let long = arg.get_long().expect("flags read from the environment have a long name");
+        argv.push(format!("--{long}={}", var.value.as_deref().unwrap_or_default()));
+    }
+    let args = rsession_mcp::config::Args::try_parse_from(&argv)
+        .unwrap_or_else(|e| panic!("rsession-mcp refuses the chart's settings {argv:?}: {e}"));
+    args.manager_config().unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    assert_eq!(format!("{:?}", args.transport), "Http");
+    assert_eq!(format!("{:?}", args.backend), "Kubernetes", "the in-cluster frontend uses the kubernetes backend");
+    assert_eq!(args.listen.port(), 8080);
+    assert!(args.listen.ip().is_unspecified(), "listens on every pod address");
+    assert!(args.allowed_hosts.iter().any(|h| h == "rsession-mcp.rsession-system.svc"), "{:?}", args.allowed_hosts);
+}
+
+#[test]
+fn values_schema_rejects_typos_and_unsafe_combinations() {
+    let tools = tools();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--set", "operator.replicas=2"], "additional properties 'replicas' not allowed"),
+        (&["--set", "mcp.service.type=Ingress"], "mcp/service/type"),
+        (&["--set", "operator.image.pullPolicy=Sometimes"], "pullPolicy"),
+        (&["--set", "operator.replicaCount=2", "--set", "operator.leaderElection.enabled=false"], "needs operator.leaderElection.enabled=true"),
+        (&["--set", "operator.leaderElection.renewIntervalSeconds=20"], "renewIntervalSeconds must be below"),
+        (&["--set", "sessions.namespace=rsession-system"], "sessions.namespace equals the release namespace"),
+        (&["--set", "operator.sessionDefaults.defaultResources.limits.cpu=null"], "cpu"),
+    ];
+    for (args, needle) in cases {
+        let err = render_chart(&tools, args).expect_err(&format!("{args:?} must be refused"));
+        assert!(err.to_string().contains(needle), "{args:?}: expected {needle:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn kustomize_files_are_generated_from_the_chart() {
+    let tools = tools();
+    for file in kustomize::generate(&tools).unwrap_or_else(|e| panic!("{e}")) {
+        let committed = std::fs::read_to_string(repo_root().join(&file.path)).unwrap_or_default();
+        assert!(
+            committed == file.text,
+            "{} is stale: run `cargo run -p rsession-chart-tests --bin kustomize-gen` and commit",
+            file.path.display()
+        );
+    }
+}
+
+/// `kubectl kustomize config/default` with kustomize's default file-loading rules, the way
+/// `kubectl apply -k config/default`, Argo CD and Flux build it.
+#[test]
+fn config_default_builds_with_default_load_restrictions() {
+    render_kustomize(&tools(), "config/default").unwrap_or_else(|e| {
+        panic!("config/default does not build as `kubectl apply -k` would build it: {e}")
+    });
+}
+
+#[test]
+fn kustomize_renders_the_same_objects_as_the_chart() {
+    let tools = tools();
+    let path = repo_root().join("config/default");
+    // File-loading rules relaxed here so this comparison stands on its own; the test above
+    // checks the default rules.
+    let text = tools
+        .kubectl(&["kustomize", "--load-restrictor", "LoadRestrictionsNone", path.to_string_lossy().as_ref()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut kustomized = parse_manifests("config/default", &text).unwrap_or_else(|e| panic!("{e}"));
+    kustomized.iter_mut().for_each(strip_helm_metadata);
+    let chart = kustomize::chart_objects(&tools).unwrap_or_else(|e| panic!("{e}"));
+
+    let chart_keys: BTreeSet<String> = chart.iter().map(object_key).collect();
+    let kustomize_keys: BTreeSet<String> = kustomized.iter().map(object_key).collect();
+    // Helm users create the release namespace with --create-namespace; kustomize renders it.
+    let expected: BTreeSet<String> = chart_keys.iter().cloned().chain([format!("Namespace//{RELEASE_NAMESPACE}")]).collect();
+    assert_eq!(kustomize_keys, expected, "object sets differ");
+
+    for object in &kustomized {
+        let key = object_key(object);
+        let Some(chart_object) = chart.iter().find(|o| object_key(o) == key) else { continue };
+        // Labels: what kustomize sets must be what the chart sets (config/rbac carries fewer).
+        let labels = |o: &Value| o.pointer("/metadata/labels").and_then(Value::as_object).cloned().unwrap_or_default();
+        let chart_labels = labels(chart_object);
+        for (k, v) in labels(object) {
+            assert_eq!(chart_labels.get(&k), Some(&v), "{key}: label {k}");
+        }
+        let without_labels = |o: &Value| {
+            let mut o = o.clone();
+            o["metadata"].as_object_mut().map(|m| m.remove("labels"));
+            o
+        };
+        // YAML writers differ on `65535` vs `65535.0`; numbers compare by value.
+        let config = Config::new(CompareMode::Strict).numeric_mode(NumericMode::AssumeFloat);
+        if let Err(diff) = assert_json_matches_no_panic(&without_labels(object), &without_labels(chart_object), config) {
+            panic!("{key} differs between config/default (lhs) and the chart (rhs):\n{diff}");
+        }
+    }
+}
