@@ -137,6 +137,13 @@ greeting() {
 is_rserve() { [ "$(greeting "$1")" = "Rsrv0103QAP1" ]; }
 not_rserve() { ! is_rserve "$1"; }
 
+# PodSecurity admission must refuse a pod without the restricted securityContext.
+rejected_by_pod_security() {
+  local out
+  out="$(kc -n "$ns" run pss-probe --image "$image" --restart Never --dry-run=server 2>&1)" && return 1
+  grep -q 'violates PodSecurity "restricted' <<<"$out"
+}
+check "PodSecurity restricted rejects a pod without securityContext" rejected_by_pod_security
 check "container runs as uid 1000" test "$(kc -n "$ns" exec rserve -- id -u)" = 1000
 check "writing under /usr fails" not kc -n "$ns" exec rserve -- touch /usr/rsession-smoke
 check "no service-account token mounted" not kc -n "$ns" exec rserve -- test -e /var/run/secrets/kubernetes.io/serviceaccount/token
