@@ -41,7 +41,7 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 
@@ -118,9 +118,8 @@ enum State {
 ///
 /// Requests take `&mut self`, so one request is in flight at a time. Dropping the connection
 /// closes the socket, which ends the R process.
-#[derive(Debug)]
 pub struct Connection {
-    stream: TcpStream,
+    stream: Box<dyn Transport>,
     info: ServerInfo,
     pid: Option<i32>,
     max_reply_bytes: usize,
@@ -129,6 +128,22 @@ pub struct Connection {
     /// Bytes received and not yet consumed (a partial or complete reply).
     rbuf: Vec<u8>,
     state: State,
+}
+
+/// A byte stream QAP1 can run over: TCP (what [`Connection::connect`] opens), a Unix socket
+/// (Rserve's `socket` option), or an in-memory stream in tests and fuzzing.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("info", &self.info)
+            .field("pid", &self.pid)
+            .field("state", &self.state)
+            .field("buffered", &self.rbuf.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Connection {
@@ -150,7 +165,25 @@ impl Connection {
                 after,
             })??;
         stream.set_nodelay(true)?;
-        let mut stream = stream;
+        Self::handshake(Box::new(stream), opts, deadline).await
+    }
+
+    /// Runs the QAP1 handshake (ID string, login, `Sys.getpid()`) over an already open
+    /// `stream`, within `opts.connect_timeout`. Same errors as [`Connection::connect`].
+    pub async fn connect_stream<S: Transport + 'static>(
+        stream: S,
+        opts: &ConnectOptions,
+    ) -> Result<Connection, Error> {
+        let deadline = Instant::now() + opts.connect_timeout;
+        Self::handshake(Box::new(stream), opts, deadline).await
+    }
+
+    async fn handshake(
+        mut stream: Box<dyn Transport>,
+        opts: &ConnectOptions,
+        deadline: Instant,
+    ) -> Result<Connection, Error> {
+        let after = opts.connect_timeout;
         let mut id = [0u8; ID_STRING_LEN];
         timeout_at(deadline, stream.read_exact(&mut id))
             .await
