@@ -10,11 +10,13 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::{Error, Result, Tools, object_key, parse_manifests, render_chart, render_kustomize, repo_root, strip_helm_metadata};
+use crate::{
+    Error, Result, Tools, object_key, parse_manifests, render_chart, render_kustomize, repo_root,
+    strip_helm_metadata,
+};
 
 /// First line of every generated file.
-pub const GENERATED_HEADER: &str =
-    "# Generated from charts/rsession by `cargo run -p rsession-chart-tests --bin kustomize-gen`; do not edit.\n";
+pub const GENERATED_HEADER: &str = "# Generated from charts/rsession by `cargo run -p rsession-chart-tests --bin kustomize-gen`; do not edit.\n";
 
 /// One generated file: path relative to the repository root, and its full text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +88,10 @@ pub fn generate(tools: &Tools) -> Result<Vec<GeneratedFile>> {
                     message: e.to_string(),
                 })?);
             }
-            Ok(GeneratedFile { path: path.into(), text })
+            Ok(GeneratedFile {
+                path: path.into(),
+                text,
+            })
         })
         .collect()
 }

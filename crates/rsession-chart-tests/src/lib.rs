@@ -118,7 +118,11 @@ impl Tools {
         let bins = Binaries::locate();
         let find = |name: &'static str| {
             let path = bins.path(name);
-            if path.is_file() { Ok(path) } else { Err(Error::MissingTool { name, path }) }
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(Error::MissingTool { name, path })
+            }
         };
         Ok(Tools {
             helm: find("helm")?,
@@ -217,7 +221,12 @@ pub fn parse_manifests(what: &str, text: &str) -> Result<Vec<Value>> {
 /// `kind/namespace/name` of an object (namespace empty for cluster-scoped objects), the key the
 /// tests compare object sets by.
 pub fn object_key(object: &Value) -> String {
-    let field = |pointer: &str| object.pointer(pointer).and_then(Value::as_str).unwrap_or("");
+    let field = |pointer: &str| {
+        object
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    };
     format!(
         "{}/{}/{}",
         field("/kind"),

@@ -16,7 +16,12 @@ pub fn grants(rules: &[PolicyRule]) -> BTreeSet<Grant> {
     for rule in rules {
         for verb in &rule.verbs {
             for url in rule.non_resource_urls.iter().flatten() {
-                out.insert(("nonResourceURL".into(), url.clone(), String::new(), verb.clone()));
+                out.insert((
+                    "nonResourceURL".into(),
+                    url.clone(),
+                    String::new(),
+                    verb.clone(),
+                ));
             }
             for group in rule.api_groups.iter().flatten() {
                 for resource in rule.resources.iter().flatten() {
@@ -39,10 +44,17 @@ pub fn grants(rules: &[PolicyRule]) -> BTreeSet<Grant> {
 pub fn diff(left: &BTreeSet<Grant>, right: &BTreeSet<Grant>) -> String {
     let show = |(g, r, n, v): &Grant| {
         let group = if g.is_empty() { "core" } else { g.as_str() };
-        let name = if n.is_empty() { String::new() } else { format!("[{n}]") };
+        let name = if n.is_empty() {
+            String::new()
+        } else {
+            format!("[{n}]")
+        };
         format!("{group}/{r}{name} {v}")
     };
-    let mut lines: Vec<String> = left.difference(right).map(|g| format!("- {}", show(g))).collect();
+    let mut lines: Vec<String> = left
+        .difference(right)
+        .map(|g| format!("- {}", show(g)))
+        .collect();
     lines.extend(right.difference(left).map(|g| format!("+ {}", show(g))));
     lines.join("\n")
 }

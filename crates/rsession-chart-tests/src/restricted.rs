@@ -60,7 +60,11 @@ pub fn violations(spec: &PodSpec) -> Vec<String> {
             }
         }
     }
-    for sysctl in pod_sc.and_then(|sc| sc.sysctls.as_ref()).into_iter().flatten() {
+    for sysctl in pod_sc
+        .and_then(|sc| sc.sysctls.as_ref())
+        .into_iter()
+        .flatten()
+    {
         if !SAFE_SYSCTLS.contains(&sysctl.name.as_str()) {
             found.push(format!("sysctl {} is not in the safe set", sysctl.name));
         }
@@ -68,22 +72,24 @@ pub fn violations(spec: &PodSpec) -> Vec<String> {
     if pod_sc.and_then(|sc| sc.run_as_user) == Some(0) {
         found.push("spec.securityContext.runAsUser is 0".into());
     }
-    if let Some(t) = pod_sc.and_then(|sc| sc.se_linux_options.as_ref()).and_then(|o| o.type_.as_deref()) {
+    if let Some(t) = pod_sc
+        .and_then(|sc| sc.se_linux_options.as_ref())
+        .and_then(|o| o.type_.as_deref())
+    {
         check_selinux_type("spec.securityContext", t, &mut found);
     }
-    if let Some(p) = pod_sc.and_then(|sc| sc.app_armor_profile.as_ref()) {
-        if p.type_ == "Unconfined" {
-            found.push("spec.securityContext.appArmorProfile is Unconfined".into());
-        }
+    if pod_sc
+        .and_then(|sc| sc.app_armor_profile.as_ref())
+        .is_some_and(|p| p.type_ == "Unconfined")
+    {
+        found.push("spec.securityContext.appArmorProfile is Unconfined".into());
     }
     let pod_non_root = pod_sc.and_then(|sc| sc.run_as_non_root) == Some(true);
     let pod_seccomp = pod_sc
         .and_then(|sc| sc.seccomp_profile.as_ref())
         .map(|p| p.type_.as_str());
-    if let Some(t) = pod_seccomp {
-        if t != "RuntimeDefault" && t != "Localhost" {
-            found.push(format!("spec.securityContext.seccompProfile.type is {t}"));
-        }
+    if let Some(t) = pod_seccomp.filter(|t| *t != "RuntimeDefault" && *t != "Localhost") {
+        found.push(format!("spec.securityContext.seccompProfile.type is {t}"));
     }
 
     let containers = spec
@@ -100,7 +106,15 @@ pub fn violations(spec: &PodSpec) -> Vec<String> {
 }
 
 fn check_selinux_type(at: &str, t: &str, found: &mut Vec<String>) {
-    if !["", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"].contains(&t) {
+    if ![
+        "",
+        "container_t",
+        "container_init_t",
+        "container_kvm_t",
+        "container_engine_t",
+    ]
+    .contains(&t)
+    {
         found.push(format!("{at}.seLinuxOptions.type is {t}"));
     }
 }
@@ -118,7 +132,9 @@ fn check_container(
         found.push(format!("{at}.securityContext.privileged is true"));
     }
     if sc.allow_privilege_escalation != Some(false) {
-        found.push(format!("{at}.securityContext.allowPrivilegeEscalation is not false"));
+        found.push(format!(
+            "{at}.securityContext.allowPrivilegeEscalation is not false"
+        ));
     }
     let caps = sc.capabilities.as_ref();
     if !caps
@@ -134,25 +150,44 @@ fn check_container(
     }
     match sc.run_as_non_root {
         Some(false) => found.push(format!("{at}.securityContext.runAsNonRoot is false")),
-        None if !pod_non_root => found.push(format!("{at}: runAsNonRoot is set neither on the pod nor here")),
+        None if !pod_non_root => found.push(format!(
+            "{at}: runAsNonRoot is set neither on the pod nor here"
+        )),
         _ => {}
     }
     if sc.run_as_user == Some(0) {
         found.push(format!("{at}.securityContext.runAsUser is 0"));
     }
-    match sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()).or(pod_seccomp) {
+    match sc
+        .seccomp_profile
+        .as_ref()
+        .map(|p| p.type_.as_str())
+        .or(pod_seccomp)
+    {
         Some("RuntimeDefault" | "Localhost") => {}
         Some(t) => found.push(format!("{at}: seccompProfile.type is {t}")),
-        None => found.push(format!("{at}: seccompProfile is set neither on the pod nor here")),
+        None => found.push(format!(
+            "{at}: seccompProfile is set neither on the pod nor here"
+        )),
     }
-    if let Some(t) = sc.se_linux_options.as_ref().and_then(|o| o.type_.as_deref()) {
+    if let Some(t) = sc
+        .se_linux_options
+        .as_ref()
+        .and_then(|o| o.type_.as_deref())
+    {
         check_selinux_type(&format!("{at}.securityContext"), t, found);
     }
     if sc.proc_mount.as_deref().is_some_and(|m| m != "Default") {
         found.push(format!("{at}.securityContext.procMount is not Default"));
     }
-    if sc.app_armor_profile.as_ref().is_some_and(|p| p.type_ == "Unconfined") {
-        found.push(format!("{at}.securityContext.appArmorProfile is Unconfined"));
+    if sc
+        .app_armor_profile
+        .as_ref()
+        .is_some_and(|p| p.type_ == "Unconfined")
+    {
+        found.push(format!(
+            "{at}.securityContext.appArmorProfile is Unconfined"
+        ));
     }
     for port in container.ports.iter().flatten() {
         if port.host_port.is_some_and(|p| p != 0) {
@@ -161,7 +196,9 @@ fn check_container(
     }
     // The project's extras.
     if sc.read_only_root_filesystem != Some(true) {
-        found.push(format!("{at}.securityContext.readOnlyRootFilesystem is not true"));
+        found.push(format!(
+            "{at}.securityContext.readOnlyRootFilesystem is not true"
+        ));
     }
     let limits = container.resources.as_ref().and_then(|r| r.limits.as_ref());
     for resource in ["cpu", "memory"] {
@@ -199,19 +236,30 @@ mod tests {
 
     #[test]
     fn each_deviation_is_reported() {
-        let cases: &[(&str, fn(&mut PodSpec))] = &[
+        type Mutation = fn(&mut PodSpec);
+        let cases: &[(&str, Mutation)] = &[
             ("hostNetwork", |p| p.host_network = Some(true)),
             ("hostPath", |p| {
-                p.volumes = Some(vec![serde_json::from_value(
-                    serde_json::json!({"name": "h", "hostPath": {"path": "/"}}),
-                )
-                .expect("volume")]);
+                p.volumes = Some(vec![
+                    serde_json::from_value(
+                        serde_json::json!({"name": "h", "hostPath": {"path": "/"}}),
+                    )
+                    .expect("volume"),
+                ]);
             }),
             ("allowPrivilegeEscalation", |p| {
-                p.containers[0].security_context.as_mut().expect("sc").allow_privilege_escalation = None;
+                p.containers[0]
+                    .security_context
+                    .as_mut()
+                    .expect("sc")
+                    .allow_privilege_escalation = None;
             }),
             ("drop lacks ALL", |p| {
-                p.containers[0].security_context.as_mut().expect("sc").capabilities = None;
+                p.containers[0]
+                    .security_context
+                    .as_mut()
+                    .expect("sc")
+                    .capabilities = None;
             }),
             ("capabilities.add has NET_ADMIN", |p| {
                 let sc = p.containers[0].security_context.as_mut().expect("sc");
@@ -224,13 +272,21 @@ mod tests {
                 p.security_context.as_mut().expect("sc").seccomp_profile = None;
             }),
             ("readOnlyRootFilesystem", |p| {
-                p.containers[0].security_context.as_mut().expect("sc").read_only_root_filesystem = None;
+                p.containers[0]
+                    .security_context
+                    .as_mut()
+                    .expect("sc")
+                    .read_only_root_filesystem = None;
             }),
             ("limits.memory", |p| {
                 p.containers[0].resources = None;
             }),
             ("privileged", |p| {
-                p.containers[0].security_context.as_mut().expect("sc").privileged = Some(true);
+                p.containers[0]
+                    .security_context
+                    .as_mut()
+                    .expect("sc")
+                    .privileged = Some(true);
             }),
         ];
         for (needle, mutate) in cases {

@@ -20,7 +20,10 @@ use serde_json::Value;
 /// high-availability variant with a namespace-scoped operator.
 const VARIANTS: &[(&str, &[&str])] = &[
     ("defaults", &[]),
-    ("ci/local-values.yaml", &["-f", "charts/rsession/ci/local-values.yaml"]),
+    (
+        "ci/local-values.yaml",
+        &["-f", "charts/rsession/ci/local-values.yaml"],
+    ),
     (
         "two operator replicas, one watched namespace, two frontends",
         &[
@@ -57,11 +60,25 @@ fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
 fn helm_lint_is_clean_in_strict_mode() {
     let tools = tools();
     for (label, extra) in VARIANTS {
-        let mut args = vec!["lint", "--strict", "charts/rsession", "--namespace", RELEASE_NAMESPACE];
+        let mut args = vec![
+            "lint",
+            "--strict",
+            "charts/rsession",
+            "--namespace",
+            RELEASE_NAMESPACE,
+        ];
         args.extend_from_slice(extra);
-        let out = tools.helm(&args).unwrap_or_else(|e| panic!("helm lint ({label}): {e}"));
-        assert!(out.contains("0 chart(s) failed"), "helm lint ({label}):\n{out}");
-        assert!(!out.contains("[WARNING]") && !out.contains("[ERROR]"), "helm lint ({label}):\n{out}");
+        let out = tools
+            .helm(&args)
+            .unwrap_or_else(|e| panic!("helm lint ({label}): {e}"));
+        assert!(
+            out.contains("0 chart(s) failed"),
+            "helm lint ({label}):\n{out}"
+        );
+        assert!(
+            !out.contains("[WARNING]") && !out.contains("[ERROR]"),
+            "helm lint ({label}):\n{out}"
+        );
     }
 }
 
@@ -72,10 +89,25 @@ fn helm_template_is_byte_identical_from_run_to_run() {
         let first = render_chart(&tools, extra).unwrap_or_else(|e| panic!("{e}"));
         let second = render_chart(&tools, extra).unwrap_or_else(|e| panic!("{e}"));
         assert!(!first.trim().is_empty(), "{label}: empty render");
-        assert!(first == second, "{label}: two renders differ (random or time-dependent values?)");
+        assert!(
+            first == second,
+            "{label}: two renders differ (random or time-dependent values?)"
+        );
     }
     // Nothing in the templates may draw on randomness or the clock.
-    let forbidden = ["randAlpha", "randNumeric", "randAscii", "randBytes", "uuidv4", "now", "genCA", "genPrivateKey", "genSelfSignedCert", "genSignedCert", "lookup"];
+    let forbidden = [
+        "randAlpha",
+        "randNumeric",
+        "randAscii",
+        "randBytes",
+        "uuidv4",
+        "now",
+        "genCA",
+        "genPrivateKey",
+        "genSelfSignedCert",
+        "genSignedCert",
+        "lookup",
+    ];
     for entry in std::fs::read_dir(chart_dir().join("templates")).expect("templates folder") {
         let path = entry.expect("entry").path();
         let text = std::fs::read_to_string(&path).expect("template text");
@@ -100,11 +132,17 @@ fn chart_crds_are_the_generated_crds() {
     };
     let generated = names(repo_root().join("crds"));
     let in_chart = names(chart_dir().join("crds"));
-    assert_eq!(in_chart, generated, "charts/rsession/crds must hold exactly the files of crds/");
+    assert_eq!(
+        in_chart, generated,
+        "charts/rsession/crds must hold exactly the files of crds/"
+    );
     for name in generated {
         let a = std::fs::read(repo_root().join("crds").join(&name)).expect("crd");
         let b = std::fs::read(chart_dir().join("crds").join(&name)).expect("chart crd");
-        assert!(a == b, "charts/rsession/crds/{name} differs from crds/{name}: cp crds/*.yaml charts/rsession/crds/");
+        assert!(
+            a == b,
+            "charts/rsession/crds/{name} differs from crds/{name}: cp crds/*.yaml charts/rsession/crds/"
+        );
     }
 }
 
@@ -126,15 +164,43 @@ fn operator_rbac_matches_config_rbac() {
             .unwrap_or_else(|| panic!("config/rbac has {key}; the chart does not render it"));
         match object["kind"].as_str() {
             Some("ClusterRole") => {
-                let want = rbac::grants(&typed::<ClusterRole>(object).expect("ClusterRole").rules.unwrap_or_default());
-                let have = rbac::grants(&typed::<ClusterRole>(chart_object).expect("ClusterRole").rules.unwrap_or_default());
-                assert!(want == have, "{key}: chart rules differ from config/rbac (- config/rbac only, + chart only):\n{}", rbac::diff(&want, &have));
+                let want = rbac::grants(
+                    &typed::<ClusterRole>(object)
+                        .expect("ClusterRole")
+                        .rules
+                        .unwrap_or_default(),
+                );
+                let have = rbac::grants(
+                    &typed::<ClusterRole>(chart_object)
+                        .expect("ClusterRole")
+                        .rules
+                        .unwrap_or_default(),
+                );
+                assert!(
+                    want == have,
+                    "{key}: chart rules differ from config/rbac (- config/rbac only, + chart only):\n{}",
+                    rbac::diff(&want, &have)
+                );
                 compared += 1;
             }
             Some("Role") => {
-                let want = rbac::grants(&typed::<Role>(object).expect("Role").rules.unwrap_or_default());
-                let have = rbac::grants(&typed::<Role>(chart_object).expect("Role").rules.unwrap_or_default());
-                assert!(want == have, "{key}: chart rules differ from config/rbac:\n{}", rbac::diff(&want, &have));
+                let want = rbac::grants(
+                    &typed::<Role>(object)
+                        .expect("Role")
+                        .rules
+                        .unwrap_or_default(),
+                );
+                let have = rbac::grants(
+                    &typed::<Role>(chart_object)
+                        .expect("Role")
+                        .rules
+                        .unwrap_or_default(),
+                );
+                assert!(
+                    want == have,
+                    "{key}: chart rules differ from config/rbac:\n{}",
+                    rbac::diff(&want, &have)
+                );
                 compared += 1;
             }
             Some("ClusterRoleBinding" | "RoleBinding") => {
@@ -146,22 +212,42 @@ fn operator_rbac_matches_config_rbac() {
             _ => {}
         }
     }
-    assert!(compared >= 4, "expected the operator's ClusterRole, Role and their bindings in config/rbac, compared {compared}");
+    assert!(
+        compared >= 4,
+        "expected the operator's ClusterRole, Role and their bindings in config/rbac, compared {compared}"
+    );
 }
 
 #[test]
 fn mcp_frontend_rbac_is_least_privilege() {
     let chart = render(&tools(), &[]);
     let role: Role = typed(find(&chart, "Role", "rsession-mcp")).expect("Role");
-    assert_eq!(role.metadata.namespace.as_deref(), Some("rsession-sessions"), "the frontend's rights are limited to the sessions namespace");
+    assert_eq!(
+        role.metadata.namespace.as_deref(),
+        Some("rsession-sessions"),
+        "the frontend's rights are limited to the sessions namespace"
+    );
     let grants = rbac::grants(&role.rules.unwrap_or_default());
     let want: BTreeSet<rbac::Grant> = ["create", "get", "list", "watch", "delete", "patch"]
         .iter()
-        .map(|v| ("rsession.dev".into(), "rsessions".into(), String::new(), (*v).into()))
+        .map(|v| {
+            (
+                "rsession.dev".into(),
+                "rsessions".into(),
+                String::new(),
+                (*v).into(),
+            )
+        })
         .chain([("".into(), "secrets".into(), String::new(), "get".into())])
         .collect();
-    assert_eq!(grants, want, "sessions-namespace Role:\n{}", rbac::diff(&want, &grants));
-    let auth: ClusterRole = typed(find(&chart, "ClusterRole", "rsession-mcp-auth")).expect("ClusterRole");
+    assert_eq!(
+        grants,
+        want,
+        "sessions-namespace Role:\n{}",
+        rbac::diff(&want, &grants)
+    );
+    let auth: ClusterRole =
+        typed(find(&chart, "ClusterRole", "rsession-mcp-auth")).expect("ClusterRole");
     let grants = rbac::grants(&auth.rules.unwrap_or_default());
     let want: BTreeSet<rbac::Grant> = [
         ("authentication.k8s.io", "tokenreviews"),
@@ -170,7 +256,12 @@ fn mcp_frontend_rbac_is_least_privilege() {
     .iter()
     .map(|(g, r)| ((*g).into(), (*r).into(), String::new(), "create".into()))
     .collect();
-    assert_eq!(grants, want, "cluster-wide rules of the frontend:\n{}", rbac::diff(&want, &grants));
+    assert_eq!(
+        grants,
+        want,
+        "cluster-wide rules of the frontend:\n{}",
+        rbac::diff(&want, &grants)
+    );
 }
 
 #[test]
@@ -179,13 +270,28 @@ fn every_deployment_pod_meets_pod_security_restricted() {
     for (label, extra) in VARIANTS {
         let objects = render(&tools, extra);
         let deployments = of_kind(&objects, "Deployment");
-        assert_eq!(deployments.len(), 2, "{label}: operator and MCP frontend Deployments");
+        assert_eq!(
+            deployments.len(),
+            2,
+            "{label}: operator and MCP frontend Deployments"
+        );
         for object in deployments {
             let deployment: Deployment = typed(object).unwrap_or_else(|e| panic!("{e}"));
-            let spec = deployment.spec.and_then(|s| s.template.spec).expect("pod spec");
+            let spec = deployment
+                .spec
+                .and_then(|s| s.template.spec)
+                .expect("pod spec");
             let found = restricted::violations(&spec);
-            assert!(found.is_empty(), "{label}: {}: {found:#?}", object_key(object));
-            assert_ne!(spec.automount_service_account_token, Some(false), "{label}: both pods talk to the API server");
+            assert!(
+                found.is_empty(),
+                "{label}: {}: {found:#?}",
+                object_key(object)
+            );
+            assert_ne!(
+                spec.automount_service_account_token,
+                Some(false),
+                "{label}: both pods talk to the API server"
+            );
         }
     }
 }
@@ -194,11 +300,23 @@ fn every_deployment_pod_meets_pod_security_restricted() {
 fn sessions_namespace_enforces_restricted() {
     let chart = render(&tools(), &[]);
     let ns = find(&chart, "Namespace", "rsession-sessions");
-    assert_eq!(ns.pointer("/metadata/labels/pod-security.kubernetes.io~1enforce"), Some(&Value::from("restricted")));
+    assert_eq!(
+        ns.pointer("/metadata/labels/pod-security.kubernetes.io~1enforce"),
+        Some(&Value::from("restricted"))
+    );
     let deny = find(&chart, "NetworkPolicy", "rsession-default-deny");
-    assert_eq!(deny.pointer("/metadata/namespace"), Some(&Value::from("rsession-sessions")));
-    assert_eq!(deny.pointer("/spec/podSelector"), Some(&serde_json::json!({})));
-    assert!(deny.pointer("/spec/ingress").is_none() && deny.pointer("/spec/egress").is_none(), "default deny allows nothing");
+    assert_eq!(
+        deny.pointer("/metadata/namespace"),
+        Some(&Value::from("rsession-sessions"))
+    );
+    assert_eq!(
+        deny.pointer("/spec/podSelector"),
+        Some(&serde_json::json!({}))
+    );
+    assert!(
+        deny.pointer("/spec/ingress").is_none() && deny.pointer("/spec/egress").is_none(),
+        "default deny allows nothing"
+    );
 }
 
 #[test]
@@ -207,21 +325,41 @@ fn network_policies_select_the_pods_they_protect() {
     for name in ["rsession-operator", "rsession-mcp"] {
         let policy = find(&chart, "NetworkPolicy", name);
         let deployment = find(&chart, "Deployment", name);
-        let selector = policy.pointer("/spec/podSelector/matchLabels").expect("podSelector");
-        let labels = deployment.pointer("/spec/template/metadata/labels").and_then(Value::as_object).expect("pod labels");
+        let selector = policy
+            .pointer("/spec/podSelector/matchLabels")
+            .expect("podSelector");
+        let labels = deployment
+            .pointer("/spec/template/metadata/labels")
+            .and_then(Value::as_object)
+            .expect("pod labels");
         for (k, v) in selector.as_object().expect("map") {
-            assert_eq!(labels.get(k), Some(v), "{name}: policy selects {k}={v} but the pods do not carry it");
+            assert_eq!(
+                labels.get(k),
+                Some(v),
+                "{name}: policy selects {k}={v} but the pods do not carry it"
+            );
         }
-        assert_eq!(policy.pointer("/spec/policyTypes"), Some(&serde_json::json!(["Ingress", "Egress"])), "{name}");
+        assert_eq!(
+            policy.pointer("/spec/policyTypes"),
+            Some(&serde_json::json!(["Ingress", "Egress"])),
+            "{name}"
+        );
     }
     // The operator admits exactly the frontend's pods to sessions: its configured selector is
     // the frontend Deployment's selector.
-    let config: ConfigMap = typed(find(&chart, "ConfigMap", "rsession-operator")).expect("ConfigMap");
+    let config: ConfigMap =
+        typed(find(&chart, "ConfigMap", "rsession-operator")).expect("ConfigMap");
     let text = &config.data.expect("data")["operator.yaml"];
     let parsed: Value = serde_saphyr::from_str(text).expect("operator.yaml is YAML");
     let mcp = find(&chart, "Deployment", "rsession-mcp");
-    assert_eq!(parsed.get("frontendPodSelector"), mcp.pointer("/spec/selector/matchLabels"));
-    assert_eq!(parsed.get("frontendNamespace"), Some(&Value::from(RELEASE_NAMESPACE)));
+    assert_eq!(
+        parsed.get("frontendPodSelector"),
+        mcp.pointer("/spec/selector/matchLabels")
+    );
+    assert_eq!(
+        parsed.get("frontendNamespace"),
+        Some(&Value::from(RELEASE_NAMESPACE))
+    );
 }
 
 #[test]
@@ -229,12 +367,20 @@ fn operator_config_is_accepted_by_the_operator() {
     let tools = tools();
     for (label, extra) in VARIANTS {
         let chart = render(&tools, extra);
-        let config: ConfigMap = typed(find(&chart, "ConfigMap", "rsession-operator")).expect("ConfigMap");
+        let config: ConfigMap =
+            typed(find(&chart, "ConfigMap", "rsession-operator")).expect("ConfigMap");
         let text = &config.data.expect("data")["operator.yaml"];
-        let parsed = rsession_operator::OperatorConfig::from_yaml(text)
-            .unwrap_or_else(|e| panic!("{label}: the operator rejects the chart's config: {e}\n{text}"));
-        assert!(parsed.leader_election.enabled, "{label}: leader election is on by default");
-        assert_eq!(parsed.leader_election.lease_namespace.as_deref(), Some(RELEASE_NAMESPACE));
+        let parsed = rsession_operator::OperatorConfig::from_yaml(text).unwrap_or_else(|e| {
+            panic!("{label}: the operator rejects the chart's config: {e}\n{text}")
+        });
+        assert!(
+            parsed.leader_election.enabled,
+            "{label}: leader election is on by default"
+        );
+        assert_eq!(
+            parsed.leader_election.lease_namespace.as_deref(),
+            Some(RELEASE_NAMESPACE)
+        );
     }
 }
 
@@ -245,48 +391,115 @@ fn operator_config_is_accepted_by_the_operator() {
 fn mcp_environment_is_accepted_by_rsession_mcp() {
     let command = rsession_mcp::config::Args::command();
     let chart = render(&tools(), &[]);
-    let deployment: Deployment = typed(find(&chart, "Deployment", "rsession-mcp")).expect("Deployment");
-    let container = &deployment.spec.and_then(|s| s.template.spec).expect("pod spec").containers[0];
+    let deployment: Deployment =
+        typed(find(&chart, "Deployment", "rsession-mcp")).expect("Deployment");
+    let container = &deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .expect("pod spec")
+        .containers[0];
     let mut argv = vec!["rsession-mcp".to_owned()];
-    for var in container.env.iter().flatten().filter(|e| e.name.starts_with("RSESSION_")) {
+    for var in container
+        .env
+        .iter()
+        .flatten()
+        .filter(|e| e.name.starts_with("RSESSION_"))
+    {
         // The log filter is read by tracing's EnvFilter in main.rs, not by a flag.
         if var.name == "RSESSION_LOG" {
-            let main = std::fs::read_to_string(repo_root().join("crates/rsession-mcp/src/main.rs")).expect("main.rs");
-            assert!(main.contains("\"RSESSION_LOG\""), "rsession-mcp no longer reads RSESSION_LOG");
+            let main = std::fs::read_to_string(repo_root().join("crates/rsession-mcp/src/main.rs"))
+                .expect("main.rs");
+            assert!(
+                main.contains("\"RSESSION_LOG\""),
+                "rsession-mcp no longer reads RSESSION_LOG"
+            );
             continue;
         }
         let arg = command
             .get_arguments()
             .find(|a| a.get_env().is_some_and(|e| e == var.name.as_str()))
-            .unwrap_or_else(|| panic!("the chart sets {}, which no rsession-mcp flag reads", var.name));
-        let long = arg.get_long().expect("flags read from the environment have a long name");
-        argv.push(format!("--{long}={}", var.value.as_deref().unwrap_or_default()));
+            .unwrap_or_else(|| {
+                panic!(
+                    "the chart sets {}, which no rsession-mcp flag reads",
+                    var.name
+                )
+            });
+        let long = arg
+            .get_long()
+            .expect("flags read from the environment have a long name");
+        argv.push(format!(
+            "--{long}={}",
+            var.value.as_deref().unwrap_or_default()
+        ));
     }
     let args = rsession_mcp::config::Args::try_parse_from(&argv)
         .unwrap_or_else(|e| panic!("rsession-mcp refuses the chart's settings {argv:?}: {e}"));
-    args.manager_config().unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    args.manager_config()
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
     assert_eq!(format!("{:?}", args.transport), "Http");
-    assert_eq!(format!("{:?}", args.backend), "Kubernetes", "the in-cluster frontend uses the kubernetes backend");
+    assert_eq!(
+        format!("{:?}", args.backend),
+        "Kubernetes",
+        "the in-cluster frontend uses the kubernetes backend"
+    );
     assert_eq!(args.listen.port(), 8080);
-    assert!(args.listen.ip().is_unspecified(), "listens on every pod address");
-    assert!(args.allowed_hosts.iter().any(|h| h == "rsession-mcp.rsession-system.svc"), "{:?}", args.allowed_hosts);
+    assert!(
+        args.listen.ip().is_unspecified(),
+        "listens on every pod address"
+    );
+    assert!(
+        args.allowed_hosts
+            .iter()
+            .any(|h| h == "rsession-mcp.rsession-system.svc"),
+        "{:?}",
+        args.allowed_hosts
+    );
 }
 
 #[test]
 fn values_schema_rejects_typos_and_unsafe_combinations() {
     let tools = tools();
     let cases: &[(&[&str], &str)] = &[
-        (&["--set", "operator.replicas=2"], "additional properties 'replicas' not allowed"),
+        (
+            &["--set", "operator.replicas=2"],
+            "additional properties 'replicas' not allowed",
+        ),
         (&["--set", "mcp.service.type=Ingress"], "mcp/service/type"),
-        (&["--set", "operator.image.pullPolicy=Sometimes"], "pullPolicy"),
-        (&["--set", "operator.replicaCount=2", "--set", "operator.leaderElection.enabled=false"], "needs operator.leaderElection.enabled=true"),
-        (&["--set", "operator.leaderElection.renewIntervalSeconds=20"], "renewIntervalSeconds must be below"),
-        (&["--set", "sessions.namespace=rsession-system"], "sessions.namespace equals the release namespace"),
-        (&["--set", "operator.sessionDefaults.defaultResources.limits.cpu=null"], "cpu"),
+        (
+            &["--set", "operator.image.pullPolicy=Sometimes"],
+            "pullPolicy",
+        ),
+        (
+            &[
+                "--set",
+                "operator.replicaCount=2",
+                "--set",
+                "operator.leaderElection.enabled=false",
+            ],
+            "needs operator.leaderElection.enabled=true",
+        ),
+        (
+            &["--set", "operator.leaderElection.renewIntervalSeconds=20"],
+            "renewIntervalSeconds must be below",
+        ),
+        (
+            &["--set", "sessions.namespace=rsession-system"],
+            "sessions.namespace equals the release namespace",
+        ),
+        (
+            &[
+                "--set",
+                "operator.sessionDefaults.defaultResources.limits.cpu=null",
+            ],
+            "cpu",
+        ),
     ];
     for (args, needle) in cases {
         let err = render_chart(&tools, args).expect_err(&format!("{args:?} must be refused"));
-        assert!(err.to_string().contains(needle), "{args:?}: expected {needle:?} in:\n{err}");
+        assert!(
+            err.to_string().contains(needle),
+            "{args:?}: expected {needle:?} in:\n{err}"
+        );
     }
 }
 
@@ -319,7 +532,12 @@ fn kustomize_renders_the_same_objects_as_the_chart() {
     // File-loading rules relaxed here so this comparison stands on its own; the test above
     // checks the default rules.
     let text = tools
-        .kubectl(&["kustomize", "--load-restrictor", "LoadRestrictionsNone", path.to_string_lossy().as_ref()])
+        .kubectl(&[
+            "kustomize",
+            "--load-restrictor",
+            "LoadRestrictionsNone",
+            path.to_string_lossy().as_ref(),
+        ])
         .unwrap_or_else(|e| panic!("{e}"));
     let mut kustomized = parse_manifests("config/default", &text).unwrap_or_else(|e| panic!("{e}"));
     kustomized.iter_mut().for_each(strip_helm_metadata);
@@ -328,14 +546,25 @@ fn kustomize_renders_the_same_objects_as_the_chart() {
     let chart_keys: BTreeSet<String> = chart.iter().map(object_key).collect();
     let kustomize_keys: BTreeSet<String> = kustomized.iter().map(object_key).collect();
     // Helm users create the release namespace with --create-namespace; kustomize renders it.
-    let expected: BTreeSet<String> = chart_keys.iter().cloned().chain([format!("Namespace//{RELEASE_NAMESPACE}")]).collect();
+    let expected: BTreeSet<String> = chart_keys
+        .iter()
+        .cloned()
+        .chain([format!("Namespace//{RELEASE_NAMESPACE}")])
+        .collect();
     assert_eq!(kustomize_keys, expected, "object sets differ");
 
     for object in &kustomized {
         let key = object_key(object);
-        let Some(chart_object) = chart.iter().find(|o| object_key(o) == key) else { continue };
+        let Some(chart_object) = chart.iter().find(|o| object_key(o) == key) else {
+            continue;
+        };
         // Labels: what kustomize sets must be what the chart sets (config/rbac carries fewer).
-        let labels = |o: &Value| o.pointer("/metadata/labels").and_then(Value::as_object).cloned().unwrap_or_default();
+        let labels = |o: &Value| {
+            o.pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default()
+        };
         let chart_labels = labels(chart_object);
         for (k, v) in labels(object) {
             assert_eq!(chart_labels.get(&k), Some(&v), "{key}: label {k}");
@@ -347,7 +576,11 @@ fn kustomize_renders_the_same_objects_as_the_chart() {
         };
         // YAML writers differ on `65535` vs `65535.0`; numbers compare by value.
         let config = Config::new(CompareMode::Strict).numeric_mode(NumericMode::AssumeFloat);
-        if let Err(diff) = assert_json_matches_no_panic(&without_labels(object), &without_labels(chart_object), config) {
+        if let Err(diff) = assert_json_matches_no_panic(
+            &without_labels(object),
+            &without_labels(chart_object),
+            config,
+        ) {
             panic!("{key} differs between config/default (lhs) and the chart (rhs):\n{diff}");
         }
     }
