@@ -585,3 +585,50 @@ fn kustomize_renders_the_same_objects_as_the_chart() {
         }
     }
 }
+
+/// The YAML examples in docs/gitops.md parse, point at folders that exist, and their chart
+/// values pass the chart's schema and templates.
+#[test]
+fn gitops_doc_examples_are_valid() {
+    let tools = tools();
+    let doc = std::fs::read_to_string(repo_root().join("docs/gitops.md")).expect("docs/gitops.md");
+    let blocks: Vec<&str> = doc
+        .split("```yaml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap_or_default())
+        .collect();
+    assert!(
+        blocks.len() >= 4,
+        "expected the Argo CD and Flux examples, found {} YAML blocks",
+        blocks.len()
+    );
+    let mut values_checked = 0;
+    for block in blocks {
+        let objects =
+            parse_manifests("docs/gitops.md", block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        for object in objects {
+            for pointer in ["/spec/source/path", "/spec/path", "/spec/chart/spec/chart"] {
+                if let Some(path) = object.pointer(pointer).and_then(Value::as_str) {
+                    assert!(
+                        repo_root().join(path.trim_start_matches("./")).is_dir(),
+                        "{}: {path} does not exist",
+                        object_key(&object)
+                    );
+                }
+            }
+            for pointer in ["/spec/source/helm/valuesObject", "/spec/values"] {
+                if let Some(values) = object.pointer(pointer) {
+                    let file = tempfile::NamedTempFile::new().expect("temp file");
+                    std::fs::write(file.path(), values.to_string()).expect("write values");
+                    render_chart(&tools, &["-f", file.path().to_string_lossy().as_ref()])
+                        .unwrap_or_else(|e| panic!("{}: values refused: {e}", object_key(&object)));
+                    values_checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(
+        values_checked, 2,
+        "the Argo CD and Flux Helm examples carry values"
+    );
+}
