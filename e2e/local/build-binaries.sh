@@ -24,6 +24,14 @@ fi
 
 log() { echo "[build-binaries] $*" >&2; }
 
+# One build at a time per cache folder: a second caller (tests and up.sh started together)
+# waits here, then finds the binaries built.
+exec 9>"$bin/.lock"
+if ! flock -n 9; then
+  log "another build-binaries.sh is building into $bin; waiting for it"
+  flock 9
+fi
+
 k8s_ldflags="-s -w \
  -X k8s.io/component-base/version.gitVersion=$K8S_VERSION \
  -X k8s.io/component-base/version.gitMajor=1 \
