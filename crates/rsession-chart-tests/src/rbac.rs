@@ -4,6 +4,9 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
+use serde_json::Value;
+
+use crate::{Error, Result, object_key};
 
 /// One `(apiGroup, resource, resourceName, verb)` grant; `resourceName` is empty when the rule
 /// names none (any object), and non-resource URLs use the group `nonResourceURL`.
@@ -37,6 +40,21 @@ pub fn grants(rules: &[PolicyRule]) -> BTreeSet<Grant> {
         }
     }
     out
+}
+
+/// [`grants`] of the `rules` of a rendered Role or ClusterRole (no `rules` means none).
+///
+/// # Errors
+/// [`Error::Yaml`] when `rules` is not a list of `PolicyRule`.
+pub fn grants_of(object: &Value) -> Result<BTreeSet<Grant>> {
+    let rules: Vec<PolicyRule> = match object.get("rules") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(rules) => serde_json::from_value(rules.clone()).map_err(|e| Error::Yaml {
+            what: object_key(object),
+            message: e.to_string(),
+        })?,
+    };
+    Ok(grants(&rules))
 }
 
 /// A readable diff of two grant sets: lines `+ group/resource verb` only in `right` and

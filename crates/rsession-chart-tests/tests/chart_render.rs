@@ -163,42 +163,12 @@ fn operator_rbac_matches_config_rbac() {
             .find(|o| object_key(o) == key)
             .unwrap_or_else(|| panic!("config/rbac has {key}; the chart does not render it"));
         match object["kind"].as_str() {
-            Some("ClusterRole") => {
-                let want = rbac::grants(
-                    &typed::<ClusterRole>(object)
-                        .expect("ClusterRole")
-                        .rules
-                        .unwrap_or_default(),
-                );
-                let have = rbac::grants(
-                    &typed::<ClusterRole>(chart_object)
-                        .expect("ClusterRole")
-                        .rules
-                        .unwrap_or_default(),
-                );
+            Some("ClusterRole" | "Role") => {
+                let want = rbac::grants_of(object).unwrap_or_else(|e| panic!("{e}"));
+                let have = rbac::grants_of(chart_object).unwrap_or_else(|e| panic!("{e}"));
                 assert!(
                     want == have,
                     "{key}: chart rules differ from config/rbac (- config/rbac only, + chart only):\n{}",
-                    rbac::diff(&want, &have)
-                );
-                compared += 1;
-            }
-            Some("Role") => {
-                let want = rbac::grants(
-                    &typed::<Role>(object)
-                        .expect("Role")
-                        .rules
-                        .unwrap_or_default(),
-                );
-                let have = rbac::grants(
-                    &typed::<Role>(chart_object)
-                        .expect("Role")
-                        .rules
-                        .unwrap_or_default(),
-                );
-                assert!(
-                    want == have,
-                    "{key}: chart rules differ from config/rbac:\n{}",
                     rbac::diff(&want, &have)
                 );
                 compared += 1;
