@@ -46,7 +46,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::decode::{DecodeLimits, decode_reply_sexp};
-use crate::encode::{put_sexp_param, put_string_param, request};
+use crate::encode::{header, put_sexp_param, put_string_param};
 use crate::error::{Error, status_closes_connection};
 use crate::handshake::{ServerInfo, parse_id_string};
 use crate::protocol::*;
@@ -66,8 +66,28 @@ const FETCH_ERROR_MESSAGE: &str =
 pub const NO_ERROR_MESSAGE: &str =
     "evaluation ended without an R error message (e.g. interrupted by SIGINT)";
 
-/// Largest chunk we ask the socket for at once while a reply body is coming in.
-const READ_CHUNK: usize = 4 * 1024 * 1024;
+/// Initial read buffer growth step, in bytes.
+const READ_CHUNK: usize = 64 * 1024;
+/// Requests up to this size are written with one copy and one write; larger ones (big
+/// `assign` values) are written as header + parameters without copying the parameters.
+const COALESCE_LIMIT: usize = 64 * 1024;
+
+async fn write_request(
+    stream: &mut Box<dyn Transport>,
+    cmd: u32,
+    params: &[u8],
+) -> std::io::Result<()> {
+    let head = header(cmd, params.len());
+    if params.len() <= COALESCE_LIMIT {
+        let mut msg = Vec::with_capacity(HEADER_LEN + params.len());
+        msg.extend_from_slice(&head);
+        msg.extend_from_slice(params);
+        stream.write_all(&msg).await
+    } else {
+        stream.write_all(&head).await?;
+        stream.write_all(params).await
+    }
+}
 
 /// How to connect and authenticate.
 #[derive(Debug, Clone)]
@@ -448,9 +468,8 @@ impl Connection {
             }
             State::Poisoned(r) => return Err(Error::Poisoned(r.clone())),
         }
-        let msg = request(cmd, params);
         self.state = State::Writing;
-        let write = self.stream.write_all(&msg);
+        let write = write_request(&mut self.stream, cmd, params);
         let res = match self.read_timeout {
             Some(limit) => timeout(limit, write).await.map_err(|_| Error::Timeout {
                 operation: "writing a request",
@@ -529,8 +548,18 @@ impl Connection {
                     return Ok((cmd, packet));
                 }
             }
-            let want = (need - self.rbuf.len()).clamp(4096, READ_CHUNK);
-            self.rbuf.reserve(want);
+            // Grow by doubling but never past the packet size, so a reply of n bytes costs
+            // n bytes of buffer (not up to 2n), and a header that lies costs only what arrives.
+            let target = if self.rbuf.len() < HEADER_LEN {
+                READ_CHUNK
+            } else {
+                need.min((self.rbuf.len() * 2).max(READ_CHUNK))
+            };
+            if self.rbuf.capacity() < target {
+                self.rbuf.reserve_exact(target - self.rbuf.len());
+            } else if self.rbuf.capacity() == self.rbuf.len() {
+                self.rbuf.reserve(4096);
+            }
             let n = self
                 .stream
                 .read_buf(&mut self.rbuf)

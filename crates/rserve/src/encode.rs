@@ -3,19 +3,17 @@
 
 use crate::error::Error;
 use crate::protocol::*;
-use crate::sexp::{Sexp, Tagged, Value};
+use crate::sexp::{Sexp, Value};
 
-/// Builds a complete QAP1 request: 16-byte header (`cmd`, length low 32 bits, `msg_id` 0,
-/// length high 32 bits) followed by `params`.
-pub fn request(cmd: u32, params: &[u8]) -> Vec<u8> {
-    let len = params.len() as u64;
-    let mut out = Vec::with_capacity(HEADER_LEN + params.len());
-    out.extend_from_slice(&cmd.to_le_bytes());
-    out.extend_from_slice(&(len as u32).to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&((len >> 32) as u32).to_le_bytes());
-    out.extend_from_slice(params);
-    out
+/// The 16-byte QAP1 request header for `cmd` with `len` bytes of parameters: `cmd`, length
+/// low 32 bits, `msg_id` 0, length high 32 bits.
+pub fn header(cmd: u32, len: usize) -> [u8; HEADER_LEN] {
+    let len = len as u64;
+    let mut h = [0u8; HEADER_LEN];
+    h[0..4].copy_from_slice(&cmd.to_le_bytes());
+    h[4..8].copy_from_slice(&(len as u32).to_le_bytes());
+    h[12..16].copy_from_slice(&((len >> 32) as u32).to_le_bytes());
+    h
 }
 
 /// Appends a `DT_STRING` parameter: the bytes, a NUL, NUL padding to a multiple of 4.
@@ -83,15 +81,14 @@ fn encode_into(out: &mut Vec<u8>, x: &Sexp, depth: usize) -> Result<(), Error> {
     let mut ty = xt_of(&x.value)?;
     if !x.attributes.is_empty() {
         ty |= XT_HAS_ATTR;
-        let pairs: Vec<Tagged> = x
-            .attributes
-            .iter()
-            .map(|(n, v)| Tagged {
-                tag: Some(n.clone()),
-                value: v.clone(),
-            })
-            .collect();
-        encode_into(out, &Value::PairList(pairs).into(), depth + 1)?;
+        // The attribute pairlist: XT_LIST_TAG of (value, XT_SYMNAME name) pairs.
+        let attr_start = out.len();
+        out.extend_from_slice(&[0; 4]);
+        for (name, value) in &x.attributes {
+            encode_into(out, value, depth + 1)?;
+            encode_into(out, &Value::Symbol(name.clone()).into(), depth + 1)?;
+        }
+        patch_head(out, attr_start, XT_LIST_TAG, XT_LARGE);
     }
     match &x.value {
         Value::Null | Value::S4 => {}

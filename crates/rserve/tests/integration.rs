@@ -581,3 +581,27 @@ async fn signals_to_missing_processes_are_reported() {
         .unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn request_over_server_maxinbuf_is_data_overflow() {
+    // maxinbuf is in kB: requests of 64 kB and more are refused by the server.
+    let fx = RserveFixture::start_with(rserve::testing::FixtureConfig {
+        extra_config: vec!["maxinbuf 64".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    let mut c = connect(&fx).await;
+    let err = c
+        .assign("x", &Sexp::from(vec![0u8; 100_000]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::DataOverflow), "{err:?}");
+    assert!(!err.is_connection_lost());
+    let long_expr = format!("length('{}')", "a".repeat(70_000));
+    assert!(matches!(c.eval(&long_expr).await, Err(Error::DataOverflow)));
+    assert_eq!(
+        c.eval("2L").await.unwrap().as_i32(),
+        Some(2),
+        "still usable"
+    );
+}
