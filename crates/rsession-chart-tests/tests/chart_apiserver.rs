@@ -472,3 +472,55 @@ async fn sessions_namespace_carries_the_restricted_label() {
         Some("restricted")
     );
 }
+
+/// `helm install` itself against the real apiserver (Helm checks the chart's `kubeVersion`
+/// against the server, installs `crds/` first, and records the release), then `helm upgrade`
+/// with the same values: Helm computes no change, so no object's generation moves. A second
+/// release name keeps its cluster-scoped objects apart from the install above.
+#[tokio::test]
+async fn helm_install_and_noop_upgrade() {
+    installed().await;
+    let cp = control_plane().await;
+    let client = client(cp);
+    let tools = Tools::locate().unwrap_or_else(|e| panic!("{e}"));
+    let kubeconfig = cp.kubeconfig_path().to_string_lossy().into_owned();
+    let chart = chart_dir().to_string_lossy().into_owned();
+    let helm = |verb: &'static str| {
+        tools.helm(&[
+            verb,
+            "second",
+            &chart,
+            "--kubeconfig",
+            &kubeconfig,
+            "--namespace",
+            "second-system",
+            "--create-namespace",
+            "--set",
+            "sessions.namespace=second-sessions",
+            "--set",
+            "operator.watchNamespace=second-sessions",
+        ])
+    };
+    let out = helm("install").unwrap_or_else(|e| panic!("helm install: {e}"));
+    assert!(out.contains("STATUS: deployed"), "{out}");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "second-system");
+    let before = deployments
+        .list(&ListParams::default())
+        .await
+        .expect("list Deployments");
+    assert_eq!(
+        before.items.len(),
+        2,
+        "operator and MCP frontend Deployments"
+    );
+    let out = helm("upgrade").unwrap_or_else(|e| panic!("helm upgrade: {e}"));
+    assert!(out.contains("REVISION: 2"), "{out}");
+    for deployment in before.items {
+        let name = deployment.name_any();
+        let after = deployments.get(&name).await.expect("Deployment");
+        assert_eq!(
+            after.metadata.generation, deployment.metadata.generation,
+            "{name} changed on a same-values upgrade"
+        );
+    }
+}
