@@ -121,6 +121,9 @@ app.kubernetes.io/component: mcp
 {{- if and (gt (int .Values.operator.replicaCount) 1) (not .Values.operator.leaderElection.enabled) -}}
 {{- fail "operator.replicaCount > 1 needs operator.leaderElection.enabled=true (two reconcilers would fight)" -}}
 {{- end -}}
+{{- if and .Values.mcp.enabled .Values.operator.watchNamespace (ne .Values.operator.watchNamespace .Values.sessions.namespace) -}}
+{{- fail "operator.watchNamespace must equal sessions.namespace while the MCP frontend is enabled (the operator would never see the sessions the frontend creates)" -}}
+{{- end -}}
 {{- if ge (int .Values.operator.leaderElection.renewIntervalSeconds) (int .Values.operator.leaderElection.leaseDurationSeconds) -}}
 {{- fail "operator.leaderElection.renewIntervalSeconds must be below leaseDurationSeconds" -}}
 {{- end -}}

@@ -25,12 +25,12 @@ const VARIANTS: &[(&str, &[&str])] = &[
         &["-f", "charts/rsession/ci/local-values.yaml"],
     ),
     (
-        "two operator replicas, one watched namespace, two frontends",
+        "two operator replicas watching the sessions namespace, two frontends",
         &[
             "--set",
             "operator.replicaCount=2",
             "--set",
-            "operator.watchNamespace=team-a",
+            "operator.watchNamespace=rsession-sessions",
             "--set",
             "mcp.replicaCount=2",
         ],
@@ -451,6 +451,10 @@ fn values_schema_rejects_typos_and_unsafe_combinations() {
         (
             &["--set", "operator.leaderElection.renewIntervalSeconds=20"],
             "renewIntervalSeconds must be below",
+        ),
+        (
+            &["--set", "operator.watchNamespace=team-a"],
+            "operator.watchNamespace must equal sessions.namespace",
         ),
         (
             &["--set", "sessions.namespace=rsession-system"],
