@@ -606,3 +606,40 @@ fn gitops_doc_examples_are_valid() {
         "the Argo CD and Flux Helm examples carry values"
     );
 }
+
+/// The frontend's egress rule to Rserve selects the pods the operator builds for sessions
+/// (labels from `rsession_operator::build::labels`), in the sessions namespace, on port 6311.
+#[test]
+fn mcp_egress_reaches_the_session_pods_the_operator_builds() {
+    use rsession_operator::build::{Component, labels};
+    let chart = render(&tools(), &[]);
+    let policy = find(&chart, "NetworkPolicy", "rsession-mcp");
+    let session_pod_labels = labels("any-session", Component::Session);
+    let rules = policy
+        .pointer("/spec/egress")
+        .and_then(Value::as_array)
+        .expect("egress rules");
+    let to_sessions = rules
+        .iter()
+        .find(|rule| {
+            rule.pointer("/ports/0/port")
+                == Some(&Value::from(rsession_api::well_known::RSERVE_PORT))
+        })
+        .expect("an egress rule for the Rserve port");
+    let peer = &to_sessions["to"][0];
+    assert_eq!(
+        peer.pointer("/namespaceSelector/matchLabels/kubernetes.io~1metadata.name"),
+        Some(&Value::from("rsession-sessions"))
+    );
+    let selector = peer
+        .pointer("/podSelector/matchLabels")
+        .and_then(Value::as_object)
+        .expect("podSelector");
+    for (k, v) in selector {
+        assert_eq!(
+            session_pod_labels.get(k).map(String::as_str),
+            v.as_str(),
+            "session pods do not carry {k}={v}"
+        );
+    }
+}
