@@ -4,9 +4,9 @@
 # outside the repository. A binary already in the cache is reused.
 #
 # Usage: e2e/local/build-binaries.sh [binary ...]
-#   binaries: etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl
+#   binaries: etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl helm
 #   (default: all). Prints the bin folder on the last line of stdout.
-#   Also on request: helm (pinned in e2e/local/helm/go.mod; the chart tests and installs use it).
+#   helm is pinned in e2e/local/helm/go.mod; the chart tests and installs use it.
 # Environment: RSESSION_CACHE (default ~/.cache/rsession).
 set -euo pipefail
 
@@ -19,7 +19,7 @@ mkdir -p "$bin"
 
 want=("$@")
 if [ ${#want[@]} -eq 0 ]; then
-  want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
+  want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl helm)
 fi
 
 log() { echo "[build-binaries] $*" >&2; }
