@@ -9,8 +9,11 @@ use crate::error::Error;
 use crate::protocol::*;
 use crate::sexp::{Complex, Sexp, Tagged, Value};
 
-/// Default cap on SEXP nesting (lists in lists, attributes of attributes, ...).
-pub const DEFAULT_MAX_DEPTH: usize = 256;
+/// Default cap on SEXP nesting (lists in lists, attributes, calls in calls, ...). Decoding
+/// recurses once per level; 128 levels fit in 1 MiB of stack even in debug builds (tokio
+/// worker threads have 2 MiB). Deeper values fail with [`Error::Decode`] and the connection
+/// stays usable.
+pub const DEFAULT_MAX_DEPTH: usize = 128;
 
 /// Limits applied while decoding.
 #[derive(Debug, Clone, Copy)]
@@ -94,7 +97,33 @@ fn attribute_pairs(attr: Sexp) -> Result<Vec<(String, Sexp)>, Error> {
     }
 }
 
+/// Recursive types are handled here; everything else goes to [`decode_leaf`], kept out of
+/// line so the recursion's stack frames stay small (nesting runs to `max_depth` levels).
 fn decode_value(ty: u8, body: &[u8], depth: usize, limits: DecodeLimits) -> Result<Value, Error> {
+    Ok(match ty {
+        XT_VECTOR | XT_VECTOR_STR => Value::List(sequence(body, depth, limits)?),
+        XT_VECTOR_EXP => Value::Expression(sequence(body, depth, limits)?),
+        XT_LIST_NOTAG => Value::PairList(untagged(sequence(body, depth, limits)?)),
+        XT_LANG_NOTAG => Value::Lang(untagged(sequence(body, depth, limits)?)),
+        XT_LIST_TAG => Value::PairList(tagged(body, depth, limits)?),
+        XT_LANG_TAG => Value::Lang(tagged(body, depth, limits)?),
+        XT_CLOS => closure(body, depth, limits)?,
+        _ => decode_leaf(ty, body)?,
+    })
+}
+
+fn closure(body: &[u8], depth: usize, limits: DecodeLimits) -> Result<Value, Error> {
+    let (formals, n) = decode_at(body, depth + 1, limits)?;
+    let (fbody, _) = decode_at(&body[n..], depth + 1, limits)?;
+    Ok(Value::Closure {
+        formals: Box::new(formals),
+        body: Box::new(fbody),
+    })
+}
+
+/// Non-recursive types.
+#[inline(never)]
+fn decode_leaf(ty: u8, body: &[u8]) -> Result<Value, Error> {
     Ok(match ty {
         XT_NULL => Value::Null,
         XT_INT | XT_ARRAY_INT => Value::Int(fixed::<4, _>(body, "integer", i32::from_le_bytes)?),
@@ -117,23 +146,9 @@ fn decode_value(ty: u8, body: &[u8], depth: usize, limits: DecodeLimits) -> Resu
         ),
         XT_BOOL | XT_ARRAY_BOOL_UA => Value::Bool(body.iter().map(|&b| logical(b)).collect()),
         XT_RAW => Value::Raw(counted(body, "raw")?.to_vec()),
-        XT_VECTOR | XT_VECTOR_STR => Value::List(sequence(body, depth, limits)?),
-        XT_VECTOR_EXP => Value::Expression(sequence(body, depth, limits)?),
-        XT_LIST_NOTAG => Value::PairList(untagged(sequence(body, depth, limits)?)),
-        XT_LANG_NOTAG => Value::Lang(untagged(sequence(body, depth, limits)?)),
-        XT_LIST_TAG => Value::PairList(tagged(body, depth, limits)?),
-        XT_LANG_TAG => Value::Lang(tagged(body, depth, limits)?),
         XT_SYMNAME | XT_SYM => Value::Symbol(c_string(body)),
         XT_STR => Value::Char(c_string(body)),
         XT_S4 => Value::S4,
-        XT_CLOS => {
-            let (formals, n) = decode_at(body, depth + 1, limits)?;
-            let (fbody, _) = decode_at(&body[n..], depth + 1, limits)?;
-            Value::Closure {
-                formals: Box::new(formals),
-                body: Box::new(fbody),
-            }
-        }
         XT_UNKNOWN => {
             let b: [u8; 4] = body
                 .get(..4)
@@ -301,6 +316,29 @@ mod tests {
             decode_sexp(&buf, DecodeLimits::default()),
             Err(Error::Decode(_))
         ));
+    }
+
+    #[test]
+    fn maximum_depth_fits_a_small_stack() {
+        const STACK: usize = 1 << 20;
+        // DEFAULT_MAX_DEPTH nested lists decode, re-encode and drop within 1 MiB of stack
+        // (tokio's worker threads have 2 MiB), even in debug builds.
+        let mut inner = head(XT_NULL, 0);
+        for _ in 1..DEFAULT_MAX_DEPTH {
+            let mut outer = head(XT_VECTOR, inner.len());
+            outer.extend_from_slice(&inner);
+            inner = outer;
+        }
+        let worker = std::thread::Builder::new()
+            .stack_size(STACK)
+            .spawn(move || {
+                let x = decode_sexp(&inner, DecodeLimits::default()).expect("at the limit");
+                assert_eq!(crate::encode_sexp(&x).expect("encodes"), inner);
+                let mut deeper = head(XT_VECTOR, inner.len());
+                deeper.extend_from_slice(&inner);
+                assert!(decode_sexp(&deeper, DecodeLimits::default()).is_err());
+            });
+        worker.unwrap().join().unwrap();
     }
 
     #[test]

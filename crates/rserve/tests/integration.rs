@@ -605,3 +605,24 @@ async fn request_over_server_maxinbuf_is_data_overflow() {
         "still usable"
     );
 }
+
+#[tokio::test]
+async fn nesting_beyond_the_depth_limit_is_a_decode_error() {
+    let fx = fixture();
+    let mut c = connect(&fx).await;
+    let ok = c
+        .eval("x <- NULL; for (i in 1:100) x <- list(x); x")
+        .await
+        .unwrap();
+    assert_eq!(ok.len(), 1);
+    let err = c
+        .eval("x <- NULL; for (i in 1:500) x <- list(x); x")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Decode(ref m) if m.contains("nesting")),
+        "{err:?}"
+    );
+    assert!(!err.is_connection_lost());
+    assert_eq!(c.eval("3L").await.unwrap().as_i32(), Some(3));
+}
