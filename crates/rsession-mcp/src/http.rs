@@ -31,7 +31,11 @@ pub fn router(
     allowed_hosts: &[String],
     cancel: CancellationToken,
 ) -> Router {
-    let mut config = StreamableHttpServerConfig::default().with_cancellation_token(cancel);
+    // Plain JSON responses for request/response tools (SSE only when a
+    // handler sends notifications first): one less framing layer per call.
+    let mut config = StreamableHttpServerConfig::default()
+        .with_json_response(true)
+        .with_cancellation_token(cancel);
     if !allowed_hosts.is_empty() {
         config = config.with_allowed_hosts(allowed_hosts.iter().cloned());
     }
