@@ -89,8 +89,8 @@ async fn write_request(
     }
 }
 
-/// How to connect and authenticate.
-#[derive(Debug, Clone)]
+/// How to connect and authenticate. `Debug` output redacts the password.
+#[derive(Clone)]
 pub struct ConnectOptions {
     /// User for `CMD_login`, used when the server announces `ARpt`.
     pub username: Option<String>,
@@ -101,6 +101,17 @@ pub struct ConnectOptions {
     /// Largest reply body accepted, in bytes; a larger announced reply is refused with
     /// [`Error::ReplyTooLarge`] before anything is allocated for it.
     pub max_reply_bytes: usize,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_reply_bytes", &self.max_reply_bytes)
+            .finish()
+    }
 }
 
 impl Default for ConnectOptions {
@@ -579,5 +590,24 @@ impl Connection {
                 }));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_redacts_the_password() {
+        let opts = ConnectOptions {
+            username: Some("u".into()),
+            password: Some("hunter2".into()),
+            ..Default::default()
+        };
+        let text = format!("{opts:?}");
+        assert!(
+            !text.contains("hunter2") && text.contains("<redacted>"),
+            "{text}"
+        );
     }
 }

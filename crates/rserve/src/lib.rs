@@ -27,6 +27,8 @@
 //! See [`connection`] for the request/reply model, cancellation safety and the
 //! deadline → SIGINT → SIGKILL pattern.
 
+#![deny(missing_docs)]
+
 pub mod connection;
 pub mod decode;
 pub mod encode;
