@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::time::{Instant, timeout_at};
 
 use crate::errors::{ErrorCode, ToolError};
-use crate::harness::{self, ExecLimits, ExecOutcome};
+use crate::harness::{self, ExecLimits, ExecOutcome, ExecStatus};
 use crate::session::Endpoint;
 
 /// Bytes of a harness reply beyond the output cap allowed for plots and framing.
@@ -143,10 +143,11 @@ impl RConn {
                     .map_err(|e| ToolError::internal(e.to_string()))?;
                 Ok(Ok(outcome))
             }
-            Err(EvalEnd::Interrupted(Ok(sexp))) => {
-                let outcome = harness::decode_outcome(&sexp).ok();
-                Ok(Err(Interrupted::Interrupted(outcome)))
-            }
+            Err(EvalEnd::Interrupted(Ok(sexp))) => match harness::decode_outcome(&sexp) {
+                // finished on its own just as the deadline passed
+                Ok(outcome) if outcome.status != ExecStatus::Interrupted => Ok(Ok(outcome)),
+                outcome => Ok(Err(Interrupted::Interrupted(outcome.ok()))),
+            },
             Err(EvalEnd::Interrupted(Err(_))) => Ok(Err(Interrupted::Interrupted(None))),
             Err(EvalEnd::Killed) => Ok(Err(Interrupted::Killed)),
             Err(EvalEnd::Failed(e)) if e.is_connection_lost() => {
@@ -198,10 +199,16 @@ impl RConn {
             tracing::warn!(pid = self.pid, error = %e, "SIGINT not delivered");
         }
         if let Ok(reply) = timeout_at(Instant::now() + grace, self.conn.read_reply()).await {
-            return match reply {
-                Err(e) if e.is_connection_lost() => Err(EvalEnd::Failed(e)),
-                other => Err(EvalEnd::Interrupted(other)),
-            };
+            if let Err(e) = reply {
+                if e.is_connection_lost() {
+                    return Err(EvalEnd::Failed(e));
+                }
+                return Err(EvalEnd::Interrupted(Err(e)));
+            }
+            // R may have finished just before the SIGINT arrived; then the
+            // signal is still pending and would abort the next request.
+            self.drain_pending_interrupt(grace).await;
+            return Err(EvalEnd::Interrupted(reply));
         }
         tracing::warn!(pid = self.pid, "R ignored SIGINT; sending SIGKILL");
         if let Err(e) =
@@ -221,6 +228,17 @@ impl RConn {
             .assign(name, &value)
             .await
             .map_err(|e| map_rserve_error(&e))
+    }
+
+    /// Absorb a SIGINT that arrived after R had already replied: a pending
+    /// interrupt makes R abandon the next evaluation before it starts, so run
+    /// a no-op for it to hit. Harmless when nothing is pending.
+    async fn drain_pending_interrupt(&mut self, limit: Duration) {
+        match tokio::time::timeout(limit, self.conn.void_eval("invisible(NULL)")).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(pid = self.pid, error = %e, "absorbed a pending interrupt"),
+            Err(_) => tracing::warn!(pid = self.pid, "no-op after interrupt did not return"),
+        }
     }
 
     /// Remove the workspace (used by `close_session` on backends whose
