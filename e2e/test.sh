@@ -37,8 +37,8 @@ done < <(sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed; 
 
 log "(4/5) Python MCP SDK acceptance tests"
 if [ -f e2e/python/requirements.txt ]; then
-  cargo build --locked --release -p rsession-mcp 2>&1 | tail -1
-  RSESSION_MCP_BIN="$root/target/release/rsession-mcp" \
+  cargo build --locked -p rsession-mcp --bins 2>&1 | tail -1
+  RSESSION_MCP_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/rsession-mcp" \
     e2e/python/.venv/bin/python -m pytest -q e2e/python 2>&1 | tee "$logs/pytest.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || failed_steps+=("pytest")
   line="$(grep -E '[0-9]+ (passed|failed)' "$logs/pytest.log" | tail -1)"
