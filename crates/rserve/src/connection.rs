@@ -179,8 +179,9 @@ impl std::fmt::Debug for Connection {
 
 impl Connection {
     /// Connects to `addr` (`"host:port"`), reads the ID string, logs in when the server
-    /// requires it (`ARpt`, with `opts.username`/`opts.password`) and records the R process
-    /// id with `Sys.getpid()`; all within `opts.connect_timeout`.
+    /// requires it (`ARpt`, with `opts.username`/`opts.password`), switches strings to UTF-8
+    /// (`CMD_setEncoding "utf8"`) and records the R process id with `Sys.getpid()`; all within
+    /// `opts.connect_timeout`.
     ///
     /// Errors: [`Error::Io`] (refused, unreachable), [`Error::Timeout`] (including a
     /// TLS-only port, which sends nothing until a TLS ClientHello), [`Error::TlsRequired`],
@@ -249,6 +250,17 @@ impl Connection {
                     after,
                 })??;
         }
+        // Strings in both directions as UTF-8, whatever the server's `encoding` setting.
+        let mut params = Vec::new();
+        put_string_param(&mut params, "utf8")?;
+        conn.send(CMD_SET_ENCODING, &params, Pending::NoValue)
+            .await?;
+        timeout_at(deadline, conn.read_reply())
+            .await
+            .map_err(|_| Error::Timeout {
+                operation: "setting the string encoding",
+                after,
+            })??;
         let pid = timeout_at(
             deadline,
             conn.eval("{ .Internal(seterrmessage('')); Sys.getpid() }"),

@@ -20,6 +20,8 @@ pub const CMD_VOID_EVAL: u32 = 0x002;
 pub const CMD_EVAL: u32 = 0x003;
 /// `CMD_setSEXP`: parameters `DT_STRING` (symbol name) and `DT_SEXP` (value).
 pub const CMD_SET_SEXP: u32 = 0x020;
+/// `CMD_setEncoding`: parameter `DT_STRING`, one of `"native"`, `"latin1"`, `"utf8"`.
+pub const CMD_SET_ENCODING: u32 = 0x082;
 
 // ---- responses ----
 /// `CMD_RESP`: flag set on every response.

@@ -39,6 +39,8 @@ pub struct FixtureConfig {
     pub username: String,
     /// Its password.
     pub password: String,
+    /// Rserve's `encoding` setting; `None` leaves the server default (native).
+    pub encoding: Option<String>,
     /// Extra Rserve configuration lines (e.g. `"maxinbuf 1024"`, `"source /x.R"`).
     pub extra_config: Vec<String>,
 }
@@ -48,6 +50,7 @@ impl Default for FixtureConfig {
         FixtureConfig {
             username: "rsession".into(),
             password: "test-password-é".into(),
+            encoding: Some("utf8".into()),
             extra_config: Vec::new(),
         }
     }
@@ -78,10 +81,13 @@ impl RserveFixture {
         std::fs::create_dir(&workdir)?;
         let mut conf = format!(
             "port {port}\nremote disable\nauth required\nplaintext enable\npwdfile {}\n\
-             encoding utf8\ninteractive no\nworkdir {}\n",
+             interactive no\nworkdir {}\n",
             pwdfile.display(),
             workdir.display()
         );
+        if let Some(enc) = &config.encoding {
+            conf.push_str(&format!("encoding {enc}\n"));
+        }
         for line in &config.extra_config {
             conf.push_str(line);
             conf.push('\n');

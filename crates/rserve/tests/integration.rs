@@ -626,3 +626,25 @@ async fn nesting_beyond_the_depth_limit_is_a_decode_error() {
     assert!(!err.is_connection_lost());
     assert_eq!(c.eval("3L").await.unwrap().as_i32(), Some(3));
 }
+
+#[tokio::test]
+async fn strings_are_utf8_whatever_the_server_encoding_setting() {
+    // No `encoding` line: Rserve's default is native. The client asks for UTF-8 itself.
+    let fx = RserveFixture::start_with(rserve::testing::FixtureConfig {
+        encoding: None,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut c = connect(&fx).await;
+    let x = c
+        .eval("c(iconv('caf\\u00e9', 'UTF-8', 'latin1'), '\\u4e2d\\u6587')")
+        .await
+        .unwrap();
+    assert_eq!(
+        x.as_strings().unwrap(),
+        &[Some("café".into()), Some("中文".into())]
+    );
+    c.assign("s", &Sexp::string("naïve 🙂")).await.unwrap();
+    let n = c.eval("c(nchar(s), Encoding(s) == 'UTF-8')").await.unwrap();
+    assert_eq!(n.as_i32s(), Some(&[7, 1][..]));
+}
