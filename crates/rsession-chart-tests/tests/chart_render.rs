@@ -414,6 +414,12 @@ fn mcp_environment_is_accepted_by_rsession_mcp() {
         "Kubernetes",
         "the in-cluster frontend uses the kubernetes backend"
     );
+    assert_eq!(
+        format!("{:?}", args.auth),
+        "Some(Kubernetes)",
+        "callers are authenticated"
+    );
+    assert_eq!(args.namespace.as_deref(), Some("rsession-sessions"));
     assert_eq!(args.listen.port(), 8080);
     assert!(
         args.listen.ip().is_unspecified(),
