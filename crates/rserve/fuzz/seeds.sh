@@ -26,5 +26,6 @@ printf "$raw_large" > "$d/seed-raw-large"
 printf "$na_real" > "$d/seed-na-real"
 printf "$strs" > "$d/seed-strings"
 printf '\x0a\x24\x00\x00'"$named_list" > "$d/seed-dt-sexp"
-printf "$id_auth$ok_empty$ok_pid$ok_two$err_r$ok_msg" > "$d/seed-session-auth"
-printf "$id_open$ok_pid$err_r$ok_msg$ok_two" > "$d/seed-session-open"
+# Connect: ID string, [login OK], setEncoding OK, Sys.getpid(); then two evals.
+printf "$id_auth$ok_empty$ok_empty$ok_pid$ok_two$err_r$ok_msg" > "$d/seed-session-auth"
+printf "$id_open$ok_empty$ok_pid$err_r$ok_msg$ok_two" > "$d/seed-session-open"

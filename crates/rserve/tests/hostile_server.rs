@@ -43,7 +43,8 @@ fn pair() -> (DuplexStream, tokio::io::WriteHalf<DuplexStream>) {
 async fn connected(script: &[u8]) -> (Connection, tokio::io::WriteHalf<DuplexStream>) {
     let (client, mut server) = pair();
     server.write_all(ID_OPEN).await.unwrap();
-    server.write_all(&int_reply(4242)).await.unwrap();
+    server.write_all(&packet(RESP_OK, &[])).await.unwrap(); // CMD_setEncoding
+    server.write_all(&int_reply(4242)).await.unwrap(); // Sys.getpid()
     server.write_all(script).await.unwrap();
     let conn = Connection::connect_stream(client, &ConnectOptions::default())
         .await
