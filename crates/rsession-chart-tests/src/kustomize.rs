@@ -67,13 +67,17 @@ pub fn generate(tools: &Tools) -> Result<Vec<GeneratedFile>> {
         if kind == Some("CustomResourceDefinition") || elsewhere.contains(&object_key(&object)) {
             continue;
         }
+        // The sessions namespace and what lives in it; the operator's objects; the rest is the
+        // MCP frontend and its callers' ClusterRole.
         let component = object
             .pointer("/metadata/labels/app.kubernetes.io~1component")
             .and_then(Value::as_str);
+        let in_sessions_namespace = kind == Some("Namespace")
+            || (component.is_none() && object.pointer("/metadata/namespace").is_some());
         let bucket = match component {
+            _ if in_sessions_namespace => 0,
             Some("operator") => 1,
-            Some("mcp") => 2,
-            _ => 0,
+            _ => 2,
         };
         buckets[bucket].1.push(object);
     }

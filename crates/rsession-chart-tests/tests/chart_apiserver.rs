@@ -14,6 +14,7 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
 use kube::runtime::wait::await_condition;
@@ -277,12 +278,17 @@ async fn allowed(
         Some((r, s)) => (r, Some(s.to_owned())),
         None => (resource, None),
     };
+    let sa_namespace = user
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split(':').next())
+        .expect("a ServiceAccount user name");
     let review = SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
             user: Some(user.into()),
+            // The groups the apiserver gives a ServiceAccount's token.
             groups: Some(vec![
                 "system:serviceaccounts".into(),
-                "system:serviceaccounts:rsession-system".into(),
+                format!("system:serviceaccounts:{sa_namespace}"),
                 "system:authenticated".into(),
             ]),
             resource_attributes: Some(ResourceAttributes {
@@ -503,6 +509,8 @@ async fn helm_install_and_noop_upgrade() {
     };
     let out = helm("install").unwrap_or_else(|e| panic!("helm install: {e}"));
     assert!(out.contains("STATUS: deployed"), "{out}");
+    // NOTES.txt tells how to grant an agent access, naming this release's user role.
+    assert!(out.contains("--clusterrole=second-rsession-user"), "{out}");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "second-system");
     let before = deployments
         .list(&ListParams::default())
@@ -523,4 +531,71 @@ async fn helm_install_and_noop_upgrade() {
             "{name} changed on a same-values upgrade"
         );
     }
+}
+
+/// An agent's ServiceAccount bound (RoleBinding in the sessions namespace) to the chart's
+/// `rsession-user` ClusterRole passes the frontend's SubjectAccessReview for RSessions there,
+/// and nowhere else, and gets no Secrets.
+#[tokio::test]
+async fn user_cluster_role_grants_an_agent_rsessions_in_the_sessions_namespace() {
+    installed().await;
+    let client = client(control_plane().await);
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "agent-rsessions", "namespace": SESSIONS_NAMESPACE},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "rsession-user"},
+        "subjects": [{"kind": "ServiceAccount", "name": "agent", "namespace": "agents"}]
+    }))
+    .expect("RoleBinding");
+    Api::<RoleBinding>::namespaced(client.clone(), SESSIONS_NAMESPACE)
+        .patch(
+            "agent-rsessions",
+            &PatchParams::apply("chart-test").force(),
+            &Patch::Apply(&binding),
+        )
+        .await
+        .expect("bind the agent");
+    check_rights(
+        "system:serviceaccount:agents:agent",
+        &[
+            (
+                true,
+                "create",
+                "rsession.dev",
+                "rsessions",
+                Some(SESSIONS_NAMESPACE),
+            ),
+            (
+                true,
+                "list",
+                "rsession.dev",
+                "rsessions",
+                Some(SESSIONS_NAMESPACE),
+            ),
+            (
+                true,
+                "delete",
+                "rsession.dev",
+                "rsessions",
+                Some(SESSIONS_NAMESPACE),
+            ),
+            (
+                false,
+                "create",
+                "rsession.dev",
+                "rsessions",
+                Some("default"),
+            ),
+            (false, "get", "", "secrets", Some(SESSIONS_NAMESPACE)),
+            (
+                false,
+                "patch",
+                "rsession.dev",
+                "rsessions/status",
+                Some(SESSIONS_NAMESPACE),
+            ),
+        ],
+    )
+    .await;
 }
