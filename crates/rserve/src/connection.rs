@@ -72,6 +72,22 @@ const READ_CHUNK: usize = 64 * 1024;
 /// `assign` values) are written as header + parameters without copying the parameters.
 const COALESCE_LIMIT: usize = 64 * 1024;
 
+/// For a reply body that is `DT_SEXP(XT_RAW)` without attributes, the byte range of the raw
+/// data within `body`; `None` for anything else (decoded the general way).
+fn raw_reply_range(body: &[u8]) -> Option<std::ops::Range<usize>> {
+    let (dt, dt_len, dt_head) = get_head(body, DT_LARGE)?;
+    let (xt, xt_len, xt_head) = get_head(body.get(dt_head..)?, XT_LARGE)?;
+    if dt != DT_SEXP || xt != XT_RAW || dt_len != xt_head as u64 + xt_len {
+        return None;
+    }
+    let count_at = dt_head + xt_head;
+    let count = i32::from_le_bytes(body.get(count_at..count_at + 4)?.try_into().ok()?);
+    let start = count_at + 4;
+    let end = start.checked_add(usize::try_from(count).ok()?)?;
+    let sexp_end = usize::try_from(dt_len).ok()?.checked_add(dt_head)?;
+    (sexp_end <= body.len() && end <= sexp_end).then_some(start..end)
+}
+
 async fn write_request(
     stream: &mut Box<dyn Transport>,
     cmd: u32,
@@ -426,7 +442,17 @@ impl Connection {
             let body = &packet[HEADER_LEN..];
             if cmd & 0xffffff == RESP_OK {
                 return match pending {
-                    Pending::Eval => decode_reply_sexp(body, self.limits),
+                    Pending::Eval => match raw_reply_range(body) {
+                        // A bare raw vector (file contents, serialized objects) reuses the
+                        // packet buffer instead of copying it.
+                        Some(range) => {
+                            let mut bytes = packet;
+                            bytes.truncate(HEADER_LEN + range.end);
+                            bytes.drain(..HEADER_LEN + range.start);
+                            Ok(Sexp::from(crate::sexp::Value::Raw(bytes)))
+                        }
+                        None => decode_reply_sexp(body, self.limits),
+                    },
                     Pending::NoValue => Ok(Sexp::NULL),
                     Pending::ErrorMessage { status } => {
                         let msg = decode_reply_sexp(body, self.limits)?;
@@ -608,6 +634,33 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_fast_path_agrees_with_the_decoder() {
+        let mut body = Vec::new();
+        put_sexp_param(&mut body, &Sexp::from(vec![1u8, 2, 3, 4, 5])).unwrap();
+        let with_attr = Sexp::from(vec![9u8]).with_attr("class", Sexp::string("x"));
+        let mut attr_body = Vec::new();
+        put_sexp_param(&mut attr_body, &with_attr).unwrap();
+        assert_eq!(raw_reply_range(&attr_body), None);
+        assert_eq!(
+            raw_reply_range(&body).map(|r| body[r].to_vec()),
+            Some(vec![1, 2, 3, 4, 5])
+        );
+        // Every truncation or corrupted count: the fast path never claims bytes the decoder
+        // would reject, and agrees with it when it does claim them.
+        for cut in 0..body.len() {
+            assert_eq!(raw_reply_range(&body[..cut]), None, "cut {cut}");
+        }
+        for count in [0i32, 4, 5, 6, 8, -1, i32::MAX] {
+            let mut b = body.clone();
+            b[8..12].copy_from_slice(&count.to_le_bytes());
+            if let Some(r) = raw_reply_range(&b) {
+                let decoded = decode_reply_sexp(&b, DecodeLimits::default()).unwrap();
+                assert_eq!(decoded.as_raw(), Some(&b[r]));
+            }
+        }
+    }
 
     #[test]
     fn debug_output_redacts_the_password() {
