@@ -52,6 +52,19 @@ async fn call(
     Ok(r)
 }
 
+async fn execute(
+    client: &RunningService<RoleClient, ()>,
+    sid: &str,
+    code: &str,
+) -> anyhow::Result<CallToolResult> {
+    call(
+        client,
+        "execute_in_session",
+        json!({"session_id": sid, "code": code}),
+    )
+    .await
+}
+
 fn text(r: &CallToolResult) -> String {
     r.content
         .iter()
@@ -129,12 +142,7 @@ summary_by_region <- sales |>
   arrange(desc(revenue))
 print(summary_by_region)
 cat("total revenue:", format(sum(sales$units * sales$price), big.mark = ","), "\n")"#;
-    let r = call(
-        &client,
-        "execute_in_session",
-        json!({"session_id": sid, "code": code}),
-    )
-    .await?;
+    let r = execute(&client, &sid, code).await?;
     print!("{}", text(&r));
 
     println!("\n== draw a ggplot");
@@ -145,12 +153,7 @@ sales |>
   ggplot(aes(region, revenue, fill = product)) +
   geom_col() +
   labs(title = "Revenue by region and product, February 2024", x = NULL, y = "revenue")"#;
-    let r = call(
-        &client,
-        "execute_in_session",
-        json!({"session_id": sid, "code": code}),
-    )
-    .await?;
+    let r = execute(&client, &sid, code).await?;
     print!("{}", text(&r));
     let mut saved = 0;
     for c in &r.content {
@@ -173,12 +176,7 @@ sales |>
     }
 
     println!("\n== state persists: the summary is still there");
-    let r = call(
-        &client,
-        "execute_in_session",
-        json!({"session_id": sid, "code": "summary_by_region$region[1]"}),
-    )
-    .await?;
+    let r = execute(&client, &sid, "summary_by_region$region[1]").await?;
     print!("{}", text(&r));
 
     let r = call(&client, "list_session_files", json!({"session_id": sid})).await?;

@@ -8,18 +8,26 @@ use common::{OWNER, build_local_repo, fixture};
 use rsession_mcp::errors::ErrorCode;
 use rsession_mcp::harness::{Event, ExecStatus, png_dimensions};
 use rsession_mcp::render::render_text;
+use rsession_mcp::session::{ExecReport, SessionManager};
+
+/// Run `code` with the default limits and expect a result.
+async fn run(m: &SessionManager, sid: &str, code: &str) -> ExecReport {
+    m.execute(OWNER, sid, code, None, None)
+        .await
+        .unwrap_or_else(|e| panic!("{code}: {e:?}"))
+}
 
 #[tokio::test]
 async fn state_persists_and_events_keep_their_order() {
     let f = fixture(|_| {}).await;
     let m = &f.manager;
     let sid = m.create(OWNER).await.unwrap().session_id;
-    let r = m.execute(OWNER, &sid, "x <- 40", None, None).await.unwrap();
+    let r = run(m, &sid, "x <- 40").await;
     assert_eq!(r.outcome.status, ExecStatus::Ok);
     assert!(r.outcome.events.is_empty(), "{:?}", r.outcome.events);
 
     let code = "cat('out1\\n')\nmessage('msg1')\nwarning('warn1')\nx + 2\nf <- function() stop('boom')\nf()\ncat('never\\n')";
-    let r = m.execute(OWNER, &sid, code, None, None).await.unwrap();
+    let r = run(m, &sid, code).await;
     assert_eq!(r.outcome.status, ExecStatus::Error);
     assert_eq!(
         r.outcome.events,
@@ -39,16 +47,7 @@ async fn state_persists_and_events_keep_their_order() {
         ]
     );
     // a warning inside a function keeps its call and is not an error
-    let r = m
-        .execute(
-            OWNER,
-            &sid,
-            "g <- function(v) as.integer(v); g('a')",
-            None,
-            None,
-        )
-        .await
-        .unwrap();
+    let r = run(m, &sid, "g <- function(v) as.integer(v); g('a')").await;
     assert_eq!(r.outcome.status, ExecStatus::Ok);
     assert!(
         matches!(&r.outcome.events[0], Event::Warning { message, call: Some(c) } if message.contains("NAs introduced") && c.contains("g(")),
@@ -146,10 +145,7 @@ async fn plots_come_back_as_png_pages() {
 async fn sleep_past_the_deadline_is_interrupted_and_the_session_answers() {
     let f = fixture(|_| {}).await;
     let sid = f.manager.create(OWNER).await.unwrap().session_id;
-    f.manager
-        .execute(OWNER, &sid, "kept <- 'yes'", None, None)
-        .await
-        .unwrap();
+    run(&f.manager, &sid, "kept <- 'yes'").await;
     for code in ["cat('before\\n'); Sys.sleep(60)", "repeat {}"] {
         let t = Instant::now();
         let e = f
@@ -195,15 +191,7 @@ async fn quit_and_kill_lose_the_session_and_the_next_call_starts_fresh() {
     let f = fixture(|_| {}).await;
     let m = &f.manager;
     let sid = m.create(OWNER).await.unwrap().session_id;
-    m.execute(
-        OWNER,
-        &sid,
-        "x <- 1; writeLines('kept', 'file.txt')",
-        None,
-        None,
-    )
-    .await
-    .unwrap();
+    run(m, &sid, "x <- 1; writeLines('kept', 'file.txt')").await;
 
     let e = m
         .execute(OWNER, &sid, "quit('no')", None, None)
@@ -211,16 +199,7 @@ async fn quit_and_kill_lose_the_session_and_the_next_call_starts_fresh() {
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::SessionLost, "{e:?}");
     assert!(e.code.retryable());
-    let r = m
-        .execute(
-            OWNER,
-            &sid,
-            "exists('x'); readLines('file.txt')",
-            None,
-            None,
-        )
-        .await
-        .unwrap();
+    let r = run(m, &sid, "exists('x'); readLines('file.txt')").await;
     let notice = r.state_reset_notice.clone().expect("reset notice");
     assert!(
         notice.contains("R state was reset") && notice.contains("files in the workspace survived"),
@@ -235,10 +214,7 @@ async fn quit_and_kill_lose_the_session_and_the_next_call_starts_fresh() {
     );
 
     // a killed R process (SIGKILL from outside)
-    let r = m
-        .execute(OWNER, &sid, "cat(Sys.getpid())", None, None)
-        .await
-        .unwrap();
+    let r = run(m, &sid, "cat(Sys.getpid())").await;
     let pid = match &r.outcome.events[0] {
         Event::Stdout(p) => p.clone(),
         other => panic!("{other:?}"),
@@ -252,11 +228,11 @@ async fn quit_and_kill_lose_the_session_and_the_next_call_starts_fresh() {
     );
     let e = m.execute(OWNER, &sid, "1", None, None).await.unwrap_err();
     assert_eq!(e.code, ErrorCode::SessionLost, "{e:?}");
-    let r = m.execute(OWNER, &sid, "1 + 1", None, None).await.unwrap();
+    let r = run(m, &sid, "1 + 1").await;
     assert!(r.state_reset_notice.is_some());
     assert_eq!(r.outcome.events, vec![Event::Value("[1] 2\n".into())]);
     // the notice is given once
-    let r = m.execute(OWNER, &sid, "2", None, None).await.unwrap();
+    let r = run(m, &sid, "2").await;
     assert!(r.state_reset_notice.is_none());
 }
 
@@ -432,10 +408,7 @@ async fn workspace_files_stay_inside() {
         "{names:?}"
     );
     // code sees the same files, in its working directory
-    let r = m
-        .execute(OWNER, &sid, "read.csv('data/a.csv')$y", None, None)
-        .await
-        .unwrap();
+    let r = run(m, &sid, "read.csv('data/a.csv')$y").await;
     assert_eq!(r.outcome.events, vec![Event::Value("[1] 2\n".into())]);
 
     for bad in ["../escape.txt", "/etc/passwd", "a/../../x", "~/x"] {
@@ -454,15 +427,12 @@ async fn workspace_files_stay_inside() {
         );
     }
     // symlinks made by code that point out of the workspace are refused by the R-side check
-    m.execute(
-        OWNER,
+    run(
+        m,
         &sid,
         "file.symlink('/etc', 'etc_link'); file.symlink('/tmp', 'tmp_link')",
-        None,
-        None,
     )
-    .await
-    .unwrap();
+    .await;
     let e = m
         .read_file(OWNER, &sid, "etc_link/hostname", None)
         .await
@@ -475,15 +445,7 @@ async fn workspace_files_stay_inside() {
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidArgument, "{e:?}");
     assert!(!std::path::Path::new("/tmp/planted.txt").exists());
-    m.execute(
-        OWNER,
-        &sid,
-        "file.symlink('/nonexistent/target', 'dangling')",
-        None,
-        None,
-    )
-    .await
-    .unwrap();
+    run(m, &sid, "file.symlink('/nonexistent/target', 'dangling')").await;
     let e = m
         .write_file(OWNER, &sid, "dangling", b"x", true)
         .await
@@ -509,27 +471,15 @@ async fn close_removes_the_workspace_and_reset_keeps_files() {
     let sid = info.session_id.clone();
     let ws = std::path::PathBuf::from(info.workspace.clone().unwrap());
     assert!(ws.is_dir());
-    m.execute(
-        OWNER,
-        &sid,
-        "x <- 1; writeLines('a', 'keep.txt')",
-        None,
-        None,
-    )
-    .await
-    .unwrap();
+    run(m, &sid, "x <- 1; writeLines('a', 'keep.txt')").await;
     let notice = m.reset(OWNER, &sid).await.unwrap();
     assert!(notice.contains("reset"));
-    let r = m
-        .execute(
-            OWNER,
-            &sid,
-            "exists('x'); file.exists('keep.txt'); basename(getwd())",
-            None,
-            None,
-        )
-        .await
-        .unwrap();
+    let r = run(
+        m,
+        &sid,
+        "exists('x'); file.exists('keep.txt'); basename(getwd())",
+    )
+    .await;
     assert_eq!(
         render_text(&r.outcome),
         format!("[1] FALSE\n[1] TRUE\n[1] \"{sid}\"\n")
@@ -589,16 +539,12 @@ async fn install_package_from_a_local_repository_into_the_session_library() {
         "{}",
         render_text(&r.outcome)
     );
-    let r = m
-        .execute(
-            OWNER,
-            &sid,
-            "library(rsessiontest); hello(); find.package('rsessiontest')",
-            None,
-            None,
-        )
-        .await
-        .unwrap();
+    let r = run(
+        m,
+        &sid,
+        "library(rsessiontest); hello(); find.package('rsessiontest')",
+    )
+    .await;
     let text = render_text(&r.outcome);
     assert!(text.contains("hello from rsessiontest"), "{text}");
     assert!(
