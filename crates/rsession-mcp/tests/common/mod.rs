@@ -68,6 +68,32 @@ pub fn peak_rss_bytes(pid: u32) -> u64 {
     kb * 1024
 }
 
+/// Child process ids of `pid` (from `/proc/<pid>/task/*/children`).
+pub fn child_pids(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(c) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(c.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
 /// Build a one-function package `rsessiontest` (hello() returns a string)
 /// into a CRAN-like repository under `dir`; returns the `file://` URL.
 pub fn build_local_repo(dir: &Path) -> String {
@@ -250,14 +276,32 @@ impl Client {
         .await
     }
 
-    /// Close the client; for HTTP also stop the server with SIGTERM and wait.
+    /// Close the client; for HTTP also stop the server with SIGTERM. Either
+    /// way the server must shut down and stop the Rserve it started.
     pub async fn stop(mut self) {
+        let rserve: Vec<u32> = child_pids(self.pid)
+            .into_iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|n| n.trim() == "Rserve")
+            })
+            .collect();
+        assert_eq!(rserve.len(), 1, "the server runs its own Rserve");
         let _ = self.service.cancel().await;
         if let Some(mut child) = self.http_child.take() {
             let _ = std::process::Command::new("kill")
                 .args(["-TERM", &child.id().unwrap_or(0).to_string()])
                 .status();
             let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while alive(rserve[0]) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "embedded Rserve {} still running after shutdown",
+                rserve[0]
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
