@@ -62,7 +62,16 @@ pub struct Context {
     pub config: OperatorConfig,
     /// Consecutive transient failures per RSession, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<RSession>, u32>>,
+    /// The status this replica last wrote, by RSession uid. The controller's cache can lag our
+    /// own status writes by a watch round trip; a reconcile started in that window (for example
+    /// by the new pod's watch event) must not recompute from the older status, or it would
+    /// count a pod replacement twice or drop a condition. Entries older than
+    /// [`WRITTEN_STATUS_TTL`] are ignored and pruned: by then the cache has caught up.
+    written: Mutex<HashMap<String, (Instant, RSessionStatus)>>,
 }
+
+/// How long a status this replica wrote is preferred over the controller cache's copy.
+pub const WRITTEN_STATUS_TTL: Duration = Duration::from_secs(60);
 
 impl Context {
     /// Creates a context; events are reported as controller `rsession-operator` with
@@ -86,7 +95,28 @@ impl Context {
             metrics,
             config,
             failures: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The freshest known status of `rs`: the one this replica wrote within
+    /// [`WRITTEN_STATUS_TTL`], else the one on the object.
+    pub fn current_status(&self, rs: &RSession) -> Option<RSessionStatus> {
+        let uid = rs.metadata.uid.as_deref()?;
+        let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        match written.get(uid) {
+            Some((at, status)) if at.elapsed() < WRITTEN_STATUS_TTL => Some(status.clone()),
+            _ => rs.status.clone(),
+        }
+    }
+
+    fn remember_status(&self, rs: &RSession, status: &RSessionStatus) {
+        let Some(uid) = rs.metadata.uid.clone() else {
+            return;
+        };
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        written.retain(|_, (at, _)| at.elapsed() < WRITTEN_STATUS_TTL);
+        written.insert(uid, (Instant::now(), status.clone()));
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<RSession>, u32>> {
@@ -212,19 +242,22 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
         None => None,
     };
 
+    let previous_status = ctx.current_status(rs);
+    let previous = previous_status.as_ref();
+
     // validate
     let session = match validate(rs, &ctx.config, database_secret.as_ref()) {
         Ok(s) => s,
         Err(e) => {
             let observed = Observed {
                 generation: rs.metadata.generation,
-                previous: rs.status.as_ref(),
+                previous,
                 spec_error: Some((e.reason(), e.to_string())),
-                pod_name: rs.status.as_ref().and_then(|s| s.pod_name.clone()),
+                pod_name: previous.and_then(|s| s.pod_name.clone()),
                 now,
                 ..Observed::default()
             };
-            write_status(rs, ctx, &rsessions, &status::compute(&observed)).await?;
+            write_status(rs, ctx, &rsessions, previous, &status::compute(&observed)).await?;
             return Err(e.into());
         }
     };
@@ -236,7 +269,6 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
         .items;
 
     // decide (pure)
-    let previous = rs.status.as_ref();
     let recorded_pod = previous.and_then(|s| s.pod_name.as_deref()).and_then(|n| {
         session_pods
             .iter()
@@ -347,7 +379,7 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
         now,
     };
     let new_status = status::compute(&observed);
-    write_status(rs, ctx, &rsessions, &new_status).await?;
+    write_status(rs, ctx, &rsessions, previous, &new_status).await?;
     if let Some(old) = &plan.replaced {
         publish(
             ctx,
@@ -376,9 +408,10 @@ async fn write_status(
     rs: &RSession,
     ctx: &Context,
     api: &Api<RSession>,
+    previous: Option<&RSessionStatus>,
     new: &RSessionStatus,
 ) -> Result<(), Error> {
-    if rs.status.as_ref() == Some(new) {
+    if previous == Some(new) {
         return Ok(());
     }
     let patch = StatusApply {
@@ -388,7 +421,8 @@ async fn write_status(
     };
     api.patch_status(&rs.name_any(), &apply_params(), &Patch::Apply(&patch))
         .await?;
-    let old_phase = rs.status.as_ref().and_then(|s| s.phase);
+    ctx.remember_status(rs, new);
+    let old_phase = previous.and_then(|s| s.phase);
     if old_phase != new.phase
         && let Some(phase) = new.phase
     {

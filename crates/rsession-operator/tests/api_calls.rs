@@ -561,6 +561,57 @@ async fn pod_deleted_by_hand_is_recreated_with_a_state_reset() {
     .expect("reconcile succeeds");
 }
 
+/// The controller cache lags our own status write: a second reconcile that still sees the old
+/// status (podName s-1) must neither count the replacement again nor write status again.
+#[tokio::test]
+async fn stale_cached_status_does_not_double_count_a_state_reset() {
+    let (ctx, mut v) = context();
+    let pod_created = now() - SignedDuration::from_mins(4);
+    let mut rs = rsession("s");
+    rs.status = Some(ready_status("s", pod_created));
+    let stale = Arc::new(rs);
+    let verifier = tokio::spawn(async move {
+        v.next(
+            Method::GET,
+            &format!("/api/v1/namespaces/{NS}/secrets/s-credentials"),
+        )
+        .await
+        .reply(StatusCode::OK, &credentials("s", PASSWORD));
+        v.next(Method::GET, &format!("/api/v1/namespaces/{NS}/pods"))
+            .await
+            .reply(StatusCode::OK, &pod_list(vec![]));
+        v.apply_children("s").await;
+        let create = v.apply(&format!("/api/v1/namespaces/{NS}/pods/s-2")).await;
+        let mut pod = create.body.clone();
+        pod["metadata"]["uid"] = json!("uid-s-2");
+        pod["metadata"]["creationTimestamp"] = json!(now().to_string());
+        create.reply(StatusCode::OK, &pod);
+        v.event("PodCreated").await;
+        assert_eq!(v.status("s").await["stateResets"], 1);
+        v.event("StateReset").await;
+        // Second reconcile, same stale object: the new pod is listed, nothing else changes.
+        v.next(
+            Method::GET,
+            &format!("/api/v1/namespaces/{NS}/secrets/s-credentials"),
+        )
+        .await
+        .reply(StatusCode::OK, &credentials("s", PASSWORD));
+        v.next(Method::GET, &format!("/api/v1/namespaces/{NS}/pods"))
+            .await
+            .reply(StatusCode::OK, &pod_list(vec![pod]));
+        v.apply_children("s").await;
+        v.done().await;
+    });
+    reconcile(stale.clone(), ctx.clone())
+        .await
+        .expect("first reconcile");
+    reconcile(stale, ctx).await.expect("second reconcile");
+    tokio::time::timeout(Duration::from_secs(20), verifier)
+        .await
+        .expect("finished")
+        .expect("scenario passed");
+}
+
 #[tokio::test]
 async fn deleting_rsession_makes_no_api_calls() {
     let (ctx, v) = context();
