@@ -274,3 +274,43 @@ async fn concurrent_call_through_mcp_gets_session_busy() {
     assert_eq!(structured(&busy)["retryable"], true);
     c.stop().await;
 }
+
+#[tokio::test]
+async fn stdio_against_a_given_rserve_endpoint_with_credentials() {
+    let rserve = rsession_mcp::local_rserve::LocalRserve::start(&Default::default())
+        .await
+        .expect("Rserve");
+    let pwfile = rserve.dir().join("client-password");
+    std::fs::write(&pwfile, format!("{}\n", rserve.credentials().password)).unwrap();
+    let root = rserve.dir().join("given-root");
+    let c = stdio_client(&[
+        "--rserve",
+        rserve.addr(),
+        "--rserve-user",
+        &rserve.credentials().username,
+        "--rserve-password-file",
+        &pwfile.display().to_string(),
+        "--workspace-root",
+        &root.display().to_string(),
+    ])
+    .await;
+    let sid = c.create_session().await;
+    let r = c.exec(&sid, "getwd()").await;
+    assert_eq!(text(&r), format!("[1] \"{}/{sid}\"\n", root.display()));
+    c.stop().await;
+    // a wrong password is backend_unavailable, not a crash
+    std::fs::write(&pwfile, "wrong\n").unwrap();
+    let c = stdio_client(&[
+        "--rserve",
+        rserve.addr(),
+        "--rserve-user",
+        "rsession",
+        "--rserve-password-file",
+        &pwfile.display().to_string(),
+    ])
+    .await;
+    let r = c.call("create_session", json!({})).await;
+    assert_eq!(error_code(&r), "backend_unavailable");
+    c.stop().await;
+    rserve.stop().await;
+}

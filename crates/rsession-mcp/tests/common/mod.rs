@@ -164,6 +164,8 @@ pub struct Client {
     pub pid: u32,
     /// For HTTP: the server child, stopped with SIGTERM on [`Client::stop`].
     http_child: Option<tokio::process::Child>,
+    /// Flags the server was started with.
+    extra_args: Vec<String>,
 }
 
 /// Spawn the server over stdio with `extra` flags and connect rmcp's client.
@@ -182,6 +184,7 @@ pub async fn stdio_client(extra: &[&str]) -> Client {
         service,
         pid,
         http_child: None,
+        extra_args: extra,
     }
 }
 
@@ -226,6 +229,7 @@ pub async fn http_client(extra: &[&str]) -> (Client, String) {
             service,
             pid,
             http_child: Some(child),
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
         },
         base,
     )
@@ -286,7 +290,12 @@ impl Client {
                     .is_ok_and(|n| n.trim() == "Rserve")
             })
             .collect();
-        assert_eq!(rserve.len(), 1, "the server runs its own Rserve");
+        let embedded = !self.extra_args.iter().any(|a| a == "--rserve");
+        assert_eq!(
+            rserve.len(),
+            usize::from(embedded),
+            "the server runs its own Rserve unless given --rserve"
+        );
         let _ = self.service.cancel().await;
         if let Some(mut child) = self.http_child.take() {
             let _ = std::process::Command::new("kill")
@@ -295,7 +304,7 @@ impl Client {
             let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while alive(rserve[0]) {
+        while rserve.first().is_some_and(|&p| alive(p)) {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "embedded Rserve {} still running after shutdown",
