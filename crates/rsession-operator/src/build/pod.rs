@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rsession_api::WorkspaceKind;
 use rsession_api::well_known::{self as wk, database_keys};
 
-use super::config_map::{CONFIG_DIR, RSERVE_CONF_KEY, SECRET_DIR};
+use super::config_map::{CONFIG_DIR, PRELOAD_KEY, RSERVE_CONF_KEY, SECRET_DIR};
 use super::{Component, config_map_name, owned_meta, pvc_name, secret_name};
 use crate::config::OperatorConfig;
 use crate::validate::Session;
@@ -47,7 +47,9 @@ pub fn workspace_claim(s: &Session) -> Option<String> {
     })
 }
 
-/// The R command: Rserve in the foreground (`run.Rserve`) with the ConfigMap's Rserve.conf.
+/// The R command: the ConfigMap's preload script, then Rserve in the foreground (`run.Rserve`)
+/// with its Rserve.conf. `run.Rserve` ignores the config's `source` line (only the stand-alone
+/// Rserve binary honours it), so the preload is sourced explicitly in the same R process first.
 pub fn command() -> Vec<String> {
     [
         "R",
@@ -55,7 +57,10 @@ pub fn command() -> Vec<String> {
         "--no-save",
         "--no-restore",
         "-e",
-        &format!("Rserve::run.Rserve(config.file = '{CONFIG_DIR}/{RSERVE_CONF_KEY}')"),
+        &format!(
+            "source('{CONFIG_DIR}/{PRELOAD_KEY}'); \
+             Rserve::run.Rserve(config.file = '{CONFIG_DIR}/{RSERVE_CONF_KEY}')"
+        ),
     ]
     .map(String::from)
     .to_vec()
@@ -473,7 +478,10 @@ mod tests {
             .expect("command")
             .join(" ");
         assert!(
-            cmd.contains("Rserve::run.Rserve(config.file = '/etc/rserve/Rserve.conf')"),
+            cmd.contains(
+                "source('/etc/rserve/preload.R'); \
+                 Rserve::run.Rserve(config.file = '/etc/rserve/Rserve.conf')"
+            ),
             "{cmd}"
         );
     }
