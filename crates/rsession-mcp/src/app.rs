@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
-use crate::config::{Args, BackendKind};
+use crate::auth::{KubeAuth, KubeAuthConfig, LOCAL_OWNER};
+use crate::config::{Args, AuthMode, BackendKind};
 use crate::local_rserve::{LaunchError, LocalRserve, LocalRserveOptions};
 use crate::metrics::Metrics;
 use crate::session::direct::{DirectBackend, RserveTarget};
-use crate::session::{Credentials, SessionManager};
+use crate::session::kubernetes::{KubernetesBackend, KubernetesConfig};
+use crate::session::{Backend, Credentials, SessionManager};
 use crate::tools::RSessionServer;
 
 /// Errors starting the server.
@@ -19,6 +21,9 @@ pub enum StartError {
     /// The local Rserve did not start.
     #[error(transparent)]
     Launch(#[from] LaunchError),
+    /// No Kubernetes client configuration (in-cluster or `KUBECONFIG`).
+    #[error("connecting to Kubernetes: {0}")]
+    Kube(#[from] kube::Error),
 }
 
 /// A started server: shared manager and metrics, and the local Rserve if we own one.
@@ -27,6 +32,12 @@ pub struct App {
     pub manager: Arc<SessionManager>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// HTTP caller authentication (`--auth kubernetes`), to wrap the router
+    /// with [`crate::auth::layer`].
+    pub auth: Option<Arc<KubeAuth>>,
+    /// Owner of the stdio caller's sessions: the cluster identity of the
+    /// kubeconfig (kubernetes backend), else `local`.
+    pub local_owner: String,
     local: Option<LocalRserve>,
 }
 
@@ -36,7 +47,47 @@ impl App {
     pub async fn start(args: &Args) -> Result<App, StartError> {
         let config = args.manager_config().map_err(StartError::Config)?;
         let metrics = Arc::new(Metrics::new());
-        let (backend, local) = match args.backend {
+        let mut auth = None;
+        let mut local_owner = LOCAL_OWNER.to_string();
+        let (backend, local): (Arc<dyn Backend>, _) = match args.backend {
+            BackendKind::Kubernetes => {
+                let kube_config = kube::Config::infer()
+                    .await
+                    .map_err(|e| StartError::Config(format!("no Kubernetes configuration: {e}")))?;
+                let client = kube::Client::try_from(kube_config)?;
+                let namespace = args
+                    .namespace
+                    .clone()
+                    .or_else(|| {
+                        std::env::var("POD_NAMESPACE")
+                            .ok()
+                            .filter(|n| !n.is_empty())
+                    })
+                    .unwrap_or_else(|| client.default_namespace().to_string());
+                let mut k = KubernetesConfig::new(namespace.clone());
+                k.ready_timeout = args.ready_timeout().map_err(StartError::Config)?;
+                if let Some(root) = &args.workspace_root {
+                    k.workspace = root.clone();
+                }
+                if args.auth_mode() == AuthMode::Kubernetes {
+                    let mut a = KubeAuthConfig::new(namespace.clone());
+                    a.audiences = args.token_audiences.clone();
+                    a.cache_ttl = args.auth_cache_ttl().map_err(StartError::Config)?;
+                    auth = Some(Arc::new(KubeAuth::new(client.clone(), a)));
+                }
+                let kubeconfig_user = kube::config::Kubeconfig::read().ok().and_then(|c| {
+                    let context = c.current_context.clone()?;
+                    c.contexts
+                        .iter()
+                        .find(|n| n.name == context)
+                        .and_then(|n| n.context.as_ref())
+                        .and_then(|ctx| ctx.user.clone())
+                });
+                local_owner =
+                    crate::auth::local_identity(&client, kubeconfig_user.as_deref()).await;
+                tracing::info!(%namespace, owner = %local_owner, "kubernetes backend");
+                (Arc::new(KubernetesBackend::new(client, k)), None)
+            }
             BackendKind::Direct if args.rserve.is_empty() => {
                 let local = LocalRserve::start(&LocalRserveOptions {
                     r_binary: args.r_binary.clone(),
@@ -53,7 +104,7 @@ impl App {
                 };
                 let backend = DirectBackend::new(vec![target], root)
                     .map_err(|e| StartError::Config(e.message))?;
-                (backend, Some(local))
+                (Arc::new(backend), Some(local))
             }
             BackendKind::Direct => {
                 let credentials = match (&args.rserve_user, &args.rserve_password_file) {
@@ -87,17 +138,20 @@ impl App {
                     .unwrap_or_else(|| "/tmp/rsession-workspaces".into());
                 let backend =
                     DirectBackend::new(targets, root).map_err(|e| StartError::Config(e.message))?;
-                (backend, None)
+                (Arc::new(backend), None)
             }
         };
-        let manager = Arc::new(SessionManager::new(
-            Arc::new(backend),
-            config,
-            metrics.clone(),
-        ));
+        if auth.is_none() && args.auth_mode() == AuthMode::Kubernetes {
+            return Err(StartError::Config(
+                "--auth kubernetes needs --backend kubernetes (the reviews use its cluster connection)".into(),
+            ));
+        }
+        let manager = Arc::new(SessionManager::new(backend, config, metrics.clone()));
         Ok(App {
             manager,
             metrics,
+            auth,
+            local_owner,
             local,
         })
     }

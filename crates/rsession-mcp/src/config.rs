@@ -23,6 +23,20 @@ pub enum BackendKind {
     /// Rserve endpoints given with `--rserve`, or (without `--rserve`) a local
     /// Rserve started and stopped by this server. Not a sandbox.
     Direct,
+    /// One RSession object per session in `--namespace`, run by
+    /// rsession-operator as a locked-down pod; credentials from the cluster
+    /// (in-cluster service account or `KUBECONFIG`).
+    Kubernetes,
+}
+
+/// How HTTP callers are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// No authentication: every caller is `local` (loopback or trusted networks only).
+    None,
+    /// `Authorization: Bearer <token>` checked with a Kubernetes TokenReview,
+    /// rights with a SubjectAccessReview on RSessions in `--namespace`.
+    Kubernetes,
 }
 
 /// Log line format on stderr.
@@ -118,6 +132,35 @@ pub struct Args {
     )]
     pub package_repo: String,
 
+    /// Namespace of the RSession objects (kubernetes backend). Default: the
+    /// `POD_NAMESPACE` variable, else the kubeconfig's (or service
+    /// account's) namespace.
+    #[arg(long, env = "RSESSION_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Seconds `create_session` waits for an RSession to become Ready before
+    /// answering `session_not_ready` (kubernetes backend).
+    #[arg(long, default_value_t = 120.0, env = "RSESSION_READY_TIMEOUT_SECS")]
+    pub ready_timeout_secs: f64,
+
+    /// HTTP caller authentication. Default: `kubernetes` with the kubernetes
+    /// backend, `none` otherwise.
+    #[arg(long, value_enum, env = "RSESSION_AUTH")]
+    pub auth: Option<AuthMode>,
+
+    /// Audience bearer tokens must carry (TokenReview `spec.audiences`);
+    /// repeatable. Default: the apiserver's own audiences.
+    #[arg(
+        long = "token-audience",
+        env = "RSESSION_TOKEN_AUDIENCES",
+        value_delimiter = ','
+    )]
+    pub token_audiences: Vec<String>,
+
+    /// Seconds TokenReview and SubjectAccessReview answers are reused.
+    #[arg(long, default_value_t = 60.0, env = "RSESSION_AUTH_CACHE_SECS")]
+    pub auth_cache_secs: f64,
+
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text", env = "RSESSION_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -132,6 +175,28 @@ fn secs(s: f64, name: &str) -> Result<Duration, String> {
 }
 
 impl Args {
+    /// The authentication in effect: `--auth`, else `kubernetes` for the
+    /// kubernetes backend over HTTP, else `none`.
+    pub fn auth_mode(&self) -> AuthMode {
+        self.auth.unwrap_or(
+            if self.backend == BackendKind::Kubernetes && self.transport == Transport::Http {
+                AuthMode::Kubernetes
+            } else {
+                AuthMode::None
+            },
+        )
+    }
+
+    /// `--ready-timeout-secs` as a duration.
+    pub fn ready_timeout(&self) -> Result<Duration, String> {
+        secs(self.ready_timeout_secs, "ready-timeout-secs")
+    }
+
+    /// `--auth-cache-secs` as a duration.
+    pub fn auth_cache_ttl(&self) -> Result<Duration, String> {
+        secs(self.auth_cache_secs, "auth-cache-secs")
+    }
+
     /// The session manager settings these flags describe.
     pub fn manager_config(&self) -> Result<ManagerConfig, String> {
         let limits = Limits {
@@ -165,6 +230,27 @@ mod tests {
         let c = a.manager_config().unwrap();
         assert_eq!(c.limits.default_duration, Duration::from_secs(60));
         assert_eq!(c.limits.grace, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn kubernetes_backend_over_http_authenticates_by_default() {
+        let a = Args::try_parse_from([
+            "rsession-mcp",
+            "--backend",
+            "kubernetes",
+            "--transport",
+            "http",
+            "--namespace",
+            "sessions",
+        ])
+        .unwrap();
+        assert_eq!(a.auth_mode(), AuthMode::Kubernetes);
+        assert_eq!(a.namespace.as_deref(), Some("sessions"));
+        assert_eq!(a.ready_timeout().unwrap(), Duration::from_secs(120));
+        let stdio = Args::try_parse_from(["rsession-mcp", "--backend", "kubernetes"]).unwrap();
+        assert_eq!(stdio.auth_mode(), AuthMode::None);
+        let direct = Args::try_parse_from(["rsession-mcp", "--transport", "http"]).unwrap();
+        assert_eq!(direct.auth_mode(), AuthMode::None);
     }
 
     #[test]

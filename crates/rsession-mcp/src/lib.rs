@@ -7,9 +7,11 @@
 //!   serialisation, limits, recovery);
 //! - [`tools`]: the MCP tools (`execute_in_session`, ...);
 //! - [`http`]: streamable HTTP at `/mcp` plus `/healthz`, `/readyz`, `/metrics`;
+//! - [`auth`]: bearer tokens (TokenReview) and RSession rights (SubjectAccessReview);
 //! - [`local_rserve`]: the embedded local Rserve.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod errors;
 pub mod harness;

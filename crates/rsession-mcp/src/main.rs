@@ -58,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
 async fn serve_stdio(app: &App) -> anyhow::Result<()> {
     tracing::info!("serving MCP over stdio");
     let service = app
-        .server("local")
+        .server(&app.local_owner)
         .serve(rmcp::transport::stdio())
         .await
         .context("MCP initialisation over stdio")?;
@@ -78,6 +78,10 @@ async fn serve_http(app: &App, args: &Args) -> anyhow::Result<()> {
         &args.allowed_hosts,
         cancel.clone(),
     );
+    let router = match &app.auth {
+        Some(auth) => rsession_mcp::auth::layer(router, auth.clone()),
+        None => router,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

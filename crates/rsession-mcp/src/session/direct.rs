@@ -139,6 +139,7 @@ impl Backend for DirectBackend {
                     owner: p.owner.clone(),
                     created_at: p.created_at.to_string(),
                     ready: true,
+                    phase: None,
                 })
                 .collect();
             out.sort_by(|a, b| {

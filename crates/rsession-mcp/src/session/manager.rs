@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::paths::check_relative_path;
 use crate::render::render_text;
 use crate::session::conn::{Interrupted, RConn};
-use crate::session::{Backend, Endpoint, WorkspaceCleanup};
+use crate::session::{Backend, Endpoint, Progress, WorkspaceCleanup};
 
 /// Server-wide limits. Per-call limits may lower the defaults but never go
 /// above the maxima.
@@ -120,6 +120,9 @@ pub struct SessionInfo {
     pub workspace: Option<String>,
     /// `R.version.string`.
     pub r_version: Option<String>,
+    /// Backend lifecycle phase where there is one (Kubernetes: the RSession's
+    /// `status.phase`); filled by `list_sessions`.
+    pub phase: Option<String>,
 }
 
 /// The result of `execute_in_session`.
@@ -213,17 +216,43 @@ impl SessionManager {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn find(&self, owner: &str, id: &str) -> Result<Arc<Session>, ToolError> {
-        match self.map().get(id) {
-            Some(s) if s.owner == owner => Ok(s.clone()),
-            _ => Err(ToolError::new(
-                ErrorCode::SessionNotFound,
-                format!(
-                    "no session with id {id:?}; list_sessions shows yours, create_session makes one"
-                ),
-            )
-            .with_details(json!({"session_id": id}))),
+    /// The session `id` of `owner`. A session this process does not hold (it
+    /// was created before a restart of this server, or by another replica or
+    /// `kubectl`) is adopted when the backend knows it for `owner`: its R is
+    /// connected on first use, and that first result says R state was reset.
+    async fn find(&self, owner: &str, id: &str) -> Result<Arc<Session>, ToolError> {
+        let held = self.map().get(id).cloned();
+        match held {
+            Some(s) if s.owner == owner => return Ok(s),
+            Some(_) => return Err(session_not_found(id)),
+            None => {}
         }
+        // Errors: session_not_found (unknown, or another owner's), session_not_ready.
+        self.backend.endpoint(owner, id).await?;
+        let adopted = Arc::new(Session {
+            id: id.to_string(),
+            owner: owner.to_string(),
+            created_at: jiff::Timestamp::now(),
+            slot: Arc::new(Mutex::new(Slot {
+                conn: None,
+                lost: Some(
+                    "this MCP server held no connection to it, e.g. after a restart of the server"
+                        .into(),
+                ),
+                pending_notice: None,
+                workspace: None,
+                r_version: None,
+            })),
+            last_activity: std::sync::Mutex::new(None),
+            executions: AtomicU64::new(0),
+        });
+        let session = self.map().entry(id.to_string()).or_insert(adopted).clone();
+        if session.owner != owner {
+            return Err(session_not_found(id));
+        }
+        self.metrics.set_sessions(self.map().len());
+        tracing::info!(session_id = %id, owner, "session adopted from the backend");
+        Ok(session)
     }
 
     fn lock(&self, session: &Arc<Session>) -> Result<OwnedMutexGuard<Slot>, ToolError> {
@@ -275,6 +304,16 @@ impl SessionManager {
     ///
     /// Errors: `backend_unavailable`, `forbidden` (session limit reached).
     pub async fn create(&self, owner: &str) -> Result<SessionInfo, ToolError> {
+        self.create_with_progress(owner, &Progress::none()).await
+    }
+
+    /// [`SessionManager::create`], reporting the backend's steps (and the
+    /// final connect) to `progress`.
+    pub async fn create_with_progress(
+        &self,
+        owner: &str,
+        progress: &Progress,
+    ) -> Result<SessionInfo, ToolError> {
         if self.map().len() >= self.config.max_sessions {
             return Err(ToolError::new(
                 ErrorCode::Forbidden,
@@ -285,9 +324,21 @@ impl SessionManager {
             ));
         }
         let id = new_session_id();
-        let endpoint = self.backend.create(owner, &id).await?;
+        let endpoint = self
+            .backend
+            .create_with_progress(owner, &id, progress)
+            .await?;
         let conn = match self.connect(&endpoint).await {
-            Ok(c) => c,
+            Ok(c) => {
+                progress
+                    .report(
+                        crate::session::kubernetes::PROGRESS_TOTAL,
+                        Some(crate::session::kubernetes::PROGRESS_TOTAL),
+                        format!("Connected: R is ready in session {id}"),
+                    )
+                    .await;
+                c
+            }
             Err(e) => {
                 let _ = self.backend.close(owner, &id).await;
                 return Err(e);
@@ -337,6 +388,7 @@ impl SessionManager {
             executions: s.executions.load(Ordering::Relaxed),
             workspace,
             r_version,
+            phase: None,
         }
     }
 
@@ -347,8 +399,12 @@ impl SessionManager {
         for k in known {
             let local = self.map().get(&k.session_id).cloned();
             match local {
-                Some(s) => out.push(self.info(&s).await),
-                None => out.push(SessionInfo {
+                Some(s) if s.owner == owner => {
+                    let mut info = self.info(&s).await;
+                    info.phase = k.phase;
+                    out.push(info);
+                }
+                _ => out.push(SessionInfo {
                     session_id: k.session_id,
                     backend: self.backend.kind().to_string(),
                     created_at: k.created_at,
@@ -358,6 +414,7 @@ impl SessionManager {
                     executions: 0,
                     workspace: None,
                     r_version: None,
+                    phase: k.phase,
                 }),
             }
         }
@@ -369,7 +426,18 @@ impl SessionManager {
     ///
     /// Errors: `session_not_found`, `session_busy`.
     pub async fn close(&self, owner: &str, id: &str) -> Result<(), ToolError> {
-        let session = self.find(owner, id)?;
+        let held = self.map().get(id).cloned();
+        let session = match held {
+            Some(s) if s.owner == owner => s,
+            Some(_) => return Err(session_not_found(id)),
+            None => {
+                // Not held here (not ready, or created before a restart):
+                // the backend checks the owner and removes it.
+                self.backend.close(owner, id).await?;
+                tracing::info!(session_id = %id, "session closed");
+                return Ok(());
+            }
+        };
         let mut slot = self.lock(&session)?;
         self.map().remove(id);
         self.metrics.set_sessions(self.map().len());
@@ -387,7 +455,7 @@ impl SessionManager {
     /// Replace the session's R with a fresh one (workspace files kept).
     /// Returns the notice to show.
     pub async fn reset(&self, owner: &str, id: &str) -> Result<String, ToolError> {
-        let session = self.find(owner, id)?;
+        let session = self.find(owner, id).await?;
         let mut slot = self.lock(&session)?;
         if let Some(conn) = slot.conn.take() {
             conn.close().await;
@@ -451,7 +519,7 @@ impl SessionManager {
             max_plots: lim.max_plots,
             max_plot_bytes: lim.max_plot_bytes,
         };
-        let session = self.find(owner, id)?;
+        let session = self.find(owner, id).await?;
         let mut slot = self.lock(&session)?;
         session.touch();
         let conn = self.ensure_conn(&session, &mut slot).await?;
@@ -462,6 +530,7 @@ impl SessionManager {
         let elapsed = started.elapsed();
         session.executions.fetch_add(1, Ordering::Relaxed);
         session.touch();
+        self.backend.record_activity(owner, id);
         let details = |extra: serde_json::Value| {
             let mut d = json!({
                 "session_id": id,
@@ -537,11 +606,11 @@ impl SessionManager {
         expr: &str,
         upload: Option<&[u8]>,
     ) -> Result<Sexp, ToolError> {
-        let session = self.find(owner, id)?;
+        let session = self.find(owner, id).await?;
         let mut slot = self.lock(&session)?;
         session.touch();
         let grace = self.config.limits.grace;
-        let deadline = Instant::now() + self.config.limits.file_duration;
+        let deadline = Instant::now() + duration;
         let conn = self.ensure_conn(&session, &mut slot).await?;
         let result = match upload {
             Some(bytes) => match conn.upload(UPLOAD_VAR, bytes).await {
@@ -550,6 +619,7 @@ impl SessionManager {
             },
             None => conn.call(expr, deadline, grace).await,
         };
+        self.backend.record_activity(owner, id);
         if let Err(e) = &result
             && e.code == ErrorCode::SessionLost
         {
@@ -653,6 +723,14 @@ impl SessionManager {
         )
         .await
     }
+}
+
+fn session_not_found(id: &str) -> ToolError {
+    ToolError::new(
+        ErrorCode::SessionNotFound,
+        format!("no session with id {id:?}; list_sessions shows yours, create_session makes one"),
+    )
+    .with_details(json!({"session_id": id}))
 }
 
 /// Global variable that carries uploaded bytes for one call; the harness

@@ -9,7 +9,10 @@
 
 pub mod conn;
 pub mod direct;
+pub mod kubernetes;
 pub mod manager;
+
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use serde::Serialize;
@@ -69,11 +72,70 @@ pub struct BackendSession {
     pub created_at: String,
     /// Whether its R can take calls now.
     pub ready: bool,
+    /// Lifecycle phase where the backend has one (Kubernetes: the RSession's
+    /// `status.phase`, e.g. `Pending`, `Ready`, `Expired`).
+    pub phase: Option<String>,
+}
+
+/// One progress step of a long operation, as MCP `notifications/progress`
+/// carries it (MCP spec 2025-06-18, "Utilities" → "Progress").
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressUpdate {
+    /// Progress so far; increases with every step.
+    pub progress: f64,
+    /// Total steps, when known.
+    pub total: Option<f64>,
+    /// Readable text, e.g. `"Starting: the session pod is scheduled"`.
+    pub message: String,
+}
+
+type ProgressFn = dyn Fn(ProgressUpdate) -> BoxFuture<'static, ()> + Send + Sync;
+
+/// Where a backend reports progress while it creates a session. Reports are
+/// awaited in order, so they reach the client in order; a sink that cannot
+/// deliver drops the update (progress is advisory).
+#[derive(Clone, Default)]
+pub struct Progress(Option<Arc<ProgressFn>>);
+
+impl Progress {
+    /// A sink that discards updates (no progress token in the request).
+    pub fn none() -> Self {
+        Progress(None)
+    }
+
+    /// A sink that hands each update to `f`.
+    pub fn new(
+        f: impl Fn(ProgressUpdate) -> BoxFuture<'static, ()> + Send + Sync + 'static,
+    ) -> Self {
+        Progress(Some(Arc::new(f)))
+    }
+
+    /// Report step `progress` of `total` with `message`.
+    pub async fn report(&self, progress: f64, total: Option<f64>, message: impl Into<String>) {
+        if let Some(f) = &self.0 {
+            f(ProgressUpdate {
+                progress,
+                total,
+                message: message.into(),
+            })
+            .await;
+        }
+    }
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Progress(sink)"
+        } else {
+            "Progress(none)"
+        })
+    }
 }
 
 /// Places sessions and tells where they are. Implementations: [`direct::DirectBackend`]
-/// (Rserve endpoints given on the command line or an embedded local Rserve);
-/// a Kubernetes backend creating RSession objects comes later.
+/// (Rserve endpoints given on the command line or an embedded local Rserve) and
+/// [`kubernetes::KubernetesBackend`] (one RSession object per session).
 ///
 /// `owner` is the caller's identity (`"local"` over stdio); a backend must not
 /// return or touch sessions of another owner (answer `session_not_found`).
@@ -88,6 +150,24 @@ pub trait Backend: Send + Sync + 'static {
         owner: &'a str,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Endpoint, ToolError>>;
+
+    /// [`Backend::create`], reporting readable steps to `progress` while the
+    /// session starts. The default reports nothing.
+    fn create_with_progress<'a>(
+        &'a self,
+        owner: &'a str,
+        id: &'a str,
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<Endpoint, ToolError>> {
+        let _ = progress;
+        self.create(owner, id)
+    }
+
+    /// Note that the session just evaluated code (for idle expiry). Must not
+    /// block: a backend that records it remotely does so in the background.
+    fn record_activity(&self, owner: &str, id: &str) {
+        let _ = (owner, id);
+    }
 
     /// The current endpoint of an existing session (it may move, e.g. a
     /// replaced pod). Errors: `session_not_found`, `session_not_ready`.

@@ -11,13 +11,19 @@ use std::sync::Arc;
 
 use rmcp::handler::server::common::schema_for_input;
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::model::{CallToolResult, Implementation, JsonObject, ServerCapabilities, ServerConfig};
-use rmcp::{ErrorData, ServerHandler, tool, tool_handler, tool_router};
+use rmcp::handler::server::tool::ToolCallContext;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, JsonObject,
+    ProgressNotificationParam, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use serde::de::DeserializeOwned;
 
+use crate::auth::{Verb, caller_of};
 use crate::errors::ToolError;
 use crate::metrics::Metrics;
-use crate::session::SessionManager;
+use crate::session::{Progress, SessionManager};
 
 /// Shown to clients at initialisation (MCP `instructions`).
 pub const INSTRUCTIONS: &str = "Run R code in persistent sessions. Call create_session once, then \
@@ -47,8 +53,12 @@ pub struct RSessionServer {
     manager: Arc<SessionManager>,
     metrics: Arc<Metrics>,
     /// Identity sessions are owned by (`"local"` for stdio and the
-    /// unauthenticated HTTP transport).
+    /// unauthenticated HTTP transport). Per call, replaced by the
+    /// authenticated caller's user name when [`crate::auth::require_bearer`]
+    /// admitted the request.
     owner: String,
+    /// Where this call reports progress (the request's `progressToken`).
+    progress: Progress,
     tool_router: ToolRouter<RSessionServer>,
 }
 
@@ -63,8 +73,42 @@ impl RSessionServer {
             manager,
             metrics,
             owner: owner.into(),
+            progress: Progress::none(),
             tool_router: Self::tool_router(),
         }
+    }
+
+    /// This server as it serves one call: acting for the authenticated caller
+    /// (after the SubjectAccessReview for the tool's RSession verb, see
+    /// [`Verb::for_tool`]) and reporting progress to the request's
+    /// `progressToken` (MCP spec 2025-06-18, "Utilities" → "Progress").
+    ///
+    /// Errors: `forbidden`, `backend_unavailable` (review failed).
+    async fn for_call(
+        &self,
+        tool: &str,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<RSessionServer, ToolError> {
+        let mut this = self.clone();
+        if let Some(caller) = caller_of(&context.extensions) {
+            caller.authorize(Verb::for_tool(tool)).await?;
+            this.owner = caller.identity.username.clone();
+        }
+        if let Some(token) = context.meta.get_progress_token() {
+            let peer = context.peer.clone();
+            this.progress = Progress::new(move |update| {
+                let peer = peer.clone();
+                let mut param = ProgressNotificationParam::new(token.clone(), update.progress)
+                    .with_message(update.message);
+                param.total = update.total;
+                Box::pin(async move {
+                    if let Err(e) = peer.notify_progress(param).await {
+                        tracing::debug!(error = %e, "progress notification not delivered");
+                    }
+                })
+            });
+        }
+        Ok(this)
     }
 
     /// Record the outcome and turn a failure into an `isError` result.
@@ -98,7 +142,7 @@ impl RSessionServer {
     async fn create_session(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
         let r = async {
             parse::<params::CreateSession>(args)?;
-            sessions::create(&self.manager, &self.owner).await
+            sessions::create(&self.manager, &self.owner, &self.progress).await
         };
         self.finish("create_session", r.await)
     }
@@ -218,6 +262,22 @@ impl RSessionServer {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for RSessionServer {
+    /// Every tool call goes through [`RSessionServer::for_call`] (identity,
+    /// RSession rights, progress) before the tool runs.
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let tool = request.name.to_string();
+        let this = match self.for_call(&tool, &context).await {
+            Ok(this) => this,
+            Err(e) => return self.finish(&tool, Err(e)).map(Into::into),
+        };
+        let call = ToolCallContext::new(&this, request, context);
+        this.tool_router.call(call).await
+    }
+
     fn get_info(&self) -> ServerConfig {
         let mut info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_instructions(INSTRUCTIONS);

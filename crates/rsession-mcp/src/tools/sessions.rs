@@ -4,7 +4,7 @@ use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::json;
 
 use crate::errors::ToolError;
-use crate::session::SessionManager;
+use crate::session::{Progress, SessionManager};
 
 fn structured(text: String, value: serde_json::Value) -> CallToolResult {
     let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
@@ -15,8 +15,9 @@ fn structured(text: String, value: serde_json::Value) -> CallToolResult {
 pub(super) async fn create(
     manager: &SessionManager,
     owner: &str,
+    progress: &Progress,
 ) -> Result<CallToolResult, ToolError> {
-    let info = manager.create(owner).await?;
+    let info = manager.create_with_progress(owner, progress).await?;
     let text = format!(
         "Created session {} ({}). Working directory: {}. Use execute_in_session with session_id \"{}\".",
         info.session_id,
@@ -40,8 +41,12 @@ pub(super) async fn list(
     };
     for s in &sessions {
         text.push_str(&format!(
-            "- {}: created {}, {} execution(s){}{}\n",
+            "- {}{}: created {}, {} execution(s){}{}\n",
             s.session_id,
+            s.phase
+                .as_deref()
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default(),
             s.created_at,
             s.executions,
             if s.busy { ", busy" } else { "" },
