@@ -38,6 +38,9 @@ pub struct OperatorConfig {
     pub dns: DnsConfig,
     /// Leader election with a `coordination.k8s.io/v1` Lease.
     pub leader_election: LeaderElectionConfig,
+    /// Most reconciles running at once (each makes up to about ten API calls). Bounds memory
+    /// and apiserver load when many RSessions change together; 0 means unbounded.
+    pub max_concurrent_reconciles: u16,
 }
 
 /// Location of the cluster DNS pods (kube-dns / CoreDNS).
@@ -92,6 +95,7 @@ impl Default for OperatorConfig {
                 .to_vec(),
             dns: DnsConfig::default(),
             leader_election: LeaderElectionConfig::default(),
+            max_concurrent_reconciles: 16,
         }
     }
 }

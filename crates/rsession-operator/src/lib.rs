@@ -31,6 +31,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, ListParams};
+use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::{Controller, watcher};
 use rsession_api::RSession;
 use rsession_api::well_known as wk;
@@ -148,6 +149,7 @@ pub async fn run(
         watcher::Config::default().labels(&format!("{}={}", wk::LABEL_MANAGED_BY, wk::MANAGER));
     let controller = Controller::new(rsessions, watcher::Config::default())
         .owns(api_for::<Pod>(&client, namespace.as_deref()), children)
+        .with_config(ControllerConfig::default().concurrency(config.max_concurrent_reconciles))
         .graceful_shutdown_on(controller_stop.clone().cancelled_owned())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
