@@ -576,6 +576,10 @@ impl Backend for KubernetesBackend {
         WorkspaceCleanup::ByBackend
     }
 
+    fn outlives_server(&self) -> bool {
+        true
+    }
+
     fn ready(&self) -> BoxFuture<'_, bool> {
         async move {
             self.rsessions

@@ -468,7 +468,9 @@ impl SessionManager {
     }
 
     /// Close every session (server shutdown). Busy sessions are dropped,
-    /// which closes their sockets and ends their R.
+    /// which closes their sockets and ends their R. Sessions of a backend
+    /// whose sessions outlive this process ([`Backend::outlives_server`]) are
+    /// only disconnected, so a restarted server can use them again.
     pub async fn close_all(&self) {
         let all: Vec<Arc<Session>> = self.map().drain().map(|(_, s)| s).collect();
         for s in all {
@@ -477,7 +479,9 @@ impl SessionManager {
             {
                 conn.close().await;
             }
-            let _ = self.backend.close(&s.owner, &s.id).await;
+            if !self.backend.outlives_server() {
+                let _ = self.backend.close(&s.owner, &s.id).await;
+            }
         }
         self.metrics.set_sessions(0);
     }

@@ -186,6 +186,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Who removes the workspace on close.
     fn workspace_cleanup(&self) -> WorkspaceCleanup;
 
+    /// Whether sessions outlive this server process (Kubernetes: RSession
+    /// objects), so shutdown only disconnects them instead of closing them.
+    fn outlives_server(&self) -> bool {
+        false
+    }
+
     /// Whether new sessions can be created now (for `/readyz`).
     fn ready(&self) -> BoxFuture<'_, bool>;
 }
