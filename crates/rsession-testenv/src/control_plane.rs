@@ -514,6 +514,16 @@ impl ControlPlane {
         );
     }
 
+    /// `(binary name, pid)` of every control-plane process (for resource accounting, for
+    /// example `/proc/<pid>/stat` in benchmarks).
+    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+        lock(&self.processes)
+            .daemons
+            .iter()
+            .map(|d| (d.name, d.pgid()))
+            .collect()
+    }
+
     /// Whether every binary is still running.
     ///
     /// # Errors
