@@ -1,6 +1,7 @@
 //! The main job, scripted: start `rsession-mcp` (embedded local Rserve) over
-//! stdio with rmcp's MCP client, write a CSV into a session, summarise it with
-//! dplyr, draw a ggplot, save the PNG that comes back, print the results.
+//! stdio with rmcp's MCP client, write a CSV into a session, load it with
+//! `load_data`, summarise it with dplyr, draw a ggplot, save the PNG that
+//! comes back, answer a question with SQL (`query_data`), print the results.
 //!
 //! ```text
 //! cargo run -p rsession-mcp --example demo [-- <output-dir>]
@@ -133,9 +134,17 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     println!("{}", text(&r));
 
+    println!("\n== load_data sales.csv");
+    let r = call(
+        &client,
+        "load_data",
+        json!({"session_id": sid, "file_path": "sales.csv", "name": "sales"}),
+    )
+    .await?;
+    print!("{}", text(&r));
+
     println!("\n== summarise with dplyr");
     let code = r#"suppressPackageStartupMessages(library(dplyr))
-sales <- readr::read_csv("sales.csv", show_col_types = FALSE)
 summary_by_region <- sales |>
   group_by(region) |>
   summarise(orders = n(), revenue = sum(units * price), units = sum(units)) |>
@@ -174,6 +183,18 @@ sales |>
     if saved == 0 {
         bail!("the ggplot call returned no image");
     }
+
+    println!("\n== query_data: SQL with a bound parameter");
+    let r = call(
+        &client,
+        "query_data",
+        json!({"session_id": sid,
+               "sql": "SELECT region, product, SUM(units * price) AS revenue FROM sales \
+                       WHERE date >= ? GROUP BY region, product ORDER BY revenue DESC",
+               "params": ["2024-02-15"], "max_rows": 4}),
+    )
+    .await?;
+    print!("{}", text(&r));
 
     println!("\n== state persists: the summary is still there");
     let r = execute(&client, &sid, "summary_by_region$region[1]").await?;

@@ -132,6 +132,19 @@ pub struct Args {
     )]
     pub package_repo: String,
 
+    /// Characters per page of tool output: a longer result is kept by the
+    /// server and returned page by page (`read_output`).
+    #[arg(long, default_value_t = 16_000, env = "RSESSION_PAGE_CHARS")]
+    pub page_chars: usize,
+
+    /// Most paged outputs kept at once (least recently used dropped first).
+    #[arg(long, default_value_t = 64, env = "RSESSION_PAGER_MAX_OUTPUTS")]
+    pub pager_max_outputs: usize,
+
+    /// Most bytes of paged output kept at once, over all outputs.
+    #[arg(long, default_value_t = 64 << 20, env = "RSESSION_PAGER_MAX_BYTES")]
+    pub pager_max_bytes: usize,
+
     /// Namespace of the RSession objects (kubernetes backend). Default: the
     /// `POD_NAMESPACE` variable, else the kubeconfig's (or service
     /// account's) namespace.
@@ -212,6 +225,11 @@ impl Args {
             limits,
             max_sessions: self.max_sessions.max(1),
             package_repository: self.package_repo.clone(),
+            pager: crate::pager::PagerConfig {
+                page_chars: self.page_chars.max(1000),
+                max_outputs: self.pager_max_outputs.max(1),
+                max_bytes: self.pager_max_bytes,
+            },
             ..ManagerConfig::default()
         })
     }

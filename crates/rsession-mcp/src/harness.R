@@ -422,11 +422,14 @@ local({
 
   h$result <- function(st, status) {
     events <- st$events[seq_len(st$n)]
+    # Output that went past the head budget but fitted the tail lost nothing:
+    # not truncated, and no marker between head and tail.
+    lost <- st$truncated && st$omitted > 0
     if (st$truncated) {
-      events[[length(events) + 1L]] <- list(type = "truncated", text = sprintf("[... %.0f bytes of output omitted ...]\n", st$omitted), call = NA_character_, omitted_bytes = st$omitted)
+      if (lost) events[[length(events) + 1L]] <- list(type = "truncated", text = sprintf("[... %.0f bytes of output omitted ...]\n", st$omitted), call = NA_character_, omitted_bytes = st$omitted)
       events <- c(events, st$tail)
     }
-    list(status = status, events = events, truncated = st$truncated, omitted_bytes = st$omitted)
+    list(status = status, events = events, truncated = lost, omitted_bytes = st$omitted)
   }
 
   # ---- workspace files ------------------------------------------------------------

@@ -9,8 +9,9 @@
 use rserve::Sexp;
 use serde::Serialize;
 
-/// Source of the harness, installed into the private environment `.rsession`.
-pub const HARNESS_R: &str = include_str!("harness.R");
+/// Source of the harness, installed into the private environment `.rsession`,
+/// followed by the data tools (`harness_data.R`, environment `.rsession_data`).
+pub const HARNESS_R: &str = concat!(include_str!("harness.R"), include_str!("harness_data.R"));
 
 /// Library directory of a session, relative to its workspace; prepended to
 /// `.libPaths()` so `install_package` never touches the image's library.

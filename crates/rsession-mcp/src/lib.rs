@@ -8,7 +8,9 @@
 //! - [`tools`]: the MCP tools (`execute_in_session`, ...);
 //! - [`http`]: streamable HTTP at `/mcp` plus `/healthz`, `/readyz`, `/metrics`;
 //! - [`auth`]: bearer tokens (TokenReview) and RSession rights (SubjectAccessReview);
-//! - [`local_rserve`]: the embedded local Rserve.
+//! - [`local_rserve`]: the embedded local Rserve;
+//! - [`pager`]: long output kept and served page by page (`read_output`);
+//! - [`sexp_json`]: R values to JSON and JSON to R literals (data tools).
 
 pub mod app;
 pub mod auth;
@@ -18,7 +20,9 @@ pub mod harness;
 pub mod http;
 pub mod local_rserve;
 pub mod metrics;
+pub mod pager;
 pub mod paths;
 pub mod render;
 pub mod session;
+pub mod sexp_json;
 pub mod tools;

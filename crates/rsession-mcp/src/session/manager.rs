@@ -86,6 +86,8 @@ pub struct ManagerConfig {
     pub max_sessions: usize,
     /// Repository URL for `install_package` (CRAN mirror or `file://` repo).
     pub package_repository: String,
+    /// Paging of long tool output (`read_output`).
+    pub pager: crate::pager::PagerConfig,
 }
 
 impl Default for ManagerConfig {
@@ -95,6 +97,7 @@ impl Default for ManagerConfig {
             connect_timeout: Duration::from_secs(30),
             max_sessions: 64,
             package_repository: "https://cloud.r-project.org".into(),
+            pager: crate::pager::PagerConfig::default(),
         }
     }
 }
@@ -609,6 +612,39 @@ impl SessionManager {
         id: &str,
         expr: &str,
         upload: Option<&[u8]>,
+    ) -> Result<Sexp, ToolError> {
+        let duration = self.config.limits.file_duration;
+        self.helper_until(owner, id, expr, upload, duration).await
+    }
+
+    /// Evaluate a harness entry point (`expr`: R source the caller built from
+    /// escaped literals) and return its value, under `max_duration` (default
+    /// the evaluation default, clamped to the maximum). Used by the data and
+    /// help tools.
+    ///
+    /// Errors: as [`SessionManager::execute`]; an R error whose message holds
+    /// `rsession: ` is `invalid_argument`, any other R error `internal`.
+    pub async fn eval_helper(
+        &self,
+        owner: &str,
+        id: &str,
+        expr: &str,
+        max_duration: Option<Duration>,
+    ) -> Result<Sexp, ToolError> {
+        let lim = &self.config.limits;
+        let duration = max_duration
+            .unwrap_or(lim.default_duration)
+            .min(lim.max_duration);
+        self.helper_until(owner, id, expr, None, duration).await
+    }
+
+    async fn helper_until(
+        &self,
+        owner: &str,
+        id: &str,
+        expr: &str,
+        upload: Option<&[u8]>,
+        duration: Duration,
     ) -> Result<Sexp, ToolError> {
         let session = self.find(owner, id).await?;
         let mut slot = self.lock(&session)?;

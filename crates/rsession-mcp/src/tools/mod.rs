@@ -2,9 +2,15 @@
 //! (stdio) or one HTTP request/session; all of them share the
 //! [`SessionManager`], so R sessions outlive MCP connections.
 
+mod data;
+pub mod data_params;
 mod exec;
+mod explore;
 mod files;
+mod help;
+mod pages;
 pub mod params;
+pub mod prompts;
 mod sessions;
 
 use std::sync::Arc;
@@ -17,7 +23,7 @@ use rmcp::model::{
     ProgressNotificationParam, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
-use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use rmcp::{ErrorData, RoleServer, ServerHandler, prompt_handler, tool, tool_handler, tool_router};
 use serde::de::DeserializeOwned;
 
 use crate::auth::{Verb, caller_of};
@@ -33,7 +39,17 @@ images. Each session has a workspace directory (the working directory): use writ
 read_session_file / list_session_files for files, install_package for packages. Long computations are \
 interrupted at the deadline (limits.max_duration_secs). Failures come back with isError and a JSON body \
 {code, message, retryable, details}; on session_lost simply retry (a fresh R starts in the same workspace). \
-close_session when done.";
+close_session when done.\n\n\
+Data exploration: put the file in the workspace (write_session_file, or R code that downloads or generates it), \
+then load_data {session_id, file_path, name} (CSV/TSV, Parquet/Arrow, JSON, Excel, SQLite/DuckDB; backend auto) \
+and read its columns, types, missing counts and first rows before anything else. describe_data profiles a dataset \
+(distributions, top values); query_data runs SQL over loaded datasets with bound ? params and returns rows; in \
+execute_in_session the dataset is an R object of that name with helpers <name>_glimpse(), <name>_summary(), \
+<name>_slice_sample(n), so use dplyr/ggplot2 on it directly. Prefer summaries and small samples over printing whole \
+tables. A result longer than one page comes back as page 1 plus a handle: call read_output {handle} for the next \
+page, {handle, search} to find lines (with page numbers) or {handle, page|offset} to jump; pages already sent are \
+not repeated. R documentation: the help tool {topic, package?}, or ?topic / vignette() in code (plain text). The \
+explore_data prompt gives a step-by-step plan.";
 
 fn input_schema<T: schemars::JsonSchema + std::any::Any>() -> Arc<JsonObject> {
     // The argument types are fixed at compile time and covered by a unit test.
@@ -59,6 +75,8 @@ pub struct RSessionServer {
     owner: String,
     /// Where this call reports progress (the request's `progressToken`).
     progress: Progress,
+    /// Long outputs kept for `read_output`, shared by every clone.
+    pager: Arc<crate::pager::Pager>,
     tool_router: ToolRouter<RSessionServer>,
 }
 
@@ -69,12 +87,14 @@ impl RSessionServer {
         metrics: Arc<Metrics>,
         owner: impl Into<String>,
     ) -> Self {
+        let pager = Arc::new(crate::pager::Pager::new(manager.config().pager));
         RSessionServer {
             manager,
             metrics,
             owner: owner.into(),
             progress: Progress::none(),
-            tool_router: Self::tool_router(),
+            pager,
+            tool_router: Self::tool_router() + Self::data_tool_router(),
         }
     }
 
@@ -156,7 +176,13 @@ impl RSessionServer {
     async fn execute_in_session(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
         let r = async {
             let p = parse::<params::Execute>(args)?;
-            exec::execute(&self.manager, &self.owner, p).await
+            let result = exec::execute(&self.manager, &self.owner, p).await?;
+            Ok(pages::paginate(
+                &self.pager,
+                &self.owner,
+                "execute_in_session",
+                result,
+            ))
         };
         self.finish("execute_in_session", r.await)
     }
@@ -261,6 +287,7 @@ impl RSessionServer {
 }
 
 #[tool_handler(router = self.tool_router)]
+#[prompt_handler]
 impl ServerHandler for RSessionServer {
     /// Every tool call goes through [`RSessionServer::for_call`] (identity,
     /// RSession rights, progress) before the tool runs.
@@ -279,8 +306,13 @@ impl ServerHandler for RSessionServer {
     }
 
     fn get_info(&self) -> ServerConfig {
-        let mut info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_instructions(INSTRUCTIONS);
+        let mut info = ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_prompts()
+                .build(),
+        )
+        .with_instructions(INSTRUCTIONS);
         info.server_info = Implementation::new("rsession-mcp", env!("CARGO_PKG_VERSION"));
         info
     }
