@@ -11,7 +11,7 @@ APT_PACKAGES=(
   r-base-core r-cran-rserve
   r-cran-dplyr r-cran-readr r-cran-ggplot2 r-cran-tibble r-cran-tidyr
   r-cran-jsonlite r-cran-ragg r-cran-evaluate
-  r-cran-dbi r-cran-rsqlite r-cran-dbplyr r-cran-readxl
+  r-cran-dbi r-cran-rsqlite r-cran-dbplyr r-cran-readxl r-cran-openxlsx
   openssl python3-venv
 )
 

@@ -132,8 +132,8 @@ pub struct Args {
     )]
     pub package_repo: String,
 
-    /// Characters per page of tool output: a longer result is kept by the
-    /// server and returned page by page (`read_output`).
+    /// Characters per page of tool output (at least 1000): a longer result
+    /// is kept by the server and returned page by page (`read_output`).
     #[arg(long, default_value_t = 16_000, env = "RSESSION_PAGE_CHARS")]
     pub page_chars: usize,
 

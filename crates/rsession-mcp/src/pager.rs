@@ -28,7 +28,8 @@ pub struct PagerConfig {
     pub page_chars: usize,
     /// Most outputs kept at once.
     pub max_outputs: usize,
-    /// Most bytes of kept text in total.
+    /// Most bytes of kept text in total (the newest output is kept even
+    /// when it alone is larger).
     pub max_bytes: usize,
 }
 
@@ -201,10 +202,6 @@ impl Pager {
         if text.len() <= self.config.page_chars || text.chars().count() <= self.config.page_chars {
             return None;
         }
-        if text.len() > self.config.max_bytes {
-            // Never kept: the caller's own cap should prevent this.
-            return None;
-        }
         let starts = page_starts(&text, self.config.page_chars);
         let handle = format!("out-{:08x}", rand::rng().random::<u32>());
         let mut kept = Kept {
@@ -221,7 +218,9 @@ impl Pager {
         if let Some((_, old)) = cache.push(handle, kept) {
             *bytes -= old.text.len();
         }
-        while *bytes > self.config.max_bytes {
+        // The newest output stays even when it alone is over the byte bound
+        // (its pages must be readable); older ones go first.
+        while *bytes > self.config.max_bytes && cache.len() > 1 {
             match cache.pop_lru() {
                 Some((_, old)) => *bytes -= old.text.len(),
                 None => break,
@@ -490,5 +489,15 @@ mod tests {
             big.keep("o", "t", lines(100));
         }
         assert!(big.usage().1 <= 2500);
+        // an output larger than the whole bound is still paged (alone)
+        let tiny = Pager::new(PagerConfig {
+            page_chars: 10,
+            max_outputs: 100,
+            max_bytes: 500,
+        });
+        tiny.keep("o", "t", lines(10));
+        let h = tiny.keep("o", "t", lines(100)).expect("paged").handle;
+        assert_eq!(tiny.usage(), (1, 1000));
+        assert!(tiny.read("o", &h, &Request::Next, false).is_ok());
     }
 }
