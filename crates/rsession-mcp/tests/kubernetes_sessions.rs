@@ -181,6 +181,27 @@ async fn create_use_isolate_and_close_sessions_through_mcp_with_service_account_
 
         frontend.stop().await;
         stand_in.stop().await;
+
+        // Least privilege: everything the frontend did ran under the chart's
+        // Role + auth-delegator without a single 403, and the reviews really
+        // went through the apiserver.
+        let frontend_user = sa_user(&ns, "rsession-mcp");
+        let events = cp.audit_events().expect("audit log");
+        let by_frontend: Vec<&serde_json::Value> = events
+            .iter()
+            .filter(|e| e["impersonatedUser"]["username"] == frontend_user.as_str())
+            .collect();
+        let refused: Vec<&&serde_json::Value> = by_frontend
+            .iter()
+            .filter(|e| e["responseStatus"]["code"] == 403)
+            .collect();
+        assert!(refused.is_empty(), "403s for the frontend: {refused:?}");
+        for resource in ["tokenreviews", "subjectaccessreviews", "rsessions", "secrets"] {
+            assert!(
+                by_frontend.iter().any(|e| e["objectRef"]["resource"] == resource),
+                "no {resource} request by the frontend in the audit log"
+            );
+        }
         teardown_identities(&admin, &ns).await;
     })
     .await
