@@ -457,10 +457,11 @@ file.size("big.csv")"#,
         assert_eq!(s["backend"], "arrow");
     }
     eprintln!(
-        "200 MB CSV: loaded in {} s, {} MiB in R memory",
-        s["load_seconds"],
+        "200 MB CSV: loaded in {:.1} s, {} MiB in R memory",
+        s["load_seconds"].as_f64().unwrap_or(0.0),
         s["memory_bytes"].as_f64().unwrap_or(0.0) as u64 >> 20
     );
+    let started = std::time::Instant::now();
     let r = c
         .call(
             "query_data",
@@ -468,6 +469,11 @@ file.size("big.csv")"#,
         )
         .await;
     let s = structured(&r);
+    eprintln!(
+        "first query_data on it (copies the table into SQLite): {:.1} s wall, {:.0} ms in SQL",
+        started.elapsed().as_secs_f64(),
+        s["elapsed_ms"].as_f64().unwrap_or(0.0)
+    );
     assert_eq!(s["row_count"], 50);
     assert_eq!(s["rows"][0], json!({"group": "g00", "n": 40000}));
     let rss = peak_rss_bytes(c.pid);
