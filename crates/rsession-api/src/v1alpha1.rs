@@ -21,7 +21,7 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
 
 /// An R session on Kubernetes: one locked-down pod running Rserve, with its credentials,
 /// Rserve configuration, Service, NetworkPolicy and (optionally) a persistent workspace.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(
     group = "rsession.dev",
     version = "v1alpha1",

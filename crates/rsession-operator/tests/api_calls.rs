@@ -98,6 +98,31 @@ impl Verifier {
         }
     }
 
+    /// Expects the fetch step: GET of the credentials Secret (answered with `credentials`, or
+    /// NotFound) and the LIST of the session's pods (answered with `pods`).
+    async fn fetch(&mut self, name: &str, credentials: Option<Value>, pods: Vec<Value>) {
+        let secret = self
+            .next(
+                Method::GET,
+                &format!("/api/v1/namespaces/{NS}/secrets/{name}-credentials"),
+            )
+            .await;
+        match credentials {
+            Some(c) => secret.reply(StatusCode::OK, &c),
+            None => secret.reply_not_found(),
+        }
+        let list = self
+            .next(Method::GET, &format!("/api/v1/namespaces/{NS}/pods"))
+            .await;
+        assert!(
+            list.query
+                .contains(&format!("labelSelector=rsession.dev%2Fsession%3D{name}")),
+            "{}",
+            list.query
+        );
+        list.reply(StatusCode::OK, &pod_list(pods));
+    }
+
     /// Expects a server-side apply (PATCH, apply-patch content, our field manager, force).
     async fn apply(&mut self, path: &str) -> Seen {
         let seen = self.next(Method::PATCH, path).await;
@@ -195,21 +220,7 @@ fn context() -> (Arc<Context>, Verifier) {
 }
 
 fn rsession(name: &str) -> RSession {
-    let mut rs = RSession::new(
-        name,
-        RSessionSpec {
-            image: None,
-            image_pull_policy: None,
-            resources: None,
-            workspace: Default::default(),
-            network: None,
-            database: None,
-            lifecycle: Default::default(),
-            runtime_class_name: None,
-            node_selector: None,
-            tolerations: None,
-        },
-    );
+    let mut rs = RSession::new(name, RSessionSpec::default());
     rs.metadata.namespace = Some(NS.into());
     rs.metadata.uid = Some("uid-rs".into());
     rs.metadata.generation = Some(1);
@@ -288,22 +299,7 @@ const PASSWORD: &str = "Abcdefghijklmnopqrstuvwxyz012345";
 async fn create_applies_every_child_then_the_pod_then_status() {
     let (ctx, mut v) = context();
     let result = run(rsession("s"), ctx, async move {
-        v.next(
-            Method::GET,
-            &format!("/api/v1/namespaces/{NS}/secrets/s-credentials"),
-        )
-        .await
-        .reply_not_found();
-        let list = v
-            .next(Method::GET, &format!("/api/v1/namespaces/{NS}/pods"))
-            .await;
-        assert!(
-            list.query
-                .contains("labelSelector=rsession.dev%2Fsession%3Ds"),
-            "{}",
-            list.query
-        );
-        list.reply(StatusCode::OK, &pod_list(vec![]));
+        v.fetch("s", None, vec![]).await;
         let secret = v.apply_children("s").await;
         assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], "uid-rs");
         assert_eq!(secret["metadata"]["ownerReferences"][0]["controller"], true);
@@ -336,18 +332,12 @@ async fn steady_state_reapplies_children_and_writes_no_pod_and_no_status() {
     let mut rs = rsession("s");
     rs.status = Some(ready_status("s", pod_created));
     run(rs, ctx, async move {
-        v.next(
-            Method::GET,
-            &format!("/api/v1/namespaces/{NS}/secrets/s-credentials"),
+        v.fetch(
+            "s",
+            Some(credentials("s", PASSWORD)),
+            vec![ready_pod("s-1", pod_created)],
         )
-        .await
-        .reply(StatusCode::OK, &credentials("s", PASSWORD));
-        v.next(Method::GET, &format!("/api/v1/namespaces/{NS}/pods"))
-            .await
-            .reply(
-                StatusCode::OK,
-                &pod_list(vec![ready_pod("s-1", pod_created)]),
-            );
+        .await;
         let secret = v.apply_children("s").await;
         assert_eq!(
             secret["data"]["password"],
@@ -374,18 +364,12 @@ async fn update_applies_the_new_network_policy_and_records_the_generation() {
         }],
     });
     run(rs, ctx, async move {
-        v.next(
-            Method::GET,
-            &format!("/api/v1/namespaces/{NS}/secrets/s-credentials"),
+        v.fetch(
+            "s",
+            Some(credentials("s", PASSWORD)),
+            vec![ready_pod("s-1", pod_created)],
         )
-        .await
-        .reply(StatusCode::OK, &credentials("s", PASSWORD));
-        v.next(Method::GET, &format!("/api/v1/namespaces/{NS}/pods"))
-            .await
-            .reply(
-                StatusCode::OK,
-                &pod_list(vec![ready_pod("s-1", pod_created)]),
-            );
+        .await;
         v.apply(&format!("/api/v1/namespaces/{NS}/secrets/s-credentials"))
             .await
             .reply_applied();
@@ -436,18 +420,12 @@ async fn suspend_deletes_the_pod_and_reports_suspended() {
     rs.metadata.generation = Some(2);
     rs.spec.lifecycle.suspend = true;
     run(rs, ctx, async move {
-        v.next(
-            Method::GET,
-            &format!("/api/v1/namespaces/{NS}/secrets/s-credentials"),
+        v.fetch(
+            "s",
+            Some(credentials("s", PASSWORD)),
+            vec![ready_pod("s-1", pod_created)],
         )
-        .await
-        .reply(StatusCode::OK, &credentials("s", PASSWORD));
-        v.next(Method::GET, &format!("/api/v1/namespaces/{NS}/pods"))
-            .await
-            .reply(
-                StatusCode::OK,
-                &pod_list(vec![ready_pod("s-1", pod_created)]),
-            );
+        .await;
         v.apply_children("s").await;
         let del = v
             .next(Method::DELETE, &format!("/api/v1/namespaces/{NS}/pods/s-1"))
@@ -480,18 +458,12 @@ async fn idle_expiry_deletes_the_pod_and_reports_expired() {
     );
     rs.status = Some(ready_status("s", pod_created));
     run(rs, ctx, async move {
-        v.next(
-            Method::GET,
-            &format!("/api/v1/namespaces/{NS}/secrets/s-credentials"),
+        v.fetch(
+            "s",
+            Some(credentials("s", PASSWORD)),
+            vec![ready_pod("s-1", pod_created)],
         )
-        .await
-        .reply(StatusCode::OK, &credentials("s", PASSWORD));
-        v.next(Method::GET, &format!("/api/v1/namespaces/{NS}/pods"))
-            .await
-            .reply(
-                StatusCode::OK,
-                &pod_list(vec![ready_pod("s-1", pod_created)]),
-            );
+        .await;
         v.apply_children("s").await;
         // The pod is already gone (NotFound is an expected answer, not an error).
         v.next(Method::DELETE, &format!("/api/v1/namespaces/{NS}/pods/s-1"))
@@ -525,15 +497,7 @@ async fn pod_deleted_by_hand_is_recreated_with_a_state_reset() {
     let mut rs = rsession("s");
     rs.status = Some(ready_status("s", pod_created));
     run(rs, ctx, async move {
-        v.next(
-            Method::GET,
-            &format!("/api/v1/namespaces/{NS}/secrets/s-credentials"),
-        )
-        .await
-        .reply(StatusCode::OK, &credentials("s", PASSWORD));
-        v.next(Method::GET, &format!("/api/v1/namespaces/{NS}/pods"))
-            .await
-            .reply(StatusCode::OK, &pod_list(vec![]));
+        v.fetch("s", Some(credentials("s", PASSWORD)), vec![]).await;
         v.apply_children("s").await;
         v.apply(&format!("/api/v1/namespaces/{NS}/pods/s-2"))
             .await
@@ -571,15 +535,7 @@ async fn stale_cached_status_does_not_double_count_a_state_reset() {
     rs.status = Some(ready_status("s", pod_created));
     let stale = Arc::new(rs);
     let verifier = tokio::spawn(async move {
-        v.next(
-            Method::GET,
-            &format!("/api/v1/namespaces/{NS}/secrets/s-credentials"),
-        )
-        .await
-        .reply(StatusCode::OK, &credentials("s", PASSWORD));
-        v.next(Method::GET, &format!("/api/v1/namespaces/{NS}/pods"))
-            .await
-            .reply(StatusCode::OK, &pod_list(vec![]));
+        v.fetch("s", Some(credentials("s", PASSWORD)), vec![]).await;
         v.apply_children("s").await;
         let create = v.apply(&format!("/api/v1/namespaces/{NS}/pods/s-2")).await;
         let mut pod = create.body.clone();
@@ -590,15 +546,8 @@ async fn stale_cached_status_does_not_double_count_a_state_reset() {
         assert_eq!(v.status("s").await["stateResets"], 1);
         v.event("StateReset").await;
         // Second reconcile, same stale object: the new pod is listed, nothing else changes.
-        v.next(
-            Method::GET,
-            &format!("/api/v1/namespaces/{NS}/secrets/s-credentials"),
-        )
-        .await
-        .reply(StatusCode::OK, &credentials("s", PASSWORD));
-        v.next(Method::GET, &format!("/api/v1/namespaces/{NS}/pods"))
-            .await
-            .reply(StatusCode::OK, &pod_list(vec![pod]));
+        v.fetch("s", Some(credentials("s", PASSWORD)), vec![pod])
+            .await;
         v.apply_children("s").await;
         v.done().await;
     });

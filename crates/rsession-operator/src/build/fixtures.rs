@@ -12,21 +12,7 @@ use crate::validate::{Session, validate};
 
 /// An RSession as read from an apiserver: name, namespace `ns`, uid, generation 1, default spec.
 pub fn rsession(name: &str) -> RSession {
-    let mut rs = RSession::new(
-        name,
-        RSessionSpec {
-            image: None,
-            image_pull_policy: None,
-            resources: None,
-            workspace: Default::default(),
-            network: None,
-            database: None,
-            lifecycle: Default::default(),
-            runtime_class_name: None,
-            node_selector: None,
-            tolerations: None,
-        },
-    );
+    let mut rs = RSession::new(name, RSessionSpec::default());
     rs.metadata.namespace = Some("ns".into());
     rs.metadata.uid = Some(format!("uid-{name}"));
     rs.metadata.generation = Some(1);
