@@ -344,6 +344,13 @@ local({
         cat(.rsession_data$describe(name, top_n)$text, "\n", sep = "")
         invisible(get_x())
       },
+      # the same data as a lazy dbplyr table on the query_data connection
+      db = function() {
+        d$need("dbplyr", "<name>_db()")
+        con <- d$sql_con()
+        d$sync_tables(con)
+        dplyr::tbl(con, name)
+      },
       slice_sample = function(n = 10L) {
         x <- get_x()
         if (inherits(x, c("ArrowObject", "arrow_dplyr_query", "tbl_lazy"))) return(dplyr::collect(utils::head(x, n)))

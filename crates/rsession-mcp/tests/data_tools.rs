@@ -99,6 +99,16 @@ async fn load_query_describe_help_and_prompt_over_stdio() {
     assert!(out.contains("Rows: 12"), "{out}");
     assert!(out.contains("[1] 4"), "{out}");
     assert!(out.contains("\"east\"  \"north\" \"south\""), "{out}");
+    let out = ok(
+        &c,
+        "people_db() |> dplyr::filter(val > 8) |> dplyr::count() |> dplyr::pull(n)",
+        &sid,
+    )
+    .await;
+    assert!(
+        out.contains("[1] 2"),
+        "dbplyr over the query_data table: {out}"
+    );
     let out = ok(&c, "people_summary()", &sid).await;
     assert!(out.contains("Data summary: people"), "{out}");
 

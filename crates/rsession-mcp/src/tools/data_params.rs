@@ -45,7 +45,8 @@ pub struct LoadData {
     /// .json, .ndjson/.jsonl, .xlsx/.xls, .sqlite/.db, .duckdb; .gz etc. allowed for text.
     pub file_path: String,
     /// Name of the R object the data is bound to (a plain R name); helpers
-    /// `<name>_glimpse()`, `<name>_summary()`, `<name>_slice_sample(n)` are
+    /// `<name>_glimpse()`, `<name>_summary()`, `<name>_slice_sample(n)` and
+    /// `<name>_db()` (a lazy dbplyr table on the query_data connection) are
     /// defined next to it, and query_data sees it as table `<name>`.
     pub name: String,
     /// `auto` (default), `tibble`, `arrow` or `duckdb`.

@@ -45,7 +45,7 @@ then load_data {session_id, file_path, name} (CSV/TSV, Parquet/Arrow, JSON, Exce
 and read its columns, types, missing counts and first rows before anything else. describe_data profiles a dataset \
 (distributions, top values); query_data runs SQL over loaded datasets with bound ? params and returns rows; in \
 execute_in_session the dataset is an R object of that name with helpers <name>_glimpse(), <name>_summary(), \
-<name>_slice_sample(n), so use dplyr/ggplot2 on it directly. Prefer summaries and small samples over printing whole \
+<name>_slice_sample(n), <name>_db() (lazy dbplyr table), so use dplyr/ggplot2 on it directly. Prefer summaries and small samples over printing whole \
 tables. A result longer than one page comes back as page 1 plus a handle: call read_output {handle} for the next \
 page, {handle, search} to find lines (with page numbers) or {handle, page|offset} to jump; pages already sent are \
 not repeated. R documentation: the help tool {topic, package?}, or ?topic / vignette() in code (plain text). The \
