@@ -22,7 +22,13 @@ pub const SECRET_DIR: &str = "/etc/rserve/credentials";
 
 /// `Rserve.conf`: remote connections with required plaintext authentication against the
 /// per-session password file, no file transfer commands, no remote shutdown, non-interactive,
-/// UTF-8, working directories under `/tmp`, and the preload script sourced once in the parent.
+/// UTF-8, working directories under `/tmp`.
+///
+/// The preload script is not a `source` line here: `Rserve::run.Rserve()` (Rserve 1.8-11,
+/// which the pod runs in the foreground) ignores `source`, as checked against the Debian
+/// package (a `source` line is not executed, at start-up or per connection); the pod command
+/// sources [`PRELOAD_KEY`] in the parent R process before starting
+/// Rserve instead (see `build::pod::command`), so forked connections inherit the packages.
 pub fn rserve_conf() -> String {
     format!(
         "remote enable\n\
@@ -34,8 +40,7 @@ pub fn rserve_conf() -> String {
          shutdown disable\n\
          interactive no\n\
          encoding utf8\n\
-         workdir {tmp}/Rserv\n\
-         source {CONFIG_DIR}/{PRELOAD_KEY}\n",
+         workdir {tmp}/Rserv\n",
         port = wk::RSERVE_PORT,
         pwd = wk::SECRET_KEY_PASSWORD_FILE,
         tmp = wk::TMP_PATH,
@@ -113,7 +118,11 @@ mod tests {
         assert!(lines.contains(&"workdir /tmp/Rserv".to_owned()));
         assert!(lines.contains(&"interactive no".to_owned()));
         assert!(lines.contains(&"encoding utf8".to_owned()));
-        assert!(lines.contains(&"source /etc/rserve/preload.R".to_owned()));
+    }
+
+    #[test]
+    fn rserve_conf_leaves_preloading_to_the_pod_command() {
+        assert!(conf_lines().iter().all(|l| !l.starts_with("source")));
     }
 
     #[test]
