@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# End-to-end run on the local from-source cluster: cluster up, images from debug binaries,
+# chart installed, synthetic OMOP PostgreSQL, the Rust suite (e2e/suite), a summary.
+#
+# Usage: e2e/run-e2e.sh [--down] [--bench] [-- <extra cargo test args, e.g. a test name>]
+#   --down    stop the cluster afterwards (default: leave it up)
+#   --bench   also run the start-up benchmark (writes target-e2e/bench-startup.md)
+# Environment:
+#   CARGO_TARGET_DIR   where the debug binaries and the suite build (default <repo>/target)
+#   RSESSION_E2E_RELEASE  Helm release name (default rse2e); namespaces <release>-system and
+#                      <release>-sessions
+# Needs root (the local cluster, images/build.sh) and everything e2e/local/README.md lists.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+down=0 bench=0 extra=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --down) down=1 ;;
+    --bench) bench=1 ;;
+    --) shift; extra=("$@"); break ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+log() { echo "[run-e2e] $*" >&2; }
+target="${CARGO_TARGET_DIR:-$repo/target}"
+release="${RSESSION_E2E_RELEASE:-rse2e}"
+sys_ns="$release-system" sess_ns="$release-sessions"
+tag=e2e   # operator and mcp images; other releases on this cluster keep their :dev images
+
+log "cluster up"
+eval "$("$repo/e2e/local/up.sh" | grep '^export ')"
+export PATH="${RSESSION_CACHE:-$HOME/.cache/rsession}/k8s-v1.33.13/bin:$PATH"
+kubectl get nodes >&2
+
+log "debug binaries"
+(cd "$repo" && cargo build -p rsession-operator -p rsession-mcp)
+bins="$(mktemp -d)"; trap 'rm -rf "$bins"' EXIT
+ln -s "$target/debug/rsession-operator" "$target/debug/rsession-mcp" "$bins/"
+log "images: r-sandbox:dev (cached OCI tarball reused), operator and mcp:$tag from the debug binaries"
+"$repo/images/build.sh" r-sandbox
+RSESSION_BIN_DIR="$bins" RSESSION_IMAGE_TAG="$tag" "$repo/images/build.sh" operator mcp
+
+log "chart: release $release in $sys_ns, sessions in $sess_ns"
+helm upgrade --install "$release" "$repo/charts/rsession" -n "$sys_ns" --create-namespace --wait --timeout 5m \
+  --set operator.image.repository=localhost/rsession/operator,operator.image.tag=$tag,operator.image.pullPolicy=Never \
+  --set mcp.image.repository=localhost/rsession/mcp,mcp.image.tag=$tag,mcp.image.pullPolicy=Never \
+  --set operator.sessionDefaults.defaultImage=localhost/rsession/r-sandbox:dev \
+  --set operator.sessionDefaults.defaultImagePullPolicy=Never \
+  --set operator.watchNamespace="$sess_ns",sessions.namespace="$sess_ns" >&2
+kubectl -n "$sys_ns" rollout restart deploy >&2   # same tag, new image content
+kubectl -n "$sys_ns" rollout status deploy --timeout 180s >&2
+
+mcp_svc="$(kubectl -n "$sys_ns" get svc -l app.kubernetes.io/component=mcp -o jsonpath='{.items[0].metadata.name}')"
+# The frontend checks the Host header (DNS-rebinding protection: its Service names, localhost,
+# 127.0.0.1), so the suite reaches it through kubectl port-forward on a free local port.
+pf_out="$bins/port-forward.out"
+kubectl -n "$sys_ns" port-forward "svc/$mcp_svc" :8080 >"$pf_out" 2>&1 &
+pf_pid=$!
+trap 'kill "$pf_pid" 2>/dev/null; rm -rf "$bins"' EXIT
+mcp_port=""
+for _ in $(seq 1 300); do   # bounded: up to 30 s
+  mcp_port="$(sed -n 's/^Forwarding from 127.0.0.1:\([0-9]*\) .*/\1/p' "$pf_out" | head -1)"
+  [ -n "$mcp_port" ] && break
+  kill -0 "$pf_pid" 2>/dev/null || { cat "$pf_out" >&2; exit 1; }
+  read -r -t 0.1 <> <(:) || true
+done
+[ -n "$mcp_port" ] || { echo "port-forward did not start" >&2; exit 1; }
+export RSESSION_E2E_SESSIONS_NS="$sess_ns"
+export RSESSION_E2E_MCP_URL="http://127.0.0.1:$mcp_port/mcp"
+export RSESSION_E2E_USER_CLUSTERROLE="$release-rsession-user"
+kubectl get clusterrole "$RSESSION_E2E_USER_CLUSTERROLE" >/dev/null
+marker="${RSESSION_CACHE:-$HOME/.cache/rsession}/cluster/network-policy-unenforced"
+if [ -f "$marker" ]; then export RSESSION_E2E_POLICY_UNENFORCED="$(cat "$marker")"; fi
+
+log "synthetic OMOP CDM in PostgreSQL"
+eval "$("$repo/e2e/local/omop-postgres.sh")"
+
+log "suite"
+status=0
+(cd "$repo" && cargo test -p rsession-e2e --test e2e -- --ignored --test-threads=1 "${extra[@]}") 2>&1 | tee /tmp/rsession-e2e.log || status=$?
+if [ "$bench" = 1 ]; then
+  (cd "$repo" && cargo test -p rsession-e2e --test bench -- --ignored --nocapture) 2>&1 | tee -a /tmp/rsession-e2e.log || status=$?
+fi
+log "summary"
+grep -E '^test |^test result|SKIPPED' /tmp/rsession-e2e.log >&2 || true
+if [ "$down" = 1 ]; then "$repo/e2e/local/down.sh"; fi
+exit "$status"

@@ -1,0 +1,349 @@
+//! Helpers for the RSession end-to-end suite (`tests/`), which runs against the cluster that
+//! `KUBECONFIG` names with the Helm chart `charts/rsession` installed (see `e2e/run-e2e.sh`).
+//!
+//! Every wait watches a condition (kube `await_condition`, rmcp responses) under a deadline;
+//! nothing sleeps. Configuration comes from environment variables set by `e2e/run-e2e.sh`:
+//!
+//! - `RSESSION_E2E_SESSIONS_NS`: the chart's `sessions.namespace` (the frontend creates there).
+//! - `RSESSION_E2E_MCP_URL`: the frontend's streamable-HTTP endpoint, for example
+//!   `http://10.96.12.34:8080/mcp` (the Service ClusterIP, reachable from the node).
+//! - `RSESSION_E2E_USER_CLUSTERROLE`: the chart's `<release>-rsession-user` ClusterRole.
+//! - `RSESSION_E2E_PG_*` (HOST, PORT, DB, USER, PASSWORD, SCHEMA): the synthetic OMOP CDM for
+//!   the database test (`e2e/local/omop-postgres.sh` prints them).
+//! - `RSESSION_E2E_POLICY_UNENFORCED`: when set, the reason NetworkPolicy is not enforced on
+//!   this cluster; the policy checks then report themselves skipped with that reason.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{Condition, await_condition};
+use kube::{Client, Resource, ResourceExt};
+use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock};
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{RoleClient, ServiceExt};
+use rserve::{ConnectOptions, Connection};
+use rsession_api::{RSession, well_known as wk};
+use serde_json::Value;
+
+/// Field manager of every object this suite applies.
+pub const FIELD_MANAGER: &str = "rsession-e2e";
+
+/// A required environment variable, or an error naming it.
+pub fn env(name: &str) -> Result<String> {
+    std::env::var(name).with_context(|| format!("{name} is not set (run through e2e/run-e2e.sh)"))
+}
+
+/// The sessions namespace (`RSESSION_E2E_SESSIONS_NS`).
+pub fn sessions_ns() -> Result<String> {
+    env("RSESSION_E2E_SESSIONS_NS")
+}
+
+/// A kube client for `KUBECONFIG` (or in-cluster config).
+pub async fn client() -> Result<Client> {
+    Client::try_default()
+        .await
+        .context("no Kubernetes client (KUBECONFIG)")
+}
+
+/// Waits up to `secs` seconds for `cond` on object `name` (a watch, not polling).
+pub async fn wait_for<K, C>(api: &Api<K>, name: &str, secs: u64, what: &str, cond: C) -> Result<K>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K::DynamicType: Default,
+    C: Condition<K>,
+{
+    match tokio::time::timeout(
+        Duration::from_secs(secs),
+        await_condition(api.clone(), name, cond),
+    )
+    .await
+    {
+        Ok(Ok(Some(obj))) => Ok(obj),
+        Ok(Ok(None)) => bail!("{name} was deleted while waiting for {what}"),
+        Ok(Err(e)) => bail!("watch of {name} failed while waiting for {what}: {e}"),
+        Err(_) => {
+            let last = api.get_opt(name).await.ok().flatten();
+            bail!("{name}: no {what} within {secs} s; last state: {last:?}")
+        }
+    }
+}
+
+/// Waits up to `secs` seconds for object `name` to be gone.
+pub async fn wait_deleted<K>(api: &Api<K>, name: &str, secs: u64) -> Result<()>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K::DynamicType: Default,
+{
+    let r = tokio::time::timeout(
+        Duration::from_secs(secs),
+        kube::runtime::wait::await_condition(api.clone(), name, |o: Option<&K>| o.is_none()),
+    )
+    .await;
+    match r {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => bail!("watch of {name} failed: {e}"),
+        Err(_) => bail!("{name} still exists after {secs} s"),
+    }
+}
+
+/// Condition type `t` of an RSession has status `True`.
+pub fn has_condition(rs: &RSession, t: &str) -> bool {
+    rs.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == t && c.status == "True")
+    })
+}
+
+/// Condition: the RSession is Ready with an endpoint and a credentials Secret.
+pub fn is_ready() -> impl Condition<RSession> {
+    |o: Option<&RSession>| {
+        o.is_some_and(|rs| {
+            has_condition(rs, "Ready")
+                && rs.status.as_ref().is_some_and(|s| {
+                    s.endpoint.is_some() && s.credentials_secret.is_some()
+                })
+        })
+    }
+}
+
+/// Server-side applies `obj` (YAML or JSON value) to namespace `ns`.
+pub async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let name = obj.meta().name.clone().context("object without a name")?;
+    Ok(api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(obj),
+        )
+        .await?)
+}
+
+/// Deletes an RSession and waits until it is gone.
+pub async fn delete_rsession(client: &Client, ns: &str, name: &str) -> Result<()> {
+    let api: Api<RSession> = Api::namespaced(client.clone(), ns);
+    if api.get_opt(name).await?.is_some() {
+        api.delete(name, &DeleteParams::foreground()).await?;
+        wait_deleted(&api, name, 120).await?;
+    }
+    Ok(())
+}
+
+/// The host:port to reach a Ready session from this machine: the session Service's ClusterIP
+/// (status.endpoint is `name.ns.svc:port`, which only cluster DNS resolves).
+pub async fn reachable_endpoint(client: &Client, ns: &str, rs: &RSession) -> Result<String> {
+    let endpoint = rs
+        .status
+        .as_ref()
+        .and_then(|s| s.endpoint.clone())
+        .context("no status.endpoint")?;
+    let (host, port) = endpoint
+        .rsplit_once(':')
+        .with_context(|| format!("endpoint {endpoint} is not host:port"))?;
+    let svc_name = host.split('.').next().unwrap_or(host);
+    let svc: Service = Api::namespaced(client.clone(), ns).get(svc_name).await?;
+    let ip = svc
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .with_context(|| format!("Service {svc_name} has no clusterIP"))?;
+    Ok(format!("{ip}:{port}"))
+}
+
+/// Connects to a Ready session's Rserve over QAP1 with the credentials Secret.
+pub async fn connect_rserve(client: &Client, ns: &str, rs: &RSession) -> Result<Connection> {
+    let status = rs.status.as_ref().context("no status")?;
+    let secret_name = status
+        .credentials_secret
+        .as_ref()
+        .context("no credentials Secret")?;
+    let secret: Secret = Api::namespaced(client.clone(), ns).get(secret_name).await?;
+    let data = secret.data.unwrap_or_default();
+    let text = |k: &str| {
+        data.get(k)
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+    };
+    let opts = ConnectOptions {
+        username: text(wk::SECRET_KEY_USERNAME),
+        password: text(wk::SECRET_KEY_PASSWORD),
+        connect_timeout: Duration::from_secs(20),
+        ..ConnectOptions::default()
+    };
+    let addr = reachable_endpoint(client, ns, rs).await?;
+    Connection::connect(&addr, &opts)
+        .await
+        .with_context(|| format!("QAP1 connect to {addr}"))
+}
+
+/// Evaluates `expr` (which must return one string) and returns it.
+pub async fn eval_string(conn: &mut Connection, expr: &str) -> Result<String> {
+    let v = conn
+        .eval(expr)
+        .await
+        .with_context(|| format!("eval {expr}"))?;
+    v.as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("{expr} returned {v:?}, not one string"))
+}
+
+/// Creates (or keeps) ServiceAccount `sa` in `ns`, binds it to `cluster_role` there when given,
+/// and returns a fresh token for it (TokenRequest, default audience, 1 hour).
+pub async fn sa_token(client: &Client, ns: &str, sa: &str, cluster_role: Option<&str>) -> Result<String> {
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let account = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(sa.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    sas.patch(sa, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&account))
+        .await?;
+    if let Some(role) = cluster_role {
+        let rb = RoleBinding {
+            metadata: ObjectMeta {
+                name: Some(format!("{sa}-rsessions")),
+                ..Default::default()
+            },
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "ClusterRole".into(),
+                name: role.into(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: sa.into(),
+                namespace: Some(ns.into()),
+                ..Default::default()
+            }]),
+        };
+        apply(client, ns, &rb).await?;
+    }
+    let req = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let resp: TokenRequest = sas
+        .create_subresource(
+            "token",
+            sa,
+            &PostParams::default(),
+            &serde_json::to_vec(&req)?,
+        )
+        .await?;
+    resp.status
+        .map(|s| s.token)
+        .context("TokenRequest without a token")
+}
+
+/// Creates namespace `ns` (PodSecurity restricted) if missing.
+pub async fn ensure_namespace(client: &Client, ns: &str) -> Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let obj = Namespace {
+        metadata: ObjectMeta {
+            name: Some(ns.into()),
+            labels: Some(BTreeMap::from([(
+                "pod-security.kubernetes.io/enforce".into(),
+                "restricted".into(),
+            )])),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    api.patch(ns, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&obj))
+        .await?;
+    Ok(())
+}
+
+/// The current session pod of an RSession.
+pub async fn session_pod(client: &Client, ns: &str, rs: &RSession) -> Result<Pod> {
+    let name = rs
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_name.clone())
+        .context("no status.podName")?;
+    Ok(Api::namespaced(client.clone(), ns).get(&name).await?)
+}
+
+/// An MCP client over streamable HTTP.
+pub type McpClient = RunningService<RoleClient, ()>;
+
+/// Connects an MCP client to `url` with an optional bearer token.
+pub async fn mcp_connect(url: &str, token: Option<&str>) -> Result<McpClient> {
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string());
+    if let Some(t) = token {
+        config = config.auth_header(t.to_string());
+    }
+    ().serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .map_err(|e| anyhow!("MCP initialize at {url}: {e}"))
+}
+
+/// Calls tool `name` with `args`; a protocol-level failure is an error.
+pub async fn call(client: &McpClient, name: &str, args: Value) -> Result<CallToolResult> {
+    let params = CallToolRequestParams::new(name.to_string())
+        .with_arguments(args.as_object().cloned().unwrap_or_default());
+    client
+        .call_tool(params)
+        .await
+        .map_err(|e| anyhow!("{name}: {e}"))
+}
+
+/// The text content of a tool result, joined by newlines.
+pub fn text(r: &CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| match c {
+            ContentBlock::Text(t) => Some(t.text.clone()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The image contents of a tool result as (mime type, base64 data).
+pub fn images(r: &CallToolResult) -> Vec<(String, String)> {
+    r.content
+        .iter()
+        .filter_map(|c| match c {
+            ContentBlock::Image(i) => Some((i.mime_type.clone(), i.data.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A field of the structured content of a tool result.
+pub fn structured_field(r: &CallToolResult, field: &str) -> Option<Value> {
+    r.structured_content.as_ref()?.get(field).cloned()
+}
+
+/// The names of the RSessions in `ns` (for diagnostics).
+pub async fn rsession_names(client: &Client, ns: &str) -> Result<Vec<String>> {
+    let api: Api<RSession> = Api::namespaced(client.clone(), ns);
+    Ok(api
+        .list(&Default::default())
+        .await?
+        .items
+        .iter()
+        .map(|r| r.name_any())
+        .collect())
+}
