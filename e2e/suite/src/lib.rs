@@ -247,7 +247,7 @@ pub async fn sa_token(client: &Client, ns: &str, sa: &str, cluster_role: Option<
             "token",
             sa,
             &PostParams::default(),
-            &serde_json::to_vec(&req)?,
+            &req,
         )
         .await?;
     resp.status

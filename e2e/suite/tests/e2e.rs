@@ -88,7 +88,7 @@ async fn frontend_requires_a_token_and_isolates_identities() -> Result<()> {
     let url = env("RSESSION_E2E_MCP_URL")?;
     let err = mcp_connect(&url, None).await.err().context("connected without a token")?;
     let msg = format!("{err:#}");
-    ensure!(msg.contains("401") || msg.to_lowercase().contains("unauthorized"), "{msg}");
+    ensure!(msg.contains("401") || msg.to_lowercase().contains("unauthorized") || msg.contains("Auth required"), "{msg}");
     // a raw request shows the status code itself
     let status = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "content-type: application/json",
