@@ -29,7 +29,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use rsession_api::well_known as wk;
-use rsession_api::{LifecycleSpec, Phase, RSession, RSessionSpec, WorkspaceSpec};
+use rsession_api::{Phase, RSession, RSessionSpec};
 use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -80,24 +80,8 @@ impl KubernetesConfig {
             ready_timeout: Duration::from_secs(120),
             workspace: wk::WORKSPACE_PATH.to_string(),
             activity_interval: Duration::from_secs(10),
-            spec: default_spec(),
+            spec: RSessionSpec::default(),
         }
-    }
-}
-
-/// An RSession spec that leaves every choice to the operator's defaults.
-pub fn default_spec() -> RSessionSpec {
-    RSessionSpec {
-        image: None,
-        image_pull_policy: None,
-        resources: None,
-        workspace: WorkspaceSpec::default(),
-        network: None,
-        database: None,
-        lifecycle: LifecycleSpec::default(),
-        runtime_class_name: None,
-        node_selector: None,
-        tolerations: None,
     }
 }
 
@@ -599,7 +583,7 @@ mod tests {
     use rsession_api::RSessionStatus;
 
     fn with_status(status: RSessionStatus) -> RSession {
-        let mut rs = RSession::new("rs-1", default_spec());
+        let mut rs = RSession::new("rs-1", RSessionSpec::default());
         rs.status = Some(status);
         rs
     }
@@ -643,7 +627,7 @@ mod tests {
         let mut false_condition = full.clone();
         false_condition.conditions = vec![ready_condition("False")];
         assert!(!is_ready(&with_status(false_condition)));
-        assert!(!is_ready(&RSession::new("x", default_spec())));
+        assert!(!is_ready(&RSession::new("x", RSessionSpec::default())));
     }
 
     #[test]
@@ -659,7 +643,7 @@ mod tests {
             text.starts_with("Starting:") && text.contains("pulling image"),
             "{text}"
         );
-        let (step, text) = progress_step(&RSession::new("x", default_spec()));
+        let (step, text) = progress_step(&RSession::new("x", RSessionSpec::default()));
         assert_eq!(step, 1.0);
         assert!(text.starts_with("Pending:"), "{text}");
     }
