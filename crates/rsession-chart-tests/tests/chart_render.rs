@@ -510,17 +510,7 @@ fn config_default_builds_with_default_load_restrictions() {
 #[test]
 fn kustomize_renders_the_same_objects_as_the_chart() {
     let tools = tools();
-    let path = repo_root().join("config/default");
-    // File-loading rules relaxed here so this comparison stands on its own; the test above
-    // checks the default rules.
-    let text = tools
-        .kubectl(&[
-            "kustomize",
-            "--load-restrictor",
-            "LoadRestrictionsNone",
-            path.to_string_lossy().as_ref(),
-        ])
-        .unwrap_or_else(|e| panic!("{e}"));
+    let text = render_kustomize(&tools, "config/default").unwrap_or_else(|e| panic!("{e}"));
     let mut kustomized = parse_manifests("config/default", &text).unwrap_or_else(|e| panic!("{e}"));
     kustomized.iter_mut().for_each(strip_helm_metadata);
     let chart = kustomize::chart_objects(&tools).unwrap_or_else(|e| panic!("{e}"));
