@@ -66,6 +66,7 @@ impl App {
                     .unwrap_or_else(|| client.default_namespace().to_string());
                 let mut k = KubernetesConfig::new(namespace.clone());
                 k.ready_timeout = args.ready_timeout().map_err(StartError::Config)?;
+                k.activity_interval = args.activity_interval().map_err(StartError::Config)?;
                 if let Some(root) = &args.workspace_root {
                     k.workspace = root.clone();
                 }

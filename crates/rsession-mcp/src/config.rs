@@ -156,6 +156,13 @@ pub struct Args {
     #[arg(long, default_value_t = 120.0, env = "RSESSION_READY_TIMEOUT_SECS")]
     pub ready_timeout_secs: f64,
 
+    /// Shortest time between two `rsession.dev/last-activity` stamps of one
+    /// session, in seconds (kubernetes backend). Keep it well below the
+    /// sessions' `spec.lifecycle.idleTimeout`: a stamp skipped by this
+    /// throttle is activity the operator does not see.
+    #[arg(long, default_value_t = 10.0, env = "RSESSION_ACTIVITY_INTERVAL_SECS")]
+    pub activity_interval_secs: f64,
+
     /// HTTP caller authentication. Default: `kubernetes` with the kubernetes
     /// backend, `none` otherwise.
     #[arg(long, value_enum, env = "RSESSION_AUTH")]
@@ -203,6 +210,16 @@ impl Args {
     /// `--ready-timeout-secs` as a duration.
     pub fn ready_timeout(&self) -> Result<Duration, String> {
         secs(self.ready_timeout_secs, "ready-timeout-secs")
+    }
+
+    /// `--activity-interval-secs` as a duration (zero allowed: stamp every evaluation).
+    pub fn activity_interval(&self) -> Result<Duration, String> {
+        let s = self.activity_interval_secs;
+        if s.is_finite() && s >= 0.0 {
+            Ok(Duration::from_secs_f64(s))
+        } else {
+            Err("--activity-interval-secs must be zero or a positive number of seconds".into())
+        }
     }
 
     /// `--auth-cache-secs` as a duration.
@@ -265,6 +282,12 @@ mod tests {
         assert_eq!(a.auth_mode(), AuthMode::Kubernetes);
         assert_eq!(a.namespace.as_deref(), Some("sessions"));
         assert_eq!(a.ready_timeout().unwrap(), Duration::from_secs(120));
+        assert_eq!(a.activity_interval().unwrap(), Duration::from_secs(10));
+        let every =
+            Args::try_parse_from(["rsession-mcp", "--activity-interval-secs", "0"]).unwrap();
+        assert_eq!(every.activity_interval().unwrap(), Duration::ZERO);
+        let bad = Args::try_parse_from(["rsession-mcp", "--activity-interval-secs=-1"]).unwrap();
+        assert!(bad.activity_interval().is_err());
         let stdio = Args::try_parse_from(["rsession-mcp", "--backend", "kubernetes"]).unwrap();
         assert_eq!(stdio.auth_mode(), AuthMode::None);
         let direct = Args::try_parse_from(["rsession-mcp", "--transport", "http"]).unwrap();
