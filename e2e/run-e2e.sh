@@ -7,6 +7,8 @@
 #   --bench   also run the start-up benchmark (writes target-e2e/bench-startup.md)
 # Environment:
 #   CARGO_TARGET_DIR   where the debug binaries and the suite build (default <repo>/target)
+#   RSESSION_E2E_BIN_DIR  take rsession-operator and rsession-mcp from this folder instead of
+#                      building debug binaries
 #   RSESSION_E2E_RELEASE  Helm release name (default rse2e); namespaces <release>-system and
 #                      <release>-sessions
 # Needs root (the local cluster, images/build.sh) and everything e2e/local/README.md lists.
@@ -28,15 +30,31 @@ release="${RSESSION_E2E_RELEASE:-rse2e}"
 sys_ns="$release-system" sess_ns="$release-sessions"
 tag=e2e   # operator and mcp images; other releases on this cluster keep their :dev images
 
-log "cluster up"
-eval "$("$repo/e2e/local/up.sh" | grep '^export ')"
 export PATH="${RSESSION_CACHE:-$HOME/.cache/rsession}/k8s-v1.33.13/bin:$PATH"
+admin_kc="${RSESSION_CACHE:-$HOME/.cache/rsession}/cluster/admin.kubeconfig"
+# A cluster that is already up and Ready is used as it is (up.sh re-run on a running cluster
+# waits for a CoreDNS Ready transition newer than its own start, which never comes).
+if [ -f "$admin_kc" ] && KUBECONFIG="$admin_kc" kubectl get --raw /readyz >/dev/null 2>&1 \
+   && KUBECONFIG="$admin_kc" kubectl wait --for=condition=Ready node --all --timeout=10s >/dev/null 2>&1; then
+  log "cluster already up and Ready"
+  export KUBECONFIG="$admin_kc"
+else
+  log "cluster up"
+  up_out="$("$repo/e2e/local/up.sh")"   # set -e stops here when the cluster does not come up
+  eval "$(grep '^export ' <<<"$up_out")"
+  [ -n "${KUBECONFIG:-}" ] || { echo "up.sh printed no KUBECONFIG" >&2; exit 1; }
+fi
 kubectl get nodes >&2
 
-log "debug binaries"
-(cd "$repo" && cargo build -p rsession-operator -p rsession-mcp)
 bins="$(mktemp -d)"; trap 'rm -rf "$bins"' EXIT
-ln -s "$target/debug/rsession-operator" "$target/debug/rsession-mcp" "$bins/"
+if [ -n "${RSESSION_E2E_BIN_DIR:-}" ]; then
+  log "binaries from $RSESSION_E2E_BIN_DIR"
+  ln -s "$(readlink -f "$RSESSION_E2E_BIN_DIR/rsession-operator")" "$(readlink -f "$RSESSION_E2E_BIN_DIR/rsession-mcp")" "$bins/"
+else
+  log "debug binaries"
+  (cd "$repo" && cargo build -p rsession-operator -p rsession-mcp)
+  ln -s "$target/debug/rsession-operator" "$target/debug/rsession-mcp" "$bins/"
+fi
 log "images: r-sandbox:dev (cached OCI tarball reused), operator and mcp:$tag from the debug binaries"
 "$repo/images/build.sh" r-sandbox
 RSESSION_BIN_DIR="$bins" RSESSION_IMAGE_TAG="$tag" "$repo/images/build.sh" operator mcp
@@ -74,7 +92,8 @@ marker="${RSESSION_CACHE:-$HOME/.cache/rsession}/cluster/network-policy-unenforc
 if [ -f "$marker" ]; then export RSESSION_E2E_POLICY_UNENFORCED="$(cat "$marker")"; fi
 
 log "synthetic OMOP CDM in PostgreSQL"
-eval "$("$repo/e2e/local/omop-postgres.sh")"
+pg_out="$("$repo/e2e/local/omop-postgres.sh")"
+eval "$pg_out"
 
 log "suite"
 status=0
