@@ -47,6 +47,10 @@ struct Args {
     /// Every this many sessions has a Persistent workspace (a PVC as sixth child); 0 for none.
     #[arg(long, default_value_t = 4)]
     persistent_every: usize,
+    /// Extra argument for the operator binary (repeatable), for example
+    /// `--operator-arg=--config --operator-arg=operator.yaml`.
+    #[arg(long = "operator-arg", allow_hyphen_values = true)]
+    operator_args: Vec<String>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -234,6 +238,7 @@ async fn main() -> anyhow::Result<()> {
     let log = std::fs::File::create(&log_path)?;
     let mut operator = tokio::process::Command::new(&operator_bin)
         .args(["--http-addr", "off", "--namespace", &ns])
+        .args(&args.operator_args)
         .env("KUBECONFIG", cp.kubeconfig_path())
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
