@@ -101,10 +101,13 @@ fn session_label<K: Resource>(o: &K) -> Option<String> {
     o.labels().get(wk::LABEL_SESSION).cloned()
 }
 
+/// Reads the `rsession.dev/session` label of every cached child of one kind.
+type SessionLabels = Box<dyn Fn() -> Vec<String> + Send + Sync>;
+
 /// Children per session, from the reflectors.
 struct Observer {
     rsessions: Store<RSession>,
-    children: Vec<(&'static str, Box<dyn Fn() -> Vec<String> + Send + Sync>)>,
+    children: Vec<(&'static str, SessionLabels)>,
 }
 
 impl Observer {
@@ -123,7 +126,7 @@ impl Observer {
         macro_rules! kind {
             ($k:ty, $name:literal) => {{
                 let store = child_store::<$k>(client, ns);
-                let f: Box<dyn Fn() -> Vec<String> + Send + Sync> = Box::new(move || {
+                let f: SessionLabels = Box::new(move || {
                     store
                         .state()
                         .iter()
