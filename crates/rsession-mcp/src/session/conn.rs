@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use rserve::{ConnectOptions, Connection, Sexp, Signal};
 use serde_json::json;
 use tokio::time::{Instant, timeout_at};
@@ -65,6 +66,13 @@ pub fn map_rserve_error(e: &rserve::Error) -> ToolError {
     }
 }
 
+/// How long a refused connect is retried before `backend_unavailable`.
+const CONNECT_REFUSED_RETRY: Duration = Duration::from_secs(8);
+
+fn is_connection_refused(e: &rserve::Error) -> bool {
+    matches!(e, rserve::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused)
+}
+
 impl RConn {
     /// Connect to `endpoint`, install the harness and run `init` (workspace
     /// created if missing, `setwd` into it, private library on `.libPaths()`).
@@ -78,7 +86,18 @@ impl RConn {
             connect_timeout,
             max_reply_bytes: REPLY_HEADROOM,
         };
-        let mut conn = Connection::connect(&endpoint.addr, &opts)
+        // A Service answers "connection refused" for a moment after its pod
+        // turns Ready, until the node's proxy has programmed the endpoint;
+        // that (and only that) is retried with backoff for a few seconds.
+        let mut conn = (|| Connection::connect(&endpoint.addr, &opts))
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(50))
+                    .with_max_delay(Duration::from_millis(800))
+                    .with_total_delay(Some(CONNECT_REFUSED_RETRY))
+                    .without_max_times(),
+            )
+            .when(is_connection_refused)
             .await
             .map_err(|e| backend_unavailable(endpoint, &e))?;
         let pid = conn
