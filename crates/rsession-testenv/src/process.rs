@@ -6,7 +6,7 @@
 //! 2. A watchdog shell holds the read end of a pipe whose write end only this process holds;
 //!    when this process exits for any reason (a `static` fixture is never dropped, a panic
 //!    aborts, SIGKILL), the pipe reaches EOF and the watchdog kills every registered group and
-//!    removes the temp folder (kept when a test failed, see [`KEEP_MARKER`]).
+//!    removes the temp folder (kept for a day when a test failed, see [`KEEP_MARKER`]).
 //! 3. `pids` in the temp folder lists the owner pid and the groups; the next fixture start
 //!    kills groups whose owner is gone ([`reap_strays`]), in case the watchdog was killed too.
 
@@ -170,7 +170,7 @@ impl Watchdog {
 }
 
 /// Kills the process groups of fixtures under `base` whose owning process is gone, and removes
-/// their folders unless they carry [`KEEP_MARKER`]. Groups are only killed when their leader's
+/// their folders unless they carry a [`KEEP_MARKER`] younger than a day. Groups are only killed when their leader's
 /// command line still names the folder, so a recycled pid is never hit.
 pub(crate) fn reap_strays(base: &Path) {
     let Ok(entries) = std::fs::read_dir(base) else {
@@ -205,10 +205,20 @@ pub(crate) fn reap_strays(base: &Path) {
                 let _ = killpg(pid(group), Signal::SIGKILL);
             }
         }
-        if !dir.join(KEEP_MARKER).exists() {
+        if !dir.join(KEEP_MARKER).exists() || kept_long_enough(&dir) {
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
+}
+
+/// Folders kept for a post-mortem are removed by a later start once they are a day old.
+fn kept_long_enough(dir: &Path) -> bool {
+    const KEEP_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+    std::fs::metadata(dir.join(KEEP_MARKER))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > KEEP_FOR)
 }
 
 /// The last `lines` lines of a log file (empty when it cannot be read).
