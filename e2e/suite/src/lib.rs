@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use backon::{ExponentialBuilder, Retryable};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
@@ -107,9 +108,10 @@ pub fn is_ready() -> impl Condition<RSession> {
     |o: Option<&RSession>| {
         o.is_some_and(|rs| {
             has_condition(rs, "Ready")
-                && rs.status.as_ref().is_some_and(|s| {
-                    s.endpoint.is_some() && s.credentials_secret.is_some()
-                })
+                && rs
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.endpoint.is_some() && s.credentials_secret.is_some())
         })
     }
 }
@@ -185,7 +187,17 @@ pub async fn connect_rserve(client: &Client, ns: &str, rs: &RSession) -> Result<
         ..ConnectOptions::default()
     };
     let addr = reachable_endpoint(client, ns, rs).await?;
-    Connection::connect(&addr, &opts)
+    // Like the MCP frontend: a Service refuses connections for a moment after
+    // its pod turns Ready, until kube-proxy has programmed the endpoint.
+    (|| Connection::connect(&addr, &opts))
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(50))
+                .with_max_delay(Duration::from_millis(800))
+                .with_total_delay(Some(Duration::from_secs(8)))
+                .without_max_times(),
+        )
+        .when(|e| matches!(e, rserve::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused))
         .await
         .with_context(|| format!("QAP1 connect to {addr}"))
 }
@@ -203,7 +215,12 @@ pub async fn eval_string(conn: &mut Connection, expr: &str) -> Result<String> {
 
 /// Creates (or keeps) ServiceAccount `sa` in `ns`, binds it to `cluster_role` there when given,
 /// and returns a fresh token for it (TokenRequest, default audience, 1 hour).
-pub async fn sa_token(client: &Client, ns: &str, sa: &str, cluster_role: Option<&str>) -> Result<String> {
+pub async fn sa_token(
+    client: &Client,
+    ns: &str,
+    sa: &str,
+    cluster_role: Option<&str>,
+) -> Result<String> {
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
     let account = ServiceAccount {
         metadata: ObjectMeta {
@@ -212,8 +229,12 @@ pub async fn sa_token(client: &Client, ns: &str, sa: &str, cluster_role: Option<
         },
         ..Default::default()
     };
-    sas.patch(sa, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&account))
-        .await?;
+    sas.patch(
+        sa,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&account),
+    )
+    .await?;
     if let Some(role) = cluster_role {
         let rb = RoleBinding {
             metadata: ObjectMeta {
@@ -243,12 +264,7 @@ pub async fn sa_token(client: &Client, ns: &str, sa: &str, cluster_role: Option<
         ..Default::default()
     };
     let resp: TokenRequest = sas
-        .create_subresource(
-            "token",
-            sa,
-            &PostParams::default(),
-            &req,
-        )
+        .create_subresource("token", sa, &PostParams::default(), &req)
         .await?;
     resp.status
         .map(|s| s.token)
@@ -269,8 +285,12 @@ pub async fn ensure_namespace(client: &Client, ns: &str) -> Result<()> {
         },
         ..Default::default()
     };
-    api.patch(ns, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&obj))
-        .await?;
+    api.patch(
+        ns,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&obj),
+    )
+    .await?;
     Ok(())
 }
 

@@ -40,28 +40,61 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::test]
 #[ignore = "benchmark; needs a cluster with the chart installed (e2e/run-e2e.sh --bench)"]
 async fn session_startup_benchmark() -> Result<()> {
-    let n: usize = std::env::var("RSESSION_E2E_BENCH_N").ok().map(|v| v.parse()).transpose()?.unwrap_or(20);
+    let n: usize = std::env::var("RSESSION_E2E_BENCH_N")
+        .ok()
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(20);
     let client = client().await?;
     let ns = sessions_ns()?;
-    let token = sa_token(&client, &ns, "e2e-bench", Some(&env("RSESSION_E2E_USER_CLUSTERROLE")?)).await?;
+    let token = sa_token(
+        &client,
+        &ns,
+        "e2e-bench",
+        Some(&env("RSESSION_E2E_USER_CLUSTERROLE")?),
+    )
+    .await?;
     let mcp = mcp_connect(&env("RSESSION_E2E_MCP_URL")?, Some(&token)).await?;
 
     let seen: Arc<Mutex<HashMap<String, Seen>>> = Arc::default();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let watch_seen = seen.clone();
     let watch = tokio::spawn(async move {
-        let mut stream = watcher(pods, watcher::Config::default().labels(wk::LABEL_SESSION)).boxed();
+        let mut stream =
+            watcher(pods, watcher::Config::default().labels(wk::LABEL_SESSION)).boxed();
         while let Some(ev) = stream.next().await {
-            let Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) = ev else { continue };
+            let Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) = ev else {
+                continue;
+            };
             let now = Instant::now();
-            let Some(session) = pod.metadata.labels.as_ref().and_then(|l| l.get(wk::LABEL_SESSION)).cloned() else { continue };
+            let Some(session) = pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(wk::LABEL_SESSION))
+                .cloned()
+            else {
+                continue;
+            };
             let mut map = watch_seen.lock().expect("lock");
             let e = map.entry(session).or_default();
-            if e.scheduled.is_none() && pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+            if e.scheduled.is_none()
+                && pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_ref())
+                    .is_some()
+            {
                 e.scheduled = Some(now);
             }
-            let running = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.state.as_ref().and_then(|s| s.running.as_ref()).is_some()));
+            let running = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.state.as_ref().and_then(|s| s.running.as_ref()).is_some())
+                });
             if e.started.is_none() && running {
                 e.started = Some(now);
             }
@@ -79,11 +112,23 @@ async fn session_startup_benchmark() -> Result<()> {
             continue;
         }
         let t_ready = t0.elapsed().as_secs_f64();
-        let id = structured_field(&created, "session_id").and_then(|v| v.as_str().map(str::to_owned)).context("session_id")?;
-        let r = call(&mcp, "execute_in_session", json!({"session_id": id, "code": "1 + 1"})).await?;
+        let id = structured_field(&created, "session_id")
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .context("session_id")?;
+        let r = call(
+            &mcp,
+            "execute_in_session",
+            json!({"session_id": id, "code": "1 + 1"}),
+        )
+        .await?;
         let t_eval = t0.elapsed().as_secs_f64();
         ensure!(text(&r).contains('2'), "eval {i}: {}", text(&r));
-        let s = seen.lock().expect("lock").get(&id).copied().unwrap_or_default();
+        let s = seen
+            .lock()
+            .expect("lock")
+            .get(&id)
+            .copied()
+            .unwrap_or_default();
         let since = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(t0).as_secs_f64());
         rows.push((since(s.scheduled), since(s.started), t_ready, t_eval));
         call(&mcp, "close_session", json!({"session_id": id})).await?;
@@ -93,14 +138,29 @@ async fn session_startup_benchmark() -> Result<()> {
 
     let stat = |mut v: Vec<f64>| -> (f64, f64, usize) {
         v.sort_by(f64::total_cmp);
-        if v.is_empty() { (f64::NAN, f64::NAN, 0) } else { (percentile(&v, 50.0), percentile(&v, 95.0), v.len()) }
+        if v.is_empty() {
+            (f64::NAN, f64::NAN, 0)
+        } else {
+            (percentile(&v, 50.0), percentile(&v, 95.0), v.len())
+        }
     };
-    let mut out = format!("Sessions: {n} sequential, image imported, times in seconds from `create_session`.\n\n\
-        | stage | p50 | p95 | samples |\n|---|---|---|---|\n");
+    let mut out = format!(
+        "Sessions: {n} sequential, image imported, times in seconds from `create_session`.\n\n\
+        | stage | p50 | p95 | samples |\n|---|---|---|---|\n"
+    );
     for (name, col) in [
-        ("scheduled (pod has a node)", rows.iter().filter_map(|r| r.0).collect::<Vec<_>>()),
-        ("container started (running)", rows.iter().filter_map(|r| r.1).collect()),
-        ("Rserve ready (create_session returned)", rows.iter().map(|r| r.2).collect()),
+        (
+            "scheduled (pod has a node)",
+            rows.iter().filter_map(|r| r.0).collect::<Vec<_>>(),
+        ),
+        (
+            "container started (running)",
+            rows.iter().filter_map(|r| r.1).collect(),
+        ),
+        (
+            "Rserve ready (create_session returned)",
+            rows.iter().map(|r| r.2).collect(),
+        ),
         ("first eval returned", rows.iter().map(|r| r.3).collect()),
     ] {
         let (p50, p95, k) = stat(col);
@@ -110,10 +170,17 @@ async fn session_startup_benchmark() -> Result<()> {
     for f in &failures {
         out.push_str(&format!("- {f}\n"));
     }
-    let path = std::env::var("RSESSION_E2E_BENCH_OUT")
-        .unwrap_or_else(|_| std::env::temp_dir().join("rsession-bench-startup.md").display().to_string());
+    let path = std::env::var("RSESSION_E2E_BENCH_OUT").unwrap_or_else(|_| {
+        std::env::temp_dir()
+            .join("rsession-bench-startup.md")
+            .display()
+            .to_string()
+    });
     std::fs::write(&path, &out)?;
     println!("{out}\n(written to {path})");
-    ensure!(failures.len() * 10 <= n, "more than 10% of the starts failed");
+    ensure!(
+        failures.len() * 10 <= n,
+        "more than 10% of the starts failed"
+    );
     Ok(())
 }

@@ -21,7 +21,10 @@ fn rsession(name: &str, spec: serde_json::Value) -> Result<RSession> {
     }))?)
 }
 
-async fn ready_session(name: &str, spec: serde_json::Value) -> Result<(kube::Client, String, RSession)> {
+async fn ready_session(
+    name: &str,
+    spec: serde_json::Value,
+) -> Result<(kube::Client, String, RSession)> {
     let client = client().await?;
     let ns = sessions_ns()?;
     delete_rsession(&client, &ns, name).await?;
@@ -41,16 +44,33 @@ async fn sample_ready_and_mcp_session_runs_tidyverse_with_plot() -> Result<()> {
     delete_rsession(&client, &ns, "basic").await?;
     let out = Command::new("kubectl")
         .args(["-n", &ns, "apply", "-f"])
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/samples/rsession-basic.yaml"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/samples/rsession-basic.yaml"
+        ))
         .output()?;
-    ensure!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let api: Api<RSession> = Api::namespaced(client.clone(), &ns);
     wait_for(&api, "basic", 180, "Ready", is_ready()).await?;
 
-    let token = sa_token(&client, &ns, "e2e-agent-a", Some(&env("RSESSION_E2E_USER_CLUSTERROLE")?)).await?;
+    let token = sa_token(
+        &client,
+        &ns,
+        "e2e-agent-a",
+        Some(&env("RSESSION_E2E_USER_CLUSTERROLE")?),
+    )
+    .await?;
     let mcp = mcp_connect(&env("RSESSION_E2E_MCP_URL")?, Some(&token)).await?;
     let created = call(&mcp, "create_session", json!({})).await?;
-    ensure!(created.is_error != Some(true), "create_session failed: {}", text(&created));
+    ensure!(
+        created.is_error != Some(true),
+        "create_session failed: {}",
+        text(&created)
+    );
     let id = structured_field(&created, "session_id")
         .and_then(|v| v.as_str().map(str::to_owned))
         .with_context(|| format!("no session_id in {created:?}"))?;
@@ -59,7 +79,12 @@ async fn sample_ready_and_mcp_session_runs_tidyverse_with_plot() -> Result<()> {
     let exec = |code: &'static str| {
         let (mcp, id) = (&mcp, id.clone());
         async move {
-            let r = call(mcp, "execute_in_session", json!({"session_id": id, "code": code})).await?;
+            let r = call(
+                mcp,
+                "execute_in_session",
+                json!({"session_id": id, "code": code}),
+            )
+            .await?;
             ensure!(r.is_error != Some(true), "{code}: {}", text(&r));
             Ok::<_, anyhow::Error>(r)
         }
@@ -69,13 +94,22 @@ async fn sample_ready_and_mcp_session_runs_tidyverse_with_plot() -> Result<()> {
     ensure!(text(&r).contains("110 5"), "state not kept: {}", text(&r));
     let r = exec("print(ggplot(d, aes(a, b)) + geom_point())").await?;
     let imgs = images(&r);
-    ensure!(imgs.len() == 1, "expected one image, got {} ({})", imgs.len(), text(&r));
+    ensure!(
+        imgs.len() == 1,
+        "expected one image, got {} ({})",
+        imgs.len(),
+        text(&r)
+    );
     ensure!(imgs[0].0 == "image/png", "mime {}", imgs[0].0);
     // base64 of the PNG signature 89 50 4E 47 0D 0A 1A 0A starts with "iVBORw0KGgo".
     ensure!(imgs[0].1.starts_with("iVBORw0KGgo"), "not a PNG");
 
     let closed = call(&mcp, "close_session", json!({"session_id": id})).await?;
-    ensure!(closed.is_error != Some(true), "close_session: {}", text(&closed));
+    ensure!(
+        closed.is_error != Some(true),
+        "close_session: {}",
+        text(&closed)
+    );
     mcp.cancel().await?;
     delete_rsession(&client, &ns, "basic").await?;
     Ok(())
@@ -86,35 +120,105 @@ async fn sample_ready_and_mcp_session_runs_tidyverse_with_plot() -> Result<()> {
 #[ignore = "needs a cluster with the chart installed (e2e/run-e2e.sh)"]
 async fn frontend_requires_a_token_and_isolates_identities() -> Result<()> {
     let url = env("RSESSION_E2E_MCP_URL")?;
-    let err = mcp_connect(&url, None).await.err().context("connected without a token")?;
+    let err = mcp_connect(&url, None)
+        .await
+        .err()
+        .context("connected without a token")?;
     let msg = format!("{err:#}");
-    ensure!(msg.contains("401") || msg.to_lowercase().contains("unauthorized") || msg.contains("Auth required"), "{msg}");
+    ensure!(
+        msg.contains("401")
+            || msg.to_lowercase().contains("unauthorized")
+            || msg.contains("Auth required"),
+        "{msg}"
+    );
     // a raw request shows the status code itself
     let status = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "content-type: application/json",
-            "-H", "accept: application/json, text/event-stream", "-d", "{}", &url])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "accept: application/json, text/event-stream",
+            "-d",
+            "{}",
+            &url,
+        ])
         .output()?;
-    ensure!(String::from_utf8_lossy(&status.stdout) == "401", "status {:?}", status);
+    ensure!(
+        String::from_utf8_lossy(&status.stdout) == "401",
+        "status {:?}",
+        status
+    );
 
     let client = client().await?;
     let ns = sessions_ns()?;
     let role = env("RSESSION_E2E_USER_CLUSTERROLE")?;
-    let a = mcp_connect(&url, Some(&sa_token(&client, &ns, "e2e-agent-a", Some(&role)).await?)).await?;
-    let b = mcp_connect(&url, Some(&sa_token(&client, &ns, "e2e-agent-b", Some(&role)).await?)).await?;
+    let a = mcp_connect(
+        &url,
+        Some(&sa_token(&client, &ns, "e2e-agent-a", Some(&role)).await?),
+    )
+    .await?;
+    let b = mcp_connect(
+        &url,
+        Some(&sa_token(&client, &ns, "e2e-agent-b", Some(&role)).await?),
+    )
+    .await?;
     let created = call(&a, "create_session", json!({})).await?;
-    ensure!(created.is_error != Some(true), "create_session: {}", text(&created));
-    let id = structured_field(&created, "session_id").and_then(|v| v.as_str().map(str::to_owned)).context("session_id")?;
-    let r = call(&a, "execute_in_session", json!({"session_id": id, "code": "secret <- 42; cat(secret)"})).await?;
+    ensure!(
+        created.is_error != Some(true),
+        "create_session: {}",
+        text(&created)
+    );
+    let id = structured_field(&created, "session_id")
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .context("session_id")?;
+    let r = call(
+        &a,
+        "execute_in_session",
+        json!({"session_id": id, "code": "secret <- 42; cat(secret)"}),
+    )
+    .await?;
     ensure!(text(&r).contains("42"), "{}", text(&r));
 
     let listed = call(&b, "list_sessions", json!({})).await?;
-    ensure!(!serde_json::to_string(&listed)?.contains(&id), "B sees A's session: {listed:?}");
-    let used = call(&b, "execute_in_session", json!({"session_id": id, "code": "cat(secret)"})).await?;
-    ensure!(used.is_error == Some(true) && !text(&used).contains("42"), "B used A's session: {}", text(&used));
+    ensure!(
+        !serde_json::to_string(&listed)?.contains(&id),
+        "B sees A's session: {listed:?}"
+    );
+    let used = call(
+        &b,
+        "execute_in_session",
+        json!({"session_id": id, "code": "cat(secret)"}),
+    )
+    .await?;
+    ensure!(
+        used.is_error == Some(true) && !text(&used).contains("42"),
+        "B used A's session: {}",
+        text(&used)
+    );
     let closed = call(&b, "close_session", json!({"session_id": id})).await?;
-    ensure!(closed.is_error == Some(true), "B closed A's session: {}", text(&closed));
-    let still = call(&a, "execute_in_session", json!({"session_id": id, "code": "cat(secret)"})).await?;
-    ensure!(text(&still).contains("42"), "A lost its session: {}", text(&still));
+    ensure!(
+        closed.is_error == Some(true),
+        "B closed A's session: {}",
+        text(&closed)
+    );
+    let still = call(
+        &a,
+        "execute_in_session",
+        json!({"session_id": id, "code": "cat(secret)"}),
+    )
+    .await?;
+    ensure!(
+        text(&still).contains("42"),
+        "A lost its session: {}",
+        text(&still)
+    );
     call(&a, "close_session", json!({"session_id": id})).await?;
     a.cancel().await?;
     b.cancel().await?;
@@ -129,18 +233,34 @@ async fn session_is_sandboxed() -> Result<()> {
     let (client, ns, rs) = ready_session("e2e-sandbox", json!({})).await?;
     let mut conn = connect_rserve(&client, &ns, &rs).await?;
     ensure!(eval_string(&mut conn, "system('id -u', intern = TRUE)").await? == "1000");
-    let w = eval_string(&mut conn, "tryCatch({ writeLines('x', '/usr/e2e-probe'); 'written' }, \
-        warning = function(w) 'failed', error = function(e) 'failed')").await?;
+    let w = eval_string(
+        &mut conn,
+        "tryCatch({ writeLines('x', '/usr/e2e-probe'); 'written' }, \
+        warning = function(w) 'failed', error = function(e) 'failed')",
+    )
+    .await?;
     ensure!(w == "failed", "writing under /usr: {w}");
-    let t = eval_string(&mut conn, "as.character(file.exists('/var/run/secrets/kubernetes.io/serviceaccount/token'))").await?;
+    let t = eval_string(
+        &mut conn,
+        "as.character(file.exists('/var/run/secrets/kubernetes.io/serviceaccount/token'))",
+    )
+    .await?;
     ensure!(t == "FALSE", "service-account token mounted");
 
     if let Ok(reason) = std::env::var("RSESSION_E2E_POLICY_UNENFORCED") {
-        eprintln!("SKIPPED policy checks (TCP to another pod / the node blocked): NetworkPolicy is not enforced on this cluster: {reason}");
+        eprintln!(
+            "SKIPPED policy checks (TCP to another pod / the node blocked): NetworkPolicy is not enforced on this cluster: {reason}"
+        );
     } else {
         let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
-        let dns = pods.list(&kube::api::ListParams::default().labels("k8s-app=kube-dns")).await?;
-        let dns_ip = dns.items.first().and_then(|p| p.status.as_ref()?.pod_ip.clone()).context("no kube-dns pod")?;
+        let dns = pods
+            .list(&kube::api::ListParams::default().labels("k8s-app=kube-dns"))
+            .await?;
+        let dns_ip = dns
+            .items
+            .first()
+            .and_then(|p| p.status.as_ref()?.pod_ip.clone())
+            .context("no kube-dns pod")?;
         let pod = session_pod(&client, &ns, &rs).await?;
         let node_ip = pod.status.and_then(|s| s.host_ip).context("no hostIP")?;
         for (host, port) in [(dns_ip.as_str(), 53), (node_ip.as_str(), 10250)] {
@@ -156,9 +276,23 @@ async fn session_is_sandboxed() -> Result<()> {
 fn psql_count(sql: &str) -> Result<i64> {
     let out = Command::new("psql")
         .env("PGPASSWORD", env("RSESSION_E2E_PG_PASSWORD")?)
-        .args(["-h", "127.0.0.1", "-U", &env("RSESSION_E2E_PG_USER")?, "-d", &env("RSESSION_E2E_PG_DB")?, "-qAt", "-c", sql])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            &env("RSESSION_E2E_PG_USER")?,
+            "-d",
+            &env("RSESSION_E2E_PG_DB")?,
+            "-qAt",
+            "-c",
+            sql,
+        ])
         .output()?;
-    ensure!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
@@ -170,22 +304,39 @@ async fn session_queries_the_omop_database() -> Result<()> {
     let client = client().await?;
     let ns = sessions_ns()?;
     let secret = Secret {
-        metadata: ObjectMeta { name: Some("e2e-omop-cdm".into()), ..Default::default() },
-        string_data: Some([
-            ("host", "RSESSION_E2E_PG_HOST"), ("port", "RSESSION_E2E_PG_PORT"), ("dbname", "RSESSION_E2E_PG_DB"),
-            ("user", "RSESSION_E2E_PG_USER"), ("password", "RSESSION_E2E_PG_PASSWORD"), ("schema", "RSESSION_E2E_PG_SCHEMA"),
-        ].into_iter().map(|(k, v)| Ok((k.to_owned(), env(v)?))).collect::<Result<_>>()?),
+        metadata: ObjectMeta {
+            name: Some("e2e-omop-cdm".into()),
+            ..Default::default()
+        },
+        string_data: Some(
+            [
+                ("host", "RSESSION_E2E_PG_HOST"),
+                ("port", "RSESSION_E2E_PG_PORT"),
+                ("dbname", "RSESSION_E2E_PG_DB"),
+                ("user", "RSESSION_E2E_PG_USER"),
+                ("password", "RSESSION_E2E_PG_PASSWORD"),
+                ("schema", "RSESSION_E2E_PG_SCHEMA"),
+            ]
+            .into_iter()
+            .map(|(k, v)| Ok((k.to_owned(), env(v)?)))
+            .collect::<Result<_>>()?,
+        ),
         ..Default::default()
     };
     apply(&client, &ns, &secret).await?;
-    let (client, ns, rs) = ready_session("e2e-omop", json!({"database": {"secretRef": {"name": "e2e-omop-cdm"}}})).await?;
+    let (client, ns, rs) = ready_session(
+        "e2e-omop",
+        json!({"database": {"secretRef": {"name": "e2e-omop-cdm"}}}),
+    )
+    .await?;
     let schema = env("RSESSION_E2E_PG_SCHEMA")?;
     let cohort = format!(
         "SELECT count(DISTINCT c.person_id) FROM {schema}.condition_occurrence c \
          JOIN {schema}.drug_exposure d ON d.person_id = c.person_id AND d.drug_exposure_start_date >= c.condition_start_date \
          JOIN {schema}.observation_period o ON o.person_id = c.person_id \
          AND c.condition_start_date BETWEEN o.observation_period_start_date AND o.observation_period_end_date \
-         WHERE c.condition_concept_id = 201826 AND d.drug_concept_id = 1503297");
+         WHERE c.condition_concept_id = 201826 AND d.drug_concept_id = 1503297"
+    );
     let expected = psql_count(&cohort)?;
     ensure!(expected > 0, "the synthetic cohort is empty");
     let mut conn = connect_rserve(&client, &ns, &rs).await?;
@@ -193,7 +344,10 @@ async fn session_queries_the_omop_database() -> Result<()> {
         "con <- DBI::dbConnect(RPostgreSQL::PostgreSQL(), host = Sys.getenv('PGHOST'), port = as.integer(Sys.getenv('PGPORT')), \
          dbname = Sys.getenv('PGDATABASE'), user = Sys.getenv('PGUSER'), password = Sys.getenv('PGPASSWORD')); \
          n <- DBI::dbGetQuery(con, \"{cohort}\")[[1]]; DBI::dbDisconnect(con); as.character(n)")).await?;
-    ensure!(got == expected.to_string(), "R counted {got}, psql {expected}");
+    ensure!(
+        got == expected.to_string(),
+        "R counted {got}, psql {expected}"
+    );
     conn.close().await;
     delete_rsession(&client, &ns, "e2e-omop").await
 }
@@ -202,8 +356,13 @@ async fn session_queries_the_omop_database() -> Result<()> {
 #[tokio::test]
 #[ignore = "needs a cluster with the chart installed (e2e/run-e2e.sh)"]
 async fn idle_timeout_ends_an_idle_session() -> Result<()> {
-    let (client, ns, rs) = ready_session("e2e-idle", json!({"lifecycle": {"idleTimeout": "5s"}})).await?;
-    let pod = rs.status.as_ref().and_then(|s| s.pod_name.clone()).context("no pod")?;
+    let (client, ns, rs) =
+        ready_session("e2e-idle", json!({"lifecycle": {"idleTimeout": "5s"}})).await?;
+    let pod = rs
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_name.clone())
+        .context("no pod")?;
     let api: Api<RSession> = Api::namespaced(client.clone(), &ns);
     let t0 = std::time::Instant::now();
     let ended = tokio::time::timeout(
@@ -213,10 +372,16 @@ async fn idle_timeout_ends_an_idle_session() -> Result<()> {
         }),
     )
     .await;
-    ensure!(matches!(ended, Ok(Ok(_))), "idle session not ended within 60 s: {ended:?}");
+    ensure!(
+        matches!(ended, Ok(Ok(_))),
+        "idle session not ended within 60 s: {ended:?}"
+    );
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     wait_deleted(&pods, &pod, 60).await?;
-    eprintln!("idle session ended {:.1} s after Ready (idleTimeout 5s)", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "idle session ended {:.1} s after Ready (idleTimeout 5s)",
+        t0.elapsed().as_secs_f64()
+    );
     delete_rsession(&client, &ns, "e2e-idle").await
 }
 
@@ -229,22 +394,43 @@ async fn pod_loss_is_a_state_reset() -> Result<()> {
     let mut conn = connect_rserve(&client, &ns, &rs).await?;
     conn.void_eval("x <- 7").await?;
     conn.close().await;
-    let old_uid = rs.status.as_ref().and_then(|s| s.pod_uid.clone()).context("no podUid")?;
+    let old_uid = rs
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_uid.clone())
+        .context("no podUid")?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let old_pod = rs.status.as_ref().and_then(|s| s.pod_name.clone()).context("no pod")?;
+    let old_pod = rs
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_name.clone())
+        .context("no pod")?;
     pods.delete(&old_pod, &DeleteParams::default()).await?;
     let api: Api<RSession> = Api::namespaced(client.clone(), &ns);
     let ou = old_uid.clone();
-    let rs = wait_for(&api, "e2e-podloss", 180, "StateReset and Ready on a new pod", move |o: Option<&RSession>| {
-        o.is_some_and(|rs| {
-            has_condition(rs, "StateReset")
-                && rs.status.as_ref().is_some_and(|s| s.pod_uid.as_deref().is_some_and(|u| u != ou))
-        }) && is_ready().matches_object(o)
-    }).await?;
+    let rs = wait_for(
+        &api,
+        "e2e-podloss",
+        180,
+        "StateReset and Ready on a new pod",
+        move |o: Option<&RSession>| {
+            o.is_some_and(|rs| {
+                has_condition(rs, "StateReset")
+                    && rs
+                        .status
+                        .as_ref()
+                        .is_some_and(|s| s.pod_uid.as_deref().is_some_and(|u| u != ou))
+            }) && is_ready().matches_object(o)
+        },
+    )
+    .await?;
     let resets = rs.status.as_ref().and_then(|s| s.state_resets).unwrap_or(0);
     ensure!(resets >= 1, "stateResets {resets}");
     let mut conn = connect_rserve(&client, &ns, &rs).await?;
-    ensure!(eval_string(&mut conn, "as.character(exists('x'))").await? == "FALSE", "old state survived");
+    ensure!(
+        eval_string(&mut conn, "as.character(exists('x'))").await? == "FALSE",
+        "old state survived"
+    );
     ensure!(eval_string(&mut conn, "as.character(6 * 7)").await? == "42");
     conn.close().await;
     delete_rsession(&client, &ns, "e2e-podloss").await
@@ -259,16 +445,23 @@ async fn persistent_session_suspends_and_resumes_with_files() -> Result<()> {
     let ns = sessions_ns()?;
     // A hostPath volume on this node (the local cluster: the test runs on the node). The pod
     // runs as uid 1000 and hostPath gets no fsGroup, so the folder is made writable here.
-    let pv_dir = std::env::var("RSESSION_E2E_PV_DIR").unwrap_or_else(|_| "/var/lib/rsession-e2e/pv".into());
+    let pv_dir =
+        std::env::var("RSESSION_E2E_PV_DIR").unwrap_or_else(|_| "/var/lib/rsession-e2e/pv".into());
     cleanup_persistent(&client, &ns).await?;
     let _ = std::fs::remove_dir_all(&pv_dir);
     std::fs::create_dir_all(&pv_dir)?;
     std::fs::set_permissions(&pv_dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
-    let out = Command::new("kubectl").args(["apply", "-f", "-"]).stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().and_then(|mut c| {
+    let out = Command::new("kubectl")
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
             use std::io::Write;
-            c.stdin.take().expect("stdin").write_all(format!(
-"apiVersion: v1
+            c.stdin.take().expect("stdin").write_all(
+                format!(
+                    "apiVersion: v1
 kind: PersistentVolume
 metadata: {{name: e2e-hostpath-pv}}
 spec:
@@ -277,23 +470,43 @@ spec:
   persistentVolumeReclaimPolicy: Retain
   storageClassName: e2e-hostpath
   hostPath: {{path: {pv_dir}, type: Directory}}
-").as_bytes())?;
+"
+                )
+                .as_bytes(),
+            )?;
             c.wait_with_output()
         })?;
-    ensure!(out.status.success(), "PV: {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "PV: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let spec = json!({"workspace": {"kind": "Persistent", "size": "1Gi", "storageClassName": "e2e-hostpath"}});
     let (client, ns, rs) = ready_session("e2e-persist", spec.clone()).await?;
     let mut conn = connect_rserve(&client, &ns, &rs).await?;
-    conn.void_eval("writeLines('kept across suspend', '/workspace/note.txt')").await?;
+    conn.void_eval("writeLines('kept across suspend', '/workspace/note.txt')")
+        .await?;
     conn.close().await;
 
     let mut suspended = spec.clone();
     suspended["lifecycle"] = json!({"suspend": true});
     apply(&client, &ns, &rsession("e2e-persist", suspended)?).await?;
     let api: Api<RSession> = Api::namespaced(client.clone(), &ns);
-    wait_for(&api, "e2e-persist", 120, "Suspended", |o: Option<&RSession>| {
-        o.is_some_and(|rs| rs.status.as_ref().and_then(|s| s.phase.as_ref()).is_some_and(|p| format!("{p:?}") == "Suspended"))
-    }).await?;
+    wait_for(
+        &api,
+        "e2e-persist",
+        120,
+        "Suspended",
+        |o: Option<&RSession>| {
+            o.is_some_and(|rs| {
+                rs.status
+                    .as_ref()
+                    .and_then(|s| s.phase.as_ref())
+                    .is_some_and(|p| format!("{p:?}") == "Suspended")
+            })
+        },
+    )
+    .await?;
     let mut resumed = spec;
     resumed["lifecycle"] = json!({"suspend": false});
     apply(&client, &ns, &rsession("e2e-persist", resumed)?).await?;
@@ -310,7 +523,10 @@ async fn cleanup_persistent(client: &kube::Client, ns: &str) -> Result<()> {
     use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
     delete_rsession(client, ns, "e2e-persist").await?;
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-    let lp = kube::api::ListParams::default().labels(&format!("{}=e2e-persist", rsession_api::well_known::LABEL_SESSION));
+    let lp = kube::api::ListParams::default().labels(&format!(
+        "{}=e2e-persist",
+        rsession_api::well_known::LABEL_SESSION
+    ));
     for pvc in pvcs.list(&lp).await?.items {
         let name = kube::ResourceExt::name_any(&pvc);
         pvcs.delete(&name, &DeleteParams::default()).await?;
@@ -318,7 +534,8 @@ async fn cleanup_persistent(client: &kube::Client, ns: &str) -> Result<()> {
     }
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
     if pvs.get_opt("e2e-hostpath-pv").await?.is_some() {
-        pvs.delete("e2e-hostpath-pv", &DeleteParams::default()).await?;
+        pvs.delete("e2e-hostpath-pv", &DeleteParams::default())
+            .await?;
         wait_deleted(&pvs, "e2e-hostpath-pv", 60).await?;
     }
     Ok(())
