@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 echo "[demo] (1/3) dependencies" >&2
 e2e/install-deps.sh
-echo "[demo] (2/3) building rsession-mcp (release)" >&2
-cargo build --locked --release -p rsession-mcp --bins --examples 2>&1 | tail -1
+echo "[demo] (2/3) building rsession-mcp and the demo client" >&2
+cargo build --locked -p rsession-mcp --bin rsession-mcp --example demo 2>&1 | tail -1
+target="${CARGO_TARGET_DIR:-$PWD/target}/debug"
 echo "[demo] (3/3) running the scripted MCP session" >&2
-RSESSION_MCP_BIN="$PWD/target/release/rsession-mcp" exec target/release/examples/demo "$@"
+RSESSION_MCP_BIN="$target/rsession-mcp" exec "$target/examples/demo" "$@"
