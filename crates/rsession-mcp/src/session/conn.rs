@@ -255,7 +255,9 @@ impl RConn {
     async fn drain_pending_interrupt(&mut self, limit: Duration) {
         match tokio::time::timeout(limit, self.conn.void_eval("invisible(NULL)")).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::debug!(pid = self.pid, error = %e, "absorbed a pending interrupt"),
+            Ok(Err(e)) => {
+                tracing::debug!(pid = self.pid, error = %e, "absorbed a pending interrupt")
+            }
             Err(_) => tracing::warn!(pid = self.pid, "no-op after interrupt did not return"),
         }
     }

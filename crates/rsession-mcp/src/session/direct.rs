@@ -131,7 +131,7 @@ impl Backend for DirectBackend {
     fn list<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<Vec<BackendSession>, ToolError>> {
         async move {
             let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            let mut out: Vec<BackendSession> = sessions
+            let out: Vec<BackendSession> = sessions
                 .iter()
                 .filter(|(_, p)| p.owner == owner)
                 .map(|(id, p)| BackendSession {
@@ -142,11 +142,6 @@ impl Backend for DirectBackend {
                     phase: None,
                 })
                 .collect();
-            out.sort_by(|a, b| {
-                a.created_at
-                    .cmp(&b.created_at)
-                    .then(a.session_id.cmp(&b.session_id))
-            });
             Ok(out)
         }
         .boxed()

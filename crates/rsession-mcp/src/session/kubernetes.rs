@@ -512,7 +512,7 @@ impl Backend for KubernetesBackend {
                 .list(&ListParams::default().labels(&selector))
                 .await
                 .map_err(|e| api_error("list RSessions", &e))?;
-            let mut out: Vec<BackendSession> = list
+            let out: Vec<BackendSession> = list
                 .items
                 .iter()
                 .map(|rs| BackendSession {
@@ -528,11 +528,6 @@ impl Backend for KubernetesBackend {
                     phase: phase_of(rs).map(|p| p.as_str().to_string()),
                 })
                 .collect();
-            out.sort_by(|a, b| {
-                a.created_at
-                    .cmp(&b.created_at)
-                    .then(a.session_id.cmp(&b.session_id))
-            });
             Ok(out)
         }
         .boxed()

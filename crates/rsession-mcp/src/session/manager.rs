@@ -397,7 +397,12 @@ impl SessionManager {
 
     /// Sessions of `owner`, oldest first.
     pub async fn list(&self, owner: &str) -> Result<Vec<SessionInfo>, ToolError> {
-        let known = self.backend.list(owner).await?;
+        let mut known = self.backend.list(owner).await?;
+        known.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then(a.session_id.cmp(&b.session_id))
+        });
         let mut out = Vec::with_capacity(known.len());
         for k in known {
             let local = self.map().get(&k.session_id).cloned();
