@@ -160,6 +160,17 @@ impl ControlPlane {
         started.as_ref().map_err(|e| Error::Shared(e.clone()))
     }
 
+    /// [`ControlPlane::shared`] with the repository's generated CRDs (`crds/`) installed and
+    /// established: the starting point of tests that create RSessions.
+    ///
+    /// # Errors
+    /// As [`ControlPlane::shared`] and [`crate::apply_crds`].
+    pub async fn shared_with_crds() -> Result<&'static ControlPlane> {
+        let cp = Self::shared().await?;
+        crate::apply_crds(&cp.client()?, &crate::workspace_root().join("crds")).await?;
+        Ok(cp)
+    }
+
     /// Starts a new control plane in a fresh temp folder under `$TMPDIR/rsession-testenv`.
     ///
     /// # Errors

@@ -43,7 +43,7 @@ use rsession_mcp::auth::{KubeAuth, KubeAuthConfig};
 use rsession_mcp::metrics::Metrics;
 use rsession_mcp::session::kubernetes::{KubernetesBackend, KubernetesConfig};
 use rsession_mcp::session::{ManagerConfig, SessionManager};
-use rsession_testenv::{ControlPlane, apply_crds, apply_yaml, workspace_root};
+use rsession_testenv::{ControlPlane, apply_yaml};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -61,14 +61,9 @@ pub async fn control_plane() -> &'static ControlPlane {
                 .unwrap_or_else(|_| "warn,rsession_mcp=info".into()),
         )
         .try_init();
-    let cp = ControlPlane::shared().await.expect("control plane");
-    apply_crds(
-        &cp.client().expect("client"),
-        &workspace_root().join("crds"),
-    )
-    .await
-    .expect("install the RSession CRD");
-    cp
+    ControlPlane::shared_with_crds()
+        .await
+        .expect("control plane with the RSession CRD")
 }
 
 #[derive(Debug, Serialize)]

@@ -17,7 +17,7 @@ use kube::{Client, Resource, ResourceExt};
 use rsession_api::well_known as wk;
 use rsession_api::{RSession, WorkspaceKind};
 use rsession_operator::{OperatorConfig, RunError, Runtime};
-use rsession_testenv::{ControlPlane, apply_crds, workspace_root};
+use rsession_testenv::ControlPlane;
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -50,14 +50,9 @@ pub async fn control_plane() -> &'static ControlPlane {
                 .unwrap_or_else(|_| "warn,rsession_operator=info".into()),
         )
         .try_init();
-    let cp = ControlPlane::shared().await.expect("control plane");
-    apply_crds(
-        &cp.client().expect("client"),
-        &workspace_root().join("crds"),
-    )
-    .await
-    .expect("install the RSession CRD");
-    cp
+    ControlPlane::shared_with_crds()
+        .await
+        .expect("control plane with the RSession CRD")
 }
 
 /// Operator configuration for one test: only `namespace` is watched, so tests sharing the
