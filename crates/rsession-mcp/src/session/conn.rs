@@ -308,4 +308,58 @@ mod tests {
         let e = r_error_to_tool_error("Error: cannot allocate vector");
         assert_eq!(e.code, ErrorCode::Internal);
     }
+
+    fn endpoint_at(addr: std::net::SocketAddr) -> Endpoint {
+        Endpoint {
+            addr: addr.to_string(),
+            credentials: None,
+            workspace: "/tmp/unused".into(),
+        }
+    }
+
+    /// A loopback port nothing listens on (bound, then released).
+    fn refused_addr() -> std::net::SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    }
+
+    #[tokio::test]
+    async fn a_port_that_keeps_refusing_is_backend_unavailable_after_the_retry_window() {
+        let addr = refused_addr();
+        let started = Instant::now();
+        let Err(e) = RConn::open(&endpoint_at(addr), Duration::from_secs(2)).await else {
+            panic!("connected to a closed port");
+        };
+        assert_eq!(e.code, ErrorCode::BackendUnavailable);
+        assert_eq!(e.details["endpoint"], addr.to_string());
+        assert!(e.message.contains("cannot reach R"), "{}", e.message);
+        // backon stops before a delay would pass the total, so the last wait (at most the
+        // 800 ms maximum delay) may be skipped.
+        assert!(
+            started.elapsed() >= CONNECT_REFUSED_RETRY - Duration::from_millis(800),
+            "gave up after {:?}, before the retry window",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_appears_after_refusals_is_reached() {
+        let addr = refused_addr();
+        // Stands in for a Service whose endpoint is programmed a moment late; it speaks no
+        // QAP1, so reaching it shows up as a handshake failure, not as "refused".
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let l = tokio::net::TcpListener::bind(addr).await.expect("rebind");
+            let (mut s, _) = l.accept().await.expect("accept");
+            tokio::io::AsyncWriteExt::write_all(&mut s, &[b'x'; 32])
+                .await
+                .expect("write");
+        });
+        let Err(e) = RConn::open(&endpoint_at(addr), Duration::from_secs(2)).await else {
+            panic!("a non-Rserve peer was accepted");
+        };
+        late.await.expect("late listener");
+        assert_eq!(e.code, ErrorCode::BackendUnavailable);
+        assert!(!e.message.contains("refused"), "{}", e.message);
+    }
 }
