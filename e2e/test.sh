@@ -6,7 +6,12 @@
 #      (unit, real Rserve, real kube-apiserver, real MCP clients)
 #   4. the official Python MCP SDK acceptance tests (stdio and streamable HTTP)
 #   5. a bounded fuzz run of the QAP1 decoder
-# Ends with one summary line: "N passed, N failed".
+#   6. the cluster e2e: the local from-source cluster (e2e/local/up.sh, NetworkPolicy enforced),
+#      its smoke test, images, the Helm chart and the whole e2e suite (e2e/run-e2e.sh), then
+#      the cluster down again (down.sh puts back what up.sh changed on the host)
+# Ends with one summary line: "N passed, N failed". Needs root (apt, the local cluster).
+# Environment: RSESSION_SKIP_CLUSTER_E2E=1 leaves out step 6 (for a machine that cannot run the
+# cluster; CI never sets it, and the summary then says so).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root="$PWD"
@@ -16,14 +21,14 @@ failed_steps=()
 passed=0; failed=0; ignored=0
 
 set -e
-log "(1/5) dependencies"
+log "(1/6) dependencies"
 e2e/install-deps.sh
-log "(2/5) Kubernetes binaries (cached after the first build)"
+log "(2/6) Kubernetes binaries (cached after the first build)"
 RSESSION_K8S_BIN="$(e2e/local/build-binaries.sh | tail -1)"
 export RSESSION_K8S_BIN
 set +e
 
-log "(3/5) clippy, then the Rust tests"
+log "(3/6) clippy, then the Rust tests"
 cargo clippy --workspace --all-targets --locked -- -D warnings >"$logs/clippy.log" 2>&1
 clippy_rc=$?
 grep -E -A8 '^(warning|error)' "$logs/clippy.log" | head -80
@@ -35,7 +40,7 @@ while read -r p f i; do
   passed=$((passed + p)); failed=$((failed + f)); ignored=$((ignored + i))
 done < <(sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored.*/\1 \2 \3/p' "$logs/cargo-test.log")
 
-log "(4/5) Python MCP SDK acceptance tests"
+log "(4/6) Python MCP SDK acceptance tests"
 if [ -f e2e/python/requirements.txt ]; then
   cargo build --locked -p rsession-mcp --bins 2>&1 | tail -1
   RSESSION_MCP_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/rsession-mcp" \
@@ -48,7 +53,7 @@ if [ -f e2e/python/requirements.txt ]; then
   passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0} + ${e:-0}))
 fi
 
-log "(5/5) bounded fuzz run of the QAP1 decoder"
+log "(5/6) bounded fuzz run of the QAP1 decoder"
 if [ -x crates/rserve/fuzz/run.sh ]; then
   if FUZZ_SECONDS="${RSESSION_FUZZ_SECONDS:-30}" crates/rserve/fuzz/run.sh 2>&1 \
       | grep -E '^(fuzzing|Done|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+== ERROR|SUMMARY|thread .* panicked)'; then
@@ -58,8 +63,39 @@ if [ -x crates/rserve/fuzz/run.sh ]; then
   fi
 fi
 
+log "(6/6) cluster e2e on the local from-source cluster"
+if [ "${RSESSION_SKIP_CLUSTER_E2E:-0}" = 1 ]; then
+  echo "cluster e2e: LEFT OUT (RSESSION_SKIP_CLUSTER_E2E=1)"
+else
+  e2e_start=$(date +%s)
+  # A clean cluster: a run that was killed may have left state (bridges, iptables, etcd objects).
+  e2e/local/down.sh --purge >"$logs/down-before.log" 2>&1 || { cat "$logs/down-before.log"; failed_steps+=("cluster down"); }
+  trap 'e2e/local/down.sh >"$logs/down-after.log" 2>&1 || cat "$logs/down-after.log"' EXIT
+  if e2e/local/up.sh >"$logs/up.out" 2>"$logs/up.log"; then
+    tail -3 "$logs/up.log"
+    e2e/local/node/smoke.sh 2>&1 | tee "$logs/smoke.log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || failed_steps+=("smoke")
+    line="$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$logs/smoke.log" | tail -1)"
+    p="$(grep -oE '^[0-9]+' <<<"$line" || true)"; f="$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+' || true)"
+    passed=$((passed + ${p:-0})); failed=$((failed + ${f:-1}))
+    e2e/run-e2e.sh 2>&1 | tee "$logs/e2e.log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || failed_steps+=("cluster e2e")
+    e2e_tests=0
+    while read -r p f i; do
+      passed=$((passed + p)); failed=$((failed + f)); e2e_tests=$((e2e_tests + p + f))
+    done < <(sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored.*/\1 \2 \3/p' "$logs/e2e.log")
+    # The e2e tests are #[ignore]d in the plain cargo test run above, and run here.
+    ignored=$((ignored > e2e_tests ? ignored - e2e_tests : 0))
+    [ "$e2e_tests" -gt 0 ] || { echo "cluster e2e: no test ran"; failed_steps+=("cluster e2e (no test ran)"); failed=$((failed + 1)); }
+  else
+    tail -30 "$logs/up.log"
+    failed_steps+=("cluster up"); failed=$((failed + 1))
+  fi
+  echo "cluster e2e: $(( $(date +%s) - e2e_start )) s (enforcer: $(cat "${RSESSION_CACHE:-$HOME/.cache/rsession}/cluster/network-policy-enforcer" 2>/dev/null || echo none))"
+fi
+
 echo
-echo "== summary (cargo test + pytest + fuzz run) =="
+echo "== summary (cargo test + pytest + fuzz run + smoke + cluster e2e) =="
 echo "ignored: ${ignored}"
 [ ${#failed_steps[@]} -eq 0 ] || echo "failed steps: ${failed_steps[*]}"
 echo "${passed} passed, ${failed} failed"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Stops the local cluster started by e2e/local/up.sh and removes what it put on the machine:
-# pod containers and their network namespaces, the cni0 and rsession0 bridges, kube-proxy's
-# iptables chains, kube-network-policies' nftables table, the forward guard, kubelet mounts
-# and pod cgroups. Idempotent: safe to run when nothing is running.
+# pod containers and their network namespaces, the cni0 and rsession0 bridges, kube-proxy's and
+# kube-router's iptables chains and ipsets, kube-network-policies' nftables table, the forward
+# guard, kubelet mounts and pod cgroups, and puts back the host sysctls the node changed.
+# Idempotent: safe to run when nothing is running.
 #
 # Usage: e2e/local/down.sh [--purge]
 #   --purge  also delete the state folder (etcd data, certificates, containerd images)
@@ -13,6 +14,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 LOG_TAG=down
 # shellcheck source=node/lib.sh
 . "$here/node/lib.sh"
+# shellcheck source=node/network-policy.sh
+. "$here/node/network-policy.sh"
 
 purge=0
 case "${1:-}" in
@@ -22,28 +25,11 @@ case "${1:-}" in
 esac
 [ "$(id -u)" -eq 0 ] || die "must run as root"
 
-# stop <component>: SIGTERM, up to 15 s for it to exit, then SIGKILL.
-stop() {
-  local name="$1" pid deadline
-  if ! pid="$(pid_of "$name")"; then
-    rm -f "$RUN/$name.pid"
-    return
-  fi
-  kill -TERM "$pid" 2>/dev/null || true
-  deadline=$(( $(date +%s) + 15 ))
-  while kill -0 "$pid" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "$name: did not stop in 15s, killing"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$RUN/$name.pid"
-  log "$name: stopped in $(( $(date +%s) - deadline + 15 ))s"
-}
+stop() { stop_component "$1"; }
 
 # Policy and proxy first (their cleanup needs nothing else), then the kubelet so that it
 # does not restart containers while they are removed.
-stop kube-network-policies
-nft delete table inet kube-network-policies 2>/dev/null || true
+stop_network_policy_enforcers
 stop kube-proxy
 stop kubelet
 
@@ -87,6 +73,8 @@ for table in nat filter mangle; do
   for c in $chains; do iptables -t "$table" -X "$c" 2>/dev/null || true; done
 done
 
+remove_kube_router_ipsets
+
 # Mounts the kubelet made for pod volumes, deepest first.
 if [ -d "$STATE/kubelet" ]; then
   findmnt -rn -o TARGET | grep -E "^$STATE/kubelet(/|\$)" | sort -r | while read -r m; do umount -l "$m" || true; done || true
@@ -103,6 +91,9 @@ remove_pod_cgroups() {
   [ "$left" -eq 0 ]
 }
 wait_until "pod cgroups removed" 10 remove_pod_cgroups || log "warning: some kubepods cgroups are still busy"
+
+# Last, with nothing left running that sets them again.
+restore_host_sysctls
 
 if [ "$purge" -eq 1 ] && [ -d "$STATE" ]; then
   # containerd's snapshots may still be mounted if it was killed hard.

@@ -2,14 +2,18 @@
 # Brings up a real single-node Kubernetes cluster on this machine without Docker:
 # etcd, kube-apiserver, kube-controller-manager and kube-scheduler (built from Go modules),
 # containerd + runc + CNI bridge/host-local/loopback/portmap (Debian packages), kubelet,
-# kube-proxy (Service ClusterIPs), kube-network-policies (NetworkPolicy enforcement, when the
-# kernel supports it: see README) and CoreDNS as kube-dns, all built from Go modules. Pods get
+# kube-proxy (Service ClusterIPs), a NetworkPolicy enforcer (kube-network-policies where the
+# kernel has the nftables queue expression, else kube-router's policy controller on iptables +
+# ipset; see README) and CoreDNS as kube-dns, all built from Go modules. Pods get
 # their own network namespaces on the bridge cni0 and have no default route: nothing leaves
 # the machine.
 #
 # Usage: e2e/local/up.sh          (idempotent: running components are kept)
 # Environment: RSESSION_CACHE (default ~/.cache/rsession), RSESSION_CLUSTER_DIR (state,
-#   default $RSESSION_CACHE/cluster). Needs root.
+#   default $RSESSION_CACHE/cluster), RSESSION_ALLOW_UNENFORCED_NETWORK_POLICY=1 (start even
+#   when no NetworkPolicy enforcer can run; the default is to fail). Needs root.
+# Host settings it changes (down.sh restores them): the sysctls in HOST_SYSCTLS (node/lib.sh),
+# iptables chains and ipsets, the bridges rsession0 and cni0.
 # Prints `export KUBECONFIG=...` on the last line of stdout; progress goes to stderr.
 set -euo pipefail
 
@@ -19,6 +23,8 @@ repo="$(cd "$here/../.." && pwd)"
 . "$here/node/lib.sh"
 # shellcheck source=node/pki.sh
 . "$here/node/pki.sh"
+# shellcheck source=node/network-policy.sh
+. "$here/node/network-policy.sh"
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (containerd, kubelet, network setup)"
 total=10
@@ -35,6 +41,8 @@ start_bg() {
   fi
   setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
   echo $! >"$RUN/$name.pid"
+  # The command line, for component.sh to start the same process again.
+  printf '%q ' "$@" >"$RUN/$name.cmd"
   log "    $name: started (pid $!, log $LOGS/$name.log)"
 }
 
@@ -63,11 +71,11 @@ restart_if_changed() {
 not_alive() { ! kill -0 "$1" 2>/dev/null; }
 
 # ---------------------------------------------------------------------------------------------
-step 1 "host packages (containerd, runc, CNI plugins, umoci, debootstrap, iptables, nftables)"
+step 1 "host packages (containerd, runc, CNI plugins, umoci, debootstrap, iptables, ipset, nftables)"
 need=()
 for pair in containerd:containerd runc:runc "$CNI_BIN_DIR/bridge":containernetworking-plugins \
   umoci:umoci debootstrap:debootstrap iptables:iptables nft:nftables conntrack:conntrack \
-  envsubst:gettext-base openssl:openssl objdump:binutils curl:curl; do
+  envsubst:gettext-base openssl:openssl objdump:binutils curl:curl ipset:ipset; do
   cmd="${pair%%:*}" pkg="${pair#*:}"
   command -v "$cmd" >/dev/null 2>&1 || [ -x "$cmd" ] || need+=("$pkg")
 done
@@ -94,7 +102,6 @@ build_go() { # build_go <module dir> <package> <output> [extra -ldflags]
 k8s_version_ldflags="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION \
   -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=33"
 build_go "$here/node/kube-proxy" k8s.io/kubernetes/cmd/kube-proxy "$K8S_BIN/kube-proxy" "$k8s_version_ldflags"
-build_go "$here/node/network-policies" sigs.k8s.io/kube-network-policies/cmd "$KNP_BIN/kube-network-policies"
 build_go "$here/node/coredns" github.com/coredns/coredns "$COREDNS_BIN/coredns"
 
 # ---------------------------------------------------------------------------------------------
@@ -110,6 +117,10 @@ if ! iptables -C FORWARD ! -o "$POD_BRIDGE" -m comment --comment "$FORWARD_GUARD
   iptables -I FORWARD 1 ! -o "$POD_BRIDGE" -m comment --comment "$FORWARD_GUARD_COMMENT" -j DROP
 fi
 make_pki
+# The kubelet, kube-proxy and the CNI bridge plugin change host sysctls (for example
+# vm.overcommit_memory=1 and kernel.panic=10 from the kubelet): keep the values from before the
+# first start so that down.sh can put them back.
+save_host_sysctls
 
 # ---------------------------------------------------------------------------------------------
 step 4 "etcd on 127.0.0.1:$ETCD_PORT"
@@ -180,46 +191,31 @@ wait_until "node registered" 120 kubectl_admin get node "$NODE_NAME" \
   || die "node not registered, see $LOGS/kubelet.log"
 
 # ---------------------------------------------------------------------------------------------
-step 9 "kube-proxy and kube-network-policies (NetworkPolicy enforcement)"
+step 9 "kube-proxy and the NetworkPolicy enforcer"
 render "$here/node/kube-proxy.yaml" "$STATE/kube-proxy.yaml"
 restart_if_changed kube-proxy
 start_bg kube-proxy "$K8S_BIN/kube-proxy" --config "$STATE/kube-proxy.yaml"
-# nft_queue_error: prints why the kernel cannot run kube-network-policies (it sends the first
-# packet of each connection to user space with the nftables `queue` expression), or nothing.
-nft_queue_error() {
-  local err=""
-  nft add table inet rsession-probe 2>/dev/null || { echo "nft cannot add a table"; return; }
-  nft add chain inet rsession-probe probe 2>/dev/null
-  err="$(nft add rule inet rsession-probe probe queue num 100 bypass 2>&1 | head -1)" || true
-  nft delete table inet rsession-probe 2>/dev/null || true
-  echo "$err"
-}
 rm -f "$STATE/network-policy-unenforced"
+# The probe picks the enforcer this kernel can run: kube-network-policies needs the nftables
+# `queue` expression (it sends the first packet of each connection to user space);
+# kube-router's policy controller needs iptables with the `set` match and ipset hash:ip/hash:net.
 queue_err="$(nft_queue_error)"
-if [ -n "$queue_err" ]; then
-  # Without the nftables queue expression (CONFIG_NFT_QUEUE) the controller cannot enforce
-  # anything; running it would only pretend. Say so loudly and leave a marker for tests.
-  echo "kernel lacks the nftables queue expression: $queue_err" >"$STATE/network-policy-unenforced"
-  log "    WARNING: NetworkPolicy is NOT enforced on this node: the kernel has no nftables"
-  log "    'queue' expression (nft_queue), which kube-network-policies needs; nft said: $queue_err"
-  [ "${RSESSION_REQUIRE_NETWORK_POLICY:-0}" != 1 ] || die "RSESSION_REQUIRE_NETWORK_POLICY=1 and NetworkPolicy cannot be enforced"
-else
-  kubectl_admin apply --server-side --field-manager rsession-e2e-up -f "$here/node/network-policies-rbac.yaml" >/dev/null
-  if ! pid_of kube-network-policies >/dev/null; then
-    # kube-network-policies reads its credentials the in-cluster way; give it a ServiceAccount
-    # token through a private mount namespace so that nothing lands on the host's /run/secrets.
-    kubectl_admin -n kube-system create token kube-network-policies --duration 8760h \
-      >"$STATE/network-policies/token"
-    cp "$PKI/ca.crt" "$STATE/network-policies/ca.crt"
-    echo kube-system >"$STATE/network-policies/namespace"
-    mkdir -p "$KNP_SA_DIR"
-  fi
-  start_bg kube-network-policies env KUBERNETES_SERVICE_HOST="$NODE_IP" KUBERNETES_SERVICE_PORT="$APISERVER_PORT" \
-    unshare --mount --propagation private -- sh -c 'mount --bind "$1" "$2" && shift 2 && exec "$@"' sh \
-    "$STATE/network-policies" "$KNP_SA_DIR" \
-    "$KNP_BIN/kube-network-policies" --hostname-override "$NODE_NAME" --disable-nri \
-    --netfilter-bug-1766-fix=false --metrics-bind-address 127.0.0.1:9080
+ipset_err="$(ipset_error)"
+if [ -z "$queue_err" ]; then ENFORCER=kube-network-policies
+elif [ -z "$ipset_err" ]; then ENFORCER=kube-router
+else ENFORCER=none
 fi
+echo "$ENFORCER" >"$STATE/network-policy-enforcer"
+case "$ENFORCER" in
+  kube-network-policies) start_kube_network_policies ;;
+  kube-router) start_kube_router ;;
+  none)
+    reason="no NetworkPolicy enforcer can run on this kernel: nftables queue: $queue_err; iptables set match/ipset: $ipset_err"
+    echo "$reason" >"$STATE/network-policy-unenforced"
+    [ "${RSESSION_ALLOW_UNENFORCED_NETWORK_POLICY:-0}" = 1 ] \
+      || die "$reason (RSESSION_ALLOW_UNENFORCED_NETWORK_POLICY=1 starts the cluster anyway)"
+    log "    WARNING: NetworkPolicy is NOT enforced on this node: $reason" ;;
+esac
 # Node and pod objects outlive a down.sh/up.sh cycle in etcd: only a Ready condition written
 # after this run started counts.
 t0_rfc3339="$(date -u -d "@$t0" +%Y-%m-%dT%H:%M:%SZ)"
@@ -236,10 +232,15 @@ wait_until "node Ready" 180 fresh_ready '{range .status.conditions[?(@.type=="Re
   node "$NODE_NAME" || die "node not Ready, see $LOGS/kubelet.log"
 wait_until "kube-proxy healthy" 60 curl -sf http://127.0.0.1:10256/healthz \
   || die "kube-proxy not healthy, see $LOGS/kube-proxy.log"
-if [ -z "$queue_err" ]; then
-  wait_until "kube-network-policies serving metrics" 60 curl -sf http://127.0.0.1:9080/metrics \
-    || die "kube-network-policies not running, see $LOGS/kube-network-policies.log"
-fi
+case "$ENFORCER" in
+  kube-network-policies)
+    wait_until "kube-network-policies serving metrics" 60 curl -sf http://127.0.0.1:9080/metrics \
+      || die "kube-network-policies not running, see $LOGS/kube-network-policies.log" ;;
+  kube-router)
+    # /healthz turns 200 once the policy controller has finished a full sync.
+    wait_until "kube-router policy controller healthy" 120 curl -sf "http://127.0.0.1:$KUBE_ROUTER_HEALTH_PORT/healthz" \
+      || die "kube-router not healthy, see $LOGS/kube-router.log" ;;
+esac
 
 # ---------------------------------------------------------------------------------------------
 step 10 "cluster DNS (CoreDNS $COREDNS_VERSION as kube-dns, $CLUSTER_DNS_IP)"

@@ -3,8 +3,8 @@
 # kubeconfig): a restricted-PodSecurity namespace, an r-sandbox pod running Rserve under the
 # restricted securityContext becoming Ready (TCP probe 6311), pod-to-pod, Service and cluster
 # DNS traffic, no default route in pods, and a NetworkPolicy that denies ingress blocking a
-# second pod while a policy that allows it lets it through. The policy checks are skipped,
-# with the reason, when up.sh found that this kernel cannot enforce NetworkPolicy.
+# second pod while a policy that allows it lets it through. When up.sh could start no
+# NetworkPolicy enforcer, the policy checks fail with the reason (they never skip).
 # Prints timings and `N passed, N failed, N skipped`; exits non-zero on any failure.
 #
 # Usage: e2e/local/node/smoke.sh [--keep]   (--keep leaves the namespace for inspection)
@@ -30,8 +30,8 @@ check() { # check <name> <command...>
 }
 # up.sh leaves this marker when the kernel cannot run the NetworkPolicy controller.
 unenforced="$STATE/network-policy-unenforced"
-policy_check() { # policy_check <name> <command...>: check, or skip with the reason
-  if [ -f "$unenforced" ]; then skipped=$((skipped + 1)); log "SKIP $1 ($(cat "$unenforced"))"
+policy_check() { # policy_check <name> <command...>: check, or fail with the reason
+  if [ -f "$unenforced" ]; then failed=$((failed + 1)); log "FAIL $1: NetworkPolicy is not enforced ($(cat "$unenforced"))"
   else check "$@"; fi
 }
 not() { ! "$@"; }
