@@ -144,3 +144,22 @@ app.kubernetes.io/component: mcp
     {{- end }}
   {{- end }}
 {{- end -}}
+
+{{/*
+Egress rule to the cluster DNS pods (UDP and TCP 53), for the operator (database host names)
+and the MCP frontend (session Service names).
+*/}}
+{{- define "rsession.networkPolicy.dnsEgress" -}}
+- to:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ .Values.networkPolicy.dns.namespace }}
+      podSelector:
+        matchLabels:
+          {{- toYaml .Values.networkPolicy.dns.podSelector | nindent 10 }}
+  ports:
+    - protocol: UDP
+      port: 53
+    - protocol: TCP
+      port: 53
+{{- end -}}
