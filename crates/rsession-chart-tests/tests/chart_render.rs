@@ -641,3 +641,41 @@ fn mcp_egress_reaches_the_session_pods_the_operator_builds() {
         );
     }
 }
+
+/// Both the operator (database host names) and the frontend (session Service names) resolve
+/// names, so both policies allow DNS to the cluster DNS pods, on UDP and TCP 53, and nothing
+/// else on port 53.
+#[test]
+fn operator_and_frontend_egress_allow_cluster_dns() {
+    let chart = render(&tools(), &[]);
+    for name in ["rsession-operator", "rsession-mcp"] {
+        let policy = find(&chart, "NetworkPolicy", name);
+        let rules = policy
+            .pointer("/spec/egress")
+            .and_then(Value::as_array)
+            .expect("egress rules");
+        let dns: Vec<&Value> = rules
+            .iter()
+            .filter(|rule| rule.pointer("/ports/0/port") == Some(&Value::from(53)))
+            .collect();
+        assert_eq!(dns.len(), 1, "{name}: one DNS egress rule");
+        let peer = &dns[0]["to"][0];
+        assert_eq!(
+            peer.pointer("/namespaceSelector/matchLabels/kubernetes.io~1metadata.name"),
+            Some(&Value::from("kube-system")),
+            "{name}"
+        );
+        assert_eq!(
+            peer.pointer("/podSelector/matchLabels/k8s-app"),
+            Some(&Value::from("kube-dns")),
+            "{name}"
+        );
+        let protocols: Vec<&str> = dns[0]["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .filter_map(|p| p["protocol"].as_str())
+            .collect();
+        assert_eq!(protocols, ["UDP", "TCP"], "{name}");
+    }
+}
