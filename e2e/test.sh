@@ -15,7 +15,11 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root="$PWD"
-log() { echo "[test] $*" >&2; }
+# log: progress on stderr, each line with the seconds since the start (CI's wall-time budget
+# is 90 minutes cold; the closing lines say where the time went).
+log() { echo "[test] [${SECONDS}s] $*" >&2; }
+step_times=()
+mark() { step_times+=("$1=$(( SECONDS - ${last_mark:-0} ))s"); last_mark=$SECONDS; }
 logs="$(mktemp -d)"
 failed_steps=()
 passed=0; failed=0; ignored=0
@@ -23,9 +27,11 @@ passed=0; failed=0; ignored=0
 set -e
 log "(1/6) dependencies"
 e2e/install-deps.sh
+mark deps
 log "(2/6) Kubernetes binaries (cached after the first build)"
 RSESSION_K8S_BIN="$(e2e/local/build-binaries.sh | tail -1)"
 export RSESSION_K8S_BIN
+mark k8s-binaries
 set +e
 
 log "(3/6) clippy, then the Rust tests"
@@ -40,6 +46,7 @@ while read -r p f i; do
   passed=$((passed + p)); failed=$((failed + f)); ignored=$((ignored + i))
 done < <(sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored.*/\1 \2 \3/p' "$logs/cargo-test.log")
 
+mark rust
 log "(4/6) Python MCP SDK acceptance tests"
 if [ -f e2e/python/requirements.txt ]; then
   cargo build --locked -p rsession-mcp --bins 2>&1 | tail -1
@@ -53,6 +60,7 @@ if [ -f e2e/python/requirements.txt ]; then
   passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0} + ${e:-0}))
 fi
 
+mark python
 log "(5/6) bounded fuzz run of the QAP1 decoder"
 if [ -x crates/rserve/fuzz/run.sh ]; then
   if FUZZ_SECONDS="${RSESSION_FUZZ_SECONDS:-30}" crates/rserve/fuzz/run.sh 2>&1 \
@@ -63,6 +71,7 @@ if [ -x crates/rserve/fuzz/run.sh ]; then
   fi
 fi
 
+mark fuzz
 log "(6/6) cluster e2e on the local from-source cluster"
 if [ "${RSESSION_SKIP_CLUSTER_E2E:-0}" = 1 ]; then
   echo "cluster e2e: LEFT OUT (RSESSION_SKIP_CLUSTER_E2E=1)"
@@ -94,7 +103,9 @@ else
   echo "cluster e2e: $(( $(date +%s) - e2e_start )) s (enforcer: $(cat "${RSESSION_CACHE:-$HOME/.cache/rsession}/cluster/network-policy-enforcer" 2>/dev/null || echo none))"
 fi
 
+mark cluster-e2e
 echo
+echo "wall time: ${SECONDS}s (${step_times[*]})"
 echo "== summary (cargo test + pytest + fuzz run + smoke + cluster e2e) =="
 echo "ignored: ${ignored}"
 [ ${#failed_steps[@]} -eq 0 ] || echo "failed steps: ${failed_steps[*]}"
