@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end run on the local from-source cluster: cluster up, images from debug binaries,
-# chart installed, synthetic OMOP PostgreSQL, the Rust suite (e2e/suite), a summary.
+# chart installed, synthetic OMOP PostgreSQL, the Rust suite (e2e/suite: the test files e2e,
+# escape, faults and load, each with --ignored --test-threads=1), a summary. Exits non-zero
+# when any test fails. NetworkPolicy must be enforced: the policy tests fail (never skip)
+# on a cluster without an enforcer.
 #
 # Usage: e2e/run-e2e.sh [--down] [--bench] [-- <extra cargo test args, e.g. a test name>]
 #   --down    stop the cluster afterwards (default: leave it up)
@@ -59,49 +62,54 @@ log "images: r-sandbox:dev (cached OCI tarball reused), operator and mcp:$tag fr
 "$repo/images/build.sh" r-sandbox
 RSESSION_BIN_DIR="$bins" RSESSION_IMAGE_TAG="$tag" "$repo/images/build.sh" operator mcp
 
+# Session requests are lowered (defaults 250m CPU, 512Mi): the node has 2 CPUs, and the load
+# and fault tests run 10-20 sessions at once.
 log "chart: release $release in $sys_ns, sessions in $sess_ns"
 helm upgrade --install "$release" "$repo/charts/rsession" -n "$sys_ns" --create-namespace --wait --timeout 5m \
   --set operator.image.repository=localhost/rsession/operator,operator.image.tag=$tag,operator.image.pullPolicy=Never \
   --set mcp.image.repository=localhost/rsession/mcp,mcp.image.tag=$tag,mcp.image.pullPolicy=Never \
   --set operator.sessionDefaults.defaultImage=localhost/rsession/r-sandbox:dev \
   --set operator.sessionDefaults.defaultImagePullPolicy=Never \
+  --set operator.sessionDefaults.defaultResources.requests.cpu=25m \
+  --set operator.sessionDefaults.defaultResources.requests.memory=128Mi \
   --set operator.watchNamespace="$sess_ns",sessions.namespace="$sess_ns" >&2
 kubectl -n "$sys_ns" rollout restart deploy >&2   # same tag, new image content
 kubectl -n "$sys_ns" rollout status deploy --timeout 180s >&2
 
-mcp_svc="$(kubectl -n "$sys_ns" get svc -l app.kubernetes.io/component=mcp -o jsonpath='{.items[0].metadata.name}')"
-# The frontend checks the Host header (DNS-rebinding protection: its Service names, localhost,
-# 127.0.0.1), so the suite reaches it through kubectl port-forward on a free local port.
-pf_out="$bins/port-forward.out"
-kubectl -n "$sys_ns" port-forward "svc/$mcp_svc" :8080 >"$pf_out" 2>&1 &
-pf_pid=$!
-trap 'kill "$pf_pid" 2>/dev/null; rm -rf "$bins"' EXIT
-mcp_port=""
-for _ in $(seq 1 300); do   # bounded: up to 30 s
-  mcp_port="$(sed -n 's/^Forwarding from 127.0.0.1:\([0-9]*\) .*/\1/p' "$pf_out" | head -1)"
-  [ -n "$mcp_port" ] && break
-  kill -0 "$pf_pid" 2>/dev/null || { cat "$pf_out" >&2; exit 1; }
-  read -r -t 0.1 <> <(:) || true
-done
-[ -n "$mcp_port" ] || { echo "port-forward did not start" >&2; exit 1; }
+# The frontend is reached at its Service's ClusterIP (kube-proxy serves it on the node, and
+# it outlives a restart of the frontend pod, which the fault tests do); the suite forwards a
+# loopback port to it, so the Host header is 127.0.0.1, which the frontend accepts.
+mcp_addr="$(kubectl -n "$sys_ns" get svc -l app.kubernetes.io/component=mcp \
+  -o jsonpath='{.items[0].spec.clusterIP}:{.items[0].spec.ports[0].port}')"
+case "$mcp_addr" in *[0-9]:[0-9]*) ;; *) echo "no MCP frontend Service address ($mcp_addr)" >&2; exit 1 ;; esac
 export RSESSION_E2E_SESSIONS_NS="$sess_ns"
-export RSESSION_E2E_MCP_URL="http://127.0.0.1:$mcp_port/mcp"
+export RSESSION_E2E_SYSTEM_NS="$sys_ns"
+export RSESSION_E2E_MCP_ADDR="$mcp_addr"
+unset RSESSION_E2E_MCP_URL
 export RSESSION_E2E_USER_CLUSTERROLE="$release-rsession-user"
+export RSESSION_E2E_COMPONENT_CTL="$repo/e2e/local/component.sh"
 kubectl get clusterrole "$RSESSION_E2E_USER_CLUSTERROLE" >/dev/null
-marker="${RSESSION_CACHE:-$HOME/.cache/rsession}/cluster/network-policy-unenforced"
-if [ -f "$marker" ]; then export RSESSION_E2E_POLICY_UNENFORCED="$(cat "$marker")"; fi
 
 log "synthetic OMOP CDM in PostgreSQL"
 pg_out="$("$repo/e2e/local/omop-postgres.sh")"
 eval "$pg_out"
 
 log "suite"
+out=/tmp/rsession-e2e.log
+: >"$out"
 status=0
-(cd "$repo" && cargo test -p rsession-e2e --test e2e -- --ignored --test-threads=1 "${extra[@]}") 2>&1 | tee /tmp/rsession-e2e.log || status=$?
+(cd "$repo" && cargo test -p rsession-e2e --no-run) 2>&1 | tail -n 20 >&2 || status=$?
+if [ "$status" = 0 ]; then
+  for t in e2e escape faults load; do
+    log "suite: $t"
+    (cd "$repo" && cargo test -p rsession-e2e --test "$t" -- --ignored --test-threads=1 --nocapture "${extra[@]}") 2>&1 \
+      | tee -a "$out" || status=1
+  done
+fi
 if [ "$bench" = 1 ]; then
-  (cd "$repo" && cargo test -p rsession-e2e --test bench -- --ignored --nocapture) 2>&1 | tee -a /tmp/rsession-e2e.log || status=$?
+  (cd "$repo" && cargo test -p rsession-e2e --test bench -- --ignored --nocapture) 2>&1 | tee -a "$out" || status=1
 fi
 log "summary"
-grep -E '^test |^test result|SKIPPED' /tmp/rsession-e2e.log >&2 || true
+grep -E '^test |^test result|^LOAD' "$out" >&2 || true
 if [ "$down" = 1 ]; then "$repo/e2e/local/down.sh"; fi
 exit "$status"

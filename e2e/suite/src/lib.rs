@@ -1,17 +1,26 @@
 //! Helpers for the RSession end-to-end suite (`tests/`), which runs against the cluster that
 //! `KUBECONFIG` names with the Helm chart `charts/rsession` installed (see `e2e/run-e2e.sh`).
 //!
-//! Every wait watches a condition (kube `await_condition`, rmcp responses) under a deadline;
-//! nothing sleeps. Configuration comes from environment variables set by `e2e/run-e2e.sh`:
+//! Every wait watches a condition (kube `await_condition`, rmcp responses) under a deadline,
+//! or polls one (files under `/proc` and `/sys/fs/cgroup`, which cannot be watched) under a
+//! deadline and a bounded number of attempts; nothing sleeps for a fixed time. Configuration
+//! comes from environment variables set by `e2e/run-e2e.sh`:
 //!
 //! - `RSESSION_E2E_SESSIONS_NS`: the chart's `sessions.namespace` (the frontend creates there).
-//! - `RSESSION_E2E_MCP_URL`: the frontend's streamable-HTTP endpoint, for example
-//!   `http://10.96.12.34:8080/mcp` (the Service ClusterIP, reachable from the node).
+//! - `RSESSION_E2E_SYSTEM_NS`: the release namespace (operator and MCP frontend pods).
+//! - `RSESSION_E2E_MCP_ADDR`: `ClusterIP:port` of the frontend's Service, reachable from the
+//!   node through kube-proxy. The suite talks to it through a loopback forwarder of its own
+//!   ([`mcp_url`]), so the `Host` header is `127.0.0.1`, which the frontend accepts, and a
+//!   restarted frontend pod is reached again without restarting anything.
+//!   `RSESSION_E2E_MCP_URL`, when set, is used instead (any URL the frontend accepts).
 //! - `RSESSION_E2E_USER_CLUSTERROLE`: the chart's `<release>-rsession-user` ClusterRole.
 //! - `RSESSION_E2E_PG_*` (HOST, PORT, DB, USER, PASSWORD, SCHEMA): the synthetic OMOP CDM for
-//!   the database test (`e2e/local/omop-postgres.sh` prints them).
-//! - `RSESSION_E2E_POLICY_UNENFORCED`: when set, the reason NetworkPolicy is not enforced on
-//!   this cluster; the policy checks then report themselves skipped with that reason.
+//!   the database tests (`e2e/local/omop-postgres.sh` prints them).
+//! - `RSESSION_E2E_COMPONENT_CTL`: `e2e/local/component.sh` (`stop|start|restart <component>`,
+//!   returning when the component is stopped or healthy), for the fault tests.
+//!
+//! NetworkPolicy must be enforced: the policy checks never skip, a cluster without an enforcer
+//! fails them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -33,6 +42,18 @@ use rserve::{ConnectOptions, Connection};
 use rsession_api::{RSession, well_known as wk};
 use serde_json::Value;
 
+mod agent;
+mod forward;
+mod net;
+mod node;
+mod sessions;
+
+pub use agent::*;
+pub use forward::mcp_url;
+pub use net::*;
+pub use node::*;
+pub use sessions::*;
+
 /// Field manager of every object this suite applies.
 pub const FIELD_MANAGER: &str = "rsession-e2e";
 
@@ -44,6 +65,11 @@ pub fn env(name: &str) -> Result<String> {
 /// The sessions namespace (`RSESSION_E2E_SESSIONS_NS`).
 pub fn sessions_ns() -> Result<String> {
     env("RSESSION_E2E_SESSIONS_NS")
+}
+
+/// The release namespace of the operator and the MCP frontend (`RSESSION_E2E_SYSTEM_NS`).
+pub fn system_ns() -> Result<String> {
+    env("RSESSION_E2E_SYSTEM_NS")
 }
 
 /// A kube client for `KUBECONFIG` (or in-cluster config).
@@ -147,8 +173,9 @@ pub async fn delete_rsession(client: &Client, ns: &str, name: &str) -> Result<()
     Ok(())
 }
 
-/// The host:port to reach a Ready session from this machine: the session Service's ClusterIP
-/// (status.endpoint is `name.ns.svc:port`, which only cluster DNS resolves).
+/// The host:port to reach a Ready session from this machine. `status.endpoint` is
+/// `<pod IP>:6311` (used as it is), or in the older form `<svc>.<ns>.svc:6311`, which only
+/// cluster DNS resolves: then the session Service's ClusterIP with that port.
 pub async fn reachable_endpoint(client: &Client, ns: &str, rs: &RSession) -> Result<String> {
     let endpoint = rs
         .status
@@ -158,6 +185,13 @@ pub async fn reachable_endpoint(client: &Client, ns: &str, rs: &RSession) -> Res
     let (host, port) = endpoint
         .rsplit_once(':')
         .with_context(|| format!("endpoint {endpoint} is not host:port"))?;
+    if host
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse::<std::net::IpAddr>()
+        .is_ok()
+    {
+        return Ok(endpoint);
+    }
     let svc_name = host.split('.').next().unwrap_or(host);
     let svc: Service = Api::namespaced(client.clone(), ns).get(svc_name).await?;
     let ip = svc
@@ -187,8 +221,8 @@ pub async fn connect_rserve(client: &Client, ns: &str, rs: &RSession) -> Result<
         ..ConnectOptions::default()
     };
     let addr = reachable_endpoint(client, ns, rs).await?;
-    // Like the MCP frontend: a Service refuses connections for a moment after
-    // its pod turns Ready, until kube-proxy has programmed the endpoint.
+    // Like the MCP frontend: a Service (older endpoint form) refuses connections for a moment
+    // after its pod turns Ready, until kube-proxy has programmed the endpoint.
     (|| Connection::connect(&addr, &opts))
         .retry(
             ExponentialBuilder::default()

@@ -54,7 +54,7 @@ async fn session_startup_benchmark() -> Result<()> {
         Some(&env("RSESSION_E2E_USER_CLUSTERROLE")?),
     )
     .await?;
-    let mcp = mcp_connect(&env("RSESSION_E2E_MCP_URL")?, Some(&token)).await?;
+    let mcp = mcp_connect(&mcp_url()?, Some(&token)).await?;
 
     let seen: Arc<Mutex<HashMap<String, Seen>>> = Arc::default();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);

@@ -5,20 +5,15 @@
 use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, DeleteParams, ObjectMeta};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams};
 use kube::runtime::wait::Condition;
 use rsession_api::RSession;
 use rsession_e2e::*;
 use serde_json::json;
 
 fn rsession(name: &str, spec: serde_json::Value) -> Result<RSession> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "rsession.dev/v1alpha1",
-        "kind": "RSession",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))?)
+    rsession_object(name, spec, Default::default())
 }
 
 async fn ready_session(
@@ -64,7 +59,7 @@ async fn sample_ready_and_mcp_session_runs_tidyverse_with_plot() -> Result<()> {
         Some(&env("RSESSION_E2E_USER_CLUSTERROLE")?),
     )
     .await?;
-    let mcp = mcp_connect(&env("RSESSION_E2E_MCP_URL")?, Some(&token)).await?;
+    let mcp = mcp_connect(&mcp_url()?, Some(&token)).await?;
     let created = call(&mcp, "create_session", json!({})).await?;
     ensure!(
         created.is_error != Some(true),
@@ -119,7 +114,7 @@ async fn sample_ready_and_mcp_session_runs_tidyverse_with_plot() -> Result<()> {
 #[tokio::test]
 #[ignore = "needs a cluster with the chart installed (e2e/run-e2e.sh)"]
 async fn frontend_requires_a_token_and_isolates_identities() -> Result<()> {
-    let url = env("RSESSION_E2E_MCP_URL")?;
+    let url = mcp_url()?;
     let err = mcp_connect(&url, None)
         .await
         .err()
@@ -225,8 +220,8 @@ async fn frontend_requires_a_token_and_isolates_identities() -> Result<()> {
     Ok(())
 }
 
-/// Show 2 (sandbox): uid 1000, read-only /usr, no service-account token; NetworkPolicy checks
-/// run where policy is enforced and are reported skipped with the reason otherwise.
+/// Show 2 (sandbox): uid 1000, read-only /usr, no service-account token; TCP from the session
+/// to cluster DNS and the kubelet is blocked (NetworkPolicy must be enforced).
 #[tokio::test]
 #[ignore = "needs a cluster with the chart installed (e2e/run-e2e.sh)"]
 async fn session_is_sandboxed() -> Result<()> {
@@ -247,27 +242,22 @@ async fn session_is_sandboxed() -> Result<()> {
     .await?;
     ensure!(t == "FALSE", "service-account token mounted");
 
-    if let Ok(reason) = std::env::var("RSESSION_E2E_POLICY_UNENFORCED") {
-        eprintln!(
-            "SKIPPED policy checks (TCP to another pod / the node blocked): NetworkPolicy is not enforced on this cluster: {reason}"
-        );
-    } else {
-        let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
-        let dns = pods
-            .list(&kube::api::ListParams::default().labels("k8s-app=kube-dns"))
-            .await?;
-        let dns_ip = dns
-            .items
-            .first()
-            .and_then(|p| p.status.as_ref()?.pod_ip.clone())
-            .context("no kube-dns pod")?;
-        let pod = session_pod(&client, &ns, &rs).await?;
-        let node_ip = pod.status.and_then(|s| s.host_ip).context("no hostIP")?;
-        for (host, port) in [(dns_ip.as_str(), 53), (node_ip.as_str(), 10250)] {
-            let r = eval_string(&mut conn, &format!("tryCatch({{ s <- socketConnection('{host}', {port}, open = 'r+b', timeout = 3); close(s); 'open' }}, \
-                warning = function(w) 'blocked', error = function(e) 'blocked')")).await?;
-            ensure!(r == "blocked", "TCP {host}:{port} from the session: {r}");
-        }
+    // NetworkPolicy is enforced on every cluster this suite runs on: no skip.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
+    let dns = pods
+        .list(&kube::api::ListParams::default().labels("k8s-app=kube-dns"))
+        .await?;
+    let dns_ip = dns
+        .items
+        .first()
+        .and_then(|p| p.status.as_ref()?.pod_ip.clone())
+        .context("no kube-dns pod")?;
+    let pod = session_pod(&client, &ns, &rs).await?;
+    let node_ip = pod.status.and_then(|s| s.host_ip).context("no hostIP")?;
+    for (host, port) in [(dns_ip.as_str(), 53), (node_ip.as_str(), 10250)] {
+        let r = eval_string(&mut conn, &format!("tryCatch({{ s <- socketConnection('{host}', {port}, open = 'r+b', timeout = 3); close(s); 'open' }}, \
+            warning = function(w) 'blocked', error = function(e) 'blocked')")).await?;
+        ensure!(r == "blocked", "TCP {host}:{port} from the session: {r}");
     }
     conn.close().await;
     delete_rsession(&client, &ns, "e2e-sandbox").await
@@ -303,30 +293,10 @@ fn psql_count(sql: &str) -> Result<i64> {
 async fn session_queries_the_omop_database() -> Result<()> {
     let client = client().await?;
     let ns = sessions_ns()?;
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some("e2e-omop-cdm".into()),
-            ..Default::default()
-        },
-        string_data: Some(
-            [
-                ("host", "RSESSION_E2E_PG_HOST"),
-                ("port", "RSESSION_E2E_PG_PORT"),
-                ("dbname", "RSESSION_E2E_PG_DB"),
-                ("user", "RSESSION_E2E_PG_USER"),
-                ("password", "RSESSION_E2E_PG_PASSWORD"),
-                ("schema", "RSESSION_E2E_PG_SCHEMA"),
-            ]
-            .into_iter()
-            .map(|(k, v)| Ok((k.to_owned(), env(v)?)))
-            .collect::<Result<_>>()?,
-        ),
-        ..Default::default()
-    };
-    apply(&client, &ns, &secret).await?;
+    omop_secret(&client, &ns).await?;
     let (client, ns, rs) = ready_session(
         "e2e-omop",
-        json!({"database": {"secretRef": {"name": "e2e-omop-cdm"}}}),
+        json!({"database": {"secretRef": {"name": OMOP_SECRET}}}),
     )
     .await?;
     let schema = env("RSESSION_E2E_PG_SCHEMA")?;
@@ -443,44 +413,13 @@ async fn pod_loss_is_a_state_reset() -> Result<()> {
 async fn persistent_session_suspends_and_resumes_with_files() -> Result<()> {
     let client = client().await?;
     let ns = sessions_ns()?;
-    // A hostPath volume on this node (the local cluster: the test runs on the node). The pod
-    // runs as uid 1000 and hostPath gets no fsGroup, so the folder is made writable here.
+    // A hostPath volume on this node (the local cluster: the test runs on the node); the pod
+    // runs as uid 1000 and hostPath gets no fsGroup, so hostpath_pv makes the folder writable.
     let pv_dir =
         std::env::var("RSESSION_E2E_PV_DIR").unwrap_or_else(|_| "/var/lib/rsession-e2e/pv".into());
-    cleanup_persistent(&client, &ns).await?;
+    delete_persistent(&client, &ns, "e2e-persist", "e2e-hostpath-pv").await?;
     let _ = std::fs::remove_dir_all(&pv_dir);
-    std::fs::create_dir_all(&pv_dir)?;
-    std::fs::set_permissions(&pv_dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
-    let out = Command::new("kubectl")
-        .args(["apply", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().expect("stdin").write_all(
-                format!(
-                    "apiVersion: v1
-kind: PersistentVolume
-metadata: {{name: e2e-hostpath-pv}}
-spec:
-  capacity: {{storage: 1Gi}}
-  accessModes: [ReadWriteOnce]
-  persistentVolumeReclaimPolicy: Retain
-  storageClassName: e2e-hostpath
-  hostPath: {{path: {pv_dir}, type: Directory}}
-"
-                )
-                .as_bytes(),
-            )?;
-            c.wait_with_output()
-        })?;
-    ensure!(
-        out.status.success(),
-        "PV: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    hostpath_pv(&client, "e2e-hostpath-pv", &pv_dir, "e2e-hostpath").await?;
     let spec = json!({"workspace": {"kind": "Persistent", "size": "1Gi", "storageClassName": "e2e-hostpath"}});
     let (client, ns, rs) = ready_session("e2e-persist", spec.clone()).await?;
     let mut conn = connect_rserve(&client, &ns, &rs).await?;
@@ -515,28 +454,5 @@ spec:
     let note = eval_string(&mut conn, "readLines('/workspace/note.txt')").await?;
     ensure!(note == "kept across suspend", "{note}");
     conn.close().await;
-    cleanup_persistent(&client, &ns).await
-}
-
-/// Removes the persistence test's RSession, its claims and the hostPath PV.
-async fn cleanup_persistent(client: &kube::Client, ns: &str) -> Result<()> {
-    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-    delete_rsession(client, ns, "e2e-persist").await?;
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-    let lp = kube::api::ListParams::default().labels(&format!(
-        "{}=e2e-persist",
-        rsession_api::well_known::LABEL_SESSION
-    ));
-    for pvc in pvcs.list(&lp).await?.items {
-        let name = kube::ResourceExt::name_any(&pvc);
-        pvcs.delete(&name, &DeleteParams::default()).await?;
-        wait_deleted(&pvcs, &name, 60).await?;
-    }
-    let pvs: Api<PersistentVolume> = Api::all(client.clone());
-    if pvs.get_opt("e2e-hostpath-pv").await?.is_some() {
-        pvs.delete("e2e-hostpath-pv", &DeleteParams::default())
-            .await?;
-        wait_deleted(&pvs, "e2e-hostpath-pv", 60).await?;
-    }
-    Ok(())
+    delete_persistent(&client, &ns, "e2e-persist", "e2e-hostpath-pv").await
 }
