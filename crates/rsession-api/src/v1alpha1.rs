@@ -37,10 +37,10 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
         .message("metadata.name must be a DNS-1035 label (lower-case letters, digits, '-', starting with a letter) of at most 48 characters: the session Service is named after it"),
     doc = "An R session for AI agents and people: a locked-down pod running Rserve (QAP1 on port 6311) with per-session credentials, a workspace at /workspace, network policy and idle/lifetime expiry. See spec and status for details.",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Lifecycle phase of the session"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether Rserve accepts connections"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the kubelet's readiness probe connected to Rserve at status.endpoint"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp", description = "Time since the RSession was created"),
     printcolumn(name = "Idle", type_ = "date", json_path = ".status.lastActivityTime", description = "Time since the last evaluation (from the rsession.dev/last-activity annotation)"),
-    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint", priority = 1, description = "host:port of the session Service")
+    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint", priority = 1, description = "Pod IP and Rserve port (IP:6311) while Ready: the address the readiness probe connected to")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RSessionSpec {
@@ -124,7 +124,10 @@ pub struct SessionResources {
     /// Amounts the scheduler reserves for the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests: Option<ResourceAmounts>,
-    /// Amounts the container may not exceed (memory over the limit is OOMKilled).
+    /// Amounts the container may not exceed. At the memory limit the kernel kills the largest
+    /// process in the container: usually the R process of one connection (its R state is lost,
+    /// the session goes on), sometimes the Rserve parent (the pod fails, status.message names
+    /// OOMKilled and the limit). Files in /tmp are held in memory and count toward it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<ResourceAmounts>,
 }
@@ -135,10 +138,12 @@ pub struct ResourceAmounts {
     /// CPU in cores (`1`, `500m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<Quantity>,
-    /// Memory in bytes (`512Mi`, `2Gi`).
+    /// Memory in bytes (`512Mi`, `2Gi`). The limit covers R and the files in /tmp, a
+    /// memory-backed tmpfs sized by the operator's tmpSizeLimit and at most half this limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Quantity>,
-    /// Local ephemeral storage in bytes (`1Gi`); counts container writes and emptyDir volumes.
+    /// Local ephemeral storage in bytes (`1Gi`); counts container writes and an Ephemeral
+    /// /workspace (not /tmp, which is held in memory).
     #[serde(
         default,
         rename = "ephemeral-storage",
@@ -357,8 +362,13 @@ pub struct RSessionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_resets: Option<i32>,
 
-    /// host:port of the session Service for QAP1 clients, for example
-    /// `my-session.team-a.svc:6311`.
+    /// Where QAP1 clients connect, set only while the phase is Ready: the session pod's IP
+    /// (pod status.podIP) and the Rserve port, for example `10.244.0.12:6311` or
+    /// `[fd00::c]:6311`. Ready means the kubelet's readiness probe connected to exactly this
+    /// address, and a pod address needs no kube-proxy step, so it accepts connections as soon as
+    /// Ready is True. A new pod (after suspend, expiry or pod loss) has a new address. The
+    /// Service named after the RSession (`<name>.<namespace>.svc:6311`) also reaches Rserve, for
+    /// people, but may refuse connections for a moment after the pod turns Ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
 
@@ -384,9 +394,9 @@ pub struct RSessionStatus {
 pub enum Phase {
     /// Accepted; children are being created or the pod is not scheduled yet.
     Pending,
-    /// The pod is scheduled and Rserve is starting.
+    /// The pod is scheduled; R is starting, the egress check runs, or Rserve is not ready yet.
     Starting,
-    /// Rserve accepts connections at status.endpoint.
+    /// The kubelet's readiness probe connected to Rserve at status.endpoint (the pod's IP).
     Ready,
     /// spec.lifecycle.suspend is true: no pod; the workspace PVC is kept.
     Suspended,

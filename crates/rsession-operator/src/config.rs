@@ -9,6 +9,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use rsession_api::{ImagePullPolicy, ResourceAmounts, SessionResources};
 use serde::Deserialize;
 
+/// Largest `verifyEgressDeniedSecs`: a pod that waits longer is stuck, not starting.
+pub const MAX_VERIFY_EGRESS_DENIED_SECS: u32 = 600;
+
 /// Everything the reconciler needs besides the RSession itself.
 ///
 /// YAML keys are camelCase; every key is optional and falls back to [`OperatorConfig::default`].
@@ -28,11 +31,24 @@ pub struct OperatorConfig {
     pub frontend_namespace: Option<String>,
     /// Watch only this namespace; `None` watches all namespaces.
     pub watch_namespace: Option<String>,
-    /// Size limit of the `/tmp` emptyDir (bytes, as a Kubernetes quantity).
+    /// Size of the session pod's `/tmp`, a memory-backed emptyDir (tmpfs) sized from this
+    /// limit (bytes, as a Kubernetes quantity): a write past it fails at once with ENOSPC ("No
+    /// space left on device") in R, and the pod and /workspace are untouched. Its pages count
+    /// toward the container's memory limit, so a pod gets at most half its memory limit as
+    /// /tmp (rounded down to whole MiB); keep this well below `defaultResources.limits.memory`.
     pub tmp_size_limit: Quantity,
     /// R packages the preload script attaches once in the Rserve parent process (when
     /// installed), so every connection starts with them loaded.
     pub preload_packages: Vec<String>,
+    /// Before Rserve listens, check from inside each new session pod that its egress is denied:
+    /// a TCP connect to the Kubernetes API Service (`KUBERNETES_SERVICE_HOST`:`_PORT`) must be
+    /// refused, and the pod fails if it is still accepted after `verifyEgressDeniedSecs`. Closes
+    /// the moment after a pod starts in which the NetworkPolicy enforcer has not programmed its
+    /// rules yet. Only for sessions without `spec.network.egress` entries (an allowed CIDR may
+    /// cover the API server).
+    pub verify_egress_denied: bool,
+    /// Seconds a new session pod waits for its egress to be denied before it fails.
+    pub verify_egress_denied_secs: u32,
     /// Where cluster DNS runs, allowed as an egress destination only when a database host is a
     /// DNS name.
     pub dns: DnsConfig,
@@ -89,10 +105,13 @@ impl Default for OperatorConfig {
             )]),
             frontend_namespace: None,
             watch_namespace: None,
-            tmp_size_limit: Quantity("1Gi".into()),
+            // A quarter of the default memory limit: tmpfs pages are memory.
+            tmp_size_limit: Quantity("512Mi".into()),
             preload_packages: ["dplyr", "tidyr", "readr", "ggplot2", "DBI", "jsonlite"]
                 .map(String::from)
                 .to_vec(),
+            verify_egress_denied: true,
+            verify_egress_denied_secs: 60,
             dns: DnsConfig::default(),
             leader_election: LeaderElectionConfig::default(),
             max_concurrent_reconciles: 16,
@@ -203,6 +222,17 @@ impl OperatorConfig {
                     .into(),
             ));
         }
+        if crate::quantity::bytes(&self.tmp_size_limit).is_none_or(|b| b < crate::quantity::MIB) {
+            return Err(ConfigError::Invalid(format!(
+                "tmpSizeLimit {:?} must be a Kubernetes quantity of at least 1Mi",
+                self.tmp_size_limit.0
+            )));
+        }
+        if !(1..=MAX_VERIFY_EGRESS_DENIED_SECS).contains(&self.verify_egress_denied_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "verifyEgressDeniedSecs must be 1 to {MAX_VERIFY_EGRESS_DENIED_SECS}"
+            )));
+        }
         let le = &self.leader_election;
         if le.renew_interval_secs == 0 || le.renew_interval_secs >= le.lease_duration_secs {
             return Err(ConfigError::Invalid(
@@ -237,6 +267,49 @@ mod tests {
         );
         assert_eq!(c.frontend_namespace.as_deref(), Some("rsession-system"));
         assert_eq!(c.tmp_size_limit, OperatorConfig::default().tmp_size_limit);
+    }
+
+    #[test]
+    fn default_tmp_size_is_at_most_a_quarter_of_the_default_memory_limit() {
+        let c = OperatorConfig::default();
+        let memory = c
+            .default_resources
+            .limits
+            .as_ref()
+            .and_then(|l| l.memory.as_ref())
+            .and_then(crate::quantity::bytes)
+            .expect("memory limit");
+        let tmp = crate::quantity::bytes(&c.tmp_size_limit).expect("tmp size");
+        assert!(tmp * 4 <= memory, "tmp {tmp} vs memory {memory}");
+    }
+
+    #[test]
+    fn egress_verification_is_on_by_default_with_a_60_second_deadline() {
+        let c = OperatorConfig::default();
+        assert!(c.verify_egress_denied);
+        assert_eq!(c.verify_egress_denied_secs, 60);
+        let off =
+            OperatorConfig::from_yaml("verifyEgressDenied: false\nverifyEgressDeniedSecs: 5\n")
+                .expect("valid");
+        assert!(!off.verify_egress_denied);
+        assert_eq!(off.verify_egress_denied_secs, 5);
+    }
+
+    #[test]
+    fn egress_deadline_out_of_range_is_rejected() {
+        for bad in ["0", "601"] {
+            let err = OperatorConfig::from_yaml(&format!("verifyEgressDeniedSecs: {bad}\n"))
+                .expect_err(bad);
+            assert!(err.to_string().contains("verifyEgressDeniedSecs"), "{err}");
+        }
+    }
+
+    #[test]
+    fn tmp_size_that_is_not_a_quantity_is_rejected() {
+        for bad in ["lots", "1Ki"] {
+            let err = OperatorConfig::from_yaml(&format!("tmpSizeLimit: {bad}\n")).expect_err(bad);
+            assert!(err.to_string().contains("tmpSizeLimit"), "{err}");
+        }
     }
 
     #[test]

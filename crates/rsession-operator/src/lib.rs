@@ -5,6 +5,7 @@
 //! - [`validate`]: pure checks and defaulting, RSession → [`validate::Session`];
 //! - [`build`]: pure builders of every child (security invariants unit-tested by name);
 //! - [`lifecycle`], [`pod_plan`], [`status`]: pure timer, pod and status decisions;
+//! - [`quantity`]: byte amounts of Kubernetes quantities (sizing /tmp against memory);
 //! - [`reconcile`]: the Kubernetes glue (API calls, events, error policy);
 //! - [`leader`], [`http`], [`metrics`], [`config`]: running it.
 //!
@@ -19,6 +20,7 @@ pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
 pub mod pod_plan;
+pub mod quantity;
 pub mod reconcile;
 pub mod status;
 pub mod validate;

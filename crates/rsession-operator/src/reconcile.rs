@@ -29,7 +29,7 @@ use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use crate::build::{
-    config_map::build_config_map, endpoint, network_policy::build_network_policy, pod::build_pod,
+    config_map::build_config_map, network_policy::build_network_policy, pod::build_pod,
     pvc::build_pvc, secret, secret_name, service::build_service,
 };
 use crate::config::OperatorConfig;
@@ -373,7 +373,6 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
         pod_name: Some(plan.pod_name.clone()),
         pod: current_pod.as_ref(),
         replaced_pod: plan.replaced.clone(),
-        endpoint: Some(endpoint(&name, &namespace)),
         credentials_secret: Some(secret_name(&name)),
         last_activity,
         now,

@@ -1,14 +1,18 @@
 //! Pure status computation: phase, conditions (with stable transition times) and the other
 //! status fields, from what the reconciler observed.
 
+use std::net::{IpAddr, SocketAddr};
+
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use rsession_api::well_known as wk;
 use rsession_api::{Phase, RSessionStatus};
 
+use crate::build::pod::CONTAINER_NAME;
 use crate::lifecycle::ExpiryReason;
 
-/// Condition type: Rserve accepts connections at `status.endpoint`.
+/// Condition type: the kubelet's readiness probe connected to Rserve at `status.endpoint`.
 pub const CONDITION_READY: &str = "Ready";
 /// Condition type: mirrors the session pod's `PodScheduled` condition.
 pub const CONDITION_POD_SCHEDULED: &str = "PodScheduled";
@@ -43,8 +47,6 @@ pub struct Observed<'a> {
     pub pod: Option<&'a Pod>,
     /// Set when this reconcile replaced a lost pod: the old pod's name.
     pub replaced_pod: Option<String>,
-    /// `host:port` of the session Service.
-    pub endpoint: Option<String>,
     /// Name of the credentials Secret.
     pub credentials_secret: Option<String>,
     /// Latest activity stamp from the annotation.
@@ -60,8 +62,10 @@ pub enum PodState {
     Unscheduled(String, String),
     /// Scheduled; Rserve not ready yet (waiting reason such as ErrImagePull, if any).
     Starting(Option<String>),
-    /// Rserve passes its readiness probe.
-    Ready,
+    /// Rserve passes its readiness probe at this `ip:6311` (see [`pod_endpoint`]).
+    Ready(String),
+    /// The pod reports Ready but has no usable `status.podIP` yet.
+    ReadyWithoutAddress,
     /// The pod ended: reason (OOMKilled, Evicted, Error, RserveExited) and message.
     Failed(String, String),
 }
@@ -74,6 +78,38 @@ fn condition_true(pod: &Pod, type_: &str) -> Option<bool> {
         .iter()
         .find(|c| c.type_ == type_)
         .map(|c| c.status == "True")
+}
+
+/// `ip:6311` of Rserve at the pod's own address (`status.podIP`; IPv6 in brackets, as in
+/// `[fd00::c]:6311`). The kubelet's TCP readiness probe connects to exactly this address, so
+/// when the pod is Ready the address accepts connections; unlike the Service's ClusterIP it
+/// needs no kube-proxy programming first. `None` while the pod has no IP.
+pub fn pod_endpoint(pod: &Pod) -> Option<String> {
+    let ip: IpAddr = pod
+        .status
+        .as_ref()?
+        .pod_ip
+        .as_deref()?
+        .trim()
+        .parse()
+        .ok()?;
+    let port = u16::try_from(wk::RSERVE_PORT).ok()?;
+    Some(SocketAddr::new(ip, port).to_string())
+}
+
+/// The memory limit of the R container, as written in the pod (for example `2Gi`).
+fn memory_limit(pod: &Pod) -> Option<String> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == CONTAINER_NAME)?
+        .resources
+        .as_ref()?
+        .limits
+        .as_ref()?
+        .get("memory")
+        .map(|q| q.0.clone())
 }
 
 /// Classifies a session pod from its status.
@@ -92,17 +128,27 @@ pub fn pod_state(pod: &Pod) -> PodState {
         Some("Failed") => {
             let (reason, message) = match (&status.reason, &terminated) {
                 (Some(r), _) => (r.clone(), status.message.clone().unwrap_or_default()),
-                (None, Some(t)) => (
-                    t.reason.clone().unwrap_or_else(|| "Error".into()),
-                    format!(
-                        "R container exited with code {}{}",
+                (None, Some(t)) => {
+                    let reason = t.reason.clone().unwrap_or_else(|| "Error".into());
+                    // The kernel killed Rserve's parent at the cgroup memory limit; say which.
+                    let oom = match memory_limit(pod) {
+                        Some(limit) if reason == "OOMKilled" => {
+                            format!(" (memory limit {limit} exceeded)")
+                        }
+                        _ => String::new(),
+                    };
+                    let message = format!(
+                        "R container exited with code {}{oom}{}",
                         t.exit_code,
                         t.message
                             .as_deref()
+                            .map(str::trim)
+                            .filter(|m| !m.is_empty())
                             .map(|m| format!(": {m}"))
                             .unwrap_or_default()
-                    ),
-                ),
+                    );
+                    (reason, message)
+                }
                 (None, None) => ("Error".into(), status.message.clone().unwrap_or_default()),
             };
             return PodState::Failed(reason, message);
@@ -116,7 +162,7 @@ pub fn pod_state(pod: &Pod) -> PodState {
         _ => {}
     }
     if condition_true(pod, "Ready") == Some(true) {
-        return PodState::Ready;
+        return pod_endpoint(pod).map_or(PodState::ReadyWithoutAddress, PodState::Ready);
     }
     if condition_true(pod, "PodScheduled") != Some(true) {
         let cond = status
@@ -204,10 +250,15 @@ pub fn compute(obs: &Observed<'_>) -> RSessionStatus {
                 }
             ),
         ),
-        (None, None, Some(PodState::Ready)) => (
+        (None, None, Some(PodState::Ready(_))) => (
             Phase::Ready,
             "RserveReady",
             "Rserve accepts connections".to_owned(),
+        ),
+        (None, None, Some(PodState::ReadyWithoutAddress)) => (
+            Phase::Starting,
+            "Starting",
+            "the pod is Ready but has no IP address (status.podIP) yet".to_owned(),
         ),
         (None, None, Some(PodState::Starting(waiting))) => (
             Phase::Starting,
@@ -332,7 +383,11 @@ pub fn compute(obs: &Observed<'_>) -> RSessionStatus {
         pod_name: obs.pod_name.clone(),
         pod_uid,
         state_resets: (state_resets > 0).then_some(state_resets),
-        endpoint: obs.endpoint.clone(),
+        // Only a Ready pod's address: what the readiness probe reached, nothing stale.
+        endpoint: match (&pod_state, phase) {
+            (Some(PodState::Ready(endpoint)), Phase::Ready) => Some(endpoint.clone()),
+            _ => None,
+        },
         credentials_secret: obs.credentials_secret.clone(),
         start_time,
         last_activity_time: obs.last_activity.map(|t| Time(whole_seconds(t))),
@@ -370,9 +425,44 @@ mod tests {
             status: Some(PodStatus {
                 phase: Some(phase.into()),
                 conditions: Some(vec![cond("PodScheduled", scheduled), cond("Ready", ready)]),
+                pod_ip: scheduled.then(|| "10.244.0.7".into()),
                 ..PodStatus::default()
             }),
         }
+    }
+
+    fn with_memory_limit(mut p: Pod, limit: &str) -> Pod {
+        use k8s_openapi::api::core::v1::{Container, PodSpec, ResourceRequirements};
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        p.spec = Some(PodSpec {
+            containers: vec![Container {
+                name: "r".into(),
+                resources: Some(ResourceRequirements {
+                    limits: Some([("memory".to_owned(), Quantity(limit.into()))].into()),
+                    ..ResourceRequirements::default()
+                }),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        });
+        p
+    }
+
+    fn terminated(mut p: Pod, exit_code: i32, reason: &str, message: Option<&str>) -> Pod {
+        p.status.as_mut().expect("status").container_statuses = Some(vec![ContainerStatus {
+            name: "r".into(),
+            state: Some(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code,
+                    reason: Some(reason.into()),
+                    message: message.map(Into::into),
+                    ..ContainerStateTerminated::default()
+                }),
+                ..ContainerState::default()
+            }),
+            ..ContainerStatus::default()
+        }]);
+        p
     }
 
     fn obs<'a>(
@@ -385,7 +475,6 @@ mod tests {
             previous,
             pod_name: Some("s-1".into()),
             pod,
-            endpoint: Some("s.ns.svc:6311".into()),
             credentials_secret: Some("s-credentials".into()),
             now: t(now),
             ..Observed::default()
@@ -432,6 +521,110 @@ mod tests {
         );
         assert_eq!(s2.pod_uid.as_deref(), Some("pod-uid-1"));
         assert_eq!(s2.start_time, Some(Time(t("2026-01-01T00:00:01Z"))));
+    }
+
+    #[test]
+    fn ready_endpoint_is_the_pod_ip_the_probe_connected_to() {
+        let ready = pod_with("Running", true, true);
+        let s = compute(&obs(Some(&ready), None, "2026-01-01T00:00:05Z"));
+        assert_eq!(s.phase, Some(Phase::Ready));
+        assert_eq!(s.endpoint.as_deref(), Some("10.244.0.7:6311"));
+    }
+
+    #[test]
+    fn ready_endpoint_puts_an_ipv6_pod_ip_in_brackets() {
+        let mut ready = pod_with("Running", true, true);
+        ready.status.as_mut().expect("status").pod_ip = Some("fd00:10:244::7".into());
+        let s = compute(&obs(Some(&ready), None, "2026-01-01T00:00:05Z"));
+        assert_eq!(s.endpoint.as_deref(), Some("[fd00:10:244::7]:6311"));
+    }
+
+    #[test]
+    fn ready_pod_without_an_ip_is_not_ready() {
+        let mut ready = pod_with("Running", true, true);
+        ready.status.as_mut().expect("status").pod_ip = None;
+        let s = compute(&obs(Some(&ready), None, "2026-01-01T00:00:05Z"));
+        assert_eq!(s.phase, Some(Phase::Starting));
+        assert_eq!(cond(&s, "Ready").status, "False");
+        assert_eq!(s.endpoint, None);
+    }
+
+    #[test]
+    fn endpoint_is_unset_unless_ready() {
+        let starting = pod_with("Pending", true, false);
+        assert_eq!(
+            compute(&obs(Some(&starting), None, "2026-01-01T00:00:02Z")).endpoint,
+            None,
+            "a scheduled pod has an IP, but Rserve has not accepted the probe yet"
+        );
+        assert_eq!(
+            compute(&obs(None, None, "2026-01-01T00:00:02Z")).endpoint,
+            None
+        );
+        let failed = terminated(pod_with("Failed", true, false), 1, "Error", None);
+        assert_eq!(
+            compute(&obs(Some(&failed), None, "2026-01-01T00:00:02Z")).endpoint,
+            None
+        );
+    }
+
+    #[test]
+    fn a_replacement_pod_gives_a_new_endpoint() {
+        let first = pod_with("Running", true, true);
+        let s1 = compute(&obs(Some(&first), None, "2026-01-01T00:00:05Z"));
+        let mut second = pod_with("Pending", true, false);
+        second.status.as_mut().expect("status").pod_ip = Some("10.244.0.9".into());
+        let mut o = obs(Some(&second), Some(&s1), "2026-01-01T00:10:00Z");
+        o.replaced_pod = Some("s-1".into());
+        o.pod_name = Some("s-2".into());
+        let s2 = compute(&o);
+        assert_eq!(s2.endpoint, None, "the lost pod's address is not kept");
+        let mut second_ready = pod_with("Running", true, true);
+        second_ready.status.as_mut().expect("status").pod_ip = Some("10.244.0.9".into());
+        let mut o = obs(Some(&second_ready), Some(&s2), "2026-01-01T00:10:03Z");
+        o.pod_name = Some("s-2".into());
+        let s3 = compute(&o);
+        assert_eq!(s3.phase, Some(Phase::Ready));
+        assert_eq!(s3.endpoint.as_deref(), Some("10.244.0.9:6311"));
+        assert_ne!(s3.endpoint, s1.endpoint);
+    }
+
+    #[test]
+    fn egress_check_failure_shows_its_message() {
+        let p = terminated(
+            pod_with("Failed", true, false),
+            1,
+            "Error",
+            Some(
+                "egress is not denied: 10.96.0.1:443 accepted a connection; no NetworkPolicy enforcement for this pod (checked for 60 s)\n",
+            ),
+        );
+        let s = compute(&obs(Some(&p), None, "2026-01-01T00:01:05Z"));
+        assert_eq!(s.phase, Some(Phase::Failed));
+        assert_eq!(
+            s.message.as_deref(),
+            Some(
+                "pod failed: Error: R container exited with code 1: egress is not denied: 10.96.0.1:443 accepted a connection; no NetworkPolicy enforcement for this pod (checked for 60 s)"
+            )
+        );
+    }
+
+    #[test]
+    fn oom_killed_pod_names_the_memory_limit() {
+        let p = terminated(
+            with_memory_limit(pod_with("Failed", true, false), "2Gi"),
+            137,
+            "OOMKilled",
+            None,
+        );
+        let s = compute(&obs(Some(&p), None, "2026-01-01T00:00:05Z"));
+        assert_eq!(s.phase, Some(Phase::Failed));
+        assert_eq!(
+            s.message.as_deref(),
+            Some(
+                "pod failed: OOMKilled: R container exited with code 137 (memory limit 2Gi exceeded)"
+            )
+        );
     }
 
     #[test]

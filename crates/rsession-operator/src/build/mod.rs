@@ -5,7 +5,7 @@
 //! | child | name |
 //! | --- | --- |
 //! | Secret (Rserve credentials) | `<name>-credentials` |
-//! | ConfigMap (Rserve.conf, preload.R) | `<name>-rserve` |
+//! | ConfigMap (Rserve.conf, preload.R, verify-egress.R) | `<name>-rserve` |
 //! | Pod | `<name>-<n>`, `n` counting pod incarnations |
 //! | Service (port 6311) | `<name>` |
 //! | NetworkPolicy | `<name>` |
@@ -83,15 +83,6 @@ pub fn pod_incarnation(session: &str, pod: &str) -> Option<u32> {
     pod.strip_prefix(session)?.strip_prefix('-')?.parse().ok()
 }
 
-/// `host:port` clients use to reach Rserve through the session Service (cluster DNS name).
-pub fn endpoint(session: &str, namespace: &str) -> String {
-    format!(
-        "{}.{namespace}.svc:{}",
-        service_name(session),
-        wk::RSERVE_PORT
-    )
-}
-
 /// Labels every child carries; pods are selected by [`selector_labels`].
 pub fn labels(session: &str, component: Component) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -155,11 +146,6 @@ mod tests {
         assert_eq!(pod_incarnation("s", "s-3"), Some(3));
         assert_eq!(pod_incarnation("s", "s-x"), None);
         assert_eq!(pod_incarnation("s", "t-3"), None);
-    }
-
-    #[test]
-    fn endpoint_is_the_service_dns_name_and_rserve_port() {
-        assert_eq!(endpoint("basic", "team-a"), "basic.team-a.svc:6311");
     }
 
     #[test]

@@ -7,13 +7,17 @@ use k8s_openapi::api::core::v1::{
     Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, TCPSocketAction,
     Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rsession_api::WorkspaceKind;
 use rsession_api::well_known::{self as wk, database_keys};
 
-use super::config_map::{CONFIG_DIR, PRELOAD_KEY, RSERVE_CONF_KEY, SECRET_DIR};
+use super::config_map::{
+    CONFIG_DIR, PRELOAD_KEY, RSERVE_CONF_KEY, SECRET_DIR, VERIFY_EGRESS_ENV, VERIFY_EGRESS_KEY,
+};
 use super::{Component, config_map_name, owned_meta, pvc_name, secret_name};
 use crate::config::OperatorConfig;
+use crate::quantity::{self, MIB};
 use crate::validate::Session;
 
 /// uid and gid the R process runs as (the images create this user).
@@ -47,9 +51,11 @@ pub fn workspace_claim(s: &Session) -> Option<String> {
     })
 }
 
-/// The R command: the ConfigMap's preload script, then Rserve in the foreground (`run.Rserve`)
-/// with its Rserve.conf. `run.Rserve` ignores the config's `source` line (only the stand-alone
-/// Rserve binary honours it), so the preload is sourced explicitly in the same R process first.
+/// The R command: the ConfigMap's preload script, then its egress check (which does nothing
+/// unless [`VERIFY_EGRESS_ENV`] is set), then Rserve in the foreground (`run.Rserve`) with its
+/// Rserve.conf. `run.Rserve` ignores the config's `source` line (only the stand-alone Rserve
+/// binary honours it), so both scripts are sourced explicitly in the same R process first; the
+/// check runs last so that R start-up and preloading overlap the NetworkPolicy enforcer's work.
 pub fn command() -> Vec<String> {
     [
         "R",
@@ -59,6 +65,7 @@ pub fn command() -> Vec<String> {
         "-e",
         &format!(
             "source('{CONFIG_DIR}/{PRELOAD_KEY}'); \
+             source('{CONFIG_DIR}/{VERIFY_EGRESS_KEY}'); \
              Rserve::run.Rserve(config.file = '{CONFIG_DIR}/{RSERVE_CONF_KEY}')"
         ),
     ]
@@ -74,13 +81,26 @@ fn env(name: &str, value: &str) -> EnvVar {
     }
 }
 
-fn environment(s: &Session) -> Vec<EnvVar> {
+/// Whether the pod checks that its egress is denied before Rserve listens: the operator asks
+/// for it and the check means something. With `spec.network.egress` entries an allowed CIDR may
+/// cover the API server, whose refusal is the evidence.
+pub fn verifies_egress_denied(s: &Session, config: &OperatorConfig) -> bool {
+    config.verify_egress_denied && s.egress.is_empty()
+}
+
+fn environment(s: &Session, config: &OperatorConfig) -> Vec<EnvVar> {
     let mut vars = vec![
         env("HOME", wk::WORKSPACE_PATH),
         env("TMPDIR", wk::TMP_PATH),
         env("R_LIBS_USER", &format!("{}/.R/library", wk::WORKSPACE_PATH)),
         env("RSESSION_NAME", &s.name),
     ];
+    if verifies_egress_denied(s, config) {
+        vars.push(env(
+            VERIFY_EGRESS_ENV,
+            &config.verify_egress_denied_secs.to_string(),
+        ));
+    }
     if let Some(db) = &s.database {
         vars.extend(DATABASE_ENV.iter().map(|(var, key, optional)| EnvVar {
             name: (*var).into(),
@@ -98,7 +118,27 @@ fn environment(s: &Session) -> Vec<EnvVar> {
     vars
 }
 
-fn volumes(s: &Session, config: &OperatorConfig) -> Vec<Volume> {
+/// Size of the memory-backed /tmp: `tmpSizeLimit`, at most half of `memory_limit` (tmpfs pages
+/// count toward it, and R needs the rest), rounded down to whole MiB. Rounding matters: the
+/// kernel rounds a tmpfs up to whole pages, and the kubelet evicts a pod whose emptyDir use
+/// exceeds `sizeLimit`, so a size that is not a page multiple could turn "disk full" into an
+/// eviction. A quantity that does not parse is passed through (config validation rejects it).
+pub fn tmp_size(config: &OperatorConfig, memory_limit: Option<&Quantity>) -> Quantity {
+    let Some(wanted) = quantity::bytes(&config.tmp_size_limit) else {
+        return config.tmp_size_limit.clone();
+    };
+    let cap = memory_limit
+        .and_then(quantity::bytes)
+        .map_or(u64::MAX, |m| m / 2);
+    let size = wanted.min(cap) / MIB * MIB;
+    if size == wanted {
+        config.tmp_size_limit.clone()
+    } else {
+        Quantity(format!("{}Mi", (size / MIB).max(1)))
+    }
+}
+
+fn volumes(s: &Session, tmp_size: Quantity) -> Vec<Volume> {
     let workspace = match workspace_claim(s) {
         Some(claim_name) => Volume {
             name: VOLUME_WORKSPACE.into(),
@@ -119,11 +159,13 @@ fn volumes(s: &Session, config: &OperatorConfig) -> Vec<Volume> {
     };
     vec![
         workspace,
+        // tmpfs: Kubernetes sizes it from sizeLimit, so a full /tmp is ENOSPC for the writer,
+        // not an eviction of the pod (which a disk-backed emptyDir over its limit gets).
         Volume {
             name: VOLUME_TMP.into(),
             empty_dir: Some(EmptyDirVolumeSource {
-                medium: None,
-                size_limit: Some(config.tmp_size_limit.clone()),
+                medium: Some("Memory".into()),
+                size_limit: Some(tmp_size),
             }),
             ..Volume::default()
         },
@@ -168,7 +210,9 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
 /// Security invariants (each has a unit test named for it): non-root uid/gid 1000 with fsGroup
 /// 1000, RuntimeDefault seccomp, no service-account token, no service links, restartPolicy
 /// Never, no privilege escalation, read-only root filesystem, all capabilities dropped, resource
-/// limits always set, writable paths limited to /workspace and a size-limited /tmp.
+/// limits always set, writable paths limited to /workspace and a size-limited memory-backed
+/// /tmp, egress verified denied before Rserve listens (see [`verifies_egress_denied`]), and
+/// the container's log tail as its termination message when it fails.
 pub fn build_pod(s: &Session, config: &OperatorConfig, pod_name: &str) -> Pod {
     let mut resources = s.resources.clone();
     // Validation guarantees limits (config requires cpu and memory limits); keep the invariant
@@ -181,13 +225,17 @@ pub fn build_pod(s: &Session, config: &OperatorConfig, pod_name: &str) -> Pod {
                 .collect()
         });
     }
+    let tmp_size = tmp_size(
+        config,
+        resources.limits.as_ref().and_then(|l| l.get("memory")),
+    );
     let container = Container {
         name: CONTAINER_NAME.into(),
         image: Some(s.image.clone()),
         image_pull_policy: Some(s.image_pull_policy.as_str().into()),
         command: Some(command()),
         working_dir: Some(wk::WORKSPACE_PATH.into()),
-        env: Some(environment(s)),
+        env: Some(environment(s, config)),
         ports: Some(vec![ContainerPort {
             name: Some(wk::RSERVE_PORT_NAME.into()),
             container_port: wk::RSERVE_PORT,
@@ -225,6 +273,8 @@ pub fn build_pod(s: &Session, config: &OperatorConfig, pod_name: &str) -> Pod {
             mount(VOLUME_CONFIG, CONFIG_DIR, true),
             mount(VOLUME_CREDENTIALS, SECRET_DIR, true),
         ]),
+        // A failed container's last log lines (for example the egress check's message) become
+        // its termination message, which the operator copies into status.message.
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()
     };
@@ -232,7 +282,7 @@ pub fn build_pod(s: &Session, config: &OperatorConfig, pod_name: &str) -> Pod {
         metadata: owned_meta(s, pod_name.to_owned(), Component::Session),
         spec: Some(PodSpec {
             containers: vec![container],
-            volumes: Some(volumes(s, config)),
+            volumes: Some(volumes(s, tmp_size)),
             restart_policy: Some("Never".into()),
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
@@ -424,19 +474,97 @@ mod tests {
         assert_eq!(writable, ["/workspace", "/tmp"]);
     }
 
-    #[test]
-    fn pod_tmp_is_a_size_limited_empty_dir() {
-        let p = pod();
-        let tmp = spec(&p)
+    fn tmp_dir(p: &Pod) -> EmptyDirVolumeSource {
+        spec(p)
             .volumes
             .as_ref()
             .expect("volumes")
             .iter()
             .find(|v| v.name == "tmp")
-            .expect("tmp");
+            .and_then(|v| v.empty_dir.clone())
+            .expect("tmp emptyDir")
+    }
+
+    fn env_var(p: &Pod, name: &str) -> Option<String> {
+        container(p)
+            .env
+            .as_ref()
+            .expect("env")
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| e.value.clone().unwrap_or_default())
+    }
+
+    #[test]
+    fn pod_tmp_is_a_memory_backed_empty_dir_with_a_size_limit() {
+        let tmp = tmp_dir(&pod());
+        assert_eq!(tmp.medium.as_deref(), Some("Memory"));
+        assert_eq!(tmp.size_limit, Some(Quantity("512Mi".into())));
+    }
+
+    #[test]
+    fn pod_tmp_is_at_most_half_the_memory_limit() {
+        let mut s = session_of(&rsession("s"));
+        s.resources
+            .limits
+            .as_mut()
+            .expect("limits")
+            .insert("memory".into(), Quantity("600Mi".into()));
+        let p = build_pod(&s, &OperatorConfig::default(), "s-1");
+        assert_eq!(tmp_dir(&p).size_limit, Some(Quantity("300Mi".into())));
+    }
+
+    #[test]
+    fn pod_tmp_size_is_whole_mebibytes() {
+        let config = OperatorConfig {
+            tmp_size_limit: Quantity("100M".into()),
+            ..OperatorConfig::default()
+        };
+        // 100e6 bytes is 95.37 MiB: not a page multiple, so rounded down.
         assert_eq!(
-            tmp.empty_dir.as_ref().and_then(|e| e.size_limit.clone()),
-            Some(Quantity("1Gi".into()))
+            tmp_size(&config, Some(&Quantity("2Gi".into()))),
+            Quantity("95Mi".into())
+        );
+        assert_eq!(
+            tmp_size(&OperatorConfig::default(), None),
+            Quantity("512Mi".into())
+        );
+    }
+
+    #[test]
+    fn pod_verifies_egress_denied_when_enabled_and_egress_is_empty() {
+        assert_eq!(
+            env_var(&pod(), "RSESSION_VERIFY_EGRESS_DENIED_SECS").as_deref(),
+            Some("60")
+        );
+    }
+
+    #[test]
+    fn pod_skips_the_egress_check_when_an_egress_rule_exists() {
+        let mut s = session_of(&rsession("s"));
+        s.egress = vec![rsession_api::EgressRule {
+            cidr: "10.0.0.0/8".into(),
+            ports: vec![443],
+        }];
+        let p = build_pod(&s, &OperatorConfig::default(), "s-1");
+        assert_eq!(env_var(&p, "RSESSION_VERIFY_EGRESS_DENIED_SECS"), None);
+    }
+
+    #[test]
+    fn pod_skips_the_egress_check_when_the_operator_turns_it_off() {
+        let config = OperatorConfig {
+            verify_egress_denied: false,
+            ..OperatorConfig::default()
+        };
+        let p = build_pod(&session_of(&rsession("s")), &config, "s-1");
+        assert_eq!(env_var(&p, "RSESSION_VERIFY_EGRESS_DENIED_SECS"), None);
+    }
+
+    #[test]
+    fn pod_reports_the_log_tail_as_termination_message_on_error() {
+        assert_eq!(
+            container(&pod()).termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
         );
     }
 
@@ -471,7 +599,7 @@ mod tests {
     }
 
     #[test]
-    fn pod_runs_rserve_with_the_config_map() {
+    fn pod_checks_egress_after_preloading_and_before_rserve_listens() {
         let cmd = container(&pod())
             .command
             .clone()
@@ -480,6 +608,7 @@ mod tests {
         assert!(
             cmd.contains(
                 "source('/etc/rserve/preload.R'); \
+                 source('/etc/rserve/verify-egress.R'); \
                  Rserve::run.Rserve(config.file = '/etc/rserve/Rserve.conf')"
             ),
             "{cmd}"

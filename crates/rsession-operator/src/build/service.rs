@@ -8,7 +8,9 @@ use super::{Component, owned_meta, selector_labels, service_name};
 use crate::validate::Session;
 
 /// Builds the Service `<name>` (ClusterIP, TCP 6311 → container port `rserve`). Not-ready pods
-/// are not published, so a client only reaches Rserve once it accepts connections.
+/// are not published. It is the stable DNS name for people (`<name>.<namespace>.svc:6311`);
+/// `status.endpoint` is the pod's own address instead, because a ClusterIP refuses connections
+/// for a moment after the pod turns Ready, until kube-proxy has programmed it.
 pub fn build_service(s: &Session) -> Service {
     Service {
         metadata: owned_meta(s, service_name(&s.name), Component::Network),
