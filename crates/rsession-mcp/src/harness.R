@@ -8,6 +8,7 @@
 #
 # Entry points (called by rsession-mcp, never by users):
 #   .rsession$init(workspace, library, plot_width, plot_height, plot_res)
+#   .rsession$memory_state()   (also part of init's result, as `memory`)
 #   .rsession$execute(code, max_output_bytes, max_plots, max_plot_bytes)
 #   .rsession$list_files(path), $read_file(path, max_bytes), $write_file(path, content, overwrite)
 #   .rsession$install_package(pkgs, repos)
@@ -303,6 +304,40 @@ local({
 
   # ---- entry points -------------------------------------------------------------
 
+  # Memory state of the cgroup this R runs in: list(cgroup, oom_kills,
+  # limit_bytes). oom_kills is the cgroup's out-of-memory kill counter (line
+  # "oom_kill N" of memory.oom_control under cgroup v1, of memory.events under
+  # v2); the server reads it at connect and again over a fresh connection after
+  # a connection was lost, and growth means the OOM killer ended that R.
+  # limit_bytes is the memory limit (v1 memory.limit_in_bytes, v2 memory.max).
+  # Both are doubles, NA when unreadable or unlimited. Inside a container these
+  # paths show the container's own cgroup. RSESSION_CGROUP_ROOT (in Rserve's
+  # environment) moves the root, for hosts that mount it elsewhere and for tests.
+  h$memory_state <- function(root = Sys.getenv("RSESSION_CGROUP_ROOT", "/sys/fs/cgroup")) {
+    read <- function(f) tryCatch(suppressWarnings(readLines(f, warn = FALSE)), error = function(e) character())
+    counter <- function(lines) {
+      hit <- grep("^oom_kill [0-9]+$", lines, value = TRUE)
+      if (length(hit) == 0L) NA_real_ else as.numeric(sub("^oom_kill ", "", hit[[1L]]))
+    }
+    # v2 writes "max" when unlimited; v1 a value near 2^63 (PAGE_COUNTER_MAX).
+    limit <- function(lines) {
+      v <- if (length(lines) == 0L) NA_real_ else suppressWarnings(as.numeric(lines[[1L]]))
+      if (is.na(v) || v >= 2^62) NA_real_ else v
+    }
+    v1 <- file.path(root, "memory")
+    if (file.exists(file.path(v1, "memory.oom_control"))) {
+      list(cgroup = "v1",
+           oom_kills = counter(read(file.path(v1, "memory.oom_control"))),
+           limit_bytes = limit(read(file.path(v1, "memory.limit_in_bytes"))))
+    } else if (file.exists(file.path(root, "memory.events"))) {
+      list(cgroup = "v2",
+           oom_kills = counter(read(file.path(root, "memory.events"))),
+           limit_bytes = limit(read(file.path(root, "memory.max"))))
+    } else {
+      list(cgroup = NA_character_, oom_kills = NA_real_, limit_bytes = NA_real_)
+    }
+  }
+
   h$init <- function(workspace, library = NULL, plot_width = 800L, plot_height = 600L, plot_res = 96L) {
     tempdir(check = TRUE)
     dir.create(workspace, recursive = TRUE, showWarnings = FALSE, mode = "0700")
@@ -323,7 +358,8 @@ local({
     options(device = h$device, help_type = "text", pager = h$pager,
             browser = function(url, ...) cat("[rsession: no browser; URL] ", url, "\n", sep = ""))
     list(workspace = workspace, pid = Sys.getpid(), r_version = R.version.string,
-         png_backend = state$png_backend, library = if (is.null(state$library)) NA_character_ else state$library)
+         png_backend = state$png_backend, library = if (is.null(state$library)) NA_character_ else state$library,
+         memory = h$memory_state())
   }
 
   # Evaluate user code in the global environment (see header for the result).

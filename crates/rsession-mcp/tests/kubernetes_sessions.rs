@@ -96,7 +96,7 @@ async fn create_use_isolate_and_close_sessions_through_mcp_with_service_account_
         );
 
         // R state is kept across calls; the working directory is the workspace.
-        let r1 = call(&alice, "execute_in_session", json!({"session_id": id, "code": "x <- 41; getwd()"})).await;
+        let r1 = call(&alice, "execute_in_session", json!({"session_id": id, "code": "x <- 41; writeLines('kept', 'kept.txt'); getwd()"})).await;
         assert_eq!(error_code(&r1), None, "{}", text(&r1));
         assert!(text(&r1).contains(&workspace_path), "{}", text(&r1));
         let r2 = call(&alice, "execute_in_session", json!({"session_id": id, "code": "x + 1"})).await;
@@ -159,10 +159,18 @@ async fn create_use_isolate_and_close_sessions_through_mcp_with_service_account_
         frontend.stop().await;
         let frontend = Frontend::start(cp, &ns, &workspace_path).await;
         let alice = connect(&frontend.url, Some(&alice_token)).await.expect("alice reconnects");
-        let after = call(&alice, "execute_in_session", json!({"session_id": id, "code": "exists('x')"})).await;
+        let after = call(&alice, "execute_in_session", json!({"session_id": id, "code": "exists('x'); readLines('kept.txt')"})).await;
         assert_eq!(error_code(&after), None, "{}", text(&after));
-        assert!(text(&after).contains("FALSE"), "{}", text(&after));
+        assert!(text(&after).contains("FALSE") && text(&after).contains("\"kept\""), "{}", text(&after));
         assert_eq!(structured(&after)["state_reset"], true, "{:?}", structured(&after));
+        // The first result says so plainly, before the output.
+        assert!(
+            text(&after).starts_with("NOTE: R state was reset")
+                && text(&after).contains("restart of the server")
+                && text(&after).contains("files in the workspace survived"),
+            "{}",
+            text(&after)
+        );
         let again = call(&alice, "execute_in_session", json!({"session_id": id, "code": "y <- 2; y * 21"})).await;
         assert!(text(&again).contains("42") && structured(&again)["state_reset"] == false, "{}", text(&again));
 

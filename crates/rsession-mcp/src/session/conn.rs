@@ -11,6 +11,7 @@ use tokio::time::{Instant, timeout_at};
 use crate::errors::{ErrorCode, ToolError};
 use crate::harness::{self, ExecLimits, ExecOutcome, ExecStatus};
 use crate::session::Endpoint;
+use crate::session::oom::{MEMORY_STATE_CALL, MemoryState, OomKill};
 
 /// Bytes of a harness reply beyond the output cap allowed for plots and framing.
 const REPLY_HEADROOM: usize = 64 << 20;
@@ -42,6 +43,9 @@ pub struct RConn {
     pub png_backend: String,
     /// Absolute workspace path as R sees it.
     pub workspace: String,
+    /// The cgroup's memory state when this connection opened (its OOM-kill
+    /// counter is the baseline of [`RConn::lost_to_oom`]).
+    pub memory: MemoryState,
 }
 
 fn backend_unavailable(endpoint: &Endpoint, e: &rserve::Error) -> ToolError {
@@ -86,9 +90,12 @@ impl RConn {
             connect_timeout,
             max_reply_bytes: REPLY_HEADROOM,
         };
-        // A Service answers "connection refused" for a moment after its pod
-        // turns Ready, until the node's proxy has programmed the endpoint;
-        // that (and only that) is retried with backoff for a few seconds.
+        // A refused connect (and only that) is retried with backoff for a few
+        // seconds. The operator publishes the pod IP as `status.endpoint` once
+        // the pod is Ready, which accepts at once; the retry stays as a safety
+        // net for a Service address (older operators, `--rserve` names), which
+        // refuses for a moment after its pod turns Ready until the node's proxy
+        // has programmed the endpoint, and for an Rserve still starting.
         let mut conn = (|| Connection::connect(&endpoint.addr, &opts))
             .retry(
                 ExponentialBuilder::default()
@@ -118,11 +125,16 @@ impl RConn {
                 .unwrap_or_default()
                 .to_string()
         };
+        let memory = info
+            .get("memory")
+            .map(MemoryState::from_sexp)
+            .unwrap_or_default();
         Ok(RConn {
             pid,
             r_version: text("r_version"),
             png_backend: text("png_backend"),
             workspace: text("workspace"),
+            memory,
             endpoint: endpoint.clone(),
             opts,
             conn,
@@ -132,6 +144,35 @@ impl RConn {
     /// Process id of the R behind this connection.
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// After this connection was lost: whether the out-of-memory killer ended
+    /// its R. The cgroup's memory state is read again over a short-lived fresh
+    /// connection to the same endpoint (no backend lookup, so this works while
+    /// the Kubernetes API is down); a grown OOM-kill counter since this
+    /// connection opened is an OOM kill. `None` when it did not grow, when
+    /// either reading is unknown, or when the probe fails or takes longer than
+    /// `limit` (then nothing is claimed).
+    pub async fn lost_to_oom(&mut self, limit: Duration) -> Option<OomKill> {
+        let now = match tokio::time::timeout(
+            limit,
+            read_memory_state(&self.endpoint, &self.opts, limit),
+        )
+        .await
+        {
+            Ok(Ok(state)) => state,
+            Ok(Err(e)) => {
+                tracing::debug!(addr = %self.endpoint.addr, error = %e, "reading the OOM-kill counter after a loss failed");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(addr = %self.endpoint.addr, "reading the OOM-kill counter after a loss timed out");
+                return None;
+            }
+        };
+        now.oom_killed_since(&self.memory).then_some(OomKill {
+            limit_bytes: now.limit_bytes.or(self.memory.limit_bytes),
+        })
     }
 
     /// Evaluate `code` through the harness. At `deadline` R gets SIGINT via a
@@ -276,6 +317,26 @@ impl RConn {
     pub async fn close(self) {
         self.conn.close().await;
     }
+}
+
+/// Connect (no retry), install the harness, read `.rsession$memory_state()`,
+/// close. The probe's own R is a fresh fork that ends with the connection.
+async fn read_memory_state(
+    endpoint: &Endpoint,
+    opts: &ConnectOptions,
+    limit: Duration,
+) -> Result<MemoryState, rserve::Error> {
+    let opts = ConnectOptions {
+        connect_timeout: limit,
+        ..opts.clone()
+    };
+    let mut conn = Connection::connect(&endpoint.addr, &opts).await?;
+    let state = match conn.void_eval(harness::HARNESS_R).await {
+        Ok(()) => conn.eval(MEMORY_STATE_CALL).await,
+        Err(e) => Err(e),
+    };
+    conn.close().await;
+    state.map(|s| MemoryState::from_sexp(&s))
 }
 
 #[derive(Debug)]

@@ -13,20 +13,27 @@
 //!   (RFC 3339) is applied in the background, at most once per
 //!   [`KubernetesConfig::activity_interval`] per session, with its own field
 //!   manager [`ACTIVITY_FIELD_MANAGER`] (so the stamp never removes the
-//!   fields the create apply owns).
+//!   fields the create apply owns). A stamp that fails because the API is
+//!   unavailable is retried in the background with backoff; it never fails
+//!   the evaluation.
+//! - API failures map to tool errors by [`api_error_code`]: an unreachable or
+//!   overloaded apiserver is `backend_unavailable` (retryable).
 //!
 //! Kubernetes API calls: `rsessions` patch (apply), get, list, watch, delete;
 //! `secrets` get — the verbs the chart's `rsession-mcp` Role grants.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
 use kube::{Client, ResourceExt};
 use rsession_api::well_known as wk;
 use rsession_api::{Phase, RSession, RSessionSpec};
@@ -67,19 +74,29 @@ pub struct KubernetesConfig {
     pub workspace: String,
     /// Shortest time between two activity stamps of one session.
     pub activity_interval: Duration,
+    /// First wait before retrying a failed activity stamp (then doubling, up
+    /// to 30 s between attempts).
+    pub activity_retry_delay: Duration,
+    /// How long a failed activity stamp is retried while the Kubernetes API
+    /// is unavailable; a newer stamp of the session, or closing it, ends the
+    /// retry sooner.
+    pub activity_retry_window: Duration,
     /// Spec of new RSessions (empty: the operator's defaults).
     pub spec: RSessionSpec,
 }
 
 impl KubernetesConfig {
     /// Defaults for `namespace`: 120 s ready timeout, `/workspace`, stamps at
-    /// most every 10 s, default spec.
+    /// most every 10 s (a failed one retried from 1 s on, for up to an hour),
+    /// default spec.
     pub fn new(namespace: impl Into<String>) -> Self {
         KubernetesConfig {
             namespace: namespace.into(),
             ready_timeout: Duration::from_secs(120),
             workspace: wk::WORKSPACE_PATH.to_string(),
             activity_interval: Duration::from_secs(10),
+            activity_retry_delay: Duration::from_secs(1),
+            activity_retry_window: Duration::from_secs(3600),
             spec: RSessionSpec::default(),
         }
     }
@@ -90,8 +107,11 @@ pub struct KubernetesBackend {
     rsessions: Api<RSession>,
     secrets: Api<Secret>,
     config: KubernetesConfig,
-    /// When each session was last stamped (throttle), by session id.
-    stamped: Arc<Mutex<HashMap<String, Instant>>>,
+    /// The last activity stamp of each session (throttle, and which retry
+    /// is still current), by session id.
+    stamped: Arc<Mutex<HashMap<String, Stamp>>>,
+    /// Sequence number of the next activity stamp.
+    stamps: AtomicU64,
 }
 
 impl std::fmt::Debug for KubernetesBackend {
@@ -113,6 +133,19 @@ pub fn owner_label_value(owner: &str) -> String {
     format!("u-{hex}")
 }
 
+/// The last activity stamp sent for a session.
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    /// When it was sent.
+    at: Instant,
+    /// Increases with every stamp; a retry goes on only while its stamp is
+    /// the session's newest.
+    seq: u64,
+}
+
+/// Longest wait between two attempts of one activity stamp.
+const ACTIVITY_RETRY_MAX_DELAY: Duration = Duration::from_secs(30);
+
 /// The apply body of an activity stamp: only `metadata.annotations`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -130,26 +163,63 @@ fn not_found(id: &str) -> ToolError {
     .with_details(json!({"session_id": id}))
 }
 
-/// Map an API failure to a tool error (`backend_unavailable`, or `forbidden`
-/// when this server's own service account lacks a right).
-fn api_error(what: &str, e: &kube::Error) -> ToolError {
+/// The tool error code of a Kubernetes API failure.
+///
+/// - `backend_unavailable` (retryable): the apiserver cannot be reached or
+///   cannot answer now — transport errors (connection refused or reset, DNS,
+///   TLS handshake, connect/read timeouts: [`kube::Error::Service`],
+///   [`kube::Error::HyperError`], [`kube::Error::ReadEvents`]), HTTP 401 (this
+///   server's token is rotated and re-read), 408, 409, 429 and 5xx, and
+///   failures getting this server's own credentials ([`kube::Error::Auth`]).
+/// - `forbidden`: 403, this server's service account lacks an RBAC right.
+/// - `session_not_found`: 404.
+/// - `invalid_argument`: 400 and 422, the object was refused.
+/// - `internal`: anything else (an undecodable answer, a request that could
+///   not be built, a client misconfiguration): retrying cannot help.
+pub fn api_error_code(e: &kube::Error) -> ErrorCode {
     match e {
-        kube::Error::Api(s) if s.code == 403 => ToolError::new(
-            ErrorCode::Forbidden,
-            format!(
-                "the MCP server's service account may not {what}: {}",
-                s.message
-            ),
-        ),
-        kube::Error::Api(s) if s.code == 422 || s.code == 400 => ToolError::invalid(format!(
-            "the Kubernetes API refused to {what}: {}",
-            s.message
-        )),
-        _ => ToolError::new(
-            ErrorCode::BackendUnavailable,
-            format!("the Kubernetes API failed to {what}: {e}"),
-        ),
+        kube::Error::Api(s) => match s.code {
+            403 => ErrorCode::Forbidden,
+            404 => ErrorCode::SessionNotFound,
+            400 | 422 => ErrorCode::InvalidArgument,
+            401 | 408 | 409 | 429 | 500..=599 => ErrorCode::BackendUnavailable,
+            _ => ErrorCode::Internal,
+        },
+        kube::Error::Service(_)
+        | kube::Error::HyperError(_)
+        | kube::Error::ReadEvents(_)
+        | kube::Error::Auth(_) => ErrorCode::BackendUnavailable,
+        _ => ErrorCode::Internal,
     }
+}
+
+/// Map an API failure while trying to `what` (e.g. `"create RSessions"`) to a
+/// tool error coded by [`api_error_code`]; `details.http_status` carries the
+/// apiserver's status code when it answered.
+fn api_error(what: &str, e: &kube::Error) -> ToolError {
+    let code = api_error_code(e);
+    let answer = match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    };
+    let message = match code {
+        ErrorCode::Forbidden => {
+            format!("the MCP server's service account may not {what}: {answer}")
+        }
+        ErrorCode::SessionNotFound => format!(
+            "the Kubernetes API found nothing to {what} ({answer}); the session, or the RSession resource type, does not exist"
+        ),
+        ErrorCode::InvalidArgument => format!("the Kubernetes API refused to {what}: {answer}"),
+        ErrorCode::BackendUnavailable => format!(
+            "the Kubernetes API is unavailable, so this server could not {what}: {answer}. Retry shortly."
+        ),
+        _ => format!("trying to {what} failed unexpectedly: {e}"),
+    };
+    let details = match e {
+        kube::Error::Api(s) => json!({"http_status": s.code}),
+        _ => json!({}),
+    };
+    ToolError::new(code, message).with_details(details)
 }
 
 fn is_not_found(e: &kube::Error) -> bool {
@@ -254,6 +324,7 @@ impl KubernetesBackend {
             secrets: Api::namespaced(client, &config.namespace),
             config,
             stamped: Arc::new(Mutex::new(HashMap::new())),
+            stamps: AtomicU64::new(0),
         }
     }
 
@@ -325,11 +396,90 @@ impl KubernetesBackend {
         rs
     }
 
+    /// Stamp `rsession.dev/last-activity` on `id` in the background unless
+    /// the session was stamped less than `activity_interval` ago; the task
+    /// retries while the API is unavailable. Returns the task, if one started.
+    fn stamp_activity(&self, owner: &str, id: &str) -> Option<tokio::task::JoinHandle<()>> {
+        let now = Instant::now();
+        let seq = {
+            let mut stamped = self.stamped.lock().unwrap_or_else(|p| p.into_inner());
+            if stamped
+                .get(id)
+                .is_some_and(|s| now.duration_since(s.at) < self.config.activity_interval)
+            {
+                return None;
+            }
+            let seq = self.stamps.fetch_add(1, Ordering::Relaxed);
+            stamped.insert(id.to_string(), Stamp { at: now, seq });
+            seq
+        };
+        let body = ActivityApply {
+            api_version: "rsession.dev/v1alpha1",
+            kind: "RSession",
+            metadata: ObjectMeta {
+                name: Some(id.to_string()),
+                annotations: Some(BTreeMap::from([(
+                    wk::ANNOTATION_LAST_ACTIVITY.to_string(),
+                    jiff::Timestamp::now()
+                        .round(jiff::Unit::Second)
+                        .unwrap_or_else(|_| jiff::Timestamp::now())
+                        .to_string(),
+                )])),
+                ..ObjectMeta::default()
+            },
+        };
+        let api = self.rsessions.clone();
+        let stamped = self.stamped.clone();
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.config.activity_retry_delay)
+            .with_max_delay(ACTIVITY_RETRY_MAX_DELAY.max(self.config.activity_retry_delay))
+            .with_total_delay(Some(self.config.activity_retry_window))
+            .without_max_times()
+            .with_jitter();
+        let id = id.to_string();
+        let owner = owner.to_string();
+        // The evaluation that asked for this stamp has already returned; a
+        // failure (Kubernetes API down) is logged and retried here, never
+        // reported to the caller.
+        Some(tokio::spawn(async move {
+            let params = PatchParams::apply(ACTIVITY_FIELD_MANAGER).force();
+            // Only the newest stamp of a session is worth retrying: a newer one
+            // carries a later time, and a closed session needs none.
+            let current = || {
+                stamped
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&id)
+                    .is_some_and(|s| s.seq == seq)
+            };
+            let patch = Patch::Apply(&body);
+            let result = (|| api.patch(&id, &params, &patch))
+                .retry(backoff)
+                .when(|e| api_error_code(e) == ErrorCode::BackendUnavailable && current())
+                .notify(|e, after| {
+                    tracing::warn!(session_id = %id, owner = %owner, error = %e, retry_in = ?after, "stamping rsession.dev/last-activity failed; will retry");
+                })
+                .await;
+            match result {
+                Ok(_) => tracing::debug!(session_id = %id, "stamped rsession.dev/last-activity"),
+                Err(e) if current() => {
+                    tracing::warn!(session_id = %id, owner = %owner, error = %e, "stamping rsession.dev/last-activity failed; gave up")
+                }
+                Err(e) => {
+                    tracing::debug!(session_id = %id, error = %e, "a stamp was superseded while it was retried")
+                }
+            }
+        }))
+    }
+
     /// Watch `id` until Ready, reporting phase changes; bounded by the ready timeout.
     async fn await_ready(&self, id: &str, progress: &Progress) -> Result<RSession, ToolError> {
         let mut last_step: Option<String> = None;
         let mut last_seen: Option<RSession> = None;
-        let watch = kube::runtime::watcher::watch_object(self.rsessions.clone(), id);
+        // With backoff, so an unreachable apiserver is retried calmly rather
+        // than in a busy loop until the deadline.
+        let watch =
+            kube::runtime::watcher::watch_object(self.rsessions.clone(), id).default_backoff();
         let mut watch = std::pin::pin!(watch);
         let deadline = Instant::now() + self.config.ready_timeout;
         loop {
@@ -452,41 +602,7 @@ impl Backend for KubernetesBackend {
     }
 
     fn record_activity(&self, owner: &str, id: &str) {
-        let now = Instant::now();
-        {
-            let mut stamped = self.stamped.lock().unwrap_or_else(|p| p.into_inner());
-            if stamped
-                .get(id)
-                .is_some_and(|t| now.duration_since(*t) < self.config.activity_interval)
-            {
-                return;
-            }
-            stamped.insert(id.to_string(), now);
-        }
-        let body = ActivityApply {
-            api_version: "rsession.dev/v1alpha1",
-            kind: "RSession",
-            metadata: ObjectMeta {
-                name: Some(id.to_string()),
-                annotations: Some(BTreeMap::from([(
-                    wk::ANNOTATION_LAST_ACTIVITY.to_string(),
-                    jiff::Timestamp::now()
-                        .round(jiff::Unit::Second)
-                        .unwrap_or_else(|_| jiff::Timestamp::now())
-                        .to_string(),
-                )])),
-                ..ObjectMeta::default()
-            },
-        };
-        let api = self.rsessions.clone();
-        let id = id.to_string();
-        let owner = owner.to_string();
-        tokio::spawn(async move {
-            let params = PatchParams::apply(ACTIVITY_FIELD_MANAGER).force();
-            if let Err(e) = api.patch(&id, &params, &Patch::Apply(&body)).await {
-                tracing::warn!(session_id = %id, owner = %owner, error = %e, "stamping rsession.dev/last-activity failed");
-            }
-        });
+        self.stamp_activity(owner, id);
     }
 
     fn endpoint<'a>(
@@ -679,5 +795,257 @@ mod tests {
         assert_eq!(c.username, "rsession");
         assert_eq!(c.password, "pw");
         assert!(credentials_from(&Secret::default()).is_none());
+    }
+}
+
+/// Kubernetes API failures: how each kind maps to a tool error, a real client
+/// against an apiserver that is not there, and activity stamps retried
+/// through an outage against a fake apiserver.
+#[cfg(test)]
+mod outage_tests {
+    use super::*;
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::{Method, StatusCode, Uri};
+    use axum::response::IntoResponse;
+    use kube::core::Status;
+
+    fn api(code: u16) -> kube::Error {
+        kube::Error::Api(
+            Status::failure("the apiserver says no", "SomeReason")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    fn io(kind: std::io::ErrorKind) -> std::io::Error {
+        std::io::Error::new(kind, "simulated")
+    }
+
+    #[test]
+    fn http_statuses_map_to_codes() {
+        for (status, code) in [
+            (403, ErrorCode::Forbidden),
+            (404, ErrorCode::SessionNotFound),
+            (400, ErrorCode::InvalidArgument),
+            (422, ErrorCode::InvalidArgument),
+            (401, ErrorCode::BackendUnavailable),
+            (408, ErrorCode::BackendUnavailable),
+            (409, ErrorCode::BackendUnavailable),
+            (429, ErrorCode::BackendUnavailable),
+            (500, ErrorCode::BackendUnavailable),
+            (502, ErrorCode::BackendUnavailable),
+            (503, ErrorCode::BackendUnavailable),
+            (504, ErrorCode::BackendUnavailable),
+            (418, ErrorCode::Internal),
+        ] {
+            assert_eq!(api_error_code(&api(status)), code, "HTTP {status}");
+            let e = api_error("create RSessions", &api(status));
+            assert_eq!(e.code, code, "HTTP {status}");
+            assert_eq!(e.details["http_status"], status);
+            assert!(e.message.contains("the apiserver says no"), "{}", e.message);
+        }
+        assert!(api_error("create RSessions", &api(503)).code.retryable());
+        assert!(api_error("create RSessions", &api(429)).code.retryable());
+        assert!(!api_error("create RSessions", &api(403)).code.retryable());
+        assert!(!api_error("create RSessions", &api(404)).code.retryable());
+    }
+
+    #[test]
+    fn transport_failures_are_backend_unavailable_and_retryable() {
+        use std::io::ErrorKind::*;
+        for kind in [ConnectionRefused, ConnectionReset, TimedOut, BrokenPipe] {
+            let service = kube::Error::Service(Box::new(io(kind)));
+            let e = api_error("create RSessions", &service);
+            assert_eq!(e.code, ErrorCode::BackendUnavailable, "{kind:?}");
+            assert!(e.code.retryable());
+            assert!(
+                e.message.contains("the Kubernetes API is unavailable")
+                    && e.message.contains("Retry shortly"),
+                "{}",
+                e.message
+            );
+            assert_eq!(
+                api_error_code(&kube::Error::ReadEvents(io(kind))),
+                ErrorCode::BackendUnavailable
+            );
+        }
+    }
+
+    #[test]
+    fn answers_that_retrying_cannot_fix_are_internal() {
+        let serde = serde_json::from_str::<u8>("not json").unwrap_err();
+        let utf8 = String::from_utf8(vec![0xff]).unwrap_err();
+        let http = http::Request::builder()
+            .method("not a method")
+            .body(())
+            .unwrap_err();
+        for e in [
+            kube::Error::SerdeError(serde),
+            kube::Error::FromUtf8(utf8),
+            kube::Error::HttpError(http),
+            kube::Error::TlsRequired,
+            kube::Error::LinesCodecMaxLineLengthExceeded,
+        ] {
+            let t = api_error("list RSessions", &e);
+            assert_eq!(t.code, ErrorCode::Internal, "{e}");
+            assert!(!t.code.retryable());
+        }
+    }
+
+    /// A client for `http://127.0.0.1:<port>`.
+    fn client_at(port: u16) -> Client {
+        let url: http::Uri = format!("http://127.0.0.1:{port}").parse().unwrap();
+        let mut config = kube::Config::new(url);
+        config.connect_timeout = Some(Duration::from_secs(2));
+        Client::try_from(config).expect("client")
+    }
+
+    /// A loopback port nothing listens on (bound, then released).
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    }
+
+    #[tokio::test]
+    async fn create_and_list_while_the_apiserver_is_down_are_retryable_backend_unavailable() {
+        let backend = KubernetesBackend::new(client_at(closed_port()), KubernetesConfig::new("ns"));
+        let e = backend.create("alice", "rs-down").await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::BackendUnavailable, "{e:?}");
+        assert_eq!(e.body()["retryable"], true);
+        assert!(e.message.contains("create RSessions"), "{}", e.message);
+        let e = backend.list("alice").await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::BackendUnavailable, "{e:?}");
+        let e = backend.endpoint("alice", "rs-down").await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::BackendUnavailable, "{e:?}");
+        assert!(!backend.ready().await);
+    }
+
+    /// A fake apiserver: PATCHes of RSessions fail with 500 while `failures`
+    /// lasts, then succeed; every PATCH body is recorded.
+    #[derive(Clone, Default)]
+    struct FakeApi {
+        failures: Arc<std::sync::atomic::AtomicUsize>,
+        patches: Arc<Mutex<Vec<(u16, serde_json::Value)>>>,
+        done: Arc<tokio::sync::Notify>,
+    }
+
+    async fn fake_handler(
+        State(api): State<FakeApi>,
+        method: Method,
+        uri: Uri,
+        body: Bytes,
+    ) -> axum::response::Response {
+        if method != Method::PATCH || !uri.path().contains("/rsessions/") {
+            return (StatusCode::NOT_FOUND, "not faked").into_response();
+        }
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let failing = api
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        let status = if failing { 500 } else { 200 };
+        api.patches.lock().unwrap().push((status, body.clone()));
+        if failing {
+            let s = Status::failure("etcd is unavailable", "InternalError").with_code(500);
+            return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(s)).into_response();
+        }
+        api.done.notify_one();
+        let mut rs = RSession::new("rs-1", RSessionSpec::default());
+        rs.metadata.namespace = Some("ns".into());
+        rs.metadata.annotations = body["metadata"]["annotations"].as_object().map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        });
+        axum::Json(rs).into_response()
+    }
+
+    async fn fake_apiserver(api: FakeApi) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = axum::Router::new().fallback(fake_handler).with_state(api);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_failed_activity_stamp_is_retried_until_the_api_answers() {
+        let api = FakeApi::default();
+        api.failures.store(2, Ordering::SeqCst);
+        let port = fake_apiserver(api.clone()).await;
+        let mut config = KubernetesConfig::new("ns");
+        config.activity_retry_delay = Duration::from_millis(20);
+        let backend = KubernetesBackend::new(client_at(port), config);
+
+        // Returns at once: the stamp is the background's business.
+        backend.record_activity("alice", "rs-1");
+        tokio::time::timeout(Duration::from_secs(20), api.done.notified())
+            .await
+            .expect("the stamp went through after the API recovered");
+        let patches = api.patches.lock().unwrap().clone();
+        let statuses: Vec<u16> = patches.iter().map(|(s, _)| *s).collect();
+        assert_eq!(statuses, vec![500, 500, 200]);
+        // Every attempt carries the time of the evaluation, not of the retry.
+        let stamp = |b: &serde_json::Value| {
+            b["metadata"]["annotations"][wk::ANNOTATION_LAST_ACTIVITY]
+                .as_str()
+                .map(str::to_string)
+        };
+        assert!(stamp(&patches[0].1).is_some(), "{:?}", patches[0].1);
+        assert!(
+            patches
+                .iter()
+                .all(|(_, b)| stamp(b) == stamp(&patches[0].1))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_retry_stops_once_the_session_is_closed_or_stamped_again() {
+        let api = FakeApi::default();
+        api.failures.store(usize::MAX, Ordering::SeqCst);
+        let port = fake_apiserver(api.clone()).await;
+        let mut config = KubernetesConfig::new("ns");
+        config.activity_retry_delay = Duration::from_millis(10);
+        config.activity_interval = Duration::ZERO;
+        let backend = KubernetesBackend::new(client_at(port), config);
+        let attempts = || api.patches.lock().unwrap().len();
+        let retrying = || async {
+            while attempts() < 2 {
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+
+        // Closed: what close_session does to the throttle, without its API calls.
+        let task = backend
+            .stamp_activity("alice", "rs-1")
+            .expect("a stamp task");
+        tokio::time::timeout(Duration::from_secs(10), retrying())
+            .await
+            .expect("retried");
+        backend.stamped.lock().unwrap().remove("rs-1");
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the retry ended after close although the API still fails")
+            .expect("task");
+
+        // Superseded by a newer stamp of the same session.
+        api.patches.lock().unwrap().clear();
+        let older = backend
+            .stamp_activity("alice", "rs-2")
+            .expect("a stamp task");
+        tokio::time::timeout(Duration::from_secs(10), retrying())
+            .await
+            .expect("retried");
+        let newer = backend
+            .stamp_activity("alice", "rs-2")
+            .expect("a newer stamp task");
+        tokio::time::timeout(Duration::from_secs(10), older)
+            .await
+            .expect("the older retry ended once a newer stamp was sent")
+            .expect("task");
+        assert!(!newer.is_finished(), "the newest stamp keeps retrying");
+        newer.abort();
     }
 }

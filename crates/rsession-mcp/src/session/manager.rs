@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::paths::check_relative_path;
 use crate::render::render_text;
 use crate::session::conn::{Interrupted, RConn};
+use crate::session::oom::OomKill;
 use crate::session::{Backend, Endpoint, Progress, WorkspaceCleanup};
 
 /// Server-wide limits. Per-call limits may lower the defaults but never go
@@ -146,8 +147,15 @@ pub struct ExecReport {
     pub max_output_bytes: u64,
 }
 
+/// How long, after a lost connection, a fresh connection may take to read the
+/// OOM-kill counter again before the loss is reported without that check.
+const OOM_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 struct Slot {
     conn: Option<RConn>,
+    /// Where the last R of this session was reached; used to reconnect when the
+    /// backend cannot say now (Kubernetes API unavailable).
+    endpoint: Option<Endpoint>,
     /// Why the last R went away, until a fresh one is connected and reported.
     lost: Option<String>,
     /// A fresh R was connected after a loss; the next result says so.
@@ -238,6 +246,7 @@ impl SessionManager {
             created_at: jiff::Timestamp::now(),
             slot: Arc::new(Mutex::new(Slot {
                 conn: None,
+                endpoint: None,
                 lost: Some(
                     "this MCP server held no connection to it, e.g. after a restart of the server"
                         .into(),
@@ -282,18 +291,50 @@ impl SessionManager {
         slot: &'a mut Slot,
     ) -> Result<&'a mut RConn, ToolError> {
         if slot.conn.is_none() {
-            let endpoint = self.backend.endpoint(&session.owner, &session.id).await?;
-            let conn = self.connect(&endpoint).await?;
+            let looked_up = self.backend.endpoint(&session.owner, &session.id).await;
+            let (endpoint, conn) = match (looked_up, slot.endpoint.clone()) {
+                (Ok(endpoint), _) => {
+                    let conn = self.connect(&endpoint).await?;
+                    (endpoint, conn)
+                }
+                // The backend cannot say where the session is right now (the
+                // Kubernetes API is down), but it was reachable before: its
+                // Rserve usually still runs there (only the forked R ended),
+                // and the per-session login refuses any other Rserve.
+                (Err(e), Some(last)) if e.code == ErrorCode::BackendUnavailable => {
+                    tracing::warn!(session_id = %session.id, error = %e, addr = %last.addr, "endpoint lookup failed; reconnecting to the last known endpoint");
+                    match self.connect(&last).await {
+                        Ok(conn) => (last, conn),
+                        Err(connect_error) => {
+                            tracing::warn!(session_id = %session.id, error = %connect_error, "the last known endpoint does not answer either");
+                            return Err(e);
+                        }
+                    }
+                }
+                (Err(e), _) => return Err(e),
+            };
             slot.workspace = Some(conn.workspace.clone());
             slot.r_version = Some(conn.r_version.clone());
             if let Some(reason) = slot.lost.take() {
                 slot.pending_notice = Some(reset_notice(&reason));
             }
+            slot.endpoint = Some(endpoint);
             slot.conn = Some(conn);
         }
         slot.conn
             .as_mut()
             .ok_or_else(|| ToolError::internal("no R connection after connecting"))
+    }
+
+    /// After the slot's connection was lost: whether the OOM killer ended
+    /// its R (see [`RConn::lost_to_oom`]).
+    async fn lost_to_oom(&self, id: &str, slot: &mut Slot) -> Option<OomKill> {
+        let conn = slot.conn.as_mut()?;
+        let kill = conn
+            .lost_to_oom(OOM_PROBE_TIMEOUT.min(self.config.connect_timeout))
+            .await?;
+        tracing::warn!(session_id = %id, pid = conn.pid(), memory_limit_bytes = ?kill.limit_bytes, "R was killed by the out-of-memory killer");
+        Some(kill)
     }
 
     fn mark_lost(&self, slot: &mut Slot, reason: &str) {
@@ -355,6 +396,7 @@ impl SessionManager {
                 workspace: Some(conn.workspace.clone()),
                 r_version: Some(conn.r_version.clone()),
                 conn: Some(conn),
+                endpoint: Some(endpoint),
                 lost: None,
                 pending_notice: None,
             })),
@@ -596,6 +638,11 @@ impl SessionManager {
             }
             Err(Interrupted::Lost(reason)) => {
                 self.metrics.execution("lost", elapsed);
+                if let Some(kill) = self.lost_to_oom(id, &mut slot).await {
+                    self.mark_lost(&mut slot, &kill.reason());
+                    return Err(ToolError::new(ErrorCode::SessionLost, kill.message())
+                        .with_details(details(kill.details(&reason))));
+                }
                 self.mark_lost(
                     &mut slot,
                     &format!("the connection ended during a call: {reason}"),
@@ -668,6 +715,14 @@ impl SessionManager {
         if let Err(e) = &result
             && e.code == ErrorCode::SessionLost
         {
+            if let Some(kill) = self.lost_to_oom(id, &mut slot).await {
+                self.mark_lost(&mut slot, &kill.reason());
+                let mut details = kill.details(&e.message);
+                details["session_id"] = json!(id);
+                return Err(
+                    ToolError::new(ErrorCode::SessionLost, kill.message()).with_details(details)
+                );
+            }
             self.mark_lost(&mut slot, &e.message);
         }
         result

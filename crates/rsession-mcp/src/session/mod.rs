@@ -11,6 +11,7 @@ pub mod conn;
 pub mod direct;
 pub mod kubernetes;
 pub mod manager;
+pub mod oom;
 
 use std::sync::Arc;
 

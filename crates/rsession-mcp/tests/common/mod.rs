@@ -31,17 +31,19 @@ pub struct Fixture {
 
 /// Start a real Rserve and a manager with `tweak` applied to the config.
 pub async fn fixture(tweak: impl FnOnce(&mut ManagerConfig)) -> Fixture {
-    let rserve = LocalRserve::start(&LocalRserveOptions::default())
+    fixture_with(&LocalRserveOptions::default(), tweak).await
+}
+
+/// [`fixture`] with Rserve started as `opts` says (e.g. through a wrapper
+/// script as `r_binary`, to give Rserve an environment variable).
+pub async fn fixture_with(
+    opts: &LocalRserveOptions,
+    tweak: impl FnOnce(&mut ManagerConfig),
+) -> Fixture {
+    let rserve = LocalRserve::start(opts)
         .await
         .expect("local Rserve starts (needs r-base-core and r-cran-rserve)");
-    let backend = DirectBackend::new(
-        vec![RserveTarget {
-            addr: rserve.addr().to_string(),
-            credentials: Some(rserve.credentials().clone()),
-        }],
-        rserve.dir().join("workspaces").display().to_string(),
-    )
-    .expect("backend");
+    let backend = direct_backend(&rserve);
     let mut config = ManagerConfig::default();
     config.limits.grace = Duration::from_secs(1);
     tweak(&mut config);
@@ -51,6 +53,18 @@ pub async fn fixture(tweak: impl FnOnce(&mut ManagerConfig)) -> Fixture {
         Arc::new(Metrics::new()),
     ));
     Fixture { manager, rserve }
+}
+
+/// A direct backend over `rserve`, workspaces under its directory.
+pub fn direct_backend(rserve: &LocalRserve) -> DirectBackend {
+    DirectBackend::new(
+        vec![RserveTarget {
+            addr: rserve.addr().to_string(),
+            credentials: Some(rserve.credentials().clone()),
+        }],
+        rserve.dir().join("workspaces").display().to_string(),
+    )
+    .expect("backend")
 }
 
 /// Peak resident set size (`VmHWM`) of a process, in bytes.
