@@ -194,6 +194,37 @@ impl Agent {
             .with_context(|| format!("no session_id in {r:?}"))
     }
 
+    /// `create_session` until it succeeds, for at most `secs` seconds and 20 attempts,
+    /// retrying failures the frontend marks retryable. Returns the id and the failures seen.
+    pub async fn create_session_until_ok(&self, secs: u64) -> Result<(String, Vec<ToolFailure>)> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut seen = Vec::new();
+        let mut delay = Duration::from_millis(250);
+        for _ in 0..20 {
+            let r = self.call("create_session", json!({})).await?;
+            match tool_failure(&r) {
+                None => {
+                    let id = r
+                        .structured_content
+                        .as_ref()
+                        .and_then(|s| s["session_id"].as_str());
+                    return Ok((
+                        id.with_context(|| format!("no session_id in {r:?}"))?
+                            .to_owned(),
+                        seen,
+                    ));
+                }
+                Some(f) if f.retryable && Instant::now() + delay < deadline => {
+                    seen.push(f);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(4));
+                }
+                Some(f) => bail!("create_session failed: {f}; before: {seen:#?}"),
+            }
+        }
+        bail!("create_session: no success within {secs} s; failures: {seen:#?}")
+    }
+
     /// `execute_in_session` with the default limits.
     pub async fn exec(&self, id: &str, code: &str) -> Result<CallToolResult> {
         self.call(

@@ -246,6 +246,22 @@ async fn session_reaches_no_cluster_endpoint() -> Result<()> {
 
     let results = probe_from_session(&agent, &id, &targets).await?;
     print_probe_table("TCP from a session without egress rules:", &results).await;
+    // Name resolution (UDP to the pod's resolver) is not allowed either; `nsl` resolves in R's
+    // own process.
+    let dns = agent
+        .eval(
+            &id,
+            "ns <- grep('^nameserver', readLines('/etc/resolv.conf'), value = TRUE)
+             cat('RESOLVER', ns, '\\n')
+             cat('RESOLVED', utils::nsl('kubernetes.default.svc.cluster.local.'), '\\n')",
+        )
+        .await?;
+    println!("{dns}");
+    let resolved = field(&dns, "RESOLVED");
+    ensure!(
+        resolved == [""],
+        "a cluster name resolved from the session: {dns}"
+    );
     let open: Vec<String> = results
         .iter()
         .filter(|r| r.open)

@@ -357,7 +357,10 @@ async fn apiserver_down_is_backend_unavailable_and_creation_recovers() -> Result
         failure.code == "backend_unavailable" && failure.retryable,
         "expected retryable backend_unavailable, got {failure}"
     );
-    let id = agent.create_session().await?;
+    // Right after the restart the `kubernetes` Service may still lack its endpoint for a
+    // moment (the API server re-registers it); the frontend says so with a retryable code.
+    let (id, seen) = agent.create_session_until_ok(30).await?;
+    println!("after the start, before create_session succeeded: {seen:?}");
     ensure!(agent.eval(&id, "cat(1 + 1)").await? == "2");
     ensure!(agent.eval(&warm, "cat('still here')").await? == "still here");
     agent.finish().await

@@ -47,10 +47,11 @@ async fn run_agent(agent: &Agent) -> AgentRun {
     run.create_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
     for i in 1..=EVALUATIONS {
         let t = Instant::now();
+        // A name no attached package exports (dplyr, preloaded, has `n()`).
         let r = agent
             .eval(
                 &id,
-                "n <- if (exists('n')) n + 1L else 1L; cat(n, sum(seq_len(n)))",
+                "e2e_n <- if (exists('e2e_n', inherits = FALSE)) e2e_n + 1L else 1L; cat(e2e_n, sum(seq_len(e2e_n)))",
             )
             .await;
         run.latencies.push(t.elapsed().as_secs_f64() * 1000.0);
