@@ -301,6 +301,14 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
     let timers = lifecycle::evaluate(now, created, active_since, &session.lifecycle, suspended);
     let want_pod = !suspended && timers.expired.is_none();
     let plan = plan_pods(&name, previous, &session_pods, want_pod);
+    // A lost pod is also what the deletion of the RSession looks like through a stale cache:
+    // garbage collection removes the pod before the watch delivers the RSession's deletion, and
+    // recreating it would start (and at once tear down) a pod for every closed session. Ask
+    // the API server, one GET and only on this path, before replacing anything.
+    if plan.replaced.is_some() && !still_wanted(&rsessions, rs).await? {
+        debug!("session pod gone with its RSession; nothing to replace");
+        return Ok(Action::await_change());
+    }
 
     // build (pure)
     let password = credentials
@@ -399,6 +407,15 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
         .map_or(MAX_REQUEUE, |d| d.min(MAX_REQUEUE));
     debug!(phase = ?new_status.phase, requeue = ?requeue, "reconciled");
     Ok(Action::requeue(requeue))
+}
+
+/// Whether the RSession `rs` still exists on the API server (same uid) and is not being
+/// deleted: a live read, not the controller's cache.
+async fn still_wanted(api: &Api<RSession>, rs: &RSession) -> Result<bool, Error> {
+    let live = api.get_opt(&rs.name_any()).await?;
+    Ok(live.is_some_and(|live| {
+        live.metadata.uid == rs.metadata.uid && live.metadata.deletion_timestamp.is_none()
+    }))
 }
 
 /// Writes `status` when it differs from the stored one, and publishes an Event when the phase

@@ -123,6 +123,21 @@ impl Verifier {
         list.reply(StatusCode::OK, &pod_list(pods));
     }
 
+    /// Expects the live GET of the RSession that precedes replacing a lost pod, answered with
+    /// `live` (or NotFound).
+    async fn live_rsession(&mut self, name: &str, live: Option<&RSession>) {
+        let get = self
+            .next(
+                Method::GET,
+                &format!("/apis/rsession.dev/v1alpha1/namespaces/{NS}/rsessions/{name}"),
+            )
+            .await;
+        match live {
+            Some(rs) => get.reply(StatusCode::OK, &serde_json::to_value(rs).expect("json")),
+            None => get.reply_not_found(),
+        }
+    }
+
     /// Expects a server-side apply (PATCH, apply-patch content, our field manager, force).
     async fn apply(&mut self, path: &str) -> Seen {
         let seen = self.next(Method::PATCH, path).await;
@@ -502,8 +517,10 @@ async fn pod_deleted_by_hand_is_recreated_with_a_state_reset() {
     let pod_created = now() - SignedDuration::from_mins(4);
     let mut rs = rsession("s");
     rs.status = Some(ready_status("s", pod_created));
+    let live = rs.clone();
     run(rs, ctx, async move {
         v.fetch("s", Some(credentials("s", PASSWORD)), vec![]).await;
+        v.live_rsession("s", Some(&live)).await;
         v.apply_children("s").await;
         v.apply(&format!("/api/v1/namespaces/{NS}/pods/s-2"))
             .await
@@ -539,9 +556,11 @@ async fn stale_cached_status_does_not_double_count_a_state_reset() {
     let pod_created = now() - SignedDuration::from_mins(4);
     let mut rs = rsession("s");
     rs.status = Some(ready_status("s", pod_created));
+    let live = rs.clone();
     let stale = Arc::new(rs);
     let verifier = tokio::spawn(async move {
         v.fetch("s", Some(credentials("s", PASSWORD)), vec![]).await;
+        v.live_rsession("s", Some(&live)).await;
         v.apply_children("s").await;
         let create = v.apply(&format!("/api/v1/namespaces/{NS}/pods/s-2")).await;
         let mut pod = create.body.clone();
@@ -565,6 +584,26 @@ async fn stale_cached_status_does_not_double_count_a_state_reset() {
         .await
         .expect("finished")
         .expect("scenario passed");
+}
+
+/// Closing a session deletes the RSession (background propagation): garbage collection removes
+/// the pod, and the pod's deletion can reach the operator before the RSession's. The stale
+/// cached RSession then looks like a lost pod; a live GET finds it gone and nothing is
+/// recreated.
+#[tokio::test]
+async fn pod_gone_with_its_deleted_rsession_is_not_recreated() {
+    let (ctx, mut v) = context();
+    let pod_created = now() - SignedDuration::from_mins(4);
+    let mut rs = rsession("s");
+    rs.status = Some(ready_status("s", pod_created));
+    let action = run(rs, ctx, async move {
+        v.fetch("s", Some(credentials("s", PASSWORD)), vec![]).await;
+        v.live_rsession("s", None).await;
+        v.done().await;
+    })
+    .await
+    .expect("reconcile succeeds");
+    assert_eq!(action, Action::await_change());
 }
 
 #[tokio::test]

@@ -3,9 +3,13 @@
 //! already imported. Stages are timed on this machine's clock from a pod watch (millisecond
 //! resolution; the API's own timestamps have whole seconds):
 //!
+//! - pod created: the watch first sees the session pod (the operator has reconciled);
 //! - scheduled: the watch first sees the session pod with `spec.nodeName` set;
 //! - container started: the watch first sees the container `running`;
-//! - Rserve ready: `create_session` returned (RSession Ready, the frontend connected over QAP1);
+//! - pod Ready: the kubelet's readiness probe connected to Rserve (R started, packages
+//!   preloaded, egress verified denied, Rserve listening; the probe runs once a second);
+//! - RSession Ready: the operator wrote the Ready condition (a second watch, on RSessions);
+//! - create_session returned: the frontend saw Ready, connected over QAP1 and set up the harness;
 //! - first eval: the first `execute_in_session` (`1 + 1`) returned.
 //!
 //! Writes a Markdown table to `RSESSION_E2E_BENCH_OUT` (default
@@ -27,8 +31,18 @@ use serde_json::json;
 
 #[derive(Default, Clone, Copy)]
 struct Seen {
+    created: Option<Instant>,
     scheduled: Option<Instant>,
     started: Option<Instant>,
+    pod_ready: Option<Instant>,
+    rs_ready: Option<Instant>,
+}
+
+/// Sets `slot` to `now` the first time `cond` holds.
+fn first(slot: &mut Option<Instant>, cond: bool, now: Instant) {
+    if slot.is_none() && cond {
+        *slot = Some(now);
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -78,30 +92,46 @@ async fn session_startup_benchmark() -> Result<()> {
             };
             let mut map = watch_seen.lock().expect("lock");
             let e = map.entry(session).or_default();
-            if e.scheduled.is_none()
-                && pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.node_name.as_ref())
-                    .is_some()
-            {
-                e.scheduled = Some(now);
-            }
-            let running = pod
-                .status
+            first(&mut e.created, true, now);
+            let scheduled = pod
+                .spec
                 .as_ref()
+                .and_then(|s| s.node_name.as_ref())
+                .is_some();
+            first(&mut e.scheduled, scheduled, now);
+            let status = pod.status.as_ref();
+            let running = status
                 .and_then(|s| s.container_statuses.as_ref())
                 .is_some_and(|cs| {
                     cs.iter()
                         .any(|c| c.state.as_ref().and_then(|s| s.running.as_ref()).is_some())
                 });
-            if e.started.is_none() && running {
-                e.started = Some(now);
-            }
+            first(&mut e.started, running, now);
+            let ready = status
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            first(&mut e.pod_ready, ready, now);
+        }
+    });
+    let rsessions: Api<rsession_api::RSession> = Api::namespaced(client.clone(), &ns);
+    let rs_seen = seen.clone();
+    let rs_watch = tokio::spawn(async move {
+        let mut stream = watcher(rsessions, watcher::Config::default()).boxed();
+        while let Some(ev) = stream.next().await {
+            let Ok(watcher::Event::Apply(rs) | watcher::Event::InitApply(rs)) = ev else {
+                continue;
+            };
+            let now = Instant::now();
+            let ready = has_condition(&rs, "Ready");
+            let name = kube::ResourceExt::name_any(&rs);
+            let mut map = rs_seen.lock().expect("lock");
+            first(&mut map.entry(name).or_default().rs_ready, ready, now);
         }
     });
 
-    let mut rows = Vec::new(); // (scheduled, started, ready, eval) seconds from create_session
+    // Per start: the watched stages (None when a watch missed one), then create_session and
+    // the first eval, in seconds from the create_session call.
+    let mut rows: Vec<([Option<f64>; 5], f64, f64)> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
     for i in 0..n {
         let t0 = Instant::now();
@@ -130,10 +160,21 @@ async fn session_startup_benchmark() -> Result<()> {
             .copied()
             .unwrap_or_default();
         let since = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(t0).as_secs_f64());
-        rows.push((since(s.scheduled), since(s.started), t_ready, t_eval));
+        rows.push((
+            [
+                since(s.created),
+                since(s.scheduled),
+                since(s.started),
+                since(s.pod_ready),
+                since(s.rs_ready),
+            ],
+            t_ready,
+            t_eval,
+        ));
         call(&mcp, "close_session", json!({"session_id": id})).await?;
     }
     watch.abort();
+    rs_watch.abort();
     mcp.cancel().await?;
 
     let stat = |mut v: Vec<f64>| -> (f64, f64, usize) {
@@ -148,21 +189,24 @@ async fn session_startup_benchmark() -> Result<()> {
         "Sessions: {n} sequential, image imported, times in seconds from `create_session`.\n\n\
         | stage | p50 | p95 | samples |\n|---|---|---|---|\n"
     );
-    for (name, col) in [
-        (
-            "scheduled (pod has a node)",
-            rows.iter().filter_map(|r| r.0).collect::<Vec<_>>(),
-        ),
-        (
-            "container started (running)",
-            rows.iter().filter_map(|r| r.1).collect(),
-        ),
-        (
-            "Rserve ready (create_session returned)",
-            rows.iter().map(|r| r.2).collect(),
-        ),
-        ("first eval returned", rows.iter().map(|r| r.3).collect()),
-    ] {
+    let watched = [
+        "pod created (operator reconciled)",
+        "scheduled (pod has a node)",
+        "container started (running)",
+        "pod Ready (readiness probe passed)",
+        "RSession Ready (operator status)",
+    ];
+    let mut columns: Vec<(&str, Vec<f64>)> = watched
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (*name, rows.iter().filter_map(|r| r.0[i]).collect()))
+        .collect();
+    columns.push((
+        "create_session returned (frontend connected)",
+        rows.iter().map(|r| r.1).collect(),
+    ));
+    columns.push(("first eval returned", rows.iter().map(|r| r.2).collect()));
+    for (name, col) in columns {
         let (p50, p95, k) = stat(col);
         out.push_str(&format!("| {name} | {p50:.2} | {p95:.2} | {k} |\n"));
     }
