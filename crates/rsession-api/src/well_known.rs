@@ -23,6 +23,16 @@ pub const APP_NAME: &str = "rsession";
 /// field manager.
 pub const MANAGER: &str = "rsession-operator";
 
+/// Label the MCP frontend puts on each RSession it creates: `u-` and 48 hex digits of SHA-256
+/// of the creating caller's user name (a label value holds at most 63 characters from a small
+/// alphabet, so the name itself cannot be stored). Every MCP lookup checks it, so a caller
+/// sees only its own sessions.
+pub const LABEL_OWNER: &str = "rsession.dev/owner";
+/// Annotation the MCP frontend puts on each RSession it creates: the creating caller's user
+/// name as authenticated (readable form of [`LABEL_OWNER`]; informational, never used for
+/// access).
+pub const ANNOTATION_OWNER_NAME: &str = "rsession.dev/owner-name";
+
 /// Annotation the MCP frontend stamps on the RSession after each evaluation: an RFC 3339
 /// timestamp (for example `2026-01-02T03:04:05Z`). The operator measures idle time from it.
 pub const ANNOTATION_LAST_ACTIVITY: &str = "rsession.dev/last-activity";
