@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use rsession_api::well_known as wk;
 use rsession_api::{ImagePullPolicy, ResourceAmounts, SessionResources};
 use serde::Deserialize;
 
@@ -100,7 +101,7 @@ impl Default for OperatorConfig {
                 limits: Some(amounts("2", "2Gi", "2Gi")),
             },
             frontend_pod_selector: BTreeMap::from([(
-                "app.kubernetes.io/name".into(),
+                wk::LABEL_APP_NAME.into(),
                 "rsession-mcp".into(),
             )]),
             frontend_namespace: None,

@@ -19,6 +19,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::TypeMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -34,7 +35,7 @@ use crate::build::{
 };
 use crate::config::OperatorConfig;
 use crate::error::Error;
-use crate::lifecycle::{self, ExpiryReason};
+use crate::lifecycle;
 use crate::metrics::Metrics;
 use crate::pod_plan::plan_pods;
 use crate::status::{self, Observed};
@@ -128,9 +129,8 @@ impl Context {
 /// Status written with server-side apply: only `status`, under the operator's field manager.
 #[derive(Serialize, Debug)]
 struct StatusApply<'a> {
-    #[serde(rename = "apiVersion")]
-    api_version: &'static str,
-    kind: &'static str,
+    #[serde(flatten)]
+    types: TypeMeta,
     status: &'a RSessionStatus,
 }
 
@@ -431,8 +431,7 @@ async fn write_status(
         return Ok(());
     }
     let patch = StatusApply {
-        api_version: "rsession.dev/v1alpha1",
-        kind: "RSession",
+        types: rsession_api::type_meta(),
         status: new,
     };
     api.patch_status(&rs.name_any(), &apply_params(), &Patch::Apply(&patch))
@@ -475,18 +474,5 @@ async fn publish(
     };
     if let Err(e) = ctx.recorder.publish(&event, &rs.object_ref(&())).await {
         warn!(error = %e, reason, "could not publish event");
-    }
-}
-
-/// Expiry reason of a status, for callers that only hold the status.
-pub fn expiry_reason(status: &RSessionStatus) -> Option<ExpiryReason> {
-    let c = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == status::CONDITION_EXPIRED)?;
-    match (c.status.as_str(), c.reason.as_str()) {
-        ("True", "IdleTimeout") => Some(ExpiryReason::IdleTimeout),
-        ("True", "MaxLifetime") => Some(ExpiryReason::MaxLifetime),
-        _ => None,
     }
 }

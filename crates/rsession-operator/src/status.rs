@@ -6,20 +6,18 @@ use std::net::{IpAddr, SocketAddr};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use rsession_api::status::{
+    CONDITION_EXPIRED, CONDITION_POD_SCHEDULED, CONDITION_READY, CONDITION_STATE_RESET,
+};
 use rsession_api::well_known as wk;
 use rsession_api::{Phase, RSessionStatus};
 
 use crate::build::pod::CONTAINER_NAME;
 use crate::lifecycle::ExpiryReason;
 
-/// Condition type: the kubelet's readiness probe connected to Rserve at `status.endpoint`.
-pub const CONDITION_READY: &str = "Ready";
-/// Condition type: mirrors the session pod's `PodScheduled` condition.
-pub const CONDITION_POD_SCHEDULED: &str = "PodScheduled";
-/// Condition type: the idle timeout or maximum lifetime passed.
-pub const CONDITION_EXPIRED: &str = "Expired";
-/// Condition type: R state was lost because the session pod was replaced.
-pub const CONDITION_STATE_RESET: &str = "StateReset";
+/// The kubelet's pod condition types this module reads (Kubernetes `PodCondition.type`).
+const POD_READY: &str = "Ready";
+const POD_SCHEDULED: &str = "PodScheduled";
 
 /// `t` truncated to whole seconds: Kubernetes serialises `metav1.Time` with second precision,
 /// so status times must be whole seconds for an unchanged world to compare equal to what the
@@ -161,14 +159,14 @@ pub fn pod_state(pod: &Pod) -> PodState {
         }
         _ => {}
     }
-    if condition_true(pod, "Ready") == Some(true) {
+    if condition_true(pod, POD_READY) == Some(true) {
         return pod_endpoint(pod).map_or(PodState::ReadyWithoutAddress, PodState::Ready);
     }
-    if condition_true(pod, "PodScheduled") != Some(true) {
+    if condition_true(pod, POD_SCHEDULED) != Some(true) {
         let cond = status
             .conditions
             .as_ref()
-            .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"));
+            .and_then(|cs| cs.iter().find(|c| c.type_ == POD_SCHEDULED));
         return PodState::Unscheduled(
             cond.and_then(|c| c.reason.clone())
                 .unwrap_or_else(|| "Pending".into()),
@@ -302,7 +300,7 @@ pub fn compute(obs: &Observed<'_>) -> RSessionStatus {
     );
     let scheduled = obs
         .pod
-        .and_then(|p| condition_true(p, "PodScheduled"))
+        .and_then(|p| condition_true(p, POD_SCHEDULED))
         .unwrap_or(false);
     let pod_scheduled_reason = obs.pod.and_then(|p| {
         p.status
@@ -310,7 +308,7 @@ pub fn compute(obs: &Observed<'_>) -> RSessionStatus {
             .conditions
             .as_ref()?
             .iter()
-            .find(|c| c.type_ == "PodScheduled")?
+            .find(|c| c.type_ == POD_SCHEDULED)?
             .reason
             .clone()
     });

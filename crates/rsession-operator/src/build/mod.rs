@@ -21,6 +21,8 @@ pub mod service;
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
+use rsession_api::RSession;
 use rsession_api::well_known as wk;
 
 use crate::validate::Session;
@@ -124,8 +126,8 @@ pub fn owned_meta(s: &Session, name: String, component: Component) -> ObjectMeta
 /// collection deletes the child with its owner.
 pub fn controller_owner_reference(name: &str, uid: &str) -> OwnerReference {
     OwnerReference {
-        api_version: "rsession.dev/v1alpha1".into(),
-        kind: "RSession".into(),
+        api_version: RSession::api_version(&()).into_owned(),
+        kind: RSession::kind(&()).into_owned(),
         name: name.to_owned(),
         uid: uid.to_owned(),
         controller: Some(true),
