@@ -9,11 +9,9 @@ use crate::error::Error;
 use crate::protocol::*;
 use crate::sexp::{Complex, Sexp, Tagged, Value};
 
-/// Default cap on SEXP nesting (lists in lists, attributes, calls in calls, ...). Decoding
-/// recurses once per level; 128 levels fit in 1 MiB of stack even in debug builds (tokio
-/// worker threads have 2 MiB). Deeper values fail with [`Error::Decode`] and the connection
-/// stays usable.
-pub const DEFAULT_MAX_DEPTH: usize = 128;
+// Kept importable from here, where it was defined first; it lives in `protocol` because the
+// encoder caps nesting with it too.
+pub use crate::protocol::DEFAULT_MAX_DEPTH;
 
 /// Limits applied while decoding.
 #[derive(Debug, Clone, Copy)]

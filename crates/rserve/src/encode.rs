@@ -73,7 +73,7 @@ fn count(n: usize) -> Result<[u8; 4], Error> {
 }
 
 fn encode_into(out: &mut Vec<u8>, x: &Sexp, depth: usize) -> Result<(), Error> {
-    if depth > crate::decode::DEFAULT_MAX_DEPTH {
+    if depth > DEFAULT_MAX_DEPTH {
         return Err(invalid("value nested too deeply"));
     }
     let start = out.len();

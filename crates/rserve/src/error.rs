@@ -5,9 +5,8 @@ use std::time::Duration;
 use crate::protocol::{
     ERR_AUTH_FAILED, ERR_CONN_BROKEN, ERR_DATA_OVERFLOW, ERR_INV_CMD, ERR_OBJECT_TOO_BIG,
     ERR_OUT_OF_MEM, ERR_SECURITY_CLOSE, ERR_UNKNOWN_CMD, ERR_UNSUPPORTED_CMD, STAT_PARSE_EOF,
-    STAT_PARSE_ERROR, STAT_PARSE_INCOMPLETE, status_name,
+    STAT_PARSE_ERROR, STAT_PARSE_INCOMPLETE, Signal, status_name,
 };
-use crate::signal::Signal;
 
 /// Errors from connecting to Rserve and from QAP1 requests.
 ///

@@ -48,6 +48,6 @@ pub use decode::{DecodeLimits, decode_sexp};
 pub use encode::encode_sexp;
 pub use error::Error;
 pub use handshake::ServerInfo;
-pub use protocol::{NA_INTEGER, NA_REAL_BITS, is_na_real, na_real};
+pub use protocol::{NA_INTEGER, NA_REAL_BITS, Signal, is_na_real, na_real};
 pub use sexp::{Complex, Sexp, Tagged, Value};
-pub use signal::{Signal, send_signal, signal_child};
+pub use signal::{send_signal, signal_child};

@@ -5,6 +5,10 @@
 //! of the length) followed by `len` bytes of parameters. Each parameter and each encoded SEXP
 //! starts with a 4-byte head: 1 byte of type and 3 bytes of length; when the type carries the
 //! `DT_LARGE`/`XT_LARGE` flag the head is 8 bytes and the length is 56 bits wide.
+//!
+//! Also the few protocol-level values that more than one module needs (the nesting cap of
+//! the SEXP codec, the [`Signal`]s named in errors and sent by `signal`): they live here,
+//! below every other module, so that no two modules import each other.
 
 /// Size of the server's identification string sent right after the TCP connect.
 pub const ID_STRING_LEN: usize = 32;
@@ -198,6 +202,12 @@ pub const MAX_SMALL_LEN: usize = 0xfffff0;
 /// Largest length a 56-bit head can carry.
 pub const MAX_LARGE_LEN: u64 = (1 << 56) - 1;
 
+/// Default cap on SEXP nesting (lists in lists, attributes, calls in calls, ...). Decoding
+/// recurses once per level; 128 levels fit in 1 MiB of stack even in debug builds (tokio
+/// worker threads have 2 MiB). Deeper values fail with [`crate::Error::Decode`] and the connection
+/// stays usable.
+pub const DEFAULT_MAX_DEPTH: usize = 128;
+
 /// R's `NA_integer_` (`INT_MIN`).
 pub const NA_INTEGER: i32 = i32::MIN;
 /// Bit pattern of R's `NA_real_`: a NaN whose low 32-bit word is 1954.
@@ -212,6 +222,27 @@ pub fn na_real() -> f64 {
 /// every other NaN. Arithmetic on NA can set the quiet bit; R still calls that NA, so do we.
 pub fn is_na_real(x: f64) -> bool {
     x.is_nan() && (x.to_bits() & 0xffff_ffff) == 1954
+}
+
+/// A signal to send to an R process (see [`crate::send_signal`]): the QAP1 connection that
+/// forked it is busy while R evaluates, so the signal goes through R's `tools::pskill` on a
+/// second connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// `SIGINT` (R's user interrupt).
+    Interrupt,
+    /// `SIGKILL`.
+    Kill,
+}
+
+impl Signal {
+    /// The R expression naming the signal number in package `tools`.
+    pub(crate) fn r_constant(self) -> &'static str {
+        match self {
+            Signal::Interrupt => "tools::SIGINT",
+            Signal::Kill => "tools::SIGKILL",
+        }
+    }
 }
 
 /// Writes a 4- or 8-byte parameter/SEXP head for `type_` and `len` into `out`.

@@ -9,25 +9,7 @@
 
 use crate::connection::{ConnectOptions, Connection};
 use crate::error::Error;
-
-/// A signal to send to an R process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    /// `SIGINT` (R's user interrupt).
-    Interrupt,
-    /// `SIGKILL`.
-    Kill,
-}
-
-impl Signal {
-    /// The R expression naming the signal number in package `tools`.
-    fn r_constant(self) -> &'static str {
-        match self {
-            Signal::Interrupt => "tools::SIGINT",
-            Signal::Kill => "tools::SIGKILL",
-        }
-    }
-}
+use crate::protocol::Signal;
 
 /// Sends `signal` to process `pid` through a fresh connection to `addr` made with `opts`
 /// (same credentials as the session's), then closes that connection.
