@@ -1,7 +1,8 @@
 //! rsession-mcp: an MCP server that runs R code for agents in persistent,
 //! limited sessions on Rserve.
 //!
-//! - [`harness`]: the R evaluation harness (`harness.R`) and its decoding;
+//! - [`harness`]: the R evaluation harness (`harness.R`): its entry points as
+//!   typed calls rendered into R, literals and argument checks, decoding;
 //! - [`session`]: the [`session::Backend`] trait (where sessions live), the
 //!   `direct` backend and the [`session::SessionManager`] (connections,
 //!   serialisation, limits, recovery);
@@ -10,7 +11,7 @@
 //! - [`auth`]: bearer tokens (TokenReview) and RSession rights (SubjectAccessReview);
 //! - [`local_rserve`]: the embedded local Rserve;
 //! - [`pager`]: long output kept and served page by page (`read_output`);
-//! - [`sexp_json`]: R values to JSON and JSON to R literals (data tools).
+//! - [`sexp_json`]: R values to JSON (data tools).
 
 pub mod app;
 pub mod auth;
@@ -21,7 +22,6 @@ pub mod http;
 pub mod local_rserve;
 pub mod metrics;
 pub mod pager;
-pub mod paths;
 pub mod render;
 pub mod session;
 pub mod sexp_json;

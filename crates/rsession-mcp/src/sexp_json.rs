@@ -1,16 +1,14 @@
-//! R values ↔ JSON for the data tools.
+//! R values to JSON for the data tools.
 //!
 //! [`to_json`] turns the plain lists returned by `harness_data.R` into
 //! structured content, following the convention stated in that file's
 //! header: a length-1 atomic vector is a scalar, a vector of class `AsIs`
 //! (`I(x)`) is always an array, a list with names is an object, `NA` is
-//! `null`. [`r_literal`] goes the other way for tool arguments (options,
-//! bound SQL parameters), producing R source that parses back to the value.
+//! `null`. The other way (JSON tool arguments to R source) is
+//! [`crate::harness::literal::r_literal`].
 
 use rserve::{Sexp, Value as R, is_na_real};
 use serde_json::{Map, Number, Value};
-
-use crate::harness::r_string_literal;
 
 /// Largest integer a double holds exactly (2^53).
 const EXACT_INT: f64 = 9_007_199_254_740_992.0;
@@ -127,89 +125,6 @@ pub fn rows(table: &Value) -> Vec<Value> {
         .collect()
 }
 
-/// Errors turning JSON into R source.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum LiteralError {
-    /// A string holds NUL, which R strings cannot.
-    #[error("text contains a NUL character")]
-    Nul,
-    /// Objects or arrays nested deeper than R options need.
-    #[error("value is nested deeper than {0} levels")]
-    TooDeep(usize),
-}
-
-const MAX_DEPTH: usize = 8;
-
-/// R source for a JSON value: `null` → `NULL`, numbers → doubles (or `L`
-/// integers when integral and in `i32` range), strings → escaped literals,
-/// arrays of scalars of one kind → `c(...)` vectors, other arrays →
-/// `list(...)`, objects → named `list(...)` (names quoted with backticks).
-pub fn r_literal(v: &Value) -> Result<String, LiteralError> {
-    literal_at(v, 0)
-}
-
-fn literal_at(v: &Value, depth: usize) -> Result<String, LiteralError> {
-    if depth > MAX_DEPTH {
-        return Err(LiteralError::TooDeep(MAX_DEPTH));
-    }
-    Ok(match v {
-        Value::Null => "NULL".into(),
-        Value::Bool(b) => if *b { "TRUE" } else { "FALSE" }.into(),
-        Value::Number(n) => number(n),
-        Value::String(s) => r_string_literal(s).ok_or(LiteralError::Nul)?,
-        Value::Array(items) => {
-            let scalar_kind = |x: &Value| match x {
-                Value::Bool(_) => Some(0),
-                Value::Number(_) => Some(1),
-                Value::String(_) => Some(2),
-                _ => None,
-            };
-            let first = items.first().and_then(scalar_kind);
-            let homogeneous = first.is_some() && items.iter().all(|x| scalar_kind(x) == first);
-            let parts = items
-                .iter()
-                .map(|x| {
-                    // doubles in a vector: c(1L, 2.5) would still be double, keep it plain
-                    if let Value::Number(n) = x {
-                        Ok(n.as_f64().map_or("NA".into(), |f| format!("{f:?}")))
-                    } else {
-                        literal_at(x, depth + 1)
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            if homogeneous {
-                format!("c({})", parts.join(", "))
-            } else if items.is_empty() {
-                "list()".into()
-            } else {
-                format!("list({})", parts.join(", "))
-            }
-        }
-        Value::Object(map) => {
-            let parts = map
-                .iter()
-                .map(|(k, x)| {
-                    let name = k.replace('\\', "\\\\").replace('`', "\\`");
-                    if name.contains('\0') {
-                        return Err(LiteralError::Nul);
-                    }
-                    Ok(format!("`{name}` = {}", literal_at(x, depth + 1)?))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            format!("list({})", parts.join(", "))
-        }
-    })
-}
-
-fn number(n: &Number) -> String {
-    if let Some(i) = n.as_i64()
-        && i32::try_from(i).is_ok_and(|i| i != i32::MIN)
-    {
-        return format!("{i}L");
-    }
-    n.as_f64().map_or("NA_real_".into(), |f| format!("{f:?}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,27 +159,5 @@ mod tests {
             vec![json!({"a": 1, "b": "x"}), json!({"a": 2, "b": null})]
         );
         assert!(rows(&json!({})).is_empty());
-    }
-
-    #[test]
-    fn literals_parse_back_shapes() {
-        assert_eq!(r_literal(&json!(null)).unwrap(), "NULL");
-        assert_eq!(r_literal(&json!(3)).unwrap(), "3L");
-        assert_eq!(r_literal(&json!(3.5)).unwrap(), "3.5");
-        assert_eq!(r_literal(&json!(5_000_000_000i64)).unwrap(), "5000000000.0");
-        assert_eq!(r_literal(&json!("a\"b")).unwrap(), r#""a\"b""#);
-        assert_eq!(r_literal(&json!([1, 2.5])).unwrap(), "c(1.0, 2.5)");
-        assert_eq!(r_literal(&json!(["a", "b"])).unwrap(), r#"c("a", "b")"#);
-        assert_eq!(r_literal(&json!([1, "a"])).unwrap(), r#"list(1.0, "a")"#);
-        assert_eq!(
-            r_literal(&json!({"sheet": "S", "skip": 1})).unwrap(),
-            r#"list(`sheet` = "S", `skip` = 1L)"#
-        );
-        assert_eq!(r_literal(&json!("a\u{0}")), Err(LiteralError::Nul));
-        let mut deep = json!(1);
-        for _ in 0..20 {
-            deep = json!([deep]);
-        }
-        assert!(matches!(r_literal(&deep), Err(LiteralError::TooDeep(_))));
     }
 }

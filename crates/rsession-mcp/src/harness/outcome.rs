@@ -1,21 +1,13 @@
-//! The R evaluation harness (`harness.R`) and the Rust side of its contract:
-//! the R calls we send and the decoding of what `execute()` returns.
-//!
-//! The harness is sent with QAP1 `voidEval` right after login (see
-//! [`crate::session::conn`]), so any R image with Rserve works. Its result is a
-//! plain R list decoded here from the QAP1 SEXP; see the header of
-//! `harness.R` for the exact shape.
+//! What the harness sends back: the decoded result of `.rsession$execute()`
+//! (status and events in order), the per-call limits it runs under, and the
+//! Rust-side output cap. See the header of `harness.R` for the exact shape.
+
+use std::time::Duration;
 
 use rserve::Sexp;
 use serde::Serialize;
 
-/// Source of the harness, installed into the private environment `.rsession`,
-/// followed by the data tools (`harness_data.R`, environment `.rsession_data`).
-pub const HARNESS_R: &str = concat!(include_str!("harness.R"), include_str!("harness_data.R"));
-
-/// Library directory of a session, relative to its workspace; prepended to
-/// `.libPaths()` so `install_package` never touches the image's library.
-pub const SESSION_LIBRARY: &str = ".R/library";
+use crate::errors::ToolError;
 
 /// Errors decoding a harness reply.
 #[derive(Debug, thiserror::Error)]
@@ -23,30 +15,6 @@ pub enum DecodeError {
     /// The reply lacks a field or has the wrong SEXP type.
     #[error("harness reply is malformed: {0}")]
     Malformed(&'static str),
-}
-
-/// Turn `s` into an R string literal that parses back to exactly `s`, in any
-/// locale: non-ASCII characters become `\U{...}` escapes (R Language
-/// Definition §10.3.1, "Constants"). R strings cannot hold NUL, so `None`
-/// for input containing one.
-pub fn r_string_literal(s: &str) -> Option<String> {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '\0' => return None,
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if c.is_ascii() => out.push(c),
-            c => out.push_str(&format!("\\U{{{:x}}}", c as u32)),
-        }
-    }
-    out.push('"');
-    Some(out)
 }
 
 /// Per-call limits passed to `execute()` inside R.
@@ -68,26 +36,6 @@ impl Default for ExecLimits {
             max_plot_bytes: 10 << 20,
         }
     }
-}
-
-/// The R call that evaluates `code` through the harness; `None` if `code`
-/// contains NUL.
-pub fn execute_call(code: &str, limits: &ExecLimits) -> Option<String> {
-    let lit = r_string_literal(code)?;
-    Some(format!(
-        ".rsession$execute({lit}, max_output_bytes = {}, max_plots = {}L, max_plot_bytes = {})",
-        limits.max_output_bytes, limits.max_plots, limits.max_plot_bytes
-    ))
-}
-
-/// The R call that prepares a fresh R for a session: workspace (created if
-/// missing, then `setwd`), private library, plot size.
-pub fn init_call(workspace: &str) -> Option<String> {
-    Some(format!(
-        ".rsession$init({}, library = {})",
-        r_string_literal(workspace)?,
-        r_string_literal(SESSION_LIBRARY)?
-    ))
 }
 
 /// How an evaluation ended.
@@ -168,6 +116,51 @@ pub struct ExecOutcome {
     pub truncated: bool,
     /// Bytes left out.
     pub omitted_bytes: u64,
+}
+
+/// The result of `execute_in_session`.
+#[derive(Debug, Clone)]
+pub struct ExecReport {
+    /// Session id.
+    pub session_id: String,
+    /// What R did.
+    pub outcome: ExecOutcome,
+    /// Set when this call ran on a fresh R because the previous one was lost
+    /// or reset: R state is gone, workspace files are kept.
+    pub state_reset_notice: Option<String>,
+    /// Wall-clock time of the evaluation.
+    pub elapsed: Duration,
+    /// Deadline applied.
+    pub max_duration: Duration,
+    /// Output budget applied (bytes).
+    pub max_output_bytes: u64,
+}
+
+/// What [`crate::session::SessionManager::call`] answers.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// An evaluation (`execute`, `install_package`).
+    Report(ExecReport),
+    /// The R value of any other entry point.
+    Value(Sexp),
+}
+
+impl Reply {
+    /// The evaluation report; `internal` for a value.
+    pub fn into_report(self) -> Result<ExecReport, ToolError> {
+        match self {
+            Reply::Report(r) => Ok(r),
+            Reply::Value(_) => Err(ToolError::internal("expected an evaluation report")),
+        }
+    }
+
+    /// The R value; `internal` for an evaluation report.
+    pub fn into_value(self) -> Result<Sexp, ToolError> {
+        match self {
+            Reply::Value(v) => Ok(v),
+            Reply::Report(_) => Err(ToolError::internal("expected an R value")),
+        }
+    }
 }
 
 fn text_of(s: &Sexp) -> Option<String> {
@@ -314,17 +307,6 @@ pub fn enforce_output_cap(outcome: &mut ExecOutcome, max_bytes: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn literal_escapes_quotes_backslashes_and_unicode() {
-        assert_eq!(r_string_literal("a\"b\\c\n").unwrap(), r#""a\"b\\c\n""#);
-        assert_eq!(
-            r_string_literal("é中😀").unwrap(),
-            r#""\U{e9}\U{4e2d}\U{1f600}""#
-        );
-        assert_eq!(r_string_literal("\u{7}").unwrap(), r#""\x07""#);
-        assert!(r_string_literal("a\0b").is_none());
-    }
 
     #[test]
     fn png_dimensions_reads_ihdr() {

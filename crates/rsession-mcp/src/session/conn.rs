@@ -9,9 +9,9 @@ use serde_json::json;
 use tokio::time::{Instant, timeout_at};
 
 use crate::errors::{ErrorCode, ToolError};
-use crate::harness::{self, ExecLimits, ExecOutcome, ExecStatus};
+use crate::harness::{self, ExecLimits, ExecOutcome, ExecStatus, HarnessCall};
 use crate::session::Endpoint;
-use crate::session::oom::{MEMORY_STATE_CALL, MemoryState, OomKill};
+use crate::session::oom::{MemoryState, OomKill};
 
 /// Bytes of a harness reply beyond the output cap allowed for plots and framing.
 const REPLY_HEADROOM: usize = 64 << 20;
@@ -113,8 +113,10 @@ impl RConn {
         conn.void_eval(harness::HARNESS_R)
             .await
             .map_err(|e| ToolError::internal(format!("installing the R harness failed: {e}")))?;
-        let init = harness::init_call(&endpoint.workspace)
-            .ok_or_else(|| ToolError::invalid("workspace path contains NUL"))?;
+        let init = HarnessCall::Init {
+            workspace: endpoint.workspace.clone(),
+        }
+        .render()?;
         let info = conn
             .eval(&init)
             .await
@@ -185,9 +187,11 @@ impl RConn {
         deadline: Instant,
         grace: Duration,
     ) -> Result<Result<ExecOutcome, Interrupted>, ToolError> {
-        let call = harness::execute_call(code, limits).ok_or_else(|| {
-            ToolError::invalid("code contains a NUL character, which R strings cannot hold")
-        })?;
+        let call = HarnessCall::Execute {
+            code: code.to_string(),
+            limits: *limits,
+        }
+        .render()?;
         let max_reply = REPLY_HEADROOM
             + usize::try_from(limits.max_output_bytes).unwrap_or(usize::MAX / 4)
             + usize::try_from(
@@ -325,18 +329,23 @@ async fn read_memory_state(
     endpoint: &Endpoint,
     opts: &ConnectOptions,
     limit: Duration,
-) -> Result<MemoryState, rserve::Error> {
+) -> Result<MemoryState, String> {
+    let expr = HarnessCall::MemoryState.render().map_err(|e| e.message)?;
     let opts = ConnectOptions {
         connect_timeout: limit,
         ..opts.clone()
     };
-    let mut conn = Connection::connect(&endpoint.addr, &opts).await?;
+    let mut conn = Connection::connect(&endpoint.addr, &opts)
+        .await
+        .map_err(|e| e.to_string())?;
     let state = match conn.void_eval(harness::HARNESS_R).await {
-        Ok(()) => conn.eval(MEMORY_STATE_CALL).await,
+        Ok(()) => conn.eval(&expr).await,
         Err(e) => Err(e),
     };
     conn.close().await;
-    state.map(|s| MemoryState::from_sexp(&s))
+    state
+        .map(|s| MemoryState::from_sexp(&s))
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Debug)]

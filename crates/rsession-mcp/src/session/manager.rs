@@ -19,16 +19,17 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio::time::Instant;
 
 use crate::errors::{ErrorCode, ToolError};
-use crate::harness::{ExecLimits, ExecOutcome, ExecStatus, enforce_output_cap, r_string_literal};
+use crate::harness::{
+    ExecLimits, ExecReport, ExecStatus, HarnessCall, Reply, UPLOAD_VAR, enforce_output_cap,
+};
 use crate::metrics::Metrics;
-use crate::paths::check_relative_path;
 use crate::render::render_text;
 use crate::session::conn::{Interrupted, RConn};
 use crate::session::oom::OomKill;
 use crate::session::{Backend, Endpoint, Progress, WorkspaceCleanup};
 
-/// Server-wide limits. Per-call limits may lower the defaults but never go
-/// above the maxima.
+/// Server-wide evaluation limits. Per-call limits may lower the defaults
+/// but never go above the maxima.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Deadline of `execute_in_session` when the call names none.
@@ -47,14 +48,8 @@ pub struct Limits {
     pub max_plots: u32,
     /// Largest PNG returned, in bytes.
     pub max_plot_bytes: u64,
-    /// Deadline of `install_package`.
+    /// Deadline of `install_package` (clamped to `max_duration`).
     pub install_duration: Duration,
-    /// Deadline of file tools.
-    pub file_duration: Duration,
-    /// Largest file `read_session_file` returns, in bytes.
-    pub max_read_bytes: u64,
-    /// Largest content `write_session_file` accepts, in bytes.
-    pub max_write_bytes: usize,
 }
 
 impl Default for Limits {
@@ -69,18 +64,59 @@ impl Default for Limits {
             max_plots: 20,
             max_plot_bytes: 10 << 20,
             install_duration: Duration::from_secs(900),
-            file_duration: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Limits of the workspace file tools.
+#[derive(Debug, Clone)]
+pub struct FileLimits {
+    /// Deadline of a file tool call.
+    pub duration: Duration,
+    /// Largest file `read_session_file` returns, in bytes.
+    pub max_read_bytes: u64,
+    /// Largest content `write_session_file` accepts, in bytes.
+    pub max_write_bytes: usize,
+}
+
+impl Default for FileLimits {
+    fn default() -> Self {
+        FileLimits {
+            duration: Duration::from_secs(60),
             max_read_bytes: 4 << 20,
             max_write_bytes: 16 << 20,
         }
     }
 }
 
+impl FileLimits {
+    /// Clamp a read to `max_read_bytes`; refuse a write above
+    /// `max_write_bytes` (`invalid_argument`). Other calls pass unchanged.
+    fn apply(&self, call: &mut HarnessCall) -> Result<(), ToolError> {
+        match call {
+            HarnessCall::ReadFile { max_bytes, .. } => {
+                *max_bytes = (*max_bytes).min(self.max_read_bytes);
+            }
+            HarnessCall::WriteFile { content, .. } if content.len() > self.max_write_bytes => {
+                return Err(ToolError::invalid(format!(
+                    "content is {} bytes; at most {} bytes per write",
+                    content.len(),
+                    self.max_write_bytes
+                )));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 /// Manager settings.
 #[derive(Debug, Clone)]
 pub struct ManagerConfig {
-    /// Limits.
+    /// Evaluation limits.
     pub limits: Limits,
+    /// File tool limits.
+    pub files: FileLimits,
     /// Bound on connecting to Rserve, logging in and installing the harness.
     pub connect_timeout: Duration,
     /// Most sessions open at once, per server.
@@ -95,6 +131,7 @@ impl Default for ManagerConfig {
     fn default() -> Self {
         ManagerConfig {
             limits: Limits::default(),
+            files: FileLimits::default(),
             connect_timeout: Duration::from_secs(30),
             max_sessions: 64,
             package_repository: "https://cloud.r-project.org".into(),
@@ -127,24 +164,6 @@ pub struct SessionInfo {
     /// Backend lifecycle phase where there is one (Kubernetes: the RSession's
     /// `status.phase`); filled by `list_sessions`.
     pub phase: Option<String>,
-}
-
-/// The result of `execute_in_session`.
-#[derive(Debug, Clone)]
-pub struct ExecReport {
-    /// Session id.
-    pub session_id: String,
-    /// What R did.
-    pub outcome: ExecOutcome,
-    /// Set when this call ran on a fresh R because the previous one was lost
-    /// or reset: R state is gone, workspace files are kept.
-    pub state_reset_notice: Option<String>,
-    /// Wall-clock time of the evaluation.
-    pub elapsed: Duration,
-    /// Deadline applied.
-    pub max_duration: Duration,
-    /// Output budget applied (bytes).
-    pub max_output_bytes: u64,
 }
 
 /// How long, after a lost connection, a fresh connection may take to read the
@@ -536,16 +555,75 @@ impl SessionManager {
         self.metrics.set_sessions(0);
     }
 
-    /// Run `code` in the session.
+    /// The limits inside R of an evaluation asking for `max_output_bytes`
+    /// (default the server's default, clamped to its maximum).
+    pub fn exec_limits(&self, max_output_bytes: Option<u64>) -> ExecLimits {
+        let lim = &self.config.limits;
+        ExecLimits {
+            max_output_bytes: max_output_bytes
+                .unwrap_or(lim.default_output_bytes)
+                .min(lim.max_output_bytes),
+            max_plots: lim.max_plots,
+            max_plot_bytes: lim.max_plot_bytes,
+        }
+    }
+
+    /// Run one harness call in the session `id` of `owner` under a deadline
+    /// of `max_duration` (default the evaluation default, clamped to the
+    /// maximum; file calls use the file-tool deadline, installs the install
+    /// deadline). [`HarnessCall::Execute`] and
+    /// [`HarnessCall::InstallPackages`] answer [`Reply::Report`] (an R error
+    /// in the code is a normal result with status `error`); every other call
+    /// answers [`Reply::Value`], the entry point's R value.
     ///
-    /// `max_duration` and `max_output_bytes` default to the server's defaults
-    /// and are clamped to its maxima. An R error in the code is a normal
-    /// result with status `error`.
-    ///
-    /// Errors: `session_not_found`, `session_busy`, `code_too_large`,
-    /// `invalid_argument`, `execution_timeout` (R interrupted, state kept;
-    /// partial output in details), `session_lost` (R killed or gone; retry
-    /// runs on a fresh R), `backend_unavailable`.
+    /// Errors: `invalid_argument` (arguments refused by
+    /// [`HarnessCall::render`], file limits; an R error whose message holds
+    /// `rsession: `), `session_not_found`, `session_busy`, `code_too_large`,
+    /// `execution_timeout` (R interrupted, state kept; partial output in
+    /// details), `session_lost` (R killed or gone; retry runs on a fresh R),
+    /// `backend_unavailable`, `internal`.
+    pub async fn call(
+        &self,
+        owner: &str,
+        id: &str,
+        mut call: HarnessCall,
+        max_duration: Option<Duration>,
+    ) -> Result<Reply, ToolError> {
+        self.config.files.apply(&mut call)?;
+        let lim = &self.config.limits;
+        let clamped = |d: Option<Duration>| d.unwrap_or(lim.default_duration).min(lim.max_duration);
+        match call {
+            HarnessCall::Execute { code, limits } => self
+                .evaluate(owner, id, &code, limits, clamped(max_duration))
+                .await
+                .map(Reply::Report),
+            HarnessCall::InstallPackages { .. } => {
+                let code = call.render()?;
+                let limits = self.exec_limits(None);
+                self.evaluate(owner, id, &code, limits, clamped(Some(lim.install_duration)))
+                    .await
+                    .map(Reply::Report)
+            }
+            HarnessCall::ListFiles { .. }
+            | HarnessCall::ReadFile { .. }
+            | HarnessCall::WriteFile { .. } => {
+                let expr = call.render()?;
+                let duration = self.config.files.duration;
+                self.helper(owner, id, &expr, call.upload(), duration)
+                    .await
+                    .map(Reply::Value)
+            }
+            _ => {
+                let expr = call.render()?;
+                self.helper(owner, id, &expr, None, clamped(max_duration))
+                    .await
+                    .map(Reply::Value)
+            }
+        }
+    }
+
+    /// Run `code` in the session: [`SessionManager::call`] with
+    /// [`HarnessCall::Execute`] under [`SessionManager::exec_limits`].
     pub async fn execute(
         &self,
         owner: &str,
@@ -553,6 +631,21 @@ impl SessionManager {
         code: &str,
         max_duration: Option<Duration>,
         max_output_bytes: Option<u64>,
+    ) -> Result<ExecReport, ToolError> {
+        let call = HarnessCall::Execute {
+            code: code.to_string(),
+            limits: self.exec_limits(max_output_bytes),
+        };
+        self.call(owner, id, call, max_duration).await?.into_report()
+    }
+
+    async fn evaluate(
+        &self,
+        owner: &str,
+        id: &str,
+        code: &str,
+        limits: ExecLimits,
+        duration: Duration,
     ) -> Result<ExecReport, ToolError> {
         let lim = &self.config.limits;
         if code.len() > lim.max_code_bytes {
@@ -562,17 +655,7 @@ impl SessionManager {
             )
             .with_details(json!({"code_bytes": code.len(), "max_code_bytes": lim.max_code_bytes})));
         }
-        let duration = max_duration
-            .unwrap_or(lim.default_duration)
-            .min(lim.max_duration);
-        let output = max_output_bytes
-            .unwrap_or(lim.default_output_bytes)
-            .min(lim.max_output_bytes);
-        let limits = ExecLimits {
-            max_output_bytes: output,
-            max_plots: lim.max_plots,
-            max_plot_bytes: lim.max_plot_bytes,
-        };
+        let output = limits.max_output_bytes;
         let session = self.find(owner, id).await?;
         let mut slot = self.lock(&session)?;
         session.touch();
@@ -656,26 +739,12 @@ impl SessionManager {
         }
     }
 
-    /// Run a harness helper call under the file-tool deadline, after
-    /// assigning `upload` (if any) to `.rsession_upload` in R.
-    async fn helper(
-        &self,
-        owner: &str,
-        id: &str,
-        expr: &str,
-        upload: Option<&[u8]>,
-    ) -> Result<Sexp, ToolError> {
-        let duration = self.config.limits.file_duration;
-        self.helper_until(owner, id, expr, upload, duration).await
-    }
-
-    /// Evaluate a harness entry point (`expr`: R source the caller built from
-    /// escaped literals) and return its value, under `max_duration` (default
-    /// the evaluation default, clamped to the maximum). Used by the data and
-    /// help tools.
+    /// Evaluate R source `expr` as it is and return its value, under
+    /// `max_duration` (default the evaluation default, clamped to the
+    /// maximum). For tests and diagnostics: tools go through
+    /// [`SessionManager::call`], which renders `expr` from escaped literals.
     ///
-    /// Errors: as [`SessionManager::execute`]; an R error whose message holds
-    /// `rsession: ` is `invalid_argument`, any other R error `internal`.
+    /// Errors: as [`SessionManager::call`].
     pub async fn eval_helper(
         &self,
         owner: &str,
@@ -687,10 +756,12 @@ impl SessionManager {
         let duration = max_duration
             .unwrap_or(lim.default_duration)
             .min(lim.max_duration);
-        self.helper_until(owner, id, expr, None, duration).await
+        self.helper(owner, id, expr, None, duration).await
     }
 
-    async fn helper_until(
+    /// Evaluate `expr` and return its value, after assigning `upload` (if
+    /// any) to [`UPLOAD_VAR`] in R.
+    async fn helper(
         &self,
         owner: &str,
         id: &str,
@@ -728,7 +799,8 @@ impl SessionManager {
         result
     }
 
-    /// Files under `path` (relative to the workspace).
+
+    /// [`HarnessCall::ListFiles`]: files under `path` (relative to the workspace).
     pub async fn list_files(
         &self,
         owner: &str,
@@ -736,16 +808,13 @@ impl SessionManager {
         path: &str,
         recursive: bool,
     ) -> Result<Sexp, ToolError> {
-        check_relative_path(path, true)?;
-        let lit = literal(path)?;
-        let expr = format!(
-            ".rsession$list_files({lit}, recursive = {})",
-            if recursive { "TRUE" } else { "FALSE" }
-        );
-        self.helper(owner, id, &expr, None).await
+        let path = path.to_string();
+        let call = HarnessCall::ListFiles { path, recursive };
+        self.call(owner, id, call, None).await?.into_value()
     }
 
-    /// Up to `max_bytes` of a workspace file: `list(bytes, size, truncated)`.
+    /// [`HarnessCall::ReadFile`]: up to `max_bytes` of a workspace file,
+    /// `list(bytes, size, truncated)`.
     pub async fn read_file(
         &self,
         owner: &str,
@@ -753,15 +822,13 @@ impl SessionManager {
         path: &str,
         max_bytes: Option<u64>,
     ) -> Result<Sexp, ToolError> {
-        check_relative_path(path, false)?;
-        let n = max_bytes
-            .unwrap_or(self.config.limits.max_read_bytes)
-            .min(self.config.limits.max_read_bytes);
-        let expr = format!(".rsession$read_file({}, max_bytes = {n})", literal(path)?);
-        self.helper(owner, id, &expr, None).await
+        let path = path.to_string();
+        let max_bytes = max_bytes.unwrap_or(u64::MAX);
+        let call = HarnessCall::ReadFile { path, max_bytes };
+        self.call(owner, id, call, None).await?.into_value()
     }
 
-    /// Write `content` to a workspace file (parents created).
+    /// [`HarnessCall::WriteFile`]: write `content` to a workspace file.
     pub async fn write_file(
         &self,
         owner: &str,
@@ -770,58 +837,23 @@ impl SessionManager {
         content: &[u8],
         overwrite: bool,
     ) -> Result<Sexp, ToolError> {
-        check_relative_path(path, false)?;
-        if content.len() > self.config.limits.max_write_bytes {
-            return Err(ToolError::invalid(format!(
-                "content is {} bytes; at most {} bytes per write",
-                content.len(),
-                self.config.limits.max_write_bytes
-            )));
-        }
-        let expr = format!(
-            ".rsession$write_file({}, .rsession$take_upload(), overwrite = {})",
-            literal(path)?,
-            if overwrite { "TRUE" } else { "FALSE" }
-        );
-        self.helper(owner, id, &expr, Some(content)).await
+        let (path, content) = (path.to_string(), content.to_vec());
+        let call = HarnessCall::WriteFile { path, content, overwrite };
+        self.call(owner, id, call, None).await?.into_value()
     }
 
-    /// Install `packages` into the session's own library from the configured
-    /// repository, output captured like an evaluation.
+    /// [`HarnessCall::InstallPackages`] from the configured repository.
     pub async fn install_packages(
         &self,
         owner: &str,
         id: &str,
         packages: &[String],
     ) -> Result<ExecReport, ToolError> {
-        if packages.is_empty() {
-            return Err(ToolError::invalid("name at least one package"));
-        }
-        for p in packages {
-            if !is_package_name(p) {
-                return Err(ToolError::invalid(format!(
-                    "{p:?} is not a valid R package name (letters, digits and '.', starting with a letter)"
-                )));
-            }
-        }
-        let names: Vec<String> = packages.iter().map(|p| format!("\"{p}\"")).collect();
-        let code = format!(
-            ".rsession$install_package(c({}), repos = {})",
-            names.join(", "),
-            literal(&self.config.package_repository)?
-        );
-        let lim = &self.config.limits;
-        self.execute(
-            owner,
-            id,
-            &code,
-            Some(
-                lim.install_duration
-                    .min(lim.max_duration.max(lim.install_duration)),
-            ),
-            None,
-        )
-        .await
+        let call = HarnessCall::InstallPackages {
+            packages: packages.to_vec(),
+            repository: self.config.package_repository.clone(),
+        };
+        self.call(owner, id, call, None).await?.into_report()
     }
 }
 
@@ -831,24 +863,6 @@ fn session_not_found(id: &str) -> ToolError {
         format!("no session with id {id:?}; list_sessions shows yours, create_session makes one"),
     )
     .with_details(json!({"session_id": id}))
-}
-
-/// Global variable that carries uploaded bytes for one call; the harness
-/// removes it at once (`.rsession$take_upload()`).
-const UPLOAD_VAR: &str = ".rsession_upload";
-
-fn literal(s: &str) -> Result<String, ToolError> {
-    r_string_literal(s).ok_or_else(|| ToolError::invalid("text contains a NUL character"))
-}
-
-/// R package names: ASCII letters, digits and `.`, at least two characters,
-/// starting with a letter, not ending with `.` ("Writing R Extensions" §1.1.1).
-pub fn is_package_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    name.len() >= 2
-        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
-        && !name.ends_with('.')
 }
 
 fn status_label(s: ExecStatus) -> &'static str {
@@ -863,17 +877,6 @@ fn status_label(s: ExecStatus) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn package_names() {
-        assert!(is_package_name("dplyr"));
-        assert!(is_package_name("data.table"));
-        assert!(is_package_name("R6"));
-        assert!(!is_package_name("6R"));
-        assert!(!is_package_name("a"));
-        assert!(!is_package_name("pkg."));
-        assert!(!is_package_name("x\"); system(\"id"));
-    }
 
     #[test]
     fn session_ids_are_distinct_and_shaped() {

@@ -20,7 +20,8 @@ use serde::Serialize;
 
 use crate::errors::ToolError;
 
-pub use manager::{ExecReport, Limits, ManagerConfig, SessionManager};
+pub use crate::harness::{ExecReport, Reply};
+pub use manager::{FileLimits, Limits, ManagerConfig, SessionManager};
 
 /// QAP1 login credentials (`CMD_login`, plaintext).
 #[derive(Clone, PartialEq, Eq)]

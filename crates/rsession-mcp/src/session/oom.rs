@@ -17,9 +17,6 @@
 use rserve::Sexp;
 use serde_json::{Value, json};
 
-/// The R call that reads the cgroup memory state through the harness.
-pub const MEMORY_STATE_CALL: &str = ".rsession$memory_state()";
-
 /// `details.reason` of a `session_lost` caused by the OOM killer.
 pub const REASON_OOM_KILLED: &str = "oom_killed";
 

@@ -11,20 +11,16 @@ use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::{Value, json};
 
 use crate::errors::ToolError;
-use crate::harness::r_string_literal;
-use crate::paths::check_relative_path;
+use crate::harness::HarnessCall;
+use crate::harness::literal::check_identifier;
 use crate::session::SessionManager;
-use crate::sexp_json::{r_literal, rows, to_json};
+use crate::sexp_json::{rows, to_json};
 use crate::tools::data_params::{DescribeData, LoadData, QueryData};
 
 /// Rows `query_data` returns when the call names no `max_rows`.
 pub const DEFAULT_MAX_ROWS: u32 = 1000;
 /// Most rows `query_data` returns.
 pub const MAX_ROWS: u32 = 10_000;
-
-fn lit(s: &str) -> Result<String, ToolError> {
-    r_string_literal(s).ok_or_else(|| ToolError::invalid("text contains a NUL character"))
-}
 
 fn duration(secs: Option<f64>) -> Result<Option<Duration>, ToolError> {
     match secs {
@@ -33,23 +29,6 @@ fn duration(secs: Option<f64>) -> Result<Option<Duration>, ToolError> {
         )),
         Some(s) => Ok(Some(Duration::from_secs_f64(s.min(1e9)))),
         None => Ok(None),
-    }
-}
-
-/// A plain R name, as `load_data` binds it (checked again in R).
-fn check_name(name: &str) -> Result<(), ToolError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.starts_with(|c: char| c.is_ascii_alphabetic())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
-    if ok {
-        Ok(())
-    } else {
-        Err(ToolError::invalid(format!(
-            "name {name:?} is not a plain R name (ASCII letters, digits, '_' and '.', starting with a letter, at most 64 characters)"
-        )))
     }
 }
 
@@ -89,22 +68,16 @@ pub(super) async fn load(
     owner: &str,
     p: LoadData,
 ) -> Result<CallToolResult, ToolError> {
-    check_relative_path(&p.file_path, false)?;
-    check_name(&p.name)?;
-    let options = match &p.options {
-        Some(map) => r_literal(&Value::Object(map.clone()))
-            .map_err(|e| ToolError::invalid(format!("options: {e}")))?,
-        None => "list()".into(),
+    let call = HarnessCall::Load {
+        file_path: p.file_path,
+        name: p.name,
+        backend: p.backend.as_str(),
+        options: p.options,
     };
-    let expr = format!(
-        ".rsession_data$load({}, {}, {}, {options})",
-        lit(&p.file_path)?,
-        lit(&p.name)?,
-        lit(p.backend.as_str())?
-    );
     let reply = manager
-        .eval_helper(owner, &p.session_id, &expr, duration(p.max_duration_secs)?)
-        .await?;
+        .call(owner, &p.session_id, call, duration(p.max_duration_secs)?)
+        .await?
+        .into_value()?;
     let mut v = to_json(&reply);
     let text = load_text(&v);
     if let Some(obj) = v.as_object_mut() {
@@ -170,36 +143,6 @@ fn load_text(v: &Value) -> String {
     t
 }
 
-/// `params` as the R argument DBI expects: an unnamed list for `?`
-/// placeholders, a named list for `:name`; JSON null binds as NA.
-fn params_literal(params: Option<&Value>) -> Result<String, ToolError> {
-    let nested = match params {
-        None | Some(Value::Null) => return Ok("NULL".into()),
-        Some(Value::Array(items)) => items.iter().any(|x| x.is_array() || x.is_object()),
-        Some(Value::Object(map)) => map.values().any(|x| x.is_array() || x.is_object()),
-        Some(_) => {
-            return Err(ToolError::invalid(
-                "params must be an array (for ? placeholders) or an object (for :name placeholders)",
-            ));
-        }
-    };
-    if nested {
-        return Err(ToolError::invalid(
-            "params: each bound value must be a string, number, boolean or null",
-        ));
-    }
-    let v = params.unwrap_or(&Value::Null);
-    let l = r_literal(v).map_err(|e| ToolError::invalid(format!("params: {e}")))?;
-    let list = if v.is_array() {
-        format!("as.list({l})")
-    } else {
-        l
-    };
-    Ok(format!(
-        "lapply({list}, function(x) if (is.null(x)) NA else x)"
-    ))
-}
-
 pub(super) async fn query(
     manager: &SessionManager,
     owner: &str,
@@ -214,14 +157,15 @@ pub(super) async fn query(
             "max_rows must be between 1 and {MAX_ROWS}"
         )));
     }
-    let expr = format!(
-        ".rsession_data$query({}, {}, max_rows = {max_rows}L)",
-        lit(&p.sql)?,
-        params_literal(p.params.as_ref())?
-    );
+    let call = HarnessCall::Query {
+        sql: p.sql,
+        params: p.params,
+        max_rows,
+    };
     let reply = manager
-        .eval_helper(owner, &p.session_id, &expr, duration(p.max_duration_secs)?)
-        .await?;
+        .call(owner, &p.session_id, call, duration(p.max_duration_secs)?)
+        .await?
+        .into_value()?;
     let v = to_json(&reply);
     let table = &v["result"];
     let names = strings(&table["columns"]);
@@ -271,18 +215,16 @@ pub(super) async fn describe(
     owner: &str,
     p: DescribeData,
 ) -> Result<CallToolResult, ToolError> {
-    check_name(&p.name)?;
+    check_identifier(&p.name)?;
     let top_n = p.top_n.unwrap_or(5);
     if top_n == 0 || top_n > 50 {
         return Err(ToolError::invalid("top_n must be between 1 and 50"));
     }
-    let expr = format!(
-        ".rsession_data$describe({}, top_n = {top_n}L)",
-        lit(&p.name)?
-    );
+    let call = HarnessCall::Describe { name: p.name, top_n };
     let reply = manager
-        .eval_helper(owner, &p.session_id, &expr, None)
-        .await?;
+        .call(owner, &p.session_id, call, None)
+        .await?
+        .into_value()?;
     let mut v = to_json(&reply);
     let text = v["text"].as_str().unwrap_or_default().to_string();
     if let Some(obj) = v.as_object_mut() {
@@ -295,30 +237,6 @@ pub(super) async fn describe(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_are_plain_r_names() {
-        assert!(check_name("sales_2024").is_ok());
-        assert!(check_name("a.b").is_ok());
-        for bad in ["", "1x", "_x", "a b", "x;system('id')", &"a".repeat(65)] {
-            assert!(check_name(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn params_bind_as_lists() {
-        assert_eq!(params_literal(None).unwrap(), "NULL");
-        assert_eq!(
-            params_literal(Some(&json!(["a", 2]))).unwrap(),
-            r#"lapply(as.list(list("a", 2.0)), function(x) if (is.null(x)) NA else x)"#
-        );
-        assert_eq!(
-            params_literal(Some(&json!({"d": "2024-01-01"}))).unwrap(),
-            r#"lapply(list(`d` = "2024-01-01"), function(x) if (is.null(x)) NA else x)"#
-        );
-        assert!(params_literal(Some(&json!("x"))).is_err());
-        assert!(params_literal(Some(&json!([[1]]))).is_err());
-    }
 
     #[test]
     fn bytes_read_like_people_write_them() {

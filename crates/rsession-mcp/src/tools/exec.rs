@@ -8,7 +8,7 @@ use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::{Value, json};
 
 use crate::errors::ToolError;
-use crate::harness::{Event, ExecStatus};
+use crate::harness::{Event, ExecStatus, HarnessCall};
 use crate::render::render_text;
 use crate::session::{ExecReport, SessionManager};
 use crate::tools::params;
@@ -33,15 +33,14 @@ pub(super) async fn execute(
             "limits.max_output_bytes must be at least 1",
         ));
     }
+    let call = HarnessCall::Execute {
+        code: p.code,
+        limits: manager.exec_limits(limits.max_output_bytes),
+    };
     let report = manager
-        .execute(
-            owner,
-            &p.session_id,
-            &p.code,
-            duration,
-            limits.max_output_bytes,
-        )
-        .await?;
+        .call(owner, &p.session_id, call, duration)
+        .await?
+        .into_report()?;
     Ok(exec_result(&report))
 }
 
@@ -52,9 +51,14 @@ pub(super) async fn install(
 ) -> Result<CallToolResult, ToolError> {
     let mut packages: Vec<String> = p.packages.unwrap_or_default();
     packages.extend(p.package);
+    let call = HarnessCall::InstallPackages {
+        packages,
+        repository: manager.config().package_repository.clone(),
+    };
     let report = manager
-        .install_packages(owner, &p.session_id, &packages)
-        .await?;
+        .call(owner, &p.session_id, call, None)
+        .await?
+        .into_report()?;
     let mut result = exec_result(&report);
     if report.outcome.status != ExecStatus::Ok {
         result.is_error = Some(true);

@@ -7,6 +7,7 @@ use rserve::Sexp;
 use serde_json::json;
 
 use crate::errors::ToolError;
+use crate::harness::HarnessCall;
 use crate::session::SessionManager;
 use crate::tools::params::{self, ContentEncoding};
 
@@ -21,9 +22,14 @@ pub(super) async fn list(
     p: params::ListFiles,
 ) -> Result<CallToolResult, ToolError> {
     let path = p.path.unwrap_or_else(|| ".".into());
+    let call = HarnessCall::ListFiles {
+        path: path.clone(),
+        recursive: p.recursive.unwrap_or(false),
+    };
     let reply = manager
-        .list_files(owner, &p.session_id, &path, p.recursive.unwrap_or(false))
-        .await?;
+        .call(owner, &p.session_id, call, None)
+        .await?
+        .into_value()?;
     let names = column(&reply, "name")?.as_strings().unwrap_or_default();
     let sizes = column(&reply, "size")?.as_f64s().unwrap_or_default();
     let dirs = column(&reply, "is_dir")?.as_bools().unwrap_or_default();
@@ -83,9 +89,14 @@ pub(super) async fn read(
     owner: &str,
     p: params::ReadFile,
 ) -> Result<CallToolResult, ToolError> {
+    let call = HarnessCall::ReadFile {
+        path: p.path.clone(),
+        max_bytes: p.max_bytes.unwrap_or(u64::MAX),
+    };
     let reply = manager
-        .read_file(owner, &p.session_id, &p.path, p.max_bytes)
-        .await?;
+        .call(owner, &p.session_id, call, None)
+        .await?
+        .into_value()?;
     let bytes = column(&reply, "bytes")?.as_raw().unwrap_or_default();
     let size = column(&reply, "size")?
         .as_f64()
@@ -133,19 +144,20 @@ pub(super) async fn write(
             .decode(p.content.trim())
             .map_err(|e| ToolError::invalid(format!("content is not valid base64: {e}")))?,
     };
+    let written = bytes.len();
+    let call = HarnessCall::WriteFile {
+        path: p.path.clone(),
+        content: bytes,
+        overwrite: p.overwrite.unwrap_or(true),
+    };
     let reply = manager
-        .write_file(
-            owner,
-            &p.session_id,
-            &p.path,
-            &bytes,
-            p.overwrite.unwrap_or(true),
-        )
-        .await?;
+        .call(owner, &p.session_id, call, None)
+        .await?
+        .into_value()?;
     let size = reply
         .get("size")
         .and_then(Sexp::as_f64)
-        .unwrap_or(bytes.len() as f64) as u64;
+        .unwrap_or(written as f64) as u64;
     let mut r = CallToolResult::success(vec![ContentBlock::text(format!(
         "Wrote {size} bytes to {}.",
         p.path

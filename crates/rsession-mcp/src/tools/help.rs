@@ -6,9 +6,8 @@ use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::json;
 
 use crate::errors::ToolError;
-use crate::harness::r_string_literal;
+use crate::harness::HarnessCall;
 use crate::session::SessionManager;
-use crate::session::manager::is_package_name;
 use crate::sexp_json::to_json;
 use crate::tools::data_params::Help;
 
@@ -27,33 +26,21 @@ pub(super) async fn help(
                 "topic is longer than {MAX_TOPIC_BYTES} bytes"
             )));
         }
-        Some(t) => {
-            Some(r_string_literal(t).ok_or_else(|| ToolError::invalid("topic contains NUL"))?)
-        }
-        None => None,
+        t => t.map(str::to_string),
     };
-    let package = match p.package.as_deref() {
-        Some(pkg) if !is_package_name(pkg) => {
-            return Err(ToolError::invalid(format!(
-                "{pkg:?} is not a valid R package name"
-            )));
-        }
-        Some(pkg) => Some(format!("\"{pkg}\"")),
-        None => None,
-    };
-    if topic.is_none() && package.is_none() {
+    if topic.is_none() && p.package.is_none() {
         return Err(ToolError::invalid(
             "give a topic (e.g. \"read_csv\"), a package (its index), or both",
         ));
     }
-    let expr = format!(
-        ".rsession_data$help_text({}, {})",
-        topic.as_deref().unwrap_or("NULL"),
-        package.as_deref().unwrap_or("NULL")
-    );
+    let call = HarnessCall::HelpText {
+        topic,
+        package: p.package,
+    };
     let reply = manager
-        .eval_helper(owner, &p.session_id, &expr, None)
-        .await?;
+        .call(owner, &p.session_id, call, None)
+        .await?
+        .into_value()?;
     let v = to_json(&reply);
     let mut text = v["text"].as_str().unwrap_or_default().to_string();
     let others: Vec<&str> = v["other_packages"]
