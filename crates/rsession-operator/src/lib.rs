@@ -1,19 +1,27 @@
 //! rsession-operator: reconciles `RSession` resources (`rsession.dev/v1alpha1`) into a
 //! locked-down Rserve pod and its Secret, ConfigMap, Service, NetworkPolicy and PVC.
 //!
-//! Layout, following the fetch → validate → build → apply → status pipeline:
+//! Layout, following the fetch → validate → decide → build → apply → status pipeline:
 //! - [`validate`]: pure checks and defaulting, RSession → [`validate::Session`];
-//! - [`build`]: pure builders of every child (security invariants unit-tested by name);
-//! - [`lifecycle`], [`pod_plan`], [`status`]: pure timer, pod and status decisions;
+//! - [`decide`]: pure decision of one reconcile (timers, whether a pod is wanted, the pod
+//!   plan, the requeue), built on [`lifecycle`] and [`pod_plan`];
+//! - [`build`]: pure builders of every child (security invariants unit-tested by name), the
+//!   pod and one [`build::children::Children`] bundle of the rest;
+//! - [`status`]: pure status computation;
 //! - [`quantity`]: byte amounts of Kubernetes quantities (sizing /tmp against memory);
-//! - [`reconcile`]: the Kubernetes glue (API calls, events, error policy);
+//! - [`reconcile`]: drives the pipeline (fetch, the live check before replacing a pod,
+//!   events, error policy); `apply`: the server-side apply and delete calls; [`context`]:
+//!   state shared by reconciles;
 //! - [`leader`], [`http`], [`metrics`], [`config`]: running it.
 //!
 //! Embedding: `rsession_operator::run(client, config, runtime, shutdown)` runs the controller
 //! (with leader election when `config.leaderElection.enabled`) until `shutdown` is cancelled.
 
+mod apply;
 pub mod build;
 pub mod config;
+pub mod context;
+pub mod decide;
 pub mod error;
 pub mod http;
 pub mod leader;

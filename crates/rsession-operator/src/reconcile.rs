@@ -1,161 +1,53 @@
-//! The reconciler: fetch → validate (pure) → build (pure) → apply → update status.
+//! The reconciler drives one pass of the pipeline and holds no rules of its own: fetch →
+//! validate ([`crate::validate`], pure) → decide ([`crate::decide`], pure) → build
+//! ([`crate::build`], pure) → apply ([`crate::apply`]) → update status ([`crate::status`]
+//! computes it, pure).
 //!
 //! API calls of one reconcile, in order (the scenario tests in `tests/api_calls.rs` pin them):
 //! 1. `GET` the database Secret (only when `spec.database` is set);
 //! 2. `GET` the credentials Secret (to reuse its password);
 //! 3. `LIST` pods labelled `rsession.dev/session=<name>`;
+//!    then, only when the recorded pod was lost, a live `GET` of the RSession itself (a
+//!    stale cache shows a deleted RSession's pod as lost; see `still_wanted`);
 //! 4. server-side apply (`PATCH`, field manager `rsession-operator`) of the Secret, ConfigMap,
 //!    Service, NetworkPolicy and (Persistent workspace) PVC;
 //! 5. `DELETE` of pods no longer wanted, then server-side apply of a pod to create;
 //! 6. server-side apply of `status` when it changed;
 //! 7. `POST` of an Event for each transition a user cares about.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::core::TypeMeta;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use rsession_api::well_known as wk;
 use rsession_api::{Phase, RSession, RSessionStatus};
-use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use crate::build::{
-    config_map::build_config_map, network_policy::build_network_policy, pod::build_pod,
-    pvc::build_pvc, secret, secret_name, service::build_service,
-};
-use crate::config::OperatorConfig;
+use crate::apply::{apply, apply_children, apply_status, delete_pod};
+use crate::build::{children::build_children, pod::build_pod, secret, secret_name};
+use crate::decide::{Facts, decide};
 use crate::error::Error;
-use crate::lifecycle;
-use crate::metrics::Metrics;
-use crate::pod_plan::plan_pods;
 use crate::status::{self, Observed};
 use crate::validate::{DatabaseHost, Session, SpecError, validate};
 
-/// Longest time between two reconciles of one RSession, so that DNS-resolved database
-/// addresses and timers are re-checked even without watch events.
-pub const MAX_REQUEUE: Duration = Duration::from_secs(300);
+// Kept importable from here, where they were defined before the context and decide steps got
+// their own modules.
+pub use crate::context::{Context, WRITTEN_STATUS_TTL};
+pub use crate::decide::MAX_REQUEUE;
+
 /// Requeue delay while a database Secret the spec names does not exist yet.
 pub const MISSING_SECRET_REQUEUE: Duration = Duration::from_secs(30);
 /// First and largest backoff after a transient error.
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Largest backoff after repeated transient errors.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
-
-/// Shared state of all reconciles.
-pub struct Context {
-    /// Kubernetes client.
-    pub client: Client,
-    /// Publishes Kubernetes Events (events.k8s.io/v1) about RSessions.
-    pub recorder: Recorder,
-    /// Prometheus metrics.
-    pub metrics: Arc<Metrics>,
-    /// Operator configuration.
-    pub config: OperatorConfig,
-    /// Consecutive transient failures per RSession, for exponential backoff.
-    failures: Mutex<HashMap<ObjectRef<RSession>, u32>>,
-    /// The status this replica last wrote, by RSession uid. The controller's cache can lag our
-    /// own status writes by a watch round trip; a reconcile started in that window (for example
-    /// by the new pod's watch event) must not recompute from the older status, or it would
-    /// count a pod replacement twice or drop a condition. Entries older than
-    /// [`WRITTEN_STATUS_TTL`] are ignored and pruned: by then the cache has caught up.
-    written: Mutex<HashMap<String, (Instant, RSessionStatus)>>,
-}
-
-/// How long a status this replica wrote is preferred over the controller cache's copy.
-pub const WRITTEN_STATUS_TTL: Duration = Duration::from_secs(60);
-
-impl Context {
-    /// Creates a context; events are reported as controller `rsession-operator` with
-    /// `instance` (for example the pod name) when given.
-    pub fn new(
-        client: Client,
-        config: OperatorConfig,
-        metrics: Arc<Metrics>,
-        instance: Option<String>,
-    ) -> Self {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: wk::MANAGER.into(),
-                instance,
-            },
-        );
-        Self {
-            client,
-            recorder,
-            metrics,
-            config,
-            failures: Mutex::new(HashMap::new()),
-            written: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The freshest known status of `rs`: the one this replica wrote within
-    /// [`WRITTEN_STATUS_TTL`], else the one on the object.
-    pub fn current_status(&self, rs: &RSession) -> Option<RSessionStatus> {
-        let uid = rs.metadata.uid.as_deref()?;
-        let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        match written.get(uid) {
-            Some((at, status)) if at.elapsed() < WRITTEN_STATUS_TTL => Some(status.clone()),
-            _ => rs.status.clone(),
-        }
-    }
-
-    fn remember_status(&self, rs: &RSession, status: &RSessionStatus) {
-        let Some(uid) = rs.metadata.uid.clone() else {
-            return;
-        };
-        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        written.retain(|_, (at, _)| at.elapsed() < WRITTEN_STATUS_TTL);
-        written.insert(uid, (Instant::now(), status.clone()));
-    }
-
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<RSession>, u32>> {
-        // A poisoned map only holds counters; keep using it.
-        self.failures.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Status written with server-side apply: only `status`, under the operator's field manager.
-#[derive(Serialize, Debug)]
-struct StatusApply<'a> {
-    #[serde(flatten)]
-    types: TypeMeta,
-    status: &'a RSessionStatus,
-}
-
-fn apply_params() -> PatchParams {
-    PatchParams::apply(wk::MANAGER).force()
-}
-
-async fn apply<K>(api: &Api<K>, obj: &K) -> Result<K, Error>
-where
-    K: Resource + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let name = obj.meta().name.clone().unwrap_or_default();
-    Ok(api
-        .patch(&name, &apply_params(), &Patch::Apply(obj))
-        .await?)
-}
-
-/// Deletes a pod; NotFound is the expected answer for a pod that is already gone.
-async fn delete_pod(api: &Api<Pod>, name: &str) -> Result<(), Error> {
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
 
 /// Resolves a database host given as a DNS name; an IP address needs no lookup.
 async fn resolve_database(session: &Session) -> Result<Vec<IpAddr>, Error> {
@@ -269,38 +161,14 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
         .items;
 
     // decide (pure)
-    let recorded_pod = previous.and_then(|s| s.pod_name.as_deref()).and_then(|n| {
-        session_pods
-            .iter()
-            .find(|p| p.metadata.name.as_deref() == Some(n))
+    let decision = decide(&Facts {
+        rs,
+        session: &session,
+        previous,
+        pods: &session_pods,
+        now,
     });
-    let last_activity = lifecycle::parse_activity(
-        rs.annotations()
-            .get(wk::ANNOTATION_LAST_ACTIVITY)
-            .map(String::as_str),
-    );
-    let created = rs.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
-    let pod_started = recorded_pod
-        .and_then(|p| p.metadata.creation_timestamp.as_ref())
-        .or_else(|| previous.and_then(|s| s.start_time.as_ref()))
-        .map(|t| t.0);
-    let suspended = session.lifecycle.suspend;
-    // Resuming counts as activity: the new pod must not expire for idleness accrued while
-    // suspended.
-    let resumed = !suspended && previous.and_then(|s| s.phase) == Some(Phase::Suspended);
-    let active_since = [
-        Some(created),
-        last_activity,
-        pod_started,
-        resumed.then_some(now),
-    ]
-    .into_iter()
-    .flatten()
-    .max()
-    .unwrap_or(created);
-    let timers = lifecycle::evaluate(now, created, active_since, &session.lifecycle, suspended);
-    let want_pod = !suspended && timers.expired.is_none();
-    let plan = plan_pods(&name, previous, &session_pods, want_pod);
+    let plan = &decision.plan;
     // A lost pod is also what the deletion of the RSession looks like through a stale cache:
     // garbage collection removes the pod before the watch delivers the RSession's deletion, and
     // recreating it would start (and at once tear down) a pod for every closed session. Ask
@@ -315,36 +183,10 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
         .as_ref()
         .and_then(secret::existing_password)
         .unwrap_or_else(secret::generate_password);
-    let credentials_secret = secret::build_secret(&session, &password);
-    let config_map = build_config_map(&session, &ctx.config.preload_packages);
-    let service = build_service(&session);
-    let network_policy = build_network_policy(&session, &ctx.config, &database_addresses);
-    let pvc = build_pvc(&session);
+    let children = build_children(&session, &ctx.config, &password, &database_addresses);
 
     // apply
-    apply(&secrets, &credentials_secret).await?;
-    apply(
-        &Api::<ConfigMap>::namespaced(client.clone(), &namespace),
-        &config_map,
-    )
-    .await?;
-    apply(
-        &Api::<Service>::namespaced(client.clone(), &namespace),
-        &service,
-    )
-    .await?;
-    apply(
-        &Api::<NetworkPolicy>::namespaced(client.clone(), &namespace),
-        &network_policy,
-    )
-    .await?;
-    if let Some(pvc) = &pvc {
-        apply(
-            &Api::<PersistentVolumeClaim>::namespaced(client.clone(), &namespace),
-            pvc,
-        )
-        .await?;
-    }
+    apply_children(client, &namespace, &children).await?;
     for stale in &plan.delete {
         info!(pod = %stale, "deleting session pod");
         delete_pod(&pods, stale).await?;
@@ -362,13 +204,8 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
         )
         .await;
         Some(pod)
-    } else if want_pod {
-        session_pods
-            .iter()
-            .find(|p| p.metadata.name.as_deref() == Some(plan.pod_name.as_str()))
-            .cloned()
     } else {
-        None
+        decision.kept_pod.cloned()
     };
 
     // status
@@ -376,13 +213,13 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
         generation: rs.metadata.generation,
         previous,
         spec_error: None,
-        expired: timers.expired,
-        suspended,
+        expired: decision.timers.expired,
+        suspended: decision.suspended,
         pod_name: Some(plan.pod_name.clone()),
         pod: current_pod.as_ref(),
         replaced_pod: plan.replaced.clone(),
         credentials_secret: Some(secret_name(&name)),
-        last_activity,
+        last_activity: decision.last_activity,
         now,
     };
     let new_status = status::compute(&observed);
@@ -402,9 +239,7 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
         .await;
     }
 
-    let requeue = timers
-        .next_deadline
-        .map_or(MAX_REQUEUE, |d| d.min(MAX_REQUEUE));
+    let requeue = decision.requeue;
     debug!(phase = ?new_status.phase, requeue = ?requeue, "reconciled");
     Ok(Action::requeue(requeue))
 }
@@ -430,12 +265,7 @@ async fn write_status(
     if previous == Some(new) {
         return Ok(());
     }
-    let patch = StatusApply {
-        types: rsession_api::type_meta(),
-        status: new,
-    };
-    api.patch_status(&rs.name_any(), &apply_params(), &Patch::Apply(&patch))
-        .await?;
+    apply_status(api, &rs.name_any(), new).await?;
     ctx.remember_status(rs, new);
     let old_phase = previous.and_then(|s| s.phase);
     if old_phase != new.phase

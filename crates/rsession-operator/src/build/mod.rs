@@ -11,6 +11,7 @@
 //! | NetworkPolicy | `<name>` |
 //! | PVC (Persistent workspace) | `<name>-workspace` |
 
+pub mod children;
 pub mod config_map;
 pub mod network_policy;
 pub mod pod;

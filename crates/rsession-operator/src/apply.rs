@@ -1,0 +1,93 @@
+//! The apply step: server-side apply of typed objects under the operator's one field manager
+//! ([`wk::MANAGER`], forced: the operator owns every field it writes), and pod deletion.
+//! Expected answers (NotFound on delete) are not errors.
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::core::TypeMeta;
+use kube::{Client, Resource};
+use rsession_api::well_known as wk;
+use rsession_api::{RSession, RSessionStatus};
+use serde::Serialize;
+
+use crate::build::children::Children;
+use crate::error::Error;
+
+/// Status written with server-side apply: only `status`, under the operator's field manager.
+#[derive(Serialize, Debug)]
+struct StatusApply<'a> {
+    #[serde(flatten)]
+    types: TypeMeta,
+    status: &'a RSessionStatus,
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(wk::MANAGER).force()
+}
+
+/// Server-side applies `obj` (named by its `metadata.name`) and returns what the API server
+/// stored.
+pub(crate) async fn apply<K>(api: &Api<K>, obj: &K) -> Result<K, Error>
+where
+    K: Resource + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    Ok(api
+        .patch(&name, &apply_params(), &Patch::Apply(obj))
+        .await?)
+}
+
+/// Applies every child of the bundle in `namespace`, one request each, in this order: Secret,
+/// ConfigMap, Service, NetworkPolicy, PVC (when there is one). The Secret and ConfigMap come
+/// first because the pod mounts them; the order is also what `tests/api_calls.rs` pins.
+pub(crate) async fn apply_children(
+    client: &Client,
+    namespace: &str,
+    children: &Children,
+) -> Result<(), Error> {
+    apply_in(client, namespace, &children.secret).await?;
+    apply_in(client, namespace, &children.config_map).await?;
+    apply_in(client, namespace, &children.service).await?;
+    apply_in(client, namespace, &children.network_policy).await?;
+    if let Some(pvc) = &children.pvc {
+        apply_in(client, namespace, pvc).await?;
+    }
+    Ok(())
+}
+
+/// [`apply`] of a namespaced object of any type into `namespace`.
+async fn apply_in<K>(client: &Client, namespace: &str, obj: &K) -> Result<K, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    apply(&Api::namespaced(client.clone(), namespace), obj).await
+}
+
+/// Deletes a pod; NotFound is the expected answer for a pod that is already gone.
+pub(crate) async fn delete_pod(api: &Api<Pod>, name: &str) -> Result<(), Error> {
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Server-side applies `status` to the `status` subresource of RSession `name`.
+pub(crate) async fn apply_status(
+    api: &Api<RSession>,
+    name: &str,
+    status: &RSessionStatus,
+) -> Result<(), Error> {
+    let patch = StatusApply {
+        types: rsession_api::type_meta(),
+        status,
+    };
+    api.patch_status(name, &apply_params(), &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! Shared state of all reconciles: the client, the event recorder, metrics, configuration,
+//! and what this replica remembers between reconciles (failure counts for backoff, the status
+//! it last wrote).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use rsession_api::well_known as wk;
+use rsession_api::{RSession, RSessionStatus};
+
+use crate::config::OperatorConfig;
+use crate::metrics::Metrics;
+
+/// Shared state of all reconciles.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Publishes Kubernetes Events (events.k8s.io/v1) about RSessions.
+    pub recorder: Recorder,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Operator configuration.
+    pub config: OperatorConfig,
+    /// Consecutive transient failures per RSession, for exponential backoff.
+    failures: Mutex<HashMap<ObjectRef<RSession>, u32>>,
+    /// The status this replica last wrote, by RSession uid. The controller's cache can lag our
+    /// own status writes by a watch round trip; a reconcile started in that window (for example
+    /// by the new pod's watch event) must not recompute from the older status, or it would
+    /// count a pod replacement twice or drop a condition. Entries older than
+    /// [`WRITTEN_STATUS_TTL`] are ignored and pruned: by then the cache has caught up.
+    written: Mutex<HashMap<String, (Instant, RSessionStatus)>>,
+}
+
+/// How long a status this replica wrote is preferred over the controller cache's copy.
+pub const WRITTEN_STATUS_TTL: Duration = Duration::from_secs(60);
+
+impl Context {
+    /// Creates a context; events are reported as controller `rsession-operator` with
+    /// `instance` (for example the pod name) when given.
+    pub fn new(
+        client: Client,
+        config: OperatorConfig,
+        metrics: Arc<Metrics>,
+        instance: Option<String>,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: wk::MANAGER.into(),
+                instance,
+            },
+        );
+        Self {
+            client,
+            recorder,
+            metrics,
+            config,
+            failures: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The freshest known status of `rs`: the one this replica wrote within
+    /// [`WRITTEN_STATUS_TTL`], else the one on the object.
+    pub fn current_status(&self, rs: &RSession) -> Option<RSessionStatus> {
+        let uid = rs.metadata.uid.as_deref()?;
+        let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        match written.get(uid) {
+            Some((at, status)) if at.elapsed() < WRITTEN_STATUS_TTL => Some(status.clone()),
+            _ => rs.status.clone(),
+        }
+    }
+
+    /// Records `status` as written just now for [`Context::current_status`].
+    pub(crate) fn remember_status(&self, rs: &RSession, status: &RSessionStatus) {
+        let Some(uid) = rs.metadata.uid.clone() else {
+            return;
+        };
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        written.retain(|_, (at, _)| at.elapsed() < WRITTEN_STATUS_TTL);
+        written.insert(uid, (Instant::now(), status.clone()));
+    }
+
+    /// Consecutive transient failures per RSession.
+    pub(crate) fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<RSession>, u32>> {
+        // A poisoned map only holds counters; keep using it.
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
