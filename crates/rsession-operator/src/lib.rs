@@ -9,7 +9,7 @@
 //!   pod and one [`build::children::Children`] bundle of the rest;
 //! - [`status`]: pure status computation;
 //! - [`quantity`]: byte amounts of Kubernetes quantities (sizing /tmp against memory);
-//! - [`reconcile`]: drives the pipeline (fetch, the live check before replacing a pod,
+//! - [`mod@reconcile`]: drives the pipeline (fetch, the live check before replacing a pod,
 //!   events, error policy); `apply`: the server-side apply and delete calls; [`context`]:
 //!   state shared by reconciles;
 //! - [`leader`], [`http`], [`metrics`], [`config`]: running it.

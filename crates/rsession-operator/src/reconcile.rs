@@ -1,6 +1,6 @@
 //! The reconciler drives one pass of the pipeline and holds no rules of its own: fetch →
 //! validate ([`crate::validate`], pure) → decide ([`crate::decide`], pure) → build
-//! ([`crate::build`], pure) → apply ([`crate::apply`]) → update status ([`crate::status`]
+//! ([`crate::build`], pure) → apply (`apply.rs`) → update status ([`crate::status`]
 //! computes it, pure).
 //!
 //! API calls of one reconcile, in order (the scenario tests in `tests/api_calls.rs` pin them):
