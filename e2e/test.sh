@@ -82,6 +82,8 @@ else
   trap 'e2e/local/down.sh >"$logs/down-after.log" 2>&1 || cat "$logs/down-after.log"' EXIT
   if e2e/local/up.sh >"$logs/up.out" 2>"$logs/up.log"; then
     tail -3 "$logs/up.log"
+    # The smoke test runs the session image; down.sh --purge removed containerd's images.
+    images/build.sh r-sandbox 2>&1 | tail -2
     e2e/local/node/smoke.sh 2>&1 | tee "$logs/smoke.log"
     [ "${PIPESTATUS[0]}" -eq 0 ] || failed_steps+=("smoke")
     line="$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$logs/smoke.log" | tail -1)"
