@@ -7,6 +7,7 @@ use crate::auth::{KubeAuth, KubeAuthConfig, LOCAL_OWNER};
 use crate::config::{Args, AuthMode, BackendKind};
 use crate::local_rserve::{LaunchError, LocalRserve, LocalRserveOptions};
 use crate::metrics::Metrics;
+use crate::pager::PagerConfig;
 use crate::session::direct::{DirectBackend, RserveTarget};
 use crate::session::kubernetes::{KubernetesBackend, KubernetesConfig};
 use crate::session::{Backend, Credentials, SessionManager};
@@ -38,6 +39,8 @@ pub struct App {
     /// Owner of the stdio caller's sessions: the cluster identity of the
     /// kubeconfig (kubernetes backend), else `local`.
     pub local_owner: String,
+    /// Paging of long tool output (`read_output`).
+    pub pager: PagerConfig,
     local: Option<LocalRserve>,
 }
 
@@ -153,13 +156,19 @@ impl App {
             metrics,
             auth,
             local_owner,
+            pager: args.pager_config(),
             local,
         })
     }
 
     /// An MCP server value over this app's sessions, acting for `owner`.
     pub fn server(&self, owner: &str) -> RSessionServer {
-        RSessionServer::new(self.manager.clone(), self.metrics.clone(), owner)
+        RSessionServer::new(
+            self.manager.clone(),
+            self.metrics.clone(),
+            self.pager,
+            owner,
+        )
     }
 
     /// Close every session, then stop the local Rserve if we started one.

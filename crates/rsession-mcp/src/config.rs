@@ -242,13 +242,17 @@ impl Args {
             limits,
             max_sessions: self.max_sessions.max(1),
             package_repository: self.package_repo.clone(),
-            pager: crate::pager::PagerConfig {
-                page_chars: self.page_chars.max(1000),
-                max_outputs: self.pager_max_outputs.max(1),
-                max_bytes: self.pager_max_bytes,
-            },
             ..ManagerConfig::default()
         })
+    }
+
+    /// Paging of long tool output (`read_output`), for the MCP server.
+    pub fn pager_config(&self) -> crate::pager::PagerConfig {
+        crate::pager::PagerConfig {
+            page_chars: self.page_chars.max(1000),
+            max_outputs: self.pager_max_outputs.max(1),
+            max_bytes: self.pager_max_bytes,
+        }
     }
 }
 

@@ -99,6 +99,18 @@ impl ToolError {
         self
     }
 
+    /// `session_not_found` for `id`: unknown here, or another owner's (never
+    /// revealed as such).
+    pub fn session_not_found(id: &str) -> Self {
+        ToolError::new(
+            ErrorCode::SessionNotFound,
+            format!(
+                "no session with id {id:?}; list_sessions shows yours, create_session makes one"
+            ),
+        )
+        .with_details(serde_json::json!({"session_id": id}))
+    }
+
     /// Shorthand for [`ErrorCode::InvalidArgument`].
     pub fn invalid(message: impl Into<String>) -> Self {
         ToolError::new(ErrorCode::InvalidArgument, message)

@@ -15,6 +15,7 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::pager::PagerConfig;
 use crate::session::SessionManager;
 use crate::tools::RSessionServer;
 
@@ -24,13 +25,29 @@ struct Ops {
     metrics: Arc<Metrics>,
 }
 
-/// The axum router. `allowed_hosts` empty means loopback names only.
+/// The axum router over `manager` with the default paging of long output
+/// (see [`router_for`]). `allowed_hosts` empty means loopback names only.
 pub fn router(
     manager: Arc<SessionManager>,
     metrics: Arc<Metrics>,
     allowed_hosts: &[String],
     cancel: CancellationToken,
 ) -> Router {
+    let server = RSessionServer::new(manager, metrics, PagerConfig::default(), "local");
+    router_for(server, allowed_hosts, cancel)
+}
+
+/// The axum router serving `server` (cloned per MCP session; acting for
+/// `local` unless [`crate::auth::layer`] names the caller).
+pub fn router_for(
+    server: RSessionServer,
+    allowed_hosts: &[String],
+    cancel: CancellationToken,
+) -> Router {
+    let ops = Ops {
+        manager: server.manager().clone(),
+        metrics: server.metrics().clone(),
+    };
     // Plain JSON responses for request/response tools (SSE only when a
     // handler sends notifications first): one less framing layer per call.
     let mut config = StreamableHttpServerConfig::default()
@@ -39,7 +56,6 @@ pub fn router(
     if !allowed_hosts.is_empty() {
         config = config.with_allowed_hosts(allowed_hosts.iter().cloned());
     }
-    let server = RSessionServer::new(manager.clone(), metrics.clone(), "local");
     let mcp = StreamableHttpService::new(
         move || Ok(server.clone()),
         Arc::new(LocalSessionManager::default()),
@@ -50,7 +66,7 @@ pub fn router(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(Ops { manager, metrics })
+        .with_state(ops)
 }
 
 async fn healthz() -> &'static str {

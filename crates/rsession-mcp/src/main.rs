@@ -72,12 +72,8 @@ async fn serve_stdio(app: &App) -> anyhow::Result<()> {
 
 async fn serve_http(app: &App, args: &Args) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
-    let router = rsession_mcp::http::router(
-        app.manager.clone(),
-        app.metrics.clone(),
-        &args.allowed_hosts,
-        cancel.clone(),
-    );
+    let router =
+        rsession_mcp::http::router_for(app.server("local"), &args.allowed_hosts, cancel.clone());
     let router = match &app.auth {
         Some(auth) => rsession_mcp::auth::layer(router, auth.clone()),
         None => router,

@@ -20,7 +20,7 @@ use rsession_mcp::local_rserve::{LocalRserve, LocalRserveOptions};
 use rsession_mcp::metrics::Metrics;
 use rsession_mcp::session::direct::DirectBackend;
 use rsession_mcp::session::{
-    Backend, BackendSession, Endpoint, ManagerConfig, SessionManager, WorkspaceCleanup,
+    Backend, BackendSession, Endpoint, ManagerConfig, Progress, SessionManager, WorkspaceCleanup,
 };
 
 struct Flaky {
@@ -51,10 +51,11 @@ impl Backend for Flaky {
         &'a self,
         owner: &'a str,
         id: &'a str,
+        progress: &'a Progress,
     ) -> BoxFuture<'a, Result<Endpoint, ToolError>> {
         async move {
             self.check()?;
-            self.inner.create(owner, id).await
+            self.inner.create(owner, id, progress).await
         }
         .boxed()
     }
@@ -144,7 +145,7 @@ fn value(text: &str) -> Event {
 async fn evaluations_on_a_connected_session_do_not_need_the_backend() {
     let s = setup().await;
     let m = server(&s);
-    let sid = m.create(OWNER).await.unwrap().session_id;
+    let sid = m.create(OWNER, &Progress::none()).await.unwrap().session_id;
     m.execute(OWNER, &sid, "x <- 41", None, None).await.unwrap();
 
     s.backend.down.store(true, Ordering::SeqCst);
@@ -163,7 +164,7 @@ async fn evaluations_on_a_connected_session_do_not_need_the_backend() {
         .expect("file tools need no backend lookup either");
 
     // New sessions do need the backend: a retryable refusal.
-    let e = m.create(OWNER).await.unwrap_err();
+    let e = m.create(OWNER, &Progress::none()).await.unwrap_err();
     assert_eq!(e.code, ErrorCode::BackendUnavailable);
     assert_eq!(e.body()["retryable"], true);
 }
@@ -172,7 +173,7 @@ async fn evaluations_on_a_connected_session_do_not_need_the_backend() {
 async fn a_lost_r_reconnects_to_its_last_endpoint_while_the_backend_is_down() {
     let s = setup().await;
     let m = server(&s);
-    let sid = m.create(OWNER).await.unwrap().session_id;
+    let sid = m.create(OWNER, &Progress::none()).await.unwrap().session_id;
     m.execute(OWNER, &sid, "writeLines('kept', 'file.txt')", None, None)
         .await
         .unwrap();
@@ -195,7 +196,7 @@ async fn a_lost_r_reconnects_to_its_last_endpoint_while_the_backend_is_down() {
 async fn a_restarted_server_adopts_sessions_and_says_r_state_was_reset() {
     let s = setup().await;
     let before = server(&s);
-    let sid = before.create(OWNER).await.unwrap().session_id;
+    let sid = before.create(OWNER, &Progress::none()).await.unwrap().session_id;
     before
         .execute(
             OWNER,

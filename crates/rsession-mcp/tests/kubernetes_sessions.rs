@@ -22,6 +22,7 @@ use kubernetes_support::{
 };
 use rsession_api::RSession;
 use rsession_api::well_known as wk;
+use rsession_mcp::session::Progress;
 use rsession_mcp::session::kubernetes::{LABEL_OWNER, owner_label_value};
 use rsession_testenv::PodSecurity;
 use serde_json::json;
@@ -237,7 +238,10 @@ async fn a_session_that_never_gets_ready_answers_session_not_ready() {
                 std::sync::Arc::new(rsession_mcp::metrics::Metrics::new()),
             );
             let owner = sa_user(&ns, "alice");
-            let e = manager.create(&owner).await.expect_err("never ready");
+            let e = manager
+                .create(&owner, &Progress::none())
+                .await
+                .expect_err("never ready");
             assert_eq!(e.code.as_str(), "session_not_ready", "{e}");
             let id = e.details["session_id"]
                 .as_str()

@@ -18,7 +18,7 @@ use rsession_mcp::harness::{Event, r_string_literal};
 use rsession_mcp::local_rserve::LocalRserveOptions;
 use rsession_mcp::session::conn::RConn;
 use rsession_mcp::session::oom::MemoryState;
-use rsession_mcp::session::{Endpoint, SessionManager};
+use rsession_mcp::session::{Endpoint, Progress, SessionManager};
 
 const ORDINARY_LOSS: &str = "the R process of this session ended during the call (quit(), a crash, or it was killed). Retry: the next call starts a fresh R in the same workspace (R state lost, files kept).";
 
@@ -97,7 +97,7 @@ fn write(path: &Path, text: &str) {
 async fn the_harness_reads_cgroup_v1_and_v2_files_and_na_otherwise() {
     let f = fixture(|_| {}).await;
     let m = &f.manager;
-    let sid = m.create(OWNER).await.unwrap().session_id;
+    let sid = m.create(OWNER, &Progress::none()).await.unwrap().session_id;
     let dir = tempfile::tempdir().unwrap();
     let state = |oom_kills, limit_bytes| MemoryState {
         oom_kills,
@@ -154,7 +154,7 @@ async fn the_harness_reads_cgroup_v1_and_v2_files_and_na_otherwise() {
 async fn an_ordinary_lost_connection_still_says_what_it_said() {
     let f = fixture(|_| {}).await;
     let m = &f.manager;
-    let sid = m.create(OWNER).await.unwrap().session_id;
+    let sid = m.create(OWNER, &Progress::none()).await.unwrap().session_id;
     let e = m
         .execute(OWNER, &sid, "tools::pskill(Sys.getpid(), 9)", None, None)
         .await
@@ -207,7 +207,7 @@ async fn a_grown_oom_kill_counter_is_reported_as_the_oom_killer() {
     };
     let f = fixture_with(&opts, |_| {}).await;
     let m = &f.manager;
-    let sid = m.create(OWNER).await.unwrap().session_id;
+    let sid = m.create(OWNER, &Progress::none()).await.unwrap().session_id;
     m.execute(OWNER, &sid, "writeLines('kept', 'file.txt')", None, None)
         .await
         .unwrap();

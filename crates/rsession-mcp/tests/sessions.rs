@@ -8,7 +8,7 @@ use common::{OWNER, build_local_repo, fixture};
 use rsession_mcp::errors::ErrorCode;
 use rsession_mcp::harness::{Event, ExecStatus, png_dimensions};
 use rsession_mcp::render::render_text;
-use rsession_mcp::session::{ExecReport, SessionManager};
+use rsession_mcp::session::{ExecReport, Progress, SessionManager};
 
 /// Run `code` with the default limits and expect a result.
 async fn run(m: &SessionManager, sid: &str, code: &str) -> ExecReport {
@@ -21,7 +21,7 @@ async fn run(m: &SessionManager, sid: &str, code: &str) -> ExecReport {
 async fn state_persists_and_events_keep_their_order() {
     let f = fixture(|_| {}).await;
     let m = &f.manager;
-    let sid = m.create(OWNER).await.unwrap().session_id;
+    let sid = m.create(OWNER, &Progress::none()).await.unwrap().session_id;
     let r = run(m, &sid, "x <- 40").await;
     assert_eq!(r.outcome.status, ExecStatus::Ok);
     assert!(r.outcome.events.is_empty(), "{:?}", r.outcome.events);
@@ -60,7 +60,12 @@ async fn state_persists_and_events_keep_their_order() {
 #[tokio::test]
 async fn parse_errors_run_nothing() {
     let f = fixture(|_| {}).await;
-    let sid = f.manager.create(OWNER).await.unwrap().session_id;
+    let sid = f
+        .manager
+        .create(OWNER, &Progress::none())
+        .await
+        .unwrap()
+        .session_id;
     let r = f
         .manager
         .execute(OWNER, &sid, "y <- 1\n1 +", None, None)
@@ -83,7 +88,12 @@ async fn parse_errors_run_nothing() {
 #[tokio::test]
 async fn plots_come_back_as_png_pages() {
     let f = fixture(|_| {}).await;
-    let sid = f.manager.create(OWNER).await.unwrap().session_id;
+    let sid = f
+        .manager
+        .create(OWNER, &Progress::none())
+        .await
+        .unwrap()
+        .session_id;
     let r = f
         .manager
         .execute(
@@ -144,7 +154,12 @@ async fn plots_come_back_as_png_pages() {
 #[tokio::test]
 async fn sleep_past_the_deadline_is_interrupted_and_the_session_answers() {
     let f = fixture(|_| {}).await;
-    let sid = f.manager.create(OWNER).await.unwrap().session_id;
+    let sid = f
+        .manager
+        .create(OWNER, &Progress::none())
+        .await
+        .unwrap()
+        .session_id;
     run(&f.manager, &sid, "kept <- 'yes'").await;
     for code in ["cat('before\\n'); Sys.sleep(60)", "repeat {}"] {
         let t = Instant::now();
@@ -190,7 +205,7 @@ async fn sleep_past_the_deadline_is_interrupted_and_the_session_answers() {
 async fn quit_and_kill_lose_the_session_and_the_next_call_starts_fresh() {
     let f = fixture(|_| {}).await;
     let m = &f.manager;
-    let sid = m.create(OWNER).await.unwrap().session_id;
+    let sid = m.create(OWNER, &Progress::none()).await.unwrap().session_id;
     run(m, &sid, "x <- 1; writeLines('kept', 'file.txt')").await;
 
     let e = m
@@ -239,7 +254,12 @@ async fn quit_and_kill_lose_the_session_and_the_next_call_starts_fresh() {
 #[tokio::test]
 async fn fifty_megabytes_of_output_come_back_capped_head_and_tail() {
     let f = fixture(|_| {}).await;
-    let sid = f.manager.create(OWNER).await.unwrap().session_id;
+    let sid = f
+        .manager
+        .create(OWNER, &Progress::none())
+        .await
+        .unwrap()
+        .session_id;
     let t = Instant::now();
     let r = f
         .manager
@@ -271,7 +291,12 @@ async fn fifty_megabytes_of_output_come_back_capped_head_and_tail() {
 #[tokio::test]
 async fn text_and_numbers_print_exactly() {
     let f = fixture(|_| {}).await;
-    let sid = f.manager.create(OWNER).await.unwrap().session_id;
+    let sid = f
+        .manager
+        .create(OWNER, &Progress::none())
+        .await
+        .unwrap()
+        .session_id;
     let r = f
         .manager
         .execute(
@@ -308,7 +333,7 @@ async fn text_and_numbers_print_exactly() {
 async fn concurrent_calls_on_one_session_get_session_busy() {
     let f = fixture(|_| {}).await;
     let m = f.manager.clone();
-    let sid = m.create(OWNER).await.unwrap().session_id;
+    let sid = m.create(OWNER, &Progress::none()).await.unwrap().session_id;
     let (m2, sid2) = (m.clone(), sid.clone());
     let slow = tokio::spawn(async move {
         m2.execute(OWNER, &sid2, "Sys.sleep(1.5); 'slow done'", None, None)
@@ -338,7 +363,7 @@ async fn concurrent_calls_on_one_session_get_session_busy() {
         vec![Event::Value("[1] \"slow done\"\n".into())]
     );
     // other sessions are not blocked
-    let other = m.create(OWNER).await.unwrap().session_id;
+    let other = m.create(OWNER, &Progress::none()).await.unwrap().session_id;
     assert!(m.execute(OWNER, &other, "1", None, None).await.is_ok());
 }
 
@@ -346,7 +371,7 @@ async fn concurrent_calls_on_one_session_get_session_busy() {
 async fn limits_and_bad_input_are_refused_clearly() {
     let f = fixture(|c| c.limits.max_code_bytes = 100).await;
     let m = &f.manager;
-    let sid = m.create(OWNER).await.unwrap().session_id;
+    let sid = m.create(OWNER, &Progress::none()).await.unwrap().session_id;
     let e = m
         .execute(OWNER, &sid, &"1;".repeat(100), None, None)
         .await
@@ -373,7 +398,7 @@ async fn limits_and_bad_input_are_refused_clearly() {
 async fn workspace_files_stay_inside() {
     let f = fixture(|_| {}).await;
     let m = &f.manager;
-    let sid = m.create(OWNER).await.unwrap().session_id;
+    let sid = m.create(OWNER, &Progress::none()).await.unwrap().session_id;
     m.write_file(OWNER, &sid, "data/a.csv", b"x,y\n1,2\n", true)
         .await
         .unwrap();
@@ -467,7 +492,7 @@ async fn workspace_files_stay_inside() {
 async fn close_removes_the_workspace_and_reset_keeps_files() {
     let f = fixture(|_| {}).await;
     let m = &f.manager;
-    let info = m.create(OWNER).await.unwrap();
+    let info = m.create(OWNER, &Progress::none()).await.unwrap();
     let sid = info.session_id.clone();
     let ws = std::path::PathBuf::from(info.workspace.clone().unwrap());
     assert!(ws.is_dir());
@@ -503,7 +528,12 @@ async fn close_removes_the_workspace_and_reset_keeps_files() {
 #[tokio::test]
 async fn help_is_text() {
     let f = fixture(|_| {}).await;
-    let sid = f.manager.create(OWNER).await.unwrap().session_id;
+    let sid = f
+        .manager
+        .create(OWNER, &Progress::none())
+        .await
+        .unwrap()
+        .session_id;
     let r = f
         .manager
         .execute(OWNER, &sid, "?mean", None, Some(100_000))
@@ -523,7 +553,7 @@ async fn install_package_from_a_local_repository_into_the_session_library() {
     let repo = build_local_repo(repo_dir.path());
     let f = fixture(|c| c.package_repository = repo.clone()).await;
     let m = &f.manager;
-    let sid = m.create(OWNER).await.unwrap().session_id;
+    let sid = m.create(OWNER, &Progress::none()).await.unwrap().session_id;
     let r = m
         .install_packages(OWNER, &sid, &["rsessiontest".to_string()])
         .await

@@ -138,7 +138,10 @@ impl HarnessCall {
             }
             HarnessCall::ReadFile { path, max_bytes } => {
                 check_relative_path(path, false)?;
-                format!(".rsession$read_file({}, max_bytes = {max_bytes})", literal(path)?)
+                format!(
+                    ".rsession$read_file({}, max_bytes = {max_bytes})",
+                    literal(path)?
+                )
             }
             HarnessCall::WriteFile {
                 path, overwrite, ..
@@ -207,9 +210,7 @@ impl HarnessCall {
             }
             HarnessCall::HelpText { topic, package } => {
                 let topic = match topic {
-                    Some(t) => {
-                        literal(t).map_err(|_| ToolError::invalid("topic contains NUL"))?
-                    }
+                    Some(t) => literal(t).map_err(|_| ToolError::invalid("topic contains NUL"))?,
                     None => "NULL".into(),
                 };
                 let package = match package {

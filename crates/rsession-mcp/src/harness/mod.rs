@@ -18,8 +18,8 @@ pub mod outcome;
 pub use call::{HarnessCall, SESSION_LIBRARY, UPLOAD_VAR};
 pub use literal::r_string_literal;
 pub use outcome::{
-    DecodeError, Event, ExecLimits, ExecOutcome, ExecReport, ExecStatus, Reply, decode_outcome, enforce_output_cap,
-    png_dimensions,
+    DecodeError, Event, ExecLimits, ExecOutcome, ExecReport, ExecStatus, Reply, decode_outcome,
+    enforce_output_cap, png_dimensions,
 };
 
 /// Source of the harness, installed into the private environment `.rsession`,

@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use serde_json::json;
 
-use crate::errors::{ErrorCode, ToolError};
-use crate::session::{Backend, BackendSession, Credentials, Endpoint, WorkspaceCleanup};
+use crate::errors::ToolError;
+use crate::session::{Backend, BackendSession, Credentials, Endpoint, Progress, WorkspaceCleanup};
 
 /// One Rserve to place sessions on.
 #[derive(Debug, Clone)]
@@ -75,17 +74,9 @@ impl DirectBackend {
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         match sessions.get(id) {
             Some(p) if p.owner == owner => Ok(p.clone()),
-            _ => Err(not_found(id)),
+            _ => Err(ToolError::session_not_found(id)),
         }
     }
-}
-
-fn not_found(id: &str) -> ToolError {
-    ToolError::new(
-        ErrorCode::SessionNotFound,
-        format!("no session with id {id:?}; create one with create_session"),
-    )
-    .with_details(json!({"session_id": id}))
 }
 
 impl Backend for DirectBackend {
@@ -97,6 +88,7 @@ impl Backend for DirectBackend {
         &'a self,
         owner: &'a str,
         id: &'a str,
+        _progress: &'a Progress,
     ) -> BoxFuture<'a, Result<Endpoint, ToolError>> {
         async move {
             let target = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
@@ -183,6 +175,7 @@ impl Backend for DirectBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::errors::ErrorCode;
 
     fn backend() -> DirectBackend {
         DirectBackend::new(
@@ -204,8 +197,8 @@ mod tests {
     #[tokio::test]
     async fn places_round_robin_with_workspace_per_session() {
         let b = backend();
-        let e1 = b.create("alice", "s1").await.unwrap();
-        let e2 = b.create("alice", "s2").await.unwrap();
+        let e1 = b.create("alice", "s1", &Progress::none()).await.unwrap();
+        let e2 = b.create("alice", "s2", &Progress::none()).await.unwrap();
         assert_eq!(e1.addr, "127.0.0.1:1");
         assert_eq!(e2.addr, "127.0.0.1:2");
         assert_eq!(e1.workspace, "/ws/s1");
@@ -215,7 +208,7 @@ mod tests {
     #[tokio::test]
     async fn owners_do_not_see_each_other() {
         let b = backend();
-        b.create("alice", "s1").await.unwrap();
+        b.create("alice", "s1", &Progress::none()).await.unwrap();
         assert_eq!(
             b.endpoint("bob", "s1").await.unwrap_err().code,
             ErrorCode::SessionNotFound

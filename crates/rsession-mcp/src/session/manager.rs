@@ -123,8 +123,6 @@ pub struct ManagerConfig {
     pub max_sessions: usize,
     /// Repository URL for `install_package` (CRAN mirror or `file://` repo).
     pub package_repository: String,
-    /// Paging of long tool output (`read_output`).
-    pub pager: crate::pager::PagerConfig,
 }
 
 impl Default for ManagerConfig {
@@ -135,7 +133,6 @@ impl Default for ManagerConfig {
             connect_timeout: Duration::from_secs(30),
             max_sessions: 64,
             package_repository: "https://cloud.r-project.org".into(),
-            pager: crate::pager::PagerConfig::default(),
         }
     }
 }
@@ -193,6 +190,18 @@ struct Session {
 }
 
 impl Session {
+    /// A session created now with `slot`, no calls yet.
+    fn new(id: &str, owner: &str, slot: Slot) -> Session {
+        Session {
+            id: id.to_string(),
+            owner: owner.to_string(),
+            created_at: jiff::Timestamp::now(),
+            slot: Arc::new(Mutex::new(slot)),
+            last_activity: std::sync::Mutex::new(None),
+            executions: AtomicU64::new(0),
+        }
+    }
+
     fn touch(&self) {
         *self.last_activity.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(jiff::Timestamp::now());
@@ -254,16 +263,15 @@ impl SessionManager {
         let held = self.map().get(id).cloned();
         match held {
             Some(s) if s.owner == owner => return Ok(s),
-            Some(_) => return Err(session_not_found(id)),
+            Some(_) => return Err(ToolError::session_not_found(id)),
             None => {}
         }
         // Errors: session_not_found (unknown, or another owner's), session_not_ready.
         self.backend.endpoint(owner, id).await?;
-        let adopted = Arc::new(Session {
-            id: id.to_string(),
-            owner: owner.to_string(),
-            created_at: jiff::Timestamp::now(),
-            slot: Arc::new(Mutex::new(Slot {
+        let adopted = Arc::new(Session::new(
+            id,
+            owner,
+            Slot {
                 conn: None,
                 endpoint: None,
                 lost: Some(
@@ -273,13 +281,11 @@ impl SessionManager {
                 pending_notice: None,
                 workspace: None,
                 r_version: None,
-            })),
-            last_activity: std::sync::Mutex::new(None),
-            executions: AtomicU64::new(0),
-        });
+            },
+        ));
         let session = self.map().entry(id.to_string()).or_insert(adopted).clone();
         if session.owner != owner {
-            return Err(session_not_found(id));
+            return Err(ToolError::session_not_found(id));
         }
         self.metrics.set_sessions(self.map().len());
         tracing::info!(session_id = %id, owner, "session adopted from the backend");
@@ -362,21 +368,12 @@ impl SessionManager {
         self.metrics.session_lost();
     }
 
-    /// Create a session: place it on the backend, connect, install the
-    /// harness, create and enter its workspace.
+    /// Create a session: place it on the backend (which reports its steps
+    /// to `progress`), connect, install the harness, create and enter its
+    /// workspace; the connect is reported as the last step.
     ///
     /// Errors: `backend_unavailable`, `forbidden` (session limit reached).
-    pub async fn create(&self, owner: &str) -> Result<SessionInfo, ToolError> {
-        self.create_with_progress(owner, &Progress::none()).await
-    }
-
-    /// [`SessionManager::create`], reporting the backend's steps (and the
-    /// final connect) to `progress`.
-    pub async fn create_with_progress(
-        &self,
-        owner: &str,
-        progress: &Progress,
-    ) -> Result<SessionInfo, ToolError> {
+    pub async fn create(&self, owner: &str, progress: &Progress) -> Result<SessionInfo, ToolError> {
         if self.map().len() >= self.config.max_sessions {
             return Err(ToolError::new(
                 ErrorCode::Forbidden,
@@ -387,18 +384,11 @@ impl SessionManager {
             ));
         }
         let id = new_session_id();
-        let endpoint = self
-            .backend
-            .create_with_progress(owner, &id, progress)
-            .await?;
+        let endpoint = self.backend.create(owner, &id, progress).await?;
         let conn = match self.connect(&endpoint).await {
             Ok(c) => {
                 progress
-                    .report(
-                        crate::session::kubernetes::PROGRESS_TOTAL,
-                        Some(crate::session::kubernetes::PROGRESS_TOTAL),
-                        format!("Connected: R is ready in session {id}"),
-                    )
+                    .finish(format!("Connected: R is ready in session {id}"))
                     .await;
                 c
             }
@@ -407,21 +397,18 @@ impl SessionManager {
                 return Err(e);
             }
         };
-        let session = Arc::new(Session {
-            id: id.clone(),
-            owner: owner.to_string(),
-            created_at: jiff::Timestamp::now(),
-            slot: Arc::new(Mutex::new(Slot {
+        let session = Arc::new(Session::new(
+            &id,
+            owner,
+            Slot {
                 workspace: Some(conn.workspace.clone()),
                 r_version: Some(conn.r_version.clone()),
                 conn: Some(conn),
                 endpoint: Some(endpoint),
                 lost: None,
                 pending_notice: None,
-            })),
-            last_activity: std::sync::Mutex::new(None),
-            executions: AtomicU64::new(0),
-        });
+            },
+        ));
         self.map().insert(id.clone(), session.clone());
         self.metrics.set_sessions(self.map().len());
         tracing::info!(session_id = %id, owner, "session created");
@@ -498,7 +485,7 @@ impl SessionManager {
         let held = self.map().get(id).cloned();
         let session = match held {
             Some(s) if s.owner == owner => s,
-            Some(_) => return Err(session_not_found(id)),
+            Some(_) => return Err(ToolError::session_not_found(id)),
             None => {
                 // Not held here (not ready, or created before a restart):
                 // the backend checks the owner and removes it.
@@ -600,9 +587,15 @@ impl SessionManager {
             HarnessCall::InstallPackages { .. } => {
                 let code = call.render()?;
                 let limits = self.exec_limits(None);
-                self.evaluate(owner, id, &code, limits, clamped(Some(lim.install_duration)))
-                    .await
-                    .map(Reply::Report)
+                self.evaluate(
+                    owner,
+                    id,
+                    &code,
+                    limits,
+                    clamped(Some(lim.install_duration)),
+                )
+                .await
+                .map(Reply::Report)
             }
             HarnessCall::ListFiles { .. }
             | HarnessCall::ReadFile { .. }
@@ -636,7 +629,9 @@ impl SessionManager {
             code: code.to_string(),
             limits: self.exec_limits(max_output_bytes),
         };
-        self.call(owner, id, call, max_duration).await?.into_report()
+        self.call(owner, id, call, max_duration)
+            .await?
+            .into_report()
     }
 
     async fn evaluate(
@@ -799,7 +794,6 @@ impl SessionManager {
         result
     }
 
-
     /// [`HarnessCall::ListFiles`]: files under `path` (relative to the workspace).
     pub async fn list_files(
         &self,
@@ -838,7 +832,11 @@ impl SessionManager {
         overwrite: bool,
     ) -> Result<Sexp, ToolError> {
         let (path, content) = (path.to_string(), content.to_vec());
-        let call = HarnessCall::WriteFile { path, content, overwrite };
+        let call = HarnessCall::WriteFile {
+            path,
+            content,
+            overwrite,
+        };
         self.call(owner, id, call, None).await?.into_value()
     }
 
@@ -855,14 +853,6 @@ impl SessionManager {
         };
         self.call(owner, id, call, None).await?.into_report()
     }
-}
-
-fn session_not_found(id: &str) -> ToolError {
-    ToolError::new(
-        ErrorCode::SessionNotFound,
-        format!("no session with id {id:?}; list_sessions shows yours, create_session makes one"),
-    )
-    .with_details(json!({"session_id": id}))
 }
 
 fn status_label(s: ExecStatus) -> &'static str {

@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::errors::ToolError;
 
 pub use crate::harness::{ExecReport, Reply};
-pub use manager::{FileLimits, Limits, ManagerConfig, SessionManager};
+pub use manager::{FileLimits, Limits, ManagerConfig, SessionInfo, SessionManager};
 
 /// QAP1 login credentials (`CMD_login`, plaintext).
 #[derive(Clone, PartialEq, Eq)]
@@ -95,26 +95,37 @@ type ProgressFn = dyn Fn(ProgressUpdate) -> BoxFuture<'static, ()> + Send + Sync
 
 /// Where a backend reports progress while it creates a session. Reports are
 /// awaited in order, so they reach the client in order; a sink that cannot
-/// deliver drops the update (progress is advisory).
+/// deliver drops the update (progress is advisory). The total of the last
+/// report is kept, so whoever finishes the operation ([`Progress::finish`])
+/// need not know how many steps the backend counts.
 #[derive(Clone, Default)]
-pub struct Progress(Option<Arc<ProgressFn>>);
+pub struct Progress {
+    sink: Option<Arc<ProgressFn>>,
+    total: Arc<std::sync::Mutex<Option<f64>>>,
+}
 
 impl Progress {
     /// A sink that discards updates (no progress token in the request).
     pub fn none() -> Self {
-        Progress(None)
+        Progress::default()
     }
 
     /// A sink that hands each update to `f`.
     pub fn new(
         f: impl Fn(ProgressUpdate) -> BoxFuture<'static, ()> + Send + Sync + 'static,
     ) -> Self {
-        Progress(Some(Arc::new(f)))
+        Progress {
+            sink: Some(Arc::new(f)),
+            total: Arc::default(),
+        }
     }
 
     /// Report step `progress` of `total` with `message`.
     pub async fn report(&self, progress: f64, total: Option<f64>, message: impl Into<String>) {
-        if let Some(f) = &self.0 {
+        if total.is_some() {
+            *self.total.lock().unwrap_or_else(|p| p.into_inner()) = total;
+        }
+        if let Some(f) = &self.sink {
             f(ProgressUpdate {
                 progress,
                 total,
@@ -123,11 +134,22 @@ impl Progress {
             .await;
         }
     }
+
+    /// Report the last step: progress at the total the backend reported
+    /// (1 of 1 when it reported none).
+    pub async fn finish(&self, message: impl Into<String>) {
+        let total = self
+            .total
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or(1.0);
+        self.report(total, Some(total), message).await;
+    }
 }
 
 impl std::fmt::Debug for Progress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
+        f.write_str(if self.sink.is_some() {
             "Progress(sink)"
         } else {
             "Progress(none)"
@@ -146,24 +168,15 @@ pub trait Backend: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 
     /// Create a session `id` for `owner` and return its endpoint once it is
-    /// ready to accept a QAP1 connection.
+    /// ready to accept a QAP1 connection, reporting readable steps (with the
+    /// backend's own total) to `progress` while the session starts. The
+    /// session manager reports the final step (R connected) at that total.
     fn create<'a>(
         &'a self,
         owner: &'a str,
         id: &'a str,
-    ) -> BoxFuture<'a, Result<Endpoint, ToolError>>;
-
-    /// [`Backend::create`], reporting readable steps to `progress` while the
-    /// session starts. The default reports nothing.
-    fn create_with_progress<'a>(
-        &'a self,
-        owner: &'a str,
-        id: &'a str,
         progress: &'a Progress,
-    ) -> BoxFuture<'a, Result<Endpoint, ToolError>> {
-        let _ = progress;
-        self.create(owner, id)
-    }
+    ) -> BoxFuture<'a, Result<Endpoint, ToolError>>;
 
     /// Note that the session just evaluated code (for idle expiry). Must not
     /// block: a backend that records it remotely does so in the background.

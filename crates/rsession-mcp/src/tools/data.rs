@@ -220,7 +220,10 @@ pub(super) async fn describe(
     if top_n == 0 || top_n > 50 {
         return Err(ToolError::invalid("top_n must be between 1 and 50"));
     }
-    let call = HarnessCall::Describe { name: p.name, top_n };
+    let call = HarnessCall::Describe {
+        name: p.name,
+        top_n,
+    };
     let reply = manager
         .call(owner, &p.session_id, call, None)
         .await?

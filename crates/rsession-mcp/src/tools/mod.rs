@@ -81,13 +81,14 @@ pub struct RSessionServer {
 }
 
 impl RSessionServer {
-    /// A server acting for `owner`.
+    /// A server acting for `owner`, paging long output by `pager`.
     pub fn new(
         manager: Arc<SessionManager>,
         metrics: Arc<Metrics>,
+        pager: crate::pager::PagerConfig,
         owner: impl Into<String>,
     ) -> Self {
-        let pager = Arc::new(crate::pager::Pager::new(manager.config().pager));
+        let pager = Arc::new(crate::pager::Pager::new(pager));
         RSessionServer {
             manager,
             metrics,
@@ -96,6 +97,16 @@ impl RSessionServer {
             pager,
             tool_router: Self::tool_router() + Self::data_tool_router(),
         }
+    }
+
+    /// The shared session manager.
+    pub fn manager(&self) -> &Arc<SessionManager> {
+        &self.manager
+    }
+
+    /// The shared metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// This server as it serves one call: acting for the authenticated caller

@@ -17,7 +17,7 @@ pub(super) async fn create(
     owner: &str,
     progress: &Progress,
 ) -> Result<CallToolResult, ToolError> {
-    let info = manager.create_with_progress(owner, progress).await?;
+    let info = manager.create(owner, progress).await?;
     let text = format!(
         "Created session {} ({}). Working directory: {}. Use execute_in_session with session_id \"{}\".",
         info.session_id,

@@ -1,0 +1,320 @@
+//! [`KubernetesBackend`]: sessions as RSession objects in one namespace.
+
+use std::collections::BTreeMap;
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
+use kube::{Client, ResourceExt};
+use rsession_api::RSession;
+use rsession_api::well_known as wk;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::activity::Activity;
+use super::errors::{api_error, is_not_found};
+use super::status::{not_ready, progress_step, terminal_state};
+use super::{
+    ANNOTATION_OWNER_NAME, FIELD_MANAGER, KubernetesConfig, LABEL_OWNER, PROGRESS_TOTAL,
+    owner_label_value,
+};
+use crate::errors::{ErrorCode, ToolError};
+use crate::session::{Backend, BackendSession, Credentials, Endpoint, Progress, WorkspaceCleanup};
+
+/// Sessions as RSession objects in one namespace.
+pub struct KubernetesBackend {
+    rsessions: Api<RSession>,
+    secrets: Api<Secret>,
+    config: KubernetesConfig,
+    /// Activity stamps (`rsession.dev/last-activity`).
+    pub(super) activity: Activity,
+}
+
+impl std::fmt::Debug for KubernetesBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesBackend")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubernetesBackend {
+    /// A backend creating RSessions in `config.namespace` with `client`.
+    pub fn new(client: Client, config: KubernetesConfig) -> Self {
+        let rsessions = Api::namespaced(client.clone(), &config.namespace);
+        KubernetesBackend {
+            activity: Activity::new(rsessions.clone(), &config),
+            rsessions,
+            secrets: Api::namespaced(client, &config.namespace),
+            config,
+        }
+    }
+
+    /// The namespace sessions live in.
+    pub fn namespace(&self) -> &str {
+        &self.config.namespace
+    }
+
+    /// The RSession `id` if it exists and belongs to `owner`.
+    async fn owned(&self, owner: &str, id: &str) -> Result<RSession, ToolError> {
+        let rs = self
+            .rsessions
+            .get_opt(id)
+            .await
+            .map_err(|e| api_error("read RSessions", &e))?
+            .ok_or_else(|| ToolError::session_not_found(id))?;
+        if rs.labels().get(LABEL_OWNER) != Some(&owner_label_value(owner)) {
+            return Err(ToolError::session_not_found(id));
+        }
+        Ok(rs)
+    }
+
+    /// Endpoint and login of a Ready RSession.
+    async fn endpoint_of(&self, rs: &RSession) -> Result<Endpoint, ToolError> {
+        let id = rs.name_any();
+        let status = rs.status.as_ref().ok_or_else(|| not_ready(rs))?;
+        let (Some(addr), Some(secret_name)) = (&status.endpoint, &status.credentials_secret) else {
+            return Err(not_ready(rs));
+        };
+        let secret = self
+            .secrets
+            .get_opt(secret_name)
+            .await
+            .map_err(|e| api_error("read the session's credentials Secret", &e))?
+            .ok_or_else(|| {
+                ToolError::new(
+                    ErrorCode::SessionNotReady,
+                    format!(
+                        "the credentials Secret {secret_name} of session {id} does not exist yet"
+                    ),
+                )
+                .with_details(json!({"session_id": id}))
+            })?;
+        let credentials = credentials_from(&secret).ok_or_else(|| {
+            ToolError::internal(format!(
+                "the credentials Secret {secret_name} lacks the keys {} and {}",
+                wk::SECRET_KEY_USERNAME,
+                wk::SECRET_KEY_PASSWORD
+            ))
+        })?;
+        Ok(Endpoint {
+            addr: addr.clone(),
+            credentials: Some(credentials),
+            workspace: self.config.workspace.clone(),
+        })
+    }
+
+    fn new_rsession(&self, owner: &str, id: &str) -> RSession {
+        let mut rs = RSession::new(id, self.config.spec.clone());
+        rs.metadata.namespace = Some(self.config.namespace.clone());
+        rs.metadata.labels = Some(BTreeMap::from([
+            (LABEL_OWNER.to_string(), owner_label_value(owner)),
+            (wk::LABEL_PART_OF.to_string(), wk::APP_NAME.to_string()),
+        ]));
+        rs.metadata.annotations = Some(BTreeMap::from([(
+            ANNOTATION_OWNER_NAME.to_string(),
+            owner.to_string(),
+        )]));
+        rs
+    }
+
+    /// Watch `id` until Ready, reporting phase changes; bounded by the ready timeout.
+    async fn await_ready(&self, id: &str, progress: &Progress) -> Result<RSession, ToolError> {
+        let mut last_step: Option<String> = None;
+        let mut last_seen: Option<RSession> = None;
+        // With backoff, so an unreachable apiserver is retried calmly rather
+        // than in a busy loop until the deadline.
+        let watch =
+            kube::runtime::watcher::watch_object(self.rsessions.clone(), id).default_backoff();
+        let mut watch = std::pin::pin!(watch);
+        let deadline = Instant::now() + self.config.ready_timeout;
+        loop {
+            let next = match tokio::time::timeout_at(deadline, watch.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    let phase = last_seen
+                        .as_ref()
+                        .and_then(RSession::phase)
+                        .map(|p| p.as_str())
+                        .unwrap_or("Pending");
+                    return Err(ToolError::new(
+                        ErrorCode::SessionNotReady,
+                        format!(
+                            "session {id} was not ready within {} s (phase {phase}). It keeps starting: call execute_in_session with this session_id later, or close_session it.",
+                            self.config.ready_timeout.as_secs()
+                        ),
+                    )
+                    .with_details(json!({"session_id": id, "phase": phase, "timeout_secs": self.config.ready_timeout.as_secs()})));
+                }
+            };
+            match next {
+                None => {
+                    return Err(ToolError::new(
+                        ErrorCode::BackendUnavailable,
+                        format!("the watch on session {id} ended"),
+                    ));
+                }
+                // The watcher retries transient errors itself; log and go on.
+                Some(Err(e)) => {
+                    tracing::warn!(session_id = id, error = %e, "watching the RSession")
+                }
+                Some(Ok(None)) => {
+                    return Err(ToolError::new(
+                        ErrorCode::SessionNotFound,
+                        format!("session {id} was deleted while it was starting"),
+                    )
+                    .with_details(json!({"session_id": id})));
+                }
+                Some(Ok(Some(rs))) => {
+                    let (step, message) = progress_step(&rs);
+                    if last_step.as_deref() != Some(message.as_str()) {
+                        tracing::info!(session_id = id, %message, "session progress");
+                        progress
+                            .report(step, Some(PROGRESS_TOTAL), message.clone())
+                            .await;
+                        last_step = Some(message);
+                    }
+                    if rs.is_ready() {
+                        return Ok(rs);
+                    }
+                    if let Some(e) = terminal_state(&rs) {
+                        return Err(e);
+                    }
+                    last_seen = Some(rs);
+                }
+            }
+        }
+    }
+}
+
+/// Rserve login from a credentials Secret (keys [`wk::SECRET_KEY_USERNAME`]
+/// and [`wk::SECRET_KEY_PASSWORD`], UTF-8).
+pub fn credentials_from(secret: &Secret) -> Option<Credentials> {
+    let data = secret.data.as_ref()?;
+    let text = |key: &str| {
+        data.get(key)
+            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+    };
+    Some(Credentials {
+        username: text(wk::SECRET_KEY_USERNAME)?,
+        password: text(wk::SECRET_KEY_PASSWORD)?,
+    })
+}
+
+impl Backend for KubernetesBackend {
+    fn kind(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn create<'a>(
+        &'a self,
+        owner: &'a str,
+        id: &'a str,
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<Endpoint, ToolError>> {
+        async move {
+            let rs = self.new_rsession(owner, id);
+            self.rsessions
+                .patch(id, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&rs))
+                .await
+                .map_err(|e| api_error("create RSessions", &e))?;
+            tracing::info!(session_id = id, namespace = %self.config.namespace, "RSession applied");
+            progress
+                .report(
+                    0.0,
+                    Some(PROGRESS_TOTAL),
+                    format!(
+                        "Submitted RSession {id} in namespace {}",
+                        self.config.namespace
+                    ),
+                )
+                .await;
+            let rs = self.await_ready(id, progress).await?;
+            self.endpoint_of(&rs).await
+        }
+        .boxed()
+    }
+
+    fn record_activity(&self, owner: &str, id: &str) {
+        self.activity.stamp(owner, id);
+    }
+
+    fn endpoint<'a>(
+        &'a self,
+        owner: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Endpoint, ToolError>> {
+        async move {
+            let rs = self.owned(owner, id).await?;
+            if !rs.is_ready() {
+                return Err(not_ready(&rs));
+            }
+            self.endpoint_of(&rs).await
+        }
+        .boxed()
+    }
+
+    fn list<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<Vec<BackendSession>, ToolError>> {
+        async move {
+            let selector = format!("{LABEL_OWNER}={}", owner_label_value(owner));
+            let list = self
+                .rsessions
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(|e| api_error("list RSessions", &e))?;
+            let out: Vec<BackendSession> = list
+                .items
+                .iter()
+                .map(|rs| BackendSession {
+                    session_id: rs.name_any(),
+                    owner: owner.to_string(),
+                    created_at: rs
+                        .metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .map(|t| t.0.to_string())
+                        .unwrap_or_default(),
+                    ready: rs.is_ready(),
+                    phase: rs.phase().map(|p| p.as_str().to_string()),
+                })
+                .collect();
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn close<'a>(&'a self, owner: &'a str, id: &'a str) -> BoxFuture<'a, Result<(), ToolError>> {
+        async move {
+            self.owned(owner, id).await?;
+            match self.rsessions.delete(id, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => return Err(ToolError::session_not_found(id)),
+                Err(e) => return Err(api_error("delete RSessions", &e)),
+            }
+            self.activity.forget(id);
+            tracing::info!(session_id = id, "RSession deleted");
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn workspace_cleanup(&self) -> WorkspaceCleanup {
+        WorkspaceCleanup::ByBackend
+    }
+
+    fn outlives_server(&self) -> bool {
+        true
+    }
+
+    fn ready(&self) -> BoxFuture<'_, bool> {
+        async move {
+            self.rsessions
+                .list_metadata(&ListParams::default().limit(1))
+                .await
+                .is_ok()
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,95 @@
+//! The `kubernetes` backend: one RSession object (`rsession.dev/v1alpha1`) per
+//! session, reconciled into a locked-down Rserve pod by rsession-operator.
+//!
+//! - create: server-side apply of a typed RSession (field manager
+//!   [`FIELD_MANAGER`]) labelled with the caller's [`owner_label_value`], then a
+//!   watch on it until its `Ready` condition is `True`, reporting each phase as
+//!   progress; then the endpoint (`status.endpoint`) and the Rserve login from
+//!   the Secret named by `status.credentialsSecret` (keys `username`,
+//!   `password`).
+//! - every lookup checks the owner label, so another caller's session is
+//!   `session_not_found`, never revealed.
+//! - activity: after evaluations the annotation `rsession.dev/last-activity`
+//!   (RFC 3339) is applied in the background, at most once per
+//!   [`KubernetesConfig::activity_interval`] per session, with its own field
+//!   manager [`ACTIVITY_FIELD_MANAGER`] (so the stamp never removes the
+//!   fields the create apply owns). A stamp that fails because the API is
+//!   unavailable is retried in the background with backoff; it never fails
+//!   the evaluation.
+//! - API failures map to tool errors by [`api_error_code`]: an unreachable or
+//!   overloaded apiserver is `backend_unavailable` (retryable).
+//!
+//! Files, one job each: `backend.rs` (the [`crate::session::Backend`] over RSession objects),
+//! `status.rs` (progress and errors read from an RSession's status),
+//! `activity.rs` (activity stamps), `errors.rs` (API failures as tool errors;
+//! the owner label). Contract names (labels, annotations, condition types,
+//! readiness) come from `rsession-api`.
+//!
+//! Kubernetes API calls: `rsessions` patch (apply), get, list, watch, delete;
+//! `secrets` get — the verbs the chart's `rsession-mcp` Role grants.
+
+mod activity;
+mod backend;
+mod errors;
+mod status;
+
+#[cfg(test)]
+mod outage_tests;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use rsession_api::RSessionSpec;
+use rsession_api::well_known as wk;
+
+pub use backend::{KubernetesBackend, credentials_from};
+pub use errors::{api_error_code, owner_label_value};
+pub use rsession_api::well_known::{ANNOTATION_OWNER_NAME, LABEL_OWNER};
+pub use status::{PROGRESS_TOTAL, progress_step};
+
+/// Server-side apply field manager of the RSession objects this backend creates.
+pub const FIELD_MANAGER: &str = "rsession-mcp";
+/// Field manager of the `rsession.dev/last-activity` stamp (separate from
+/// [`FIELD_MANAGER`] so an annotation-only apply leaves spec and labels alone).
+pub const ACTIVITY_FIELD_MANAGER: &str = "rsession-mcp-activity";
+
+/// Settings of the Kubernetes backend.
+#[derive(Debug, Clone)]
+pub struct KubernetesConfig {
+    /// Namespace holding the RSession objects (the sessions namespace).
+    pub namespace: String,
+    /// How long `create_session` waits for the Ready condition before
+    /// answering `session_not_ready` (the RSession is kept and usable later).
+    pub ready_timeout: Duration,
+    /// Workspace directory inside the session pod ([`wk::WORKSPACE_PATH`]).
+    pub workspace: String,
+    /// Shortest time between two activity stamps of one session.
+    pub activity_interval: Duration,
+    /// First wait before retrying a failed activity stamp (then doubling, up
+    /// to 30 s between attempts).
+    pub activity_retry_delay: Duration,
+    /// How long a failed activity stamp is retried while the Kubernetes API
+    /// is unavailable; a newer stamp of the session, or closing it, ends the
+    /// retry sooner.
+    pub activity_retry_window: Duration,
+    /// Spec of new RSessions (empty: the operator's defaults).
+    pub spec: RSessionSpec,
+}
+
+impl KubernetesConfig {
+    /// Defaults for `namespace`: 120 s ready timeout, `/workspace`, stamps at
+    /// most every 10 s (a failed one retried from 1 s on, for up to an hour),
+    /// default spec.
+    pub fn new(namespace: impl Into<String>) -> Self {
+        KubernetesConfig {
+            namespace: namespace.into(),
+            ready_timeout: Duration::from_secs(120),
+            workspace: wk::WORKSPACE_PATH.to_string(),
+            activity_interval: Duration::from_secs(10),
+            activity_retry_delay: Duration::from_secs(1),
+            activity_retry_window: Duration::from_secs(3600),
+            spec: RSessionSpec::default(),
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Kubernetes API failures: how each kind maps to a tool error, a real client
+//! against an apiserver that is not there, and activity stamps retried
+//! through an outage against a fake apiserver.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::Client;
+use rsession_api::well_known as wk;
+use rsession_api::{RSession, RSessionSpec};
+
+use super::errors::api_error;
+use super::*;
+use crate::errors::ErrorCode;
+use crate::session::{Backend, Progress};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use kube::core::Status;
+
+fn api(code: u16) -> kube::Error {
+    kube::Error::Api(
+        Status::failure("the apiserver says no", "SomeReason")
+            .with_code(code)
+            .boxed(),
+    )
+}
+
+fn io(kind: std::io::ErrorKind) -> std::io::Error {
+    std::io::Error::new(kind, "simulated")
+}
+
+#[test]
+fn http_statuses_map_to_codes() {
+    for (status, code) in [
+        (403, ErrorCode::Forbidden),
+        (404, ErrorCode::SessionNotFound),
+        (400, ErrorCode::InvalidArgument),
+        (422, ErrorCode::InvalidArgument),
+        (401, ErrorCode::BackendUnavailable),
+        (408, ErrorCode::BackendUnavailable),
+        (409, ErrorCode::BackendUnavailable),
+        (429, ErrorCode::BackendUnavailable),
+        (500, ErrorCode::BackendUnavailable),
+        (502, ErrorCode::BackendUnavailable),
+        (503, ErrorCode::BackendUnavailable),
+        (504, ErrorCode::BackendUnavailable),
+        (418, ErrorCode::Internal),
+    ] {
+        assert_eq!(api_error_code(&api(status)), code, "HTTP {status}");
+        let e = api_error("create RSessions", &api(status));
+        assert_eq!(e.code, code, "HTTP {status}");
+        assert_eq!(e.details["http_status"], status);
+        assert!(e.message.contains("the apiserver says no"), "{}", e.message);
+    }
+    assert!(api_error("create RSessions", &api(503)).code.retryable());
+    assert!(api_error("create RSessions", &api(429)).code.retryable());
+    assert!(!api_error("create RSessions", &api(403)).code.retryable());
+    assert!(!api_error("create RSessions", &api(404)).code.retryable());
+}
+
+#[test]
+fn transport_failures_are_backend_unavailable_and_retryable() {
+    use std::io::ErrorKind::*;
+    for kind in [ConnectionRefused, ConnectionReset, TimedOut, BrokenPipe] {
+        let service = kube::Error::Service(Box::new(io(kind)));
+        let e = api_error("create RSessions", &service);
+        assert_eq!(e.code, ErrorCode::BackendUnavailable, "{kind:?}");
+        assert!(e.code.retryable());
+        assert!(
+            e.message.contains("the Kubernetes API is unavailable")
+                && e.message.contains("Retry shortly"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            api_error_code(&kube::Error::ReadEvents(io(kind))),
+            ErrorCode::BackendUnavailable
+        );
+    }
+}
+
+#[test]
+fn answers_that_retrying_cannot_fix_are_internal() {
+    let serde = serde_json::from_str::<u8>("not json").unwrap_err();
+    let utf8 = String::from_utf8(vec![0xff]).unwrap_err();
+    let http = http::Request::builder()
+        .method("not a method")
+        .body(())
+        .unwrap_err();
+    for e in [
+        kube::Error::SerdeError(serde),
+        kube::Error::FromUtf8(utf8),
+        kube::Error::HttpError(http),
+        kube::Error::TlsRequired,
+        kube::Error::LinesCodecMaxLineLengthExceeded,
+    ] {
+        let t = api_error("list RSessions", &e);
+        assert_eq!(t.code, ErrorCode::Internal, "{e}");
+        assert!(!t.code.retryable());
+    }
+}
+
+/// A client for `http://127.0.0.1:<port>`.
+fn client_at(port: u16) -> Client {
+    let url: http::Uri = format!("http://127.0.0.1:{port}").parse().unwrap();
+    let mut config = kube::Config::new(url);
+    config.connect_timeout = Some(Duration::from_secs(2));
+    Client::try_from(config).expect("client")
+}
+
+/// A loopback port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+#[tokio::test]
+async fn create_and_list_while_the_apiserver_is_down_are_retryable_backend_unavailable() {
+    let backend = KubernetesBackend::new(client_at(closed_port()), KubernetesConfig::new("ns"));
+    let e = backend
+        .create("alice", "rs-down", &Progress::none())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::BackendUnavailable, "{e:?}");
+    assert_eq!(e.body()["retryable"], true);
+    assert!(e.message.contains("create RSessions"), "{}", e.message);
+    let e = backend.list("alice").await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::BackendUnavailable, "{e:?}");
+    let e = backend.endpoint("alice", "rs-down").await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::BackendUnavailable, "{e:?}");
+    assert!(!backend.ready().await);
+}
+
+/// A fake apiserver: PATCHes of RSessions fail with 500 while `failures`
+/// lasts, then succeed; every PATCH body is recorded.
+#[derive(Clone, Default)]
+struct FakeApi {
+    failures: Arc<std::sync::atomic::AtomicUsize>,
+    patches: Arc<Mutex<Vec<(u16, serde_json::Value)>>>,
+    done: Arc<tokio::sync::Notify>,
+}
+
+async fn fake_handler(
+    State(api): State<FakeApi>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> axum::response::Response {
+    if method != Method::PATCH || !uri.path().contains("/rsessions/") {
+        return (StatusCode::NOT_FOUND, "not faked").into_response();
+    }
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let failing = api
+        .failures
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    let status = if failing { 500 } else { 200 };
+    api.patches.lock().unwrap().push((status, body.clone()));
+    if failing {
+        let s = Status::failure("etcd is unavailable", "InternalError").with_code(500);
+        return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(s)).into_response();
+    }
+    api.done.notify_one();
+    let mut rs = RSession::new("rs-1", RSessionSpec::default());
+    rs.metadata.namespace = Some("ns".into());
+    rs.metadata.annotations = body["metadata"]["annotations"].as_object().map(|m| {
+        m.iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect()
+    });
+    axum::Json(rs).into_response()
+}
+
+async fn fake_apiserver(api: FakeApi) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().fallback(fake_handler).with_state(api);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}
+
+#[tokio::test]
+async fn a_failed_activity_stamp_is_retried_until_the_api_answers() {
+    let api = FakeApi::default();
+    api.failures.store(2, Ordering::SeqCst);
+    let port = fake_apiserver(api.clone()).await;
+    let mut config = KubernetesConfig::new("ns");
+    config.activity_retry_delay = Duration::from_millis(20);
+    let backend = KubernetesBackend::new(client_at(port), config);
+
+    // Returns at once: the stamp is the background's business.
+    backend.record_activity("alice", "rs-1");
+    tokio::time::timeout(Duration::from_secs(20), api.done.notified())
+        .await
+        .expect("the stamp went through after the API recovered");
+    let patches = api.patches.lock().unwrap().clone();
+    let statuses: Vec<u16> = patches.iter().map(|(s, _)| *s).collect();
+    assert_eq!(statuses, vec![500, 500, 200]);
+    // Every attempt carries the time of the evaluation, not of the retry.
+    let stamp = |b: &serde_json::Value| {
+        b["metadata"]["annotations"][wk::ANNOTATION_LAST_ACTIVITY]
+            .as_str()
+            .map(str::to_string)
+    };
+    assert!(stamp(&patches[0].1).is_some(), "{:?}", patches[0].1);
+    assert!(
+        patches
+            .iter()
+            .all(|(_, b)| stamp(b) == stamp(&patches[0].1))
+    );
+}
+
+#[tokio::test]
+async fn a_retry_stops_once_the_session_is_closed_or_stamped_again() {
+    let api = FakeApi::default();
+    api.failures.store(usize::MAX, Ordering::SeqCst);
+    let port = fake_apiserver(api.clone()).await;
+    let mut config = KubernetesConfig::new("ns");
+    config.activity_retry_delay = Duration::from_millis(10);
+    config.activity_interval = Duration::ZERO;
+    let backend = KubernetesBackend::new(client_at(port), config);
+    let attempts = || api.patches.lock().unwrap().len();
+    let retrying = || async {
+        while attempts() < 2 {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+
+    // Closed: what close_session does to the throttle, without its API calls.
+    let task = backend
+        .activity
+        .stamp("alice", "rs-1")
+        .expect("a stamp task");
+    tokio::time::timeout(Duration::from_secs(10), retrying())
+        .await
+        .expect("retried");
+    backend.activity.forget("rs-1");
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the retry ended after close although the API still fails")
+        .expect("task");
+
+    // Superseded by a newer stamp of the same session.
+    api.patches.lock().unwrap().clear();
+    let older = backend
+        .activity
+        .stamp("alice", "rs-2")
+        .expect("a stamp task");
+    tokio::time::timeout(Duration::from_secs(10), retrying())
+        .await
+        .expect("retried");
+    let newer = backend
+        .activity
+        .stamp("alice", "rs-2")
+        .expect("a newer stamp task");
+    tokio::time::timeout(Duration::from_secs(10), older)
+        .await
+        .expect("the older retry ended once a newer stamp was sent")
+        .expect("task");
+    assert!(!newer.is_finished(), "the newest stamp keeps retrying");
+    newer.abort();
+}
