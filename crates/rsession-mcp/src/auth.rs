@@ -9,7 +9,7 @@
 //!   request extensions, which rmcp hands to tools inside
 //!   `http::request::Parts` (`RequestContext::extensions`).
 //! - [`Caller::authorize`]: a SubjectAccessReview (`authorization.k8s.io/v1`)
-//!   for the RSession verb of the tool (see [`Verb::for_tool`]) in the
+//!   for the RSession verb of the tool (see [`TOOL_VERBS`]) in the
 //!   sessions namespace; denied → tool error `forbidden`.
 //! - stdio has no token: [`local_identity`] asks the apiserver who the
 //!   kubeconfig's credentials are (SelfSubjectReview), falling back to
@@ -81,20 +81,39 @@ pub enum Verb {
     List,
     /// `close_session`.
     Delete,
-    /// Every tool that uses an existing session (execute, files, packages, reset, data).
+    /// Every tool that uses an existing session (execute, files, packages, reset, data, help, paging).
     Get,
 }
 
+/// The RSession verb each tool needs in the sessions namespace
+/// (SubjectAccessReview, `--auth kubernetes`). Every routed tool is listed
+/// (a unit test in `tools` checks it against the router), so a new tool cannot silently get `get`.
+pub const TOOL_VERBS: [(&str, Verb); 14] = [
+    ("create_session", Verb::Create),
+    ("list_sessions", Verb::List),
+    ("close_session", Verb::Delete),
+    ("reset_session", Verb::Get),
+    ("execute_in_session", Verb::Get),
+    ("install_package", Verb::Get),
+    ("list_session_files", Verb::Get),
+    ("read_session_file", Verb::Get),
+    ("write_session_file", Verb::Get),
+    ("load_data", Verb::Get),
+    ("query_data", Verb::Get),
+    ("describe_data", Verb::Get),
+    ("help", Verb::Get),
+    ("read_output", Verb::Get),
+];
+
 impl Verb {
-    /// The verb for a tool name: `create_session` → create, `list_sessions` →
-    /// list, `close_session` → delete, anything else → get.
+    /// The verb of `tool` in [`TOOL_VERBS`]. A name that is no tool gets
+    /// `get` (the least right); the router then answers that the tool does
+    /// not exist.
     pub fn for_tool(tool: &str) -> Verb {
-        match tool {
-            "create_session" => Verb::Create,
-            "list_sessions" => Verb::List,
-            "close_session" => Verb::Delete,
-            _ => Verb::Get,
-        }
+        TOOL_VERBS
+            .iter()
+            .find(|(name, _)| *name == tool)
+            .map_or(Verb::Get, |(_, verb)| *verb)
     }
 
     /// The Kubernetes spelling.

@@ -196,7 +196,11 @@ async fn a_lost_r_reconnects_to_its_last_endpoint_while_the_backend_is_down() {
 async fn a_restarted_server_adopts_sessions_and_says_r_state_was_reset() {
     let s = setup().await;
     let before = server(&s);
-    let sid = before.create(OWNER, &Progress::none()).await.unwrap().session_id;
+    let sid = before
+        .create(OWNER, &Progress::none())
+        .await
+        .unwrap()
+        .session_id;
     before
         .execute(
             OWNER,

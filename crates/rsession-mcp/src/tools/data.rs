@@ -7,15 +7,159 @@
 
 use std::time::Duration;
 
-use rmcp::model::{CallToolResult, ContentBlock};
-use serde_json::{Value, json};
+use rmcp::handler::server::common::Extension;
+use rmcp::model::{CallToolResult, JsonObject};
+use rmcp::{tool, tool_router};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
 
+use super::{Call, RSessionServer, ToolResult, input_schema, structured};
 use crate::errors::ToolError;
 use crate::harness::HarnessCall;
 use crate::harness::literal::check_identifier;
 use crate::session::SessionManager;
 use crate::sexp_json::{rows, to_json};
-use crate::tools::data_params::{DescribeData, LoadData, QueryData};
+
+/// Where a loaded dataset lives in R.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DataBackend {
+    /// By file size: tibble under 100 MB, arrow up to 1 GB, duckdb above;
+    /// falls back (with a note) when the image lacks the package.
+    #[default]
+    Auto,
+    /// An in-memory tibble (readr, readxl, jsonlite, DBI).
+    Tibble,
+    /// A lazy Arrow Dataset (R package `arrow`).
+    Arrow,
+    /// A DuckDB view over the file (R package `duckdb`).
+    Duckdb,
+}
+
+impl DataBackend {
+    /// The name R receives.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataBackend::Auto => "auto",
+            DataBackend::Tibble => "tibble",
+            DataBackend::Arrow => "arrow",
+            DataBackend::Duckdb => "duckdb",
+        }
+    }
+}
+
+/// Arguments of `load_data`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoadData {
+    /// Session id returned by `create_session`.
+    pub session_id: String,
+    /// File (or, for Arrow datasets, directory) relative to the workspace:
+    /// .csv, .tsv, .txt (with options.delim), .parquet, .feather/.arrow,
+    /// .json, .ndjson/.jsonl, .xlsx/.xls, .sqlite/.db, .duckdb; .gz etc. allowed for text.
+    pub file_path: String,
+    /// Name of the R object the data is bound to (a plain R name); helpers
+    /// `<name>_glimpse()`, `<name>_summary()`, `<name>_slice_sample(n)` and
+    /// `<name>_db()` (a lazy dbplyr table on the query_data connection) are
+    /// defined next to it, and query_data sees it as table `<name>`.
+    pub name: String,
+    /// `auto` (default), `tibble`, `arrow` or `duckdb`.
+    #[serde(default)]
+    pub backend: DataBackend,
+    /// Reader options: `format` (override detection), `delim`, `na` (strings
+    /// read as missing), `skip`, `n_max`, `col_types` (readr compact string,
+    /// e.g. "icDn"), `factors` (column names to make factors), `sheet` and
+    /// `range` (Excel), `table` or `query` (SQLite), `field` and `flatten`
+    /// (JSON), `preview_rows` (default 5).
+    #[serde(default)]
+    pub options: Option<Map<String, Value>>,
+    /// Deadline in seconds (default: the server's default evaluation deadline).
+    #[serde(default)]
+    pub max_duration_secs: Option<f64>,
+}
+
+/// Arguments of `query_data`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryData {
+    /// Session id returned by `create_session`.
+    pub session_id: String,
+    /// One SQL statement over the loaded datasets (each is a table named like
+    /// its dataset). SQLite dialect unless the result says engine "duckdb".
+    /// Use `?` placeholders (or `:name` with named params) for values.
+    pub sql: String,
+    /// Values bound to the placeholders: an array for `?`, an object for
+    /// `:name`. Never paste values into the SQL text.
+    #[serde(default)]
+    pub params: Option<Value>,
+    /// Most rows returned (default 1000, at most 10000); the full row count
+    /// is still reported.
+    #[serde(default)]
+    pub max_rows: Option<u32>,
+    /// Deadline in seconds (default: the server's default evaluation deadline).
+    #[serde(default)]
+    pub max_duration_secs: Option<f64>,
+}
+
+/// Arguments of `describe_data`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DescribeData {
+    /// Session id returned by `create_session`.
+    pub session_id: String,
+    /// A dataset name from `load_data` (or any data frame in the session).
+    pub name: String,
+    /// Most frequent values listed per character/factor column (default 5, at most 50).
+    #[serde(default)]
+    pub top_n: Option<u32>,
+}
+
+#[tool_router(router = data_router, vis = "pub(super)")]
+impl RSessionServer {
+    /// Load a data file into the session as a named dataset.
+    #[tool(
+        name = "load_data",
+        description = "Load a data file from the session workspace into R under `name`: CSV/TSV (readr), Parquet and Arrow datasets (arrow), JSON/NDJSON (jsonlite), Excel (readxl), SQLite and DuckDB database files. backend auto picks by size (tibble < 100 MB, arrow <= 1 GB, duckdb above) and falls back with a note when a package is missing. Returns rows, columns with types and missing counts, a memory estimate and the first rows. Afterwards `name` is usable in execute_in_session (with helpers name_glimpse(), name_summary(), name_slice_sample(n)) and as a table in query_data.",
+        input_schema = input_schema::<LoadData>()
+    )]
+    async fn load_data(&self, Extension(call): Extension<Call>, args: JsonObject) -> ToolResult {
+        self.run("load_data", args, |p: LoadData| {
+            load(&self.manager, &call, p)
+        })
+        .await
+    }
+
+    /// SQL over loaded datasets.
+    #[tool(
+        name = "query_data",
+        description = "Run one SQL statement over the datasets loaded with load_data (each is a table of the same name; changes made to them in R are picked up). DuckDB when the session has it, else SQLite (dates as ISO text). Bind values with ? placeholders and params (never paste values into SQL). Returns rows as structured content and a text table, the full row count, elapsed ms; at most max_rows rows (default 1000).",
+        input_schema = input_schema::<QueryData>()
+    )]
+    async fn query_data(&self, Extension(call): Extension<Call>, args: JsonObject) -> ToolResult {
+        self.run_paged("query_data", &call, args, |p: QueryData| {
+            query(&self.manager, &call, p)
+        })
+        .await
+    }
+
+    /// Profile one dataset.
+    #[tool(
+        name = "describe_data",
+        description = "Profile a loaded dataset (or any data frame in the session), like skimr: per column the type, missing count and rate, unique values; for numbers mean, sd, quantiles (p0 p25 p50 p75 p100) and a histogram sparkline; for text/factor/logical the top values with counts; for dates min/median/max.",
+        input_schema = input_schema::<DescribeData>()
+    )]
+    async fn describe_data(
+        &self,
+        Extension(call): Extension<Call>,
+        args: JsonObject,
+    ) -> ToolResult {
+        self.run_paged("describe_data", &call, args, |p: DescribeData| {
+            describe(&self.manager, &call, p)
+        })
+        .await
+    }
+}
 
 /// Rows `query_data` returns when the call names no `max_rows`.
 pub const DEFAULT_MAX_ROWS: u32 = 1000;
@@ -57,25 +201,24 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn result(text: String, structured: Value) -> CallToolResult {
-    let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
-    r.structured_content = Some(structured);
-    r
-}
-
-pub(super) async fn load(
+async fn load(
     manager: &SessionManager,
-    owner: &str,
+    call: &Call,
     p: LoadData,
 ) -> Result<CallToolResult, ToolError> {
-    let call = HarnessCall::Load {
+    let harness_call = HarnessCall::Load {
         file_path: p.file_path,
         name: p.name,
         backend: p.backend.as_str(),
         options: p.options,
     };
     let reply = manager
-        .call(owner, &p.session_id, call, duration(p.max_duration_secs)?)
+        .call(
+            &call.owner,
+            &p.session_id,
+            harness_call,
+            duration(p.max_duration_secs)?,
+        )
         .await?
         .into_value()?;
     let mut v = to_json(&reply);
@@ -86,7 +229,7 @@ pub(super) async fn load(
         obj.insert("preview".into(), Value::Array(rows(&preview)));
         obj.insert("session_id".into(), json!(p.session_id));
     }
-    Ok(result(text, v))
+    Ok(structured(text, v))
 }
 
 fn load_text(v: &Value) -> String {
@@ -143,9 +286,9 @@ fn load_text(v: &Value) -> String {
     t
 }
 
-pub(super) async fn query(
+async fn query(
     manager: &SessionManager,
-    owner: &str,
+    call: &Call,
     p: QueryData,
 ) -> Result<CallToolResult, ToolError> {
     if p.sql.trim().is_empty() {
@@ -157,13 +300,18 @@ pub(super) async fn query(
             "max_rows must be between 1 and {MAX_ROWS}"
         )));
     }
-    let call = HarnessCall::Query {
+    let harness_call = HarnessCall::Query {
         sql: p.sql,
         params: p.params,
         max_rows,
     };
     let reply = manager
-        .call(owner, &p.session_id, call, duration(p.max_duration_secs)?)
+        .call(
+            &call.owner,
+            &p.session_id,
+            harness_call,
+            duration(p.max_duration_secs)?,
+        )
         .await?
         .into_value()?;
     let v = to_json(&reply);
@@ -194,7 +342,7 @@ pub(super) async fn query(
     for note in strings(&v["notes"]) {
         text.push_str(&format!("NOTE: {note}\n"));
     }
-    let structured = json!({
+    let structured_content = json!({
         "session_id": p.session_id,
         "engine": v["engine"],
         "row_count": total,
@@ -207,12 +355,12 @@ pub(super) async fn query(
         "tables": v["tables"],
         "notes": v["notes"],
     });
-    Ok(result(text, structured))
+    Ok(structured(text, structured_content))
 }
 
-pub(super) async fn describe(
+async fn describe(
     manager: &SessionManager,
-    owner: &str,
+    call: &Call,
     p: DescribeData,
 ) -> Result<CallToolResult, ToolError> {
     check_identifier(&p.name)?;
@@ -220,12 +368,12 @@ pub(super) async fn describe(
     if top_n == 0 || top_n > 50 {
         return Err(ToolError::invalid("top_n must be between 1 and 50"));
     }
-    let call = HarnessCall::Describe {
+    let harness_call = HarnessCall::Describe {
         name: p.name,
         top_n,
     };
     let reply = manager
-        .call(owner, &p.session_id, call, None)
+        .call(&call.owner, &p.session_id, harness_call, None)
         .await?
         .into_value()?;
     let mut v = to_json(&reply);
@@ -234,7 +382,7 @@ pub(super) async fn describe(
         obj.remove("text");
         obj.insert("session_id".into(), json!(p.session_id));
     }
-    Ok(result(text, v))
+    Ok(structured(text, v))
 }
 
 #[cfg(test)]

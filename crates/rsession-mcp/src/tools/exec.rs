@@ -4,19 +4,101 @@
 use std::time::Duration;
 
 use base64::Engine;
-use rmcp::model::{CallToolResult, ContentBlock};
+use rmcp::handler::server::common::Extension;
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
+use rmcp::{tool, tool_router};
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::{Call, RSessionServer, ToolResult, input_schema};
 use crate::errors::ToolError;
 use crate::harness::{Event, ExecStatus, HarnessCall};
 use crate::render::render_text;
 use crate::session::{ExecReport, SessionManager};
-use crate::tools::params;
 
-pub(super) async fn execute(
+/// Per-call limits; each is clamped to the server's maximum.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutionLimits {
+    /// Wall-clock deadline in seconds. At the deadline R is interrupted
+    /// (state kept, `execution_timeout`); if it does not stop within a short
+    /// grace period it is killed (`session_lost`).
+    pub max_duration_secs: Option<f64>,
+    /// Bytes of text output to return; beyond it the head and the tail are
+    /// kept and the result is flagged `truncated`.
+    pub max_output_bytes: Option<u64>,
+}
+
+/// Arguments of `execute_in_session`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Execute {
+    /// Session id returned by `create_session`.
+    pub session_id: String,
+    /// R code: one or more top-level expressions, run in order in the
+    /// session's global environment (state persists across calls).
+    pub code: String,
+    /// Optional limits for this call.
+    #[serde(default)]
+    pub limits: Option<ExecutionLimits>,
+}
+
+/// Arguments of `install_package`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstallPackage {
+    /// Session id returned by `create_session`.
+    pub session_id: String,
+    /// One package name, e.g. `"janitor"`.
+    #[serde(default)]
+    pub package: Option<String>,
+    /// Several package names.
+    #[serde(default)]
+    pub packages: Option<Vec<String>>,
+}
+
+#[tool_router(router = exec_router, vis = "pub(super)")]
+impl RSessionServer {
+    /// Run R code in a session.
+    #[tool(
+        name = "execute_in_session",
+        description = "Run R code in a session's global environment; state persists across calls. Returns stdout, printed values, messages, warnings and errors in order (as text and as structured events), and each plot as a PNG image. An R error is a normal result with status \"error\". Optional limits {max_duration_secs, max_output_bytes}.",
+        input_schema = input_schema::<Execute>()
+    )]
+    async fn execute_in_session(
+        &self,
+        Extension(call): Extension<Call>,
+        args: JsonObject,
+    ) -> ToolResult {
+        self.run_paged("execute_in_session", &call, args, |p: Execute| {
+            execute(&self.manager, &call, p)
+        })
+        .await
+    }
+
+    /// Install R packages into the session library.
+    #[tool(
+        name = "install_package",
+        description = "Install R packages (and their missing dependencies) from the server's configured repository into the session's own library, then they can be loaded with library().",
+        input_schema = input_schema::<InstallPackage>()
+    )]
+    async fn install_package(
+        &self,
+        Extension(call): Extension<Call>,
+        args: JsonObject,
+    ) -> ToolResult {
+        self.run("install_package", args, |p: InstallPackage| {
+            install(&self.manager, &call, p)
+        })
+        .await
+    }
+}
+
+async fn execute(
     manager: &SessionManager,
-    owner: &str,
-    p: params::Execute,
+    call: &Call,
+    p: Execute,
 ) -> Result<CallToolResult, ToolError> {
     let limits = p.limits.unwrap_or_default();
     let duration = match limits.max_duration_secs {
@@ -33,30 +115,30 @@ pub(super) async fn execute(
             "limits.max_output_bytes must be at least 1",
         ));
     }
-    let call = HarnessCall::Execute {
+    let harness_call = HarnessCall::Execute {
         code: p.code,
         limits: manager.exec_limits(limits.max_output_bytes),
     };
     let report = manager
-        .call(owner, &p.session_id, call, duration)
+        .call(&call.owner, &p.session_id, harness_call, duration)
         .await?
         .into_report()?;
     Ok(exec_result(&report))
 }
 
-pub(super) async fn install(
+async fn install(
     manager: &SessionManager,
-    owner: &str,
-    p: params::InstallPackage,
+    call: &Call,
+    p: InstallPackage,
 ) -> Result<CallToolResult, ToolError> {
     let mut packages: Vec<String> = p.packages.unwrap_or_default();
     packages.extend(p.package);
-    let call = HarnessCall::InstallPackages {
+    let harness_call = HarnessCall::InstallPackages {
         packages,
         repository: manager.config().package_repository.clone(),
     };
     let report = manager
-        .call(owner, &p.session_id, call, None)
+        .call(&call.owner, &p.session_id, harness_call, None)
         .await?
         .into_report()?;
     let mut result = exec_result(&report);

@@ -1,33 +1,148 @@
-//! Workspace file tools. All I/O goes through R (so remote Rserve hosts
+//! Workspace file tools: `list_session_files`, `read_session_file`,
+//! `write_session_file`. All I/O goes through R (so remote Rserve hosts
 //! work); paths are checked in Rust and again in R.
 
 use base64::Engine;
-use rmcp::model::{CallToolResult, ContentBlock};
+use rmcp::handler::server::common::Extension;
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
+use rmcp::{tool, tool_router};
 use rserve::Sexp;
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::json;
 
+use super::{Call, RSessionServer, ToolResult, input_schema};
 use crate::errors::ToolError;
 use crate::harness::HarnessCall;
 use crate::session::SessionManager;
-use crate::tools::params::{self, ContentEncoding};
+
+/// Arguments of `list_session_files`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListFiles {
+    /// Session id returned by `create_session`.
+    pub session_id: String,
+    /// Directory relative to the workspace (default: the workspace itself).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// List subdirectories too (default false).
+    #[serde(default)]
+    pub recursive: Option<bool>,
+}
+
+/// Arguments of `read_session_file`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadFile {
+    /// Session id returned by `create_session`.
+    pub session_id: String,
+    /// File path relative to the workspace.
+    pub path: String,
+    /// Read at most this many bytes (clamped to the server maximum).
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+}
+
+/// How `write_session_file` content is encoded.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentEncoding {
+    /// UTF-8 text, written as is.
+    #[default]
+    Text,
+    /// Base64 (RFC 4648, standard alphabet) of the bytes to write.
+    Base64,
+}
+
+/// Arguments of `write_session_file`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WriteFile {
+    /// Session id returned by `create_session`.
+    pub session_id: String,
+    /// File path relative to the workspace; missing parent directories are created.
+    pub path: String,
+    /// The content.
+    pub content: String,
+    /// `text` (default) or `base64`.
+    #[serde(default)]
+    pub encoding: ContentEncoding,
+    /// Replace an existing file (default true).
+    #[serde(default)]
+    pub overwrite: Option<bool>,
+}
+
+#[tool_router(router = files_router, vis = "pub(super)")]
+impl RSessionServer {
+    /// List workspace files.
+    #[tool(
+        name = "list_session_files",
+        description = "List files in the session workspace (or a subdirectory of it): name, size in bytes, directory flag, modification time.",
+        input_schema = input_schema::<ListFiles>()
+    )]
+    async fn list_session_files(
+        &self,
+        Extension(call): Extension<Call>,
+        args: JsonObject,
+    ) -> ToolResult {
+        self.run("list_session_files", args, |p: ListFiles| {
+            list(&self.manager, &call, p)
+        })
+        .await
+    }
+
+    /// Read a workspace file.
+    #[tool(
+        name = "read_session_file",
+        description = "Read a file from the session workspace. UTF-8 files come back as text, other files as base64 (images also as image content). Paths are relative to the workspace; '..', absolute paths and symlinks leading out are refused.",
+        input_schema = input_schema::<ReadFile>()
+    )]
+    async fn read_session_file(
+        &self,
+        Extension(call): Extension<Call>,
+        args: JsonObject,
+    ) -> ToolResult {
+        self.run("read_session_file", args, |p: ReadFile| {
+            read(&self.manager, &call, p)
+        })
+        .await
+    }
+
+    /// Write a workspace file.
+    #[tool(
+        name = "write_session_file",
+        description = "Write a file into the session workspace (text, or base64 with encoding=\"base64\"); parent directories are created. Paths are relative to the workspace.",
+        input_schema = input_schema::<WriteFile>()
+    )]
+    async fn write_session_file(
+        &self,
+        Extension(call): Extension<Call>,
+        args: JsonObject,
+    ) -> ToolResult {
+        self.run("write_session_file", args, |p: WriteFile| {
+            write(&self.manager, &call, p)
+        })
+        .await
+    }
+}
 
 fn column<'a>(s: &'a Sexp, name: &str) -> Result<&'a Sexp, ToolError> {
     s.get(name)
         .ok_or_else(|| ToolError::internal(format!("harness reply lacks {name}")))
 }
 
-pub(super) async fn list(
+async fn list(
     manager: &SessionManager,
-    owner: &str,
-    p: params::ListFiles,
+    call: &Call,
+    p: ListFiles,
 ) -> Result<CallToolResult, ToolError> {
     let path = p.path.unwrap_or_else(|| ".".into());
-    let call = HarnessCall::ListFiles {
+    let harness_call = HarnessCall::ListFiles {
         path: path.clone(),
         recursive: p.recursive.unwrap_or(false),
     };
     let reply = manager
-        .call(owner, &p.session_id, call, None)
+        .call(&call.owner, &p.session_id, harness_call, None)
         .await?
         .into_value()?;
     let names = column(&reply, "name")?.as_strings().unwrap_or_default();
@@ -84,17 +199,17 @@ fn image_mime(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
-pub(super) async fn read(
+async fn read(
     manager: &SessionManager,
-    owner: &str,
-    p: params::ReadFile,
+    call: &Call,
+    p: ReadFile,
 ) -> Result<CallToolResult, ToolError> {
-    let call = HarnessCall::ReadFile {
+    let harness_call = HarnessCall::ReadFile {
         path: p.path.clone(),
         max_bytes: p.max_bytes.unwrap_or(u64::MAX),
     };
     let reply = manager
-        .call(owner, &p.session_id, call, None)
+        .call(&call.owner, &p.session_id, harness_call, None)
         .await?
         .into_value()?;
     let bytes = column(&reply, "bytes")?.as_raw().unwrap_or_default();
@@ -133,10 +248,10 @@ pub(super) async fn read(
     Ok(r)
 }
 
-pub(super) async fn write(
+async fn write(
     manager: &SessionManager,
-    owner: &str,
-    p: params::WriteFile,
+    call: &Call,
+    p: WriteFile,
 ) -> Result<CallToolResult, ToolError> {
     let bytes = match p.encoding {
         ContentEncoding::Text => p.content.into_bytes(),
@@ -145,13 +260,13 @@ pub(super) async fn write(
             .map_err(|e| ToolError::invalid(format!("content is not valid base64: {e}")))?,
     };
     let written = bytes.len();
-    let call = HarnessCall::WriteFile {
+    let harness_call = HarnessCall::WriteFile {
         path: p.path.clone(),
         content: bytes,
         overwrite: p.overwrite.unwrap_or(true),
     };
     let reply = manager
-        .call(owner, &p.session_id, call, None)
+        .call(&call.owner, &p.session_id, harness_call, None)
         .await?
         .into_value()?;
     let size = reply

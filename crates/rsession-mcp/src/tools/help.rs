@@ -2,23 +2,52 @@
 //! rendered by `tools::Rd2txt` in the session's R, from the packages that
 //! session can load.
 
-use rmcp::model::{CallToolResult, ContentBlock};
+use rmcp::handler::server::common::Extension;
+use rmcp::model::{CallToolResult, JsonObject};
+use rmcp::{tool, tool_router};
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::json;
 
+use super::{Call, RSessionServer, ToolResult, input_schema, structured};
 use crate::errors::ToolError;
 use crate::harness::HarnessCall;
 use crate::session::SessionManager;
 use crate::sexp_json::to_json;
-use crate::tools::data_params::Help;
+
+/// Arguments of `help`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Help {
+    /// Session id returned by `create_session` (help comes from that session's installed packages).
+    pub session_id: String,
+    /// Topic: a function, dataset or concept, e.g. `"read_csv"`. Omit with
+    /// `package` for the package index.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Package to look in, e.g. `"readr"`.
+    #[serde(default)]
+    pub package: Option<String>,
+}
+
+#[tool_router(router = help_router, vis = "pub(super)")]
+impl RSessionServer {
+    /// R documentation as text.
+    #[tool(
+        name = "help",
+        description = "R documentation as plain text: the help page of a topic (function, dataset), optionally from a given package, or a package's index when only package is given. Inside execute_in_session, ?topic, help() and vignette() also print text.",
+        input_schema = input_schema::<Help>()
+    )]
+    async fn help(&self, Extension(call): Extension<Call>, args: JsonObject) -> ToolResult {
+        self.run_paged("help", &call, args, |p: Help| help(&self.manager, &call, p))
+            .await
+    }
+}
 
 /// Longest topic accepted, in bytes.
 const MAX_TOPIC_BYTES: usize = 200;
 
-pub(super) async fn help(
-    manager: &SessionManager,
-    owner: &str,
-    p: Help,
-) -> Result<CallToolResult, ToolError> {
+async fn help(manager: &SessionManager, call: &Call, p: Help) -> Result<CallToolResult, ToolError> {
     let topic = match p.topic.as_deref().map(str::trim) {
         Some("") => return Err(ToolError::invalid("topic is empty")),
         Some(t) if t.len() > MAX_TOPIC_BYTES => {
@@ -33,12 +62,12 @@ pub(super) async fn help(
             "give a topic (e.g. \"read_csv\"), a package (its index), or both",
         ));
     }
-    let call = HarnessCall::HelpText {
+    let harness_call = HarnessCall::HelpText {
         topic,
         package: p.package,
     };
     let reply = manager
-        .call(owner, &p.session_id, call, None)
+        .call(&call.owner, &p.session_id, harness_call, None)
         .await?
         .into_value()?;
     let v = to_json(&reply);
@@ -55,12 +84,11 @@ pub(super) async fn help(
             others.join(", ")
         ));
     }
-    let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
-    r.structured_content = Some(json!({
+    let value = json!({
         "session_id": p.session_id,
         "topic": v["topic"],
         "package": v["package"],
         "other_packages": v["other_packages"],
-    }));
-    Ok(r)
+    });
+    Ok(structured(text, value))
 }

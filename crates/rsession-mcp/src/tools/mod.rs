@@ -1,34 +1,43 @@
-//! The MCP tools. One [`RSessionServer`] value serves one MCP connection
-//! (stdio) or one HTTP request/session; all of them share the
-//! [`SessionManager`], so R sessions outlive MCP connections.
+//! The MCP tools, one file per group, each holding its `#[tool]` functions,
+//! their argument types (whose doc comments become the tools' JSON Schema,
+//! MCP spec 2025-06-18 "Tools" → "Tool") and their bodies:
+//! `sessions`, `exec`, `files`, `data`, `help`, `pages`;
+//! [`prompts`] for `explore_data`.
+//!
+//! One [`RSessionServer`] value serves one MCP connection (stdio) or one
+//! HTTP request/session; all of them share the [`SessionManager`], so R
+//! sessions outlive MCP connections. Each tool call first passes
+//! [`RSessionServer::call_context`] (identity, the RSession verb of
+//! [`crate::auth::TOOL_VERBS`], progress) and reaches its tool function as a [`Call`].
 
 mod data;
-pub mod data_params;
 mod exec;
-mod explore;
 mod files;
 mod help;
 mod pages;
-pub mod params;
 pub mod prompts;
 mod sessions;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use rmcp::handler::server::common::schema_for_input;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, JsonObject,
-    ProgressNotificationParam, ServerCapabilities, ServerConfig,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    JsonObject, ProgressNotificationParam, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
-use rmcp::{ErrorData, RoleServer, ServerHandler, prompt_handler, tool, tool_handler, tool_router};
+use rmcp::{ErrorData, RoleServer, ServerHandler, prompt_handler, tool_handler};
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::auth::{Verb, caller_of};
 use crate::errors::ToolError;
 use crate::metrics::Metrics;
+use crate::pager::{Pager, PagerConfig};
 use crate::session::{Progress, SessionManager};
 
 /// Shown to clients at initialisation (MCP `instructions`).
@@ -51,6 +60,27 @@ page, {handle, search} to find lines (with page numbers) or {handle, page|offset
 not repeated. R documentation: the help tool {topic, package?}, or ?topic / vignette() in code (plain text). The \
 explore_data prompt gives a step-by-step plan.";
 
+/// Who one tool call acts for and where it reports progress; put into the
+/// request's extensions by [`RSessionServer::call_context`] and taken by
+/// tool functions as `Extension<Call>`.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// Identity sessions are owned by: the authenticated caller's user name,
+    /// else the server's owner (`"local"` for stdio and unauthenticated HTTP).
+    pub owner: String,
+    /// The request's `progressToken` sink (MCP spec 2025-06-18, "Utilities"
+    /// → "Progress").
+    pub progress: Progress,
+}
+
+/// Arguments of a tool that takes none (`create_session`, `list_sessions`).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
+
+/// What a tool function returns to rmcp.
+type ToolResult = Result<CallToolResult, ErrorData>;
+
 fn input_schema<T: schemars::JsonSchema + std::any::Any>() -> Arc<JsonObject> {
     // The argument types are fixed at compile time and covered by a unit test.
     schema_for_input::<T>().unwrap_or_else(|e| panic!("invalid input schema: {e}"))
@@ -63,20 +93,34 @@ fn parse<T: DeserializeOwned>(args: JsonObject) -> Result<T, ToolError> {
         .map_err(|e| ToolError::invalid(format!("invalid arguments: {e}")))
 }
 
+/// `body` run on `args` parsed as `P`.
+async fn outcome<P, F>(
+    args: JsonObject,
+    body: impl FnOnce(P) -> F,
+) -> Result<CallToolResult, ToolError>
+where
+    P: DeserializeOwned,
+    F: Future<Output = Result<CallToolResult, ToolError>>,
+{
+    body(parse::<P>(args)?).await
+}
+
+/// A successful result: `text` as content, `value` as structured content.
+fn structured(text: String, value: serde_json::Value) -> CallToolResult {
+    let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
+    r.structured_content = Some(value);
+    r
+}
+
 /// The MCP server: tools over a shared [`SessionManager`].
 #[derive(Clone)]
 pub struct RSessionServer {
     manager: Arc<SessionManager>,
     metrics: Arc<Metrics>,
-    /// Identity sessions are owned by (`"local"` for stdio and the
-    /// unauthenticated HTTP transport). Per call, replaced by the
-    /// authenticated caller's user name when [`crate::auth::require_bearer`]
-    /// admitted the request.
+    /// Owner of calls that carry no authenticated caller.
     owner: String,
-    /// Where this call reports progress (the request's `progressToken`).
-    progress: Progress,
     /// Long outputs kept for `read_output`, shared by every clone.
-    pager: Arc<crate::pager::Pager>,
+    pager: Arc<Pager>,
     tool_router: ToolRouter<RSessionServer>,
 }
 
@@ -85,18 +129,26 @@ impl RSessionServer {
     pub fn new(
         manager: Arc<SessionManager>,
         metrics: Arc<Metrics>,
-        pager: crate::pager::PagerConfig,
+        pager: PagerConfig,
         owner: impl Into<String>,
     ) -> Self {
-        let pager = Arc::new(crate::pager::Pager::new(pager));
         RSessionServer {
             manager,
             metrics,
             owner: owner.into(),
-            progress: Progress::none(),
-            pager,
-            tool_router: Self::tool_router() + Self::data_tool_router(),
+            pager: Arc::new(Pager::new(pager)),
+            tool_router: Self::router(),
         }
+    }
+
+    /// Every tool of every group.
+    fn router() -> ToolRouter<RSessionServer> {
+        Self::sessions_router()
+            + Self::exec_router()
+            + Self::files_router()
+            + Self::data_router()
+            + Self::help_router()
+            + Self::pages_router()
     }
 
     /// The shared session manager.
@@ -109,25 +161,26 @@ impl RSessionServer {
         &self.metrics
     }
 
-    /// This server as it serves one call: acting for the authenticated caller
-    /// (after the SubjectAccessReview for the tool's RSession verb, see
-    /// [`Verb::for_tool`]) and reporting progress to the request's
-    /// `progressToken` (MCP spec 2025-06-18, "Utilities" → "Progress").
+    /// The [`Call`] of one tool call: acting for the authenticated caller
+    /// (after the SubjectAccessReview for the tool's verb in
+    /// [`crate::auth::TOOL_VERBS`])
+    /// and reporting progress to the request's `progressToken`.
     ///
     /// Errors: `forbidden`, `backend_unavailable` (review failed).
-    async fn for_call(
+    async fn call_context(
         &self,
         tool: &str,
         context: &RequestContext<RoleServer>,
-    ) -> Result<RSessionServer, ToolError> {
-        let mut this = self.clone();
+    ) -> Result<Call, ToolError> {
+        let mut owner = self.owner.clone();
         if let Some(caller) = caller_of(&context.extensions) {
             caller.authorize(Verb::for_tool(tool)).await?;
-            this.owner = caller.identity.username.clone();
+            owner = caller.identity.username.clone();
         }
+        let mut progress = Progress::none();
         if let Some(token) = context.meta.get_progress_token() {
             let peer = context.peer.clone();
-            this.progress = Progress::new(move |update| {
+            progress = Progress::new(move |update| {
                 let peer = peer.clone();
                 let mut param = ProgressNotificationParam::new(token.clone(), update.progress)
                     .with_message(update.message);
@@ -139,15 +192,39 @@ impl RSessionServer {
                 })
             });
         }
-        Ok(this)
+        Ok(Call { owner, progress })
+    }
+
+    /// Parse `args` as `P`, run `body`, and turn the outcome into the tool
+    /// result (see [`RSessionServer::finish`]).
+    async fn run<P, F>(&self, tool: &str, args: JsonObject, body: impl FnOnce(P) -> F) -> ToolResult
+    where
+        P: DeserializeOwned,
+        F: Future<Output = Result<CallToolResult, ToolError>>,
+    {
+        self.finish(tool, outcome(args, body).await)
+    }
+
+    /// [`RSessionServer::run`], then page a long text result for `read_output`.
+    async fn run_paged<P, F>(
+        &self,
+        tool: &str,
+        call: &Call,
+        args: JsonObject,
+        body: impl FnOnce(P) -> F,
+    ) -> ToolResult
+    where
+        P: DeserializeOwned,
+        F: Future<Output = Result<CallToolResult, ToolError>>,
+    {
+        let paged = outcome(args, body)
+            .await
+            .map(|r| pages::paginate(&self.pager, &call.owner, tool, r));
+        self.finish(tool, paged)
     }
 
     /// Record the outcome and turn a failure into an `isError` result.
-    fn finish(
-        &self,
-        tool: &str,
-        result: Result<CallToolResult, ToolError>,
-    ) -> Result<CallToolResult, ErrorData> {
+    fn finish(&self, tool: &str, result: Result<CallToolResult, ToolError>) -> ToolResult {
         match result {
             Ok(r) => {
                 self.metrics.tool_call(tool, "ok");
@@ -162,158 +239,25 @@ impl RSessionServer {
     }
 }
 
-#[tool_router]
-impl RSessionServer {
-    /// Start a new R session with its own workspace directory.
-    #[tool(
-        name = "create_session",
-        description = "Start a new R session (a fresh R process with its own workspace directory as working directory). Returns session_id for the other tools.",
-        input_schema = input_schema::<params::CreateSession>()
-    )]
-    async fn create_session(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
-        let r = async {
-            parse::<params::CreateSession>(args)?;
-            sessions::create(&self.manager, &self.owner, &self.progress).await
-        };
-        self.finish("create_session", r.await)
-    }
-
-    /// Run R code in a session.
-    #[tool(
-        name = "execute_in_session",
-        description = "Run R code in a session's global environment; state persists across calls. Returns stdout, printed values, messages, warnings and errors in order (as text and as structured events), and each plot as a PNG image. An R error is a normal result with status \"error\". Optional limits {max_duration_secs, max_output_bytes}.",
-        input_schema = input_schema::<params::Execute>()
-    )]
-    async fn execute_in_session(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
-        let r = async {
-            let p = parse::<params::Execute>(args)?;
-            let result = exec::execute(&self.manager, &self.owner, p).await?;
-            Ok(pages::paginate(
-                &self.pager,
-                &self.owner,
-                "execute_in_session",
-                result,
-            ))
-        };
-        self.finish("execute_in_session", r.await)
-    }
-
-    /// List this caller's sessions.
-    #[tool(
-        name = "list_sessions",
-        description = "List your sessions with their state (busy, connected, executions, last activity).",
-        input_schema = input_schema::<params::CreateSession>()
-    )]
-    async fn list_sessions(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
-        let r = async {
-            parse::<params::CreateSession>(args)?;
-            sessions::list(&self.manager, &self.owner).await
-        };
-        self.finish("list_sessions", r.await)
-    }
-
-    /// Close a session.
-    #[tool(
-        name = "close_session",
-        description = "Close a session: its R process ends and its workspace is deleted.",
-        input_schema = input_schema::<params::SessionRef>()
-    )]
-    async fn close_session(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
-        let r = async {
-            let p = parse::<params::SessionRef>(args)?;
-            sessions::close(&self.manager, &self.owner, &p.session_id).await
-        };
-        self.finish("close_session", r.await)
-    }
-
-    /// Restart a session's R.
-    #[tool(
-        name = "reset_session",
-        description = "Replace the session's R process with a fresh one: all R objects, loaded packages and options are discarded; workspace files are kept.",
-        input_schema = input_schema::<params::SessionRef>()
-    )]
-    async fn reset_session(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
-        let r = async {
-            let p = parse::<params::SessionRef>(args)?;
-            sessions::reset(&self.manager, &self.owner, &p.session_id).await
-        };
-        self.finish("reset_session", r.await)
-    }
-
-    /// List workspace files.
-    #[tool(
-        name = "list_session_files",
-        description = "List files in the session workspace (or a subdirectory of it): name, size in bytes, directory flag, modification time.",
-        input_schema = input_schema::<params::ListFiles>()
-    )]
-    async fn list_session_files(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
-        let r = async {
-            let p = parse::<params::ListFiles>(args)?;
-            files::list(&self.manager, &self.owner, p).await
-        };
-        self.finish("list_session_files", r.await)
-    }
-
-    /// Read a workspace file.
-    #[tool(
-        name = "read_session_file",
-        description = "Read a file from the session workspace. UTF-8 files come back as text, other files as base64 (images also as image content). Paths are relative to the workspace; '..', absolute paths and symlinks leading out are refused.",
-        input_schema = input_schema::<params::ReadFile>()
-    )]
-    async fn read_session_file(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
-        let r = async {
-            let p = parse::<params::ReadFile>(args)?;
-            files::read(&self.manager, &self.owner, p).await
-        };
-        self.finish("read_session_file", r.await)
-    }
-
-    /// Write a workspace file.
-    #[tool(
-        name = "write_session_file",
-        description = "Write a file into the session workspace (text, or base64 with encoding=\"base64\"); parent directories are created. Paths are relative to the workspace.",
-        input_schema = input_schema::<params::WriteFile>()
-    )]
-    async fn write_session_file(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
-        let r = async {
-            let p = parse::<params::WriteFile>(args)?;
-            files::write(&self.manager, &self.owner, p).await
-        };
-        self.finish("write_session_file", r.await)
-    }
-
-    /// Install R packages into the session library.
-    #[tool(
-        name = "install_package",
-        description = "Install R packages (and their missing dependencies) from the server's configured repository into the session's own library, then they can be loaded with library().",
-        input_schema = input_schema::<params::InstallPackage>()
-    )]
-    async fn install_package(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
-        let r = async {
-            let p = parse::<params::InstallPackage>(args)?;
-            exec::install(&self.manager, &self.owner, p).await
-        };
-        self.finish("install_package", r.await)
-    }
-}
-
 #[tool_handler(router = self.tool_router)]
 #[prompt_handler]
 impl ServerHandler for RSessionServer {
-    /// Every tool call goes through [`RSessionServer::for_call`] (identity,
-    /// RSession rights, progress) before the tool runs.
+    /// Every tool call goes through [`RSessionServer::call_context`]
+    /// (identity, RSession rights, progress) before the tool runs.
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        context: RequestContext<RoleServer>,
+        mut context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let tool = request.name.to_string();
-        let this = match self.for_call(&tool, &context).await {
-            Ok(this) => this,
+        match self.call_context(&tool, &context).await {
+            Ok(call) => {
+                context.extensions.insert(call);
+            }
             Err(e) => return self.finish(&tool, Err(e)).map(Into::into),
-        };
-        let call = ToolCallContext::new(&this, request, context);
-        this.tool_router.call(call).await
+        }
+        let call = ToolCallContext::new(self, request, context);
+        self.tool_router.call(call).await
     }
 
     fn get_info(&self) -> ServerConfig {
@@ -336,17 +280,17 @@ mod tests {
     #[test]
     fn every_input_schema_is_an_object() {
         for schema in [
-            input_schema::<params::CreateSession>(),
-            input_schema::<params::Execute>(),
-            input_schema::<params::SessionRef>(),
-            input_schema::<params::ListFiles>(),
-            input_schema::<params::ReadFile>(),
-            input_schema::<params::WriteFile>(),
-            input_schema::<params::InstallPackage>(),
+            input_schema::<NoArgs>(),
+            input_schema::<exec::Execute>(),
+            input_schema::<sessions::SessionRef>(),
+            input_schema::<files::ListFiles>(),
+            input_schema::<files::ReadFile>(),
+            input_schema::<files::WriteFile>(),
+            input_schema::<exec::InstallPackage>(),
         ] {
             assert_eq!(schema.get("type").and_then(|t| t.as_str()), Some("object"));
         }
-        let exec = input_schema::<params::Execute>();
+        let exec = input_schema::<exec::Execute>();
         let props = exec
             .get("properties")
             .and_then(|p| p.as_object())
@@ -362,15 +306,37 @@ mod tests {
     fn garbage_arguments_are_invalid_argument() {
         let mut args = JsonObject::new();
         args.insert("session_id".into(), serde_json::json!(42));
-        let e = parse::<params::Execute>(args).unwrap_err();
+        let e = parse::<exec::Execute>(args).unwrap_err();
         assert_eq!(e.code, crate::errors::ErrorCode::InvalidArgument);
         let mut args = JsonObject::new();
         args.insert("session_id".into(), serde_json::json!("s"));
         args.insert("code".into(), serde_json::json!("1"));
         args.insert("limits".into(), serde_json::json!({"max_duration": 3}));
         assert!(
-            parse::<params::Execute>(args).is_err(),
+            parse::<exec::Execute>(args).is_err(),
             "unknown limit field must be refused"
         );
+    }
+
+    #[test]
+    fn every_routed_tool_has_its_rsession_verb() {
+        use crate::auth::TOOL_VERBS;
+        let routed: Vec<String> = RSessionServer::router()
+            .list_all()
+            .into_iter()
+            .map(|t| t.name.to_string())
+            .collect();
+        for name in &routed {
+            assert!(
+                TOOL_VERBS.iter().any(|(tool, _)| tool == name),
+                "tool {name} is routed but not in TOOL_VERBS"
+            );
+        }
+        for (tool, _) in TOOL_VERBS {
+            assert!(
+                routed.iter().any(|name| name == tool),
+                "TOOL_VERBS names {tool}, which is not routed"
+            );
+        }
     }
 }

@@ -1,13 +1,59 @@
 //! Long tool output through the [`Pager`]: [`paginate`] turns a result whose
-//! text is longer than one page into its first page plus a handle, and
-//! `read_output` serves the rest.
+//! text is longer than one page into its first page plus a handle, and the
+//! `read_output` tool serves the rest.
 
-use rmcp::model::{CallToolResult, ContentBlock};
+use rmcp::handler::server::common::Extension;
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
+use rmcp::{tool, tool_router};
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::{Call, RSessionServer, ToolResult, input_schema};
 use crate::errors::ToolError;
 use crate::pager::{Answer, Page, Pager, Request};
-use crate::tools::data_params::ReadOutput;
+
+/// Arguments of `read_output`: one of `page`, `offset`, `search`; none means the next unsent page.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadOutput {
+    /// Handle from a paged result (`pager.handle`).
+    pub handle: String,
+    /// 1-based page number.
+    #[serde(default)]
+    pub page: Option<usize>,
+    /// Character offset in the whole output; returns the page holding it.
+    #[serde(default)]
+    pub offset: Option<usize>,
+    /// Return the lines matching this pattern, with line and page numbers.
+    #[serde(default)]
+    pub search: Option<String>,
+    /// Treat `search` as a regular expression (default: literal text).
+    #[serde(default)]
+    pub regex: Option<bool>,
+    /// Match case in `search` (default false).
+    #[serde(default)]
+    pub case_sensitive: Option<bool>,
+    /// Send a page again even if it was sent before (default false).
+    #[serde(default)]
+    pub resend: Option<bool>,
+}
+
+#[tool_router(router = pages_router, vis = "pub(super)")]
+impl RSessionServer {
+    /// Page through long output.
+    #[tool(
+        name = "read_output",
+        description = "Read more of a long result that came back paged (its text ends with a handle). Without page/offset/search: the next page not yet sent. page: that page; offset: the page holding that character offset; search: the matching lines with their line and page numbers (literal text unless regex=true). Pages already sent are not sent again unless resend=true.",
+        input_schema = input_schema::<ReadOutput>()
+    )]
+    async fn read_output(&self, Extension(call): Extension<Call>, args: JsonObject) -> ToolResult {
+        self.run("read_output", args, |p: ReadOutput| async {
+            read(&self.pager, &call.owner, p)
+        })
+        .await
+    }
+}
 
 fn footer(p: &Page) -> String {
     format!(
@@ -64,7 +110,7 @@ pub(crate) fn paginate(
     result
 }
 
-pub(super) fn read(pager: &Pager, owner: &str, p: ReadOutput) -> Result<CallToolResult, ToolError> {
+fn read(pager: &Pager, owner: &str, p: ReadOutput) -> Result<CallToolResult, ToolError> {
     let chosen = [p.page.is_some(), p.offset.is_some(), p.search.is_some()]
         .iter()
         .filter(|b| **b)

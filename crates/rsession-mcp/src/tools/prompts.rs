@@ -6,7 +6,21 @@ use rmcp::model::{PromptMessage, Role};
 use rmcp::{prompt, prompt_router};
 
 use super::RSessionServer;
-use super::data_params::ExploreData;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// Arguments of the `explore_data` prompt (all strings, as MCP prompt arguments are).
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ExploreData {
+    /// Data file relative to the session workspace, e.g. `sales.csv`.
+    pub file_path: String,
+    /// The question or theme to explore, e.g. `"what drives late deliveries"`.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// `report` (default: findings as a written report) or `notebook` (an R Markdown file in the workspace).
+    #[serde(default)]
+    pub output_format: Option<String>,
+}
 
 /// The `explore_data` messages for `args` (a pure function, unit-tested).
 pub fn explore_data_messages(args: &ExploreData) -> Vec<PromptMessage> {
