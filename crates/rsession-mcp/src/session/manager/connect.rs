@@ -1,0 +1,83 @@
+//! Connecting a session's R, reconnecting after a loss, and telling an OOM
+//! kill from other losses.
+
+use std::time::Duration;
+
+use super::messages::reset_notice;
+use super::{Session, SessionManager, Slot};
+use crate::errors::{ErrorCode, ToolError};
+use crate::session::Endpoint;
+use crate::session::conn::RConn;
+use crate::session::oom::OomKill;
+
+/// How long, after a lost connection, a fresh connection may take to read the
+/// OOM-kill counter again before the loss is reported without that check.
+const OOM_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl SessionManager {
+    pub(super) async fn connect(&self, endpoint: &Endpoint) -> Result<RConn, ToolError> {
+        let conn = RConn::open(endpoint, self.config.connect_timeout).await?;
+        tracing::info!(pid = conn.pid(), addr = %endpoint.addr, workspace = %conn.workspace, "R connected");
+        Ok(conn)
+    }
+
+    /// Make sure the slot has a live R; after a loss, connect a fresh one and
+    /// remember to tell the next result.
+    pub(super) async fn ensure_conn<'a>(
+        &self,
+        session: &Session,
+        slot: &'a mut Slot,
+    ) -> Result<&'a mut RConn, ToolError> {
+        if slot.conn.is_none() {
+            let looked_up = self.backend.endpoint(&session.owner, &session.id).await;
+            let (endpoint, conn) = match (looked_up, slot.endpoint.clone()) {
+                (Ok(endpoint), _) => {
+                    let conn = self.connect(&endpoint).await?;
+                    (endpoint, conn)
+                }
+                // The backend cannot say where the session is right now (the
+                // Kubernetes API is down), but it was reachable before: its
+                // Rserve usually still runs there (only the forked R ended),
+                // and the per-session login refuses any other Rserve.
+                (Err(e), Some(last)) if e.code == ErrorCode::BackendUnavailable => {
+                    tracing::warn!(session_id = %session.id, error = %e, addr = %last.addr, "endpoint lookup failed; reconnecting to the last known endpoint");
+                    match self.connect(&last).await {
+                        Ok(conn) => (last, conn),
+                        Err(connect_error) => {
+                            tracing::warn!(session_id = %session.id, error = %connect_error, "the last known endpoint does not answer either");
+                            return Err(e);
+                        }
+                    }
+                }
+                (Err(e), _) => return Err(e),
+            };
+            slot.workspace = Some(conn.workspace.clone());
+            slot.r_version = Some(conn.r_version.clone());
+            if let Some(reason) = slot.lost.take() {
+                slot.pending_notice = Some(reset_notice(&reason));
+            }
+            slot.endpoint = Some(endpoint);
+            slot.conn = Some(conn);
+        }
+        slot.conn
+            .as_mut()
+            .ok_or_else(|| ToolError::internal("no R connection after connecting"))
+    }
+
+    /// After the slot's connection was lost: whether the OOM killer ended
+    /// its R (see [`RConn::lost_to_oom`]).
+    pub(super) async fn lost_to_oom(&self, id: &str, slot: &mut Slot) -> Option<OomKill> {
+        let conn = slot.conn.as_mut()?;
+        let kill = conn
+            .lost_to_oom(OOM_PROBE_TIMEOUT.min(self.config.connect_timeout))
+            .await?;
+        tracing::warn!(session_id = %id, pid = conn.pid(), memory_limit_bytes = ?kill.limit_bytes, "R was killed by the out-of-memory killer");
+        Some(kill)
+    }
+
+    pub(super) fn mark_lost(&self, slot: &mut Slot, reason: &str) {
+        slot.conn = None;
+        slot.lost = Some(reason.to_string());
+        self.metrics.session_lost();
+    }
+}

@@ -1,0 +1,360 @@
+//! The session manager: the registry of sessions (ids, owners, adoption),
+//! one connection per session and serialised calls. By job: `calls.rs`
+//! (running harness calls), `connect.rs` (connecting and recovery after R is
+//! lost), `limits.rs` (settings and clamping), `messages.rs` (what callers
+//! read when a call fails).
+//!
+//! Concurrency: calls on one session are serialised by a per-session lock
+//! taken with `try_lock`, so a second concurrent call gets `session_busy`
+//! (retryable) at once instead of queueing behind a long evaluation. Calls
+//! on different sessions run in parallel.
+
+mod calls;
+mod connect;
+mod limits;
+mod messages;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rand::Rng;
+use serde::Serialize;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::errors::ToolError;
+use crate::metrics::Metrics;
+use crate::session::conn::RConn;
+use crate::session::{Backend, Endpoint, Progress, WorkspaceCleanup};
+
+pub use limits::{FileLimits, Limits, ManagerConfig};
+
+/// A session as tools report it.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct SessionInfo {
+    /// Session id to pass to the other tools.
+    pub session_id: String,
+    /// Backend kind, e.g. `direct`.
+    pub backend: String,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// RFC 3339 time of the last call, if any.
+    pub last_activity: Option<String>,
+    /// Whether a call is running now.
+    pub busy: bool,
+    /// Whether an R process is connected (false after it was lost, until the next call).
+    pub connected: bool,
+    /// Evaluations run so far.
+    pub executions: u64,
+    /// Workspace path as R sees it (the working directory).
+    pub workspace: Option<String>,
+    /// `R.version.string`.
+    pub r_version: Option<String>,
+    /// Backend lifecycle phase where there is one (Kubernetes: the RSession's
+    /// `status.phase`); filled by `list_sessions`.
+    pub phase: Option<String>,
+}
+
+struct Slot {
+    conn: Option<RConn>,
+    /// Where the last R of this session was reached; used to reconnect when the
+    /// backend cannot say now (Kubernetes API unavailable).
+    endpoint: Option<Endpoint>,
+    /// Why the last R went away, until a fresh one is connected and reported.
+    lost: Option<String>,
+    /// A fresh R was connected after a loss; the next result says so.
+    pending_notice: Option<String>,
+    workspace: Option<String>,
+    r_version: Option<String>,
+}
+
+struct Session {
+    id: String,
+    owner: String,
+    created_at: jiff::Timestamp,
+    slot: Arc<Mutex<Slot>>,
+    last_activity: std::sync::Mutex<Option<jiff::Timestamp>>,
+    executions: AtomicU64,
+}
+
+impl Session {
+    /// A session created now with `slot`, no calls yet.
+    fn new(id: &str, owner: &str, slot: Slot) -> Session {
+        Session {
+            id: id.to_string(),
+            owner: owner.to_string(),
+            created_at: jiff::Timestamp::now(),
+            slot: Arc::new(Mutex::new(slot)),
+            last_activity: std::sync::Mutex::new(None),
+            executions: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        *self.last_activity.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(jiff::Timestamp::now());
+    }
+}
+
+/// Owns every session of this server process.
+pub struct SessionManager {
+    backend: Arc<dyn Backend>,
+    config: ManagerConfig,
+    metrics: Arc<Metrics>,
+    sessions: std::sync::Mutex<HashMap<String, Arc<Session>>>,
+}
+
+fn new_session_id() -> String {
+    let bytes: [u8; 6] = rand::rng().random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("rs-{hex}")
+}
+
+impl SessionManager {
+    /// A manager over `backend`.
+    pub fn new(backend: Arc<dyn Backend>, config: ManagerConfig, metrics: Arc<Metrics>) -> Self {
+        SessionManager {
+            backend,
+            config,
+            metrics,
+            sessions: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ManagerConfig {
+        &self.config
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session `id` of `owner`. A session this process does not hold (it
+    /// was created before a restart of this server, or by another replica or
+    /// `kubectl`) is adopted when the backend knows it for `owner`: its R is
+    /// connected on first use, and that first result says R state was reset.
+    async fn find(&self, owner: &str, id: &str) -> Result<Arc<Session>, ToolError> {
+        let held = self.map().get(id).cloned();
+        match held {
+            Some(s) if s.owner == owner => return Ok(s),
+            Some(_) => return Err(ToolError::session_not_found(id)),
+            None => {}
+        }
+        // Errors: session_not_found (unknown, or another owner's), session_not_ready.
+        self.backend.endpoint(owner, id).await?;
+        let adopted = Arc::new(Session::new(
+            id,
+            owner,
+            Slot {
+                conn: None,
+                endpoint: None,
+                lost: Some(messages::ADOPTED_REASON.into()),
+                pending_notice: None,
+                workspace: None,
+                r_version: None,
+            },
+        ));
+        let session = self.map().entry(id.to_string()).or_insert(adopted).clone();
+        if session.owner != owner {
+            return Err(ToolError::session_not_found(id));
+        }
+        self.metrics.set_sessions(self.map().len());
+        tracing::info!(session_id = %id, owner, "session adopted from the backend");
+        Ok(session)
+    }
+
+    fn lock(&self, session: &Arc<Session>) -> Result<OwnedMutexGuard<Slot>, ToolError> {
+        session
+            .slot
+            .clone()
+            .try_lock_owned()
+            .map_err(|_| messages::session_busy(&session.id))
+    }
+
+    /// Create a session: place it on the backend (which reports its steps
+    /// to `progress`), connect, install the harness, create and enter its
+    /// workspace; the connect is reported as the last step.
+    ///
+    /// Errors: `backend_unavailable`, `forbidden` (session limit reached).
+    pub async fn create(&self, owner: &str, progress: &Progress) -> Result<SessionInfo, ToolError> {
+        if self.map().len() >= self.config.max_sessions {
+            return Err(messages::too_many_sessions(self.config.max_sessions));
+        }
+        let id = new_session_id();
+        let endpoint = self.backend.create(owner, &id, progress).await?;
+        let conn = match self.connect(&endpoint).await {
+            Ok(c) => {
+                progress
+                    .finish(format!("Connected: R is ready in session {id}"))
+                    .await;
+                c
+            }
+            Err(e) => {
+                let _ = self.backend.close(owner, &id).await;
+                return Err(e);
+            }
+        };
+        let session = Arc::new(Session::new(
+            &id,
+            owner,
+            Slot {
+                workspace: Some(conn.workspace.clone()),
+                r_version: Some(conn.r_version.clone()),
+                conn: Some(conn),
+                endpoint: Some(endpoint),
+                lost: None,
+                pending_notice: None,
+            },
+        ));
+        self.map().insert(id.clone(), session.clone());
+        self.metrics.set_sessions(self.map().len());
+        tracing::info!(session_id = %id, owner, "session created");
+        Ok(self.info(&session).await)
+    }
+
+    async fn info(&self, s: &Session) -> SessionInfo {
+        let (busy, connected, workspace, r_version) = match s.slot.try_lock() {
+            Ok(slot) => (
+                false,
+                slot.conn.is_some(),
+                slot.workspace.clone(),
+                slot.r_version.clone(),
+            ),
+            Err(_) => (true, true, None, None),
+        };
+        SessionInfo {
+            session_id: s.id.clone(),
+            backend: self.backend.kind().to_string(),
+            created_at: s.created_at.to_string(),
+            last_activity: s
+                .last_activity
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .map(|t| t.to_string()),
+            busy,
+            connected,
+            executions: s.executions.load(Ordering::Relaxed),
+            workspace,
+            r_version,
+            phase: None,
+        }
+    }
+
+    /// Sessions of `owner`, oldest first.
+    pub async fn list(&self, owner: &str) -> Result<Vec<SessionInfo>, ToolError> {
+        let mut known = self.backend.list(owner).await?;
+        known.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then(a.session_id.cmp(&b.session_id))
+        });
+        let mut out = Vec::with_capacity(known.len());
+        for k in known {
+            let local = self.map().get(&k.session_id).cloned();
+            match local {
+                Some(s) if s.owner == owner => {
+                    let mut info = self.info(&s).await;
+                    info.phase = k.phase;
+                    out.push(info);
+                }
+                _ => out.push(SessionInfo {
+                    session_id: k.session_id,
+                    backend: self.backend.kind().to_string(),
+                    created_at: k.created_at,
+                    last_activity: None,
+                    busy: false,
+                    connected: false,
+                    executions: 0,
+                    workspace: None,
+                    r_version: None,
+                    phase: k.phase,
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Close a session: end its R, remove it from the backend (and its
+    /// workspace, see [`WorkspaceCleanup`]).
+    ///
+    /// Errors: `session_not_found`, `session_busy`.
+    pub async fn close(&self, owner: &str, id: &str) -> Result<(), ToolError> {
+        let held = self.map().get(id).cloned();
+        let session = match held {
+            Some(s) if s.owner == owner => s,
+            Some(_) => return Err(ToolError::session_not_found(id)),
+            None => {
+                // Not held here (not ready, or created before a restart):
+                // the backend checks the owner and removes it.
+                self.backend.close(owner, id).await?;
+                tracing::info!(session_id = %id, "session closed");
+                return Ok(());
+            }
+        };
+        let mut slot = self.lock(&session)?;
+        self.map().remove(id);
+        self.metrics.set_sessions(self.map().len());
+        if let Some(conn) = slot.conn.take() {
+            match self.backend.workspace_cleanup() {
+                WorkspaceCleanup::ViaR => conn.destroy_workspace().await,
+                WorkspaceCleanup::ByBackend => conn.close().await,
+            }
+        }
+        self.backend.close(owner, id).await?;
+        tracing::info!(session_id = %id, "session closed");
+        Ok(())
+    }
+
+    /// Replace the session's R with a fresh one (workspace files kept).
+    /// Returns the notice to show.
+    pub async fn reset(&self, owner: &str, id: &str) -> Result<String, ToolError> {
+        let session = self.find(owner, id).await?;
+        let mut slot = self.lock(&session)?;
+        if let Some(conn) = slot.conn.take() {
+            conn.close().await;
+        }
+        slot.lost = None;
+        self.ensure_conn(&session, &mut slot).await?;
+        slot.pending_notice = None;
+        session.touch();
+        Ok(messages::RESET_DONE.into())
+    }
+
+    /// Close every session (server shutdown). Busy sessions are dropped,
+    /// which closes their sockets and ends their R. Sessions of a backend
+    /// whose sessions outlive this process ([`Backend::outlives_server`]) are
+    /// only disconnected, so a restarted server can use them again.
+    pub async fn close_all(&self) {
+        let all: Vec<Arc<Session>> = self.map().drain().map(|(_, s)| s).collect();
+        for s in all {
+            if let Ok(mut slot) = s.slot.try_lock()
+                && let Some(conn) = slot.conn.take()
+            {
+                conn.close().await;
+            }
+            if !self.backend.outlives_server() {
+                let _ = self.backend.close(&s.owner, &s.id).await;
+            }
+        }
+        self.metrics.set_sessions(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_are_distinct_and_shaped() {
+        let a = new_session_id();
+        let b = new_session_id();
+        assert_ne!(a, b);
+        assert!(a.starts_with("rs-") && a.len() == 15, "{a}");
+    }
+}
