@@ -4,9 +4,10 @@
 //! - [`harness`]: the R evaluation harness (`harness.R`): its entry points as
 //!   typed calls rendered into R, literals and argument checks, decoding;
 //! - [`session`]: the [`session::Backend`] trait (where sessions live), the
-//!   `direct` backend and the [`session::SessionManager`] (connections,
-//!   serialisation, limits, recovery);
-//! - [`tools`]: the MCP tools (`execute_in_session`, ...);
+//!   `direct` and `kubernetes` backends and the [`session::SessionManager`]
+//!   (registry, serialisation, limits, recovery; one `call` for every tool);
+//! - [`tools`]: the MCP tools, one file per group (`#[tool]` fn, arguments,
+//!   body together) and the tool → RSession verb table in [`auth`];
 //! - [`http`]: streamable HTTP at `/mcp` plus `/healthz`, `/readyz`, `/metrics`;
 //! - [`auth`]: bearer tokens (TokenReview) and RSession rights (SubjectAccessReview);
 //! - [`local_rserve`]: the embedded local Rserve;

@@ -7,7 +7,7 @@
 //! One [`RSessionServer`] value serves one MCP connection (stdio) or one
 //! HTTP request/session; all of them share the [`SessionManager`], so R
 //! sessions outlive MCP connections. Each tool call first passes
-//! [`RSessionServer::call_context`] (identity, the RSession verb of
+//! `RSessionServer::call_context` (identity, the RSession verb of
 //! [`crate::auth::TOOL_VERBS`], progress) and reaches its tool function as a [`Call`].
 
 mod data;
@@ -61,7 +61,7 @@ not repeated. R documentation: the help tool {topic, package?}, or ?topic / vign
 explore_data prompt gives a step-by-step plan.";
 
 /// Who one tool call acts for and where it reports progress; put into the
-/// request's extensions by [`RSessionServer::call_context`] and taken by
+/// request's extensions by `RSessionServer::call_context` and taken by
 /// tool functions as `Extension<Call>`.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -242,7 +242,7 @@ impl RSessionServer {
 #[tool_handler(router = self.tool_router)]
 #[prompt_handler]
 impl ServerHandler for RSessionServer {
-    /// Every tool call goes through [`RSessionServer::call_context`]
+    /// Every tool call goes through `RSessionServer::call_context`
     /// (identity, RSession rights, progress) before the tool runs.
     async fn call_tool(
         &self,
