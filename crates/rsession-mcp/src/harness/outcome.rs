@@ -52,6 +52,19 @@ pub enum ExecStatus {
     Interrupted,
 }
 
+impl ExecStatus {
+    /// The wire name (`ok`, `error`, `parse_error`, `interrupted`), as in
+    /// results and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecStatus::Ok => "ok",
+            ExecStatus::Error => "error",
+            ExecStatus::ParseError => "parse_error",
+            ExecStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// One thing that happened during an evaluation, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {

@@ -5,8 +5,6 @@
 //! into structured content (JSON) and a text rendering. Only summaries, the
 //! first rows and capped query results cross into this process.
 
-use std::time::Duration;
-
 use rmcp::handler::server::common::Extension;
 use rmcp::model::{CallToolResult, JsonObject};
 use rmcp::{tool, tool_router};
@@ -14,7 +12,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Call, RSessionServer, ToolResult, input_schema, structured};
+use super::{Call, RSessionServer, ToolResult, deadline, input_schema, structured};
 use crate::errors::ToolError;
 use crate::harness::HarnessCall;
 use crate::harness::literal::check_identifier;
@@ -166,16 +164,6 @@ pub const DEFAULT_MAX_ROWS: u32 = 1000;
 /// Most rows `query_data` returns.
 pub const MAX_ROWS: u32 = 10_000;
 
-fn duration(secs: Option<f64>) -> Result<Option<Duration>, ToolError> {
-    match secs {
-        Some(s) if !(s.is_finite() && s > 0.0) => Err(ToolError::invalid(
-            "max_duration_secs must be a positive number of seconds",
-        )),
-        Some(s) => Ok(Some(Duration::from_secs_f64(s.min(1e9)))),
-        None => Ok(None),
-    }
-}
-
 fn human_bytes(b: f64) -> String {
     const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
     let mut v = b;
@@ -217,7 +205,7 @@ async fn load(
             &call.owner,
             &p.session_id,
             harness_call,
-            duration(p.max_duration_secs)?,
+            deadline(p.max_duration_secs, "max_duration_secs")?,
         )
         .await?
         .into_value()?;
@@ -310,7 +298,7 @@ async fn query(
             &call.owner,
             &p.session_id,
             harness_call,
-            duration(p.max_duration_secs)?,
+            deadline(p.max_duration_secs, "max_duration_secs")?,
         )
         .await?
         .into_value()?;

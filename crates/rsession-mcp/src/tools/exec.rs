@@ -1,8 +1,6 @@
 //! `execute_in_session` and `install_package`: evaluation results as MCP
 //! content (text in order, one image per plot) plus structured events.
 
-use std::time::Duration;
-
 use base64::Engine;
 use rmcp::handler::server::common::Extension;
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
@@ -11,7 +9,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Call, RSessionServer, ToolResult, input_schema};
+use super::{Call, RSessionServer, ToolResult, deadline, input_schema};
 use crate::errors::ToolError;
 use crate::harness::{Event, ExecStatus, HarnessCall};
 use crate::render::render_text;
@@ -101,15 +99,7 @@ async fn execute(
     p: Execute,
 ) -> Result<CallToolResult, ToolError> {
     let limits = p.limits.unwrap_or_default();
-    let duration = match limits.max_duration_secs {
-        Some(s) if !(s.is_finite() && s > 0.0) => {
-            return Err(ToolError::invalid(
-                "limits.max_duration_secs must be a positive number of seconds",
-            ));
-        }
-        Some(s) => Some(Duration::from_secs_f64(s.min(1e9))),
-        None => None,
-    };
+    let duration = deadline(limits.max_duration_secs, "limits.max_duration_secs")?;
     if limits.max_output_bytes == Some(0) {
         return Err(ToolError::invalid(
             "limits.max_output_bytes must be at least 1",
@@ -146,15 +136,6 @@ async fn install(
         result.is_error = Some(true);
     }
     Ok(result)
-}
-
-fn status_name(s: ExecStatus) -> &'static str {
-    match s {
-        ExecStatus::Ok => "ok",
-        ExecStatus::Error => "error",
-        ExecStatus::ParseError => "parse_error",
-        ExecStatus::Interrupted => "interrupted",
-    }
 }
 
 /// Structured form of the events; plots are described here and carried as
@@ -217,7 +198,7 @@ pub(crate) fn exec_result(report: &ExecReport) -> CallToolResult {
     let mut result = CallToolResult::success(content);
     result.structured_content = Some(json!({
         "session_id": report.session_id,
-        "status": status_name(o.status),
+        "status": o.status.as_str(),
         "events": events_json(&o.events),
         "truncated": o.truncated,
         "omitted_bytes": o.omitted_bytes,

@@ -20,6 +20,7 @@ mod sessions;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rmcp::handler::server::common::schema_for_input;
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -91,6 +92,18 @@ fn input_schema<T: schemars::JsonSchema + std::any::Any>() -> Arc<JsonObject> {
 fn parse<T: DeserializeOwned>(args: JsonObject) -> Result<T, ToolError> {
     serde_json::from_value(serde_json::Value::Object(args))
         .map_err(|e| ToolError::invalid(format!("invalid arguments: {e}")))
+}
+
+/// A deadline argument in seconds (`name` as the caller spelt it): positive
+/// and finite, else `invalid_argument`.
+fn deadline(secs: Option<f64>, name: &str) -> Result<Option<Duration>, ToolError> {
+    match secs {
+        Some(s) if !(s.is_finite() && s > 0.0) => Err(ToolError::invalid(format!(
+            "{name} must be a positive number of seconds"
+        ))),
+        Some(s) => Ok(Some(Duration::from_secs_f64(s.min(1e9)))),
+        None => Ok(None),
+    }
 }
 
 /// `body` run on `args` parsed as `P`.

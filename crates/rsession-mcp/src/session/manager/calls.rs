@@ -10,9 +10,7 @@ use tokio::time::Instant;
 
 use super::{SessionManager, messages};
 use crate::errors::{ErrorCode, ToolError};
-use crate::harness::{
-    ExecLimits, ExecReport, ExecStatus, HarnessCall, Reply, UPLOAD_VAR, enforce_output_cap,
-};
+use crate::harness::{ExecLimits, ExecReport, HarnessCall, Reply, UPLOAD_VAR, enforce_output_cap};
 use crate::render::render_text;
 use crate::session::conn::Interrupted;
 
@@ -119,8 +117,7 @@ impl SessionManager {
         match result? {
             Ok(mut outcome) => {
                 enforce_output_cap(&mut outcome, usize::try_from(output).unwrap_or(usize::MAX));
-                self.metrics
-                    .execution(status_label(outcome.status), elapsed);
+                self.metrics.execution(outcome.status.as_str(), elapsed);
                 Ok(ExecReport {
                     session_id: id.to_string(),
                     outcome,
@@ -279,14 +276,5 @@ impl SessionManager {
             repository: self.config.package_repository.clone(),
         };
         self.call(owner, id, call, None).await?.into_report()
-    }
-}
-
-fn status_label(s: ExecStatus) -> &'static str {
-    match s {
-        ExecStatus::Ok => "ok",
-        ExecStatus::Error => "error",
-        ExecStatus::ParseError => "parse_error",
-        ExecStatus::Interrupted => "interrupted",
     }
 }
