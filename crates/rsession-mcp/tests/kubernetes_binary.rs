@@ -8,25 +8,17 @@
 
 mod kubernetes_support;
 
-use std::process::Stdio;
-
 use kube::ResourceExt;
 use kube::api::Api;
 use kubernetes_support::{
-    StandIn, call, connect, control_plane, error_code, setup_identities, structured,
-    teardown_identities, text, token_for,
+    StandIn, call, connect, control_plane, error_code, server_bin, service_account_token,
+    setup_identities, spawn_http_server, structured, teardown_identities, text,
 };
-use rmcp::ServiceExt;
-use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
+use rmcp::transport::ConfigureCommandExt;
 use rsession_api::RSession;
 use rsession_mcp::session::kubernetes::{ANNOTATION_OWNER_NAME, LABEL_OWNER, owner_label_value};
 use rsession_testenv::{ADMIN_USER, PodSecurity};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
-
-fn server_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_rsession-mcp")
-}
 
 #[tokio::test]
 async fn the_binary_serves_kubernetes_sessions_over_http_and_stdio() {
@@ -39,34 +31,22 @@ async fn the_binary_serves_kubernetes_sessions_over_http_and_stdio() {
         let port = rserve::testing::free_port().expect("free port");
 
         // HTTP, configured like the chart's Deployment (auth on by default).
-        let mut server = tokio::process::Command::new(server_bin())
+        let mut command = tokio::process::Command::new(server_bin());
+        command
             .env("KUBECONFIG", cp.kubeconfig_path())
             .env("RSESSION_TRANSPORT", "http")
             .env("RSESSION_LISTEN", format!("127.0.0.1:{port}"))
             .env("RSESSION_BACKEND", "kubernetes")
             .env("RSESSION_NAMESPACE", &ns)
             .env("RSESSION_WORKSPACE_ROOT", workspace.path())
-            .env("RSESSION_LOG", "info")
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn rsession-mcp");
-        let mut lines = BufReader::new(server.stderr.take().expect("stderr")).lines();
-        loop {
-            let line = lines
-                .next_line()
-                .await
-                .expect("read stderr")
-                .expect("rsession-mcp exited before serving");
-            if line.contains("serving MCP over streamable HTTP") {
-                break;
-            }
-        }
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            .env("RSESSION_LOG", "info");
+        let mut server = spawn_http_server(command).await;
         let url = format!("http://127.0.0.1:{port}/mcp");
 
         assert!(connect(&url, None).await.is_err(), "no token: refused");
-        let token = token_for(&admin, &ns, "alice").await;
+        let token = service_account_token(&admin, &ns, "alice")
+            .await
+            .expect("TokenRequest");
         let alice = connect(&url, Some(&token)).await.expect("alice connects");
         let created = call(&alice, "create_session", json!({})).await;
         assert_eq!(error_code(&created), None, "{}", text(&created));
@@ -81,7 +61,9 @@ async fn the_binary_serves_kubernetes_sessions_over_http_and_stdio() {
         )
         .await;
         assert!(text(&r).contains("42"), "{}", text(&r));
-        let bob_token = token_for(&admin, &ns, "bob").await;
+        let bob_token = service_account_token(&admin, &ns, "bob")
+            .await
+            .expect("TokenRequest");
         let bob = connect(&url, Some(&bob_token)).await.expect("bob connects");
         let denied = call(&bob, "create_session", json!({})).await;
         assert_eq!(error_code(&denied).as_deref(), Some("forbidden"));
@@ -110,11 +92,9 @@ async fn the_binary_serves_kubernetes_sessions_over_http_and_stdio() {
                 .env("RSESSION_WORKSPACE_ROOT", workspace.path())
                 .env("RSESSION_LOG", "warn");
         });
-        let (transport, _) = TokioChildProcess::builder(cmd)
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn stdio");
-        let local = ().serve(transport).await.expect("MCP over stdio");
+        let (local, _pid) = rsession_testkit::mcp::connect_stdio(cmd)
+            .await
+            .expect("MCP over stdio");
         let listed = local
             .call_tool(rmcp::model::CallToolRequestParams::new("list_sessions"))
             .await

@@ -17,8 +17,8 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::wait::await_condition;
 use kubernetes_support::{
-    Frontend, StandIn, call, connect, control_plane, error_code, sa_user, setup_identities,
-    structured, teardown_identities, text, token_for,
+    Frontend, StandIn, call, connect, control_plane, error_code, service_account_token,
+    service_account_user, setup_identities, structured, teardown_identities, text,
 };
 use rsession_api::RSession;
 use rsession_api::well_known as wk;
@@ -60,7 +60,7 @@ async fn create_use_isolate_and_close_sessions_through_mcp_with_service_account_
         );
 
         // alice creates a session and sees progress Pending → Starting → Ready.
-        let alice_token = token_for(&admin, &ns, "alice").await;
+        let alice_token = service_account_token(&admin, &ns, "alice").await.expect("TokenRequest");
         let alice = connect(&frontend.url, Some(&alice_token)).await.expect("alice connects");
         let created = call(&alice, "create_session", json!({})).await;
         assert_eq!(error_code(&created), None, "{}", text(&created));
@@ -87,7 +87,7 @@ async fn create_use_isolate_and_close_sessions_through_mcp_with_service_account_
 
         // The RSession is labelled with alice's hashed identity, applied by rsession-mcp.
         let rs = rsessions.get(&id).await.expect("RSession exists");
-        let alice_user = sa_user(&ns, "alice");
+        let alice_user = service_account_user(&ns, "alice");
         assert_eq!(rs.labels().get(LABEL_OWNER), Some(&owner_label_value(&alice_user)));
         assert!(
             rs.managed_fields().iter().any(|f| f.manager.as_deref() == Some("rsession-mcp")
@@ -133,7 +133,7 @@ async fn create_use_isolate_and_close_sessions_through_mcp_with_service_account_
         assert_eq!(sessions[0]["phase"], "Ready");
 
         // bob (get/list/delete but no create) sees nothing of alice's and may not create.
-        let bob_token = token_for(&admin, &ns, "bob").await;
+        let bob_token = service_account_token(&admin, &ns, "bob").await.expect("TokenRequest");
         let bob = connect(&frontend.url, Some(&bob_token)).await.expect("bob connects");
         let bob_list = call(&bob, "list_sessions", json!({})).await;
         assert_eq!(error_code(&bob_list), None);
@@ -148,7 +148,7 @@ async fn create_use_isolate_and_close_sessions_through_mcp_with_service_account_
         assert_eq!(rsessions.list(&Default::default()).await.unwrap().items.len(), 1, "bob created nothing");
 
         // carol (no RBAC at all) is authenticated but forbidden everything.
-        let carol_token = token_for(&admin, &ns, "carol").await;
+        let carol_token = service_account_token(&admin, &ns, "carol").await.expect("TokenRequest");
         let carol = connect(&frontend.url, Some(&carol_token)).await.expect("carol connects");
         let carol_list = call(&carol, "list_sessions", json!({})).await;
         assert_eq!(error_code(&carol_list).as_deref(), Some("forbidden"));
@@ -194,7 +194,7 @@ async fn create_use_isolate_and_close_sessions_through_mcp_with_service_account_
         // Least privilege: everything the frontend did ran under the chart's
         // Role + auth-delegator without a single 403, and the reviews really
         // went through the apiserver.
-        let frontend_user = sa_user(&ns, "rsession-mcp");
+        let frontend_user = service_account_user(&ns, "rsession-mcp");
         let events = cp.audit_events().expect("audit log");
         let by_frontend: Vec<&serde_json::Value> = events
             .iter()
@@ -237,7 +237,7 @@ async fn a_session_that_never_gets_ready_answers_session_not_ready() {
                 Default::default(),
                 std::sync::Arc::new(rsession_mcp::metrics::Metrics::new()),
             );
-            let owner = sa_user(&ns, "alice");
+            let owner = service_account_user(&ns, "alice");
             let e = manager
                 .create(&owner, &Progress::none())
                 .await

@@ -10,15 +10,19 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock};
-use rmcp::service::RunningService;
-use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
-use rmcp::{RoleClient, ServiceExt};
+use rmcp::model::CallToolResult;
+use rmcp::transport::ConfigureCommandExt;
 use rsession_mcp::local_rserve::{LocalRserve, LocalRserveOptions};
 use rsession_mcp::metrics::Metrics;
 use rsession_mcp::session::direct::{DirectBackend, RserveTarget};
 use rsession_mcp::session::{ManagerConfig, SessionManager};
+use rsession_testkit::mcp;
 use serde_json::Value;
+
+#[allow(unused_imports)] // each test binary uses a subset
+pub use rsession_testkit::mcp::{
+    expect_error_code as error_code, expect_structured as structured, images,
+};
 
 /// Owner used by manager-level tests.
 pub const OWNER: &str = "test";
@@ -173,7 +177,7 @@ pub fn server_bin() -> PathBuf {
 
 /// An MCP client connected to a spawned `rsession-mcp`.
 pub struct Client {
-    pub service: RunningService<RoleClient, ()>,
+    pub service: mcp::Client,
     /// Server process id.
     pub pid: u32,
     /// For HTTP: the server child, stopped with SIGTERM on [`Client::stop`].
@@ -188,12 +192,9 @@ pub async fn stdio_client(extra: &[&str]) -> Client {
     let cmd = tokio::process::Command::new(server_bin()).configure(|c| {
         c.args(&extra).env("RSESSION_LOG", "warn");
     });
-    let (transport, _stderr) = TokioChildProcess::builder(cmd)
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn rsession-mcp");
-    let pid = transport.id().expect("child pid");
-    let service = ().serve(transport).await.expect("MCP initialize over stdio");
+    let (service, pid) = mcp::connect_stdio(cmd)
+        .await
+        .expect("spawn rsession-mcp and initialize MCP over stdio");
     Client {
         service,
         pid,
@@ -236,8 +237,9 @@ pub async fn http_client(extra: &[&str]) -> (Client, String) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let base = format!("http://{listen}");
-    let transport = StreamableHttpClientTransport::from_uri(format!("{base}/mcp"));
-    let service = ().serve(transport).await.expect("MCP initialize over HTTP");
+    let service = mcp::connect_http(&format!("{base}/mcp"), None)
+        .await
+        .expect("MCP initialize over HTTP");
     (
         Client {
             service,
@@ -252,11 +254,7 @@ pub async fn http_client(extra: &[&str]) -> (Client, String) {
 impl Client {
     /// Call `tool` with JSON `args`.
     pub async fn call(&self, tool: &str, args: Value) -> CallToolResult {
-        let args = args.as_object().cloned().unwrap_or_default();
-        self.service
-            .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
-            .await
-            .unwrap_or_else(|e| panic!("tools/call {tool} failed at the protocol level: {e}"))
+        mcp::expect_call(&self.service, tool, args).await
     }
 
     /// `create_session` and return its id.
@@ -329,37 +327,7 @@ impl Client {
     }
 }
 
-/// The structured content of a result.
-pub fn structured(r: &CallToolResult) -> &Value {
-    r.structured_content.as_ref().expect("structured content")
-}
-
-/// All text content joined.
+/// All text content concatenated (no separator).
 pub fn text(r: &CallToolResult) -> String {
-    r.content
-        .iter()
-        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-        .collect::<Vec<_>>()
-        .join("")
-}
-
-/// Image contents as (mime, base64).
-pub fn images(r: &CallToolResult) -> Vec<(String, String)> {
-    r.content
-        .iter()
-        .filter_map(|c| match c {
-            ContentBlock::Image(i) => Some((i.mime_type.clone(), i.data.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Error code of an `isError` result.
-pub fn error_code(r: &CallToolResult) -> String {
-    assert_eq!(
-        r.is_error,
-        Some(true),
-        "expected an error result, got {r:?}"
-    );
-    structured(r)["code"].as_str().expect("code").to_string()
+    mcp::text_joined(r, "")
 }

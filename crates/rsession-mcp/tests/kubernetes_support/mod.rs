@@ -11,67 +11,53 @@
 //! frontend does — server-side apply, watch, Secret read, QAP1, activity
 //! stamps, TokenReview, SubjectAccessReview, RBAC, deletion — is real. The
 //! real operator + kubelet path is covered by the node e2e suite (`e2e/`).
+//!
+//! [`Frontend`] is the `rsession-mcp` binary itself (`main.rs` → `App::start` → HTTP with the
+//! auth layer), configured through `KUBECONFIG` and the `RSESSION_*` variables the Helm chart
+//! sets, acting as the `rsession-mcp` service account. The MCP client helpers come from
+//! `rsession-testkit`.
 
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
 use rand::Rng;
 use rand::distr::Alphanumeric;
-use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientConfig, ContentBlock, ProgressNotificationParam,
-};
+use rmcp::model::{ClientConfig, ProgressNotificationParam};
 use rmcp::service::{NotificationContext, RunningService};
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use rmcp::{ClientHandler, RoleClient};
 use rserve::testing::{FixtureConfig, RserveFixture};
 use rsession_api::well_known as wk;
 use rsession_api::{Phase, RSession, RSessionStatus};
-use rsession_mcp::auth::{KubeAuth, KubeAuthConfig};
-use rsession_mcp::metrics::Metrics;
-use rsession_mcp::session::kubernetes::{KubernetesBackend, KubernetesConfig};
-use rsession_mcp::session::{ManagerConfig, SessionManager};
 use rsession_testenv::{ControlPlane, apply_yaml};
-use serde::Serialize;
-use serde_json::Value;
+use rsession_testkit::mcp;
+use rsession_testkit::status::{ReadyStatus, StatusApply};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+#[allow(unused_imports)] // each test binary uses a subset
+pub use rsession_testkit::mcp::{
+    error_code, expect_call as call, service_account_token, service_account_user, structured, text,
+};
 
 /// Field manager of the stand-in's writes.
 const STANDIN_MANAGER: &str = "test-kubelet-stand-in";
 
 /// The shared control plane with the committed RSession CRD installed.
 pub async fn control_plane() -> &'static ControlPlane {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,rsession_mcp=info".into()),
-        )
-        .try_init();
-    ControlPlane::shared_with_crds()
-        .await
-        .expect("control plane with the RSession CRD")
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct StatusApply<'a> {
-    api_version: &'static str,
-    kind: &'static str,
-    status: &'a RSessionStatus,
+    rsession_testkit::control_plane("warn,rsession_mcp=info").await
 }
 
 /// Stands in for the kubelet (see the module docs): real Rserve per RSession.
@@ -133,11 +119,7 @@ impl StandIn {
 }
 
 async fn set_status(api: &Api<RSession>, name: &str, status: &RSessionStatus) {
-    let body = StatusApply {
-        api_version: "rsession.dev/v1alpha1",
-        kind: "RSession",
-        status,
-    };
+    let body = StatusApply::new(status);
     api.patch_status(
         name,
         &PatchParams::apply(STANDIN_MANAGER).force(),
@@ -205,18 +187,10 @@ async fn start_session(api: &Api<RSession>, secrets: &Api<Secret>, rs: &RSession
         .await
         .expect("stand-in credentials Secret");
 
-    status.phase = Some(Phase::Ready);
-    status.message = Some("Rserve accepts connections".into());
-    status.endpoint = Some(fixture.addr().to_string());
-    status.credentials_secret = Some(secret_name);
-    status.conditions = vec![Condition {
-        type_: "Ready".into(),
-        status: "True".into(),
-        reason: "RserveReady".into(),
-        message: "stand-in Rserve listens".into(),
-        last_transition_time: Time(jiff::Timestamp::now().round(jiff::Unit::Second).unwrap()),
-        observed_generation: generation,
-    }];
+    ReadyStatus::new(fixture.addr().to_string(), secret_name)
+        .observed_generation(generation)
+        .condition_message("stand-in Rserve listens")
+        .apply_to(&mut status);
     set_status(api, &name, &status).await;
     fixture
 }
@@ -309,89 +283,103 @@ pub async fn teardown_identities(client: &Client, ns: &str) {
         .await;
 }
 
-/// A real service-account token of `ns/name` from the TokenRequest API
-/// (audience: the apiserver's own).
-pub async fn token_for(client: &Client, ns: &str, name: &str) -> String {
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: Vec::new(),
-            expiration_seconds: Some(3600),
-            bound_object_ref: None,
-        },
-        ..TokenRequest::default()
-    };
-    accounts
-        .create_token_request(name, &PostParams::default(), &request)
-        .await
-        .expect("TokenRequest")
-        .status
-        .expect("token status")
-        .token
+/// Path of the built server binary.
+pub fn server_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rsession-mcp")
 }
 
-/// The user name the apiserver gives service account `ns/name`.
-pub fn sa_user(ns: &str, name: &str) -> String {
-    format!("system:serviceaccount:{ns}:{name}")
+/// Spawns `command` (the server with `RSESSION_TRANSPORT=http`) with stderr piped, and
+/// returns once it logs that it serves HTTP; its later log lines are drained.
+pub async fn spawn_http_server(mut command: tokio::process::Command) -> tokio::process::Child {
+    let mut server = command
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn rsession-mcp");
+    let mut lines = BufReader::new(server.stderr.take().expect("stderr")).lines();
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .expect("read stderr")
+            .expect("rsession-mcp exited before serving");
+        if line.contains("serving MCP over streamable HTTP") {
+            break;
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    server
 }
 
-/// The MCP frontend, in-process: the kubernetes backend and the reviews run
-/// as the `rsession-mcp` service account (impersonated), HTTP on loopback
-/// with the same router and auth layer as `rsession-mcp --transport http`.
+/// The MCP frontend as the chart runs it: the `rsession-mcp` binary with the kubernetes
+/// backend and bearer-token auth over HTTP on loopback, its backend and reviews running as
+/// the `rsession-mcp` service account (a kubeconfig that impersonates it).
 pub struct Frontend {
+    /// The streamable-HTTP endpoint, `http://127.0.0.1:<port>/mcp`.
     pub url: String,
-    pub manager: Arc<SessionManager>,
-    cancel: CancellationToken,
-    task: JoinHandle<()>,
+    server: tokio::process::Child,
 }
 
 impl Frontend {
+    /// Starts the frontend for sessions in `ns` with workspaces under `workspace`
+    /// (Ready within 60 s, interrupt grace 1 s).
     pub async fn start(cp: &ControlPlane, ns: &str, workspace: &str) -> Frontend {
-        let client = cp
-            .impersonate_service_account(ns, "rsession-mcp")
-            .expect("frontend client");
-        let mut config = KubernetesConfig::new(ns);
-        config.workspace = workspace.to_string();
-        config.ready_timeout = Duration::from_secs(60);
-        let backend = KubernetesBackend::new(client.clone(), config);
-        let metrics = Arc::new(Metrics::new());
-        let mut manager_config = ManagerConfig::default();
-        manager_config.limits.grace = Duration::from_secs(1);
-        let manager = Arc::new(SessionManager::new(
-            Arc::new(backend),
-            manager_config,
-            metrics.clone(),
-        ));
-        let auth = Arc::new(KubeAuth::new(client, KubeAuthConfig::new(ns)));
-        let cancel = CancellationToken::new();
-        let router = rsession_mcp::auth::layer(
-            rsession_mcp::http::router(manager.clone(), metrics, &[], cancel.clone()),
-            auth,
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr: SocketAddr = listener.local_addr().expect("addr");
-        let stop = cancel.clone();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-        });
+        let kubeconfig = service_account_kubeconfig(cp, ns, "rsession-mcp");
+        let port = rserve::testing::free_port().expect("free port");
+        let mut command = tokio::process::Command::new(server_bin());
+        command
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RSESSION_TRANSPORT", "http")
+            .env("RSESSION_LISTEN", format!("127.0.0.1:{port}"))
+            .env("RSESSION_BACKEND", "kubernetes")
+            .env("RSESSION_NAMESPACE", ns)
+            .env("RSESSION_WORKSPACE_ROOT", workspace)
+            .env("RSESSION_READY_TIMEOUT_SECS", "60")
+            .env("RSESSION_INTERRUPT_GRACE_SECS", "1")
+            .env("RSESSION_LOG", "info");
+        let server = spawn_http_server(command).await;
         Frontend {
-            url: format!("http://{addr}/mcp"),
-            manager,
-            cancel,
-            task,
+            url: format!("http://127.0.0.1:{port}/mcp"),
+            server,
         }
     }
 
-    /// Stop serving and drop this frontend's state (like a process exit; the
-    /// RSession objects stay).
-    pub async fn stop(self) {
-        self.cancel.cancel();
-        let _ = self.task.await;
+    /// Stops the process with SIGTERM and waits for it (the RSession objects stay).
+    pub async fn stop(mut self) {
+        let pid = self.server.id().expect("pid").to_string();
+        let _ = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await;
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.server.wait()).await;
     }
+}
+
+/// Writes a copy of the admin kubeconfig that impersonates service account `ns/name` (user
+/// and groups as the apiserver's service-account authenticator assigns them) into the
+/// control plane's folder, and returns its path.
+fn service_account_kubeconfig(cp: &ControlPlane, ns: &str, name: &str) -> std::path::PathBuf {
+    let mut config =
+        kube::config::Kubeconfig::read_from(cp.kubeconfig_path()).expect("admin kubeconfig");
+    for named in &mut config.auth_infos {
+        if let Some(info) = named.auth_info.as_mut() {
+            info.impersonate = Some(service_account_user(ns, name));
+            info.impersonate_groups = Some(vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{ns}"),
+                "system:authenticated".into(),
+            ]);
+        }
+    }
+    let path = cp.dir().join(format!("{ns}-{name}.kubeconfig"));
+    write_json(&path, &config);
+    path
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) {
+    // JSON is YAML, which is what kubeconfig readers parse.
+    std::fs::write(path, serde_json::to_vec(value).expect("kubeconfig JSON"))
+        .expect("write kubeconfig");
 }
 
 /// An MCP client that records progress notifications.
@@ -417,47 +405,6 @@ impl ClientHandler for Recorder {
 pub type Client_ = RunningService<RoleClient, Recorder>;
 
 /// A real rmcp client over streamable HTTP with `token` as bearer token.
-pub async fn connect(url: &str, token: Option<&str>) -> Result<Client_, String> {
-    let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string());
-    if let Some(t) = token {
-        config = config.auth_header(t.to_string());
-    }
-    let transport = StreamableHttpClientTransport::from_config(config);
-    Recorder::default()
-        .serve(transport)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// Call `tool` with `args`. (The rmcp client puts a progress token of its
-/// own into every request's `_meta`, so progress notifications always flow.)
-pub async fn call(client: &Client_, tool: &str, args: Value) -> CallToolResult {
-    let params = CallToolRequestParams::new(tool.to_string())
-        .with_arguments(args.as_object().cloned().unwrap_or_default());
-    client
-        .call_tool(params)
-        .await
-        .unwrap_or_else(|e| panic!("{tool} call failed at the protocol level: {e}"))
-}
-
-/// The text content of a result, joined.
-pub fn text(r: &CallToolResult) -> String {
-    r.content
-        .iter()
-        .filter_map(|c| match c {
-            ContentBlock::Text(t) => Some(t.text.clone()),
-            _ => None,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// The structured content (tool errors carry `{code, ...}` there).
-pub fn structured(r: &CallToolResult) -> Value {
-    r.structured_content.clone().unwrap_or(Value::Null)
-}
-
-/// The error code of a failed call, or `None` when it succeeded.
-pub fn error_code(r: &CallToolResult) -> Option<String> {
-    (r.is_error == Some(true)).then(|| structured(r)["code"].as_str().unwrap_or("?").to_string())
+pub async fn connect(url: &str, token: Option<&str>) -> Result<Client_, mcp::Error> {
+    mcp::connect_http_with(Recorder::default(), url, token).await
 }
