@@ -8,16 +8,18 @@ use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::Client;
 use kube::client::Body;
 use kube::runtime::controller::Action;
+use rsession_api::status::{CONDITION_EXPIRED, CONDITION_POD_SCHEDULED};
 use rsession_api::{
     DatabaseSpec, EgressRule, NetworkSpec, Phase, RSession, RSessionSpec, RSessionStatus,
     SecretReference,
 };
 use rsession_operator::metrics::Metrics;
 use rsession_operator::{Context, Error, OperatorConfig, error_policy, reconcile};
+use rsession_testkit::status::ReadyStatus;
 use serde_json::{Value, json};
 use tower_test::mock::{Handle, SendResponse};
 
@@ -265,25 +267,27 @@ fn pod_list(items: Vec<Value>) -> Value {
 /// Status of a session whose pod `<name>-1` was Ready, computed by the operator itself in a
 /// previous reconcile (so transition times are realistic).
 fn ready_status(name: &str, pod_created: Timestamp) -> RSessionStatus {
-    serde_json::from_value(json!({
-        "phase": "Ready",
-        "conditions": [
-            {"type": "Ready", "status": "True", "reason": "RserveReady", "message": "Rserve accepts connections",
-             "observedGeneration": 1, "lastTransitionTime": pod_created.to_string()},
-            {"type": "PodScheduled", "status": "True", "reason": "Scheduled", "message": "",
-             "observedGeneration": 1, "lastTransitionTime": pod_created.to_string()},
-            {"type": "Expired", "status": "False", "reason": "Active", "message": "",
-             "observedGeneration": 1, "lastTransitionTime": pod_created.to_string()}
-        ],
-        "observedGeneration": 1,
-        "podName": format!("{name}-1"),
-        "podUID": format!("uid-{name}-1"),
-        "endpoint": format!("{POD_IP}:6311"),
-        "credentialsSecret": format!("{name}-credentials"),
-        "startTime": pod_created.to_string(),
-        "message": "Rserve accepts connections"
-    }))
-    .expect("status")
+    let mut status = ReadyStatus::new(format!("{POD_IP}:6311"), format!("{name}-credentials"))
+        .observed_generation(Some(1))
+        .since(pod_created)
+        .build();
+    for (type_, value, reason) in [
+        (CONDITION_POD_SCHEDULED, "True", "Scheduled"),
+        (CONDITION_EXPIRED, "False", "Active"),
+    ] {
+        status.conditions.push(Condition {
+            type_: type_.into(),
+            status: value.into(),
+            reason: reason.into(),
+            message: String::new(),
+            last_transition_time: Time(pod_created),
+            observed_generation: Some(1),
+        });
+    }
+    status.pod_name = Some(format!("{name}-1"));
+    status.pod_uid = Some(format!("uid-{name}-1"));
+    status.start_time = Some(Time(pod_created));
+    status
 }
 
 fn credentials(name: &str, password: &str) -> Value {

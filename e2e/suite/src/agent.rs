@@ -12,17 +12,13 @@ use rsession_api::RSession;
 use serde_json::{Value, json};
 
 use crate::{
-    McpClient, call, delete_rsession, env, mcp_connect, mcp_url, owner_label_value, sa_token,
-    sessions_ns, text,
+    LABEL_OWNER, McpClient, call, delete_rsession, env, mcp_connect, mcp_url, owner_label_value,
+    sa_token, sessions_ns, text,
 };
 
 /// Deadline of one tool call unless the caller names another, in seconds (above the chart's
 /// `readyTimeoutSecs`, 120, so `create_session` answers before it).
 pub const CALL_SECS: u64 = 200;
-
-/// Label the frontend puts on the RSessions it creates: the owner's hash
-/// (`rsession-mcp`'s `LABEL_OWNER`).
-pub const LABEL_OWNER: &str = "rsession.dev/owner";
 
 /// A tool failure as the frontend reports it: `{code, message, retryable, details}`.
 #[derive(Debug, Clone)]
@@ -107,6 +103,7 @@ pub async fn mcp_connect_retrying(token: &str, secs: u64) -> Result<McpClient> {
     loop {
         let attempt = tokio::time::timeout(Duration::from_secs(30), mcp_connect(&url, Some(token)))
             .await
+            .map(|r| r.map_err(anyhow::Error::from))
             .unwrap_or_else(|_| Err(anyhow!("MCP initialize at {url}: no answer within 30 s")));
         match attempt {
             Ok(c) => return Ok(c),
@@ -153,7 +150,7 @@ impl Agent {
 
     /// The user name the frontend sees (TokenReview of a ServiceAccount token).
     pub fn username(&self) -> String {
-        format!("system:serviceaccount:{}:{}", self.ns, self.sa)
+        rsession_testkit::mcp::service_account_user(&self.ns, &self.sa)
     }
 
     /// The owner label value of this identity's sessions.
@@ -171,9 +168,11 @@ impl Agent {
 
     /// Calls `tool` with `args` under a deadline of `secs` seconds.
     pub async fn call_within(&self, tool: &str, args: Value, secs: u64) -> Result<CallToolResult> {
-        tokio::time::timeout(Duration::from_secs(secs), call(&self.mcp, tool, args))
-            .await
-            .map_err(|_| anyhow!("{tool}: no answer within {secs} s"))?
+        Ok(
+            tokio::time::timeout(Duration::from_secs(secs), call(&self.mcp, tool, args))
+                .await
+                .map_err(|_| anyhow!("{tool}: no answer within {secs} s"))??,
+        )
     }
 
     /// Calls `tool` with `args` under [`CALL_SECS`].

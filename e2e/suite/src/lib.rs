@@ -27,20 +27,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use backon::{ExponentialBuilder, Retryable};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams};
 use kube::runtime::wait::{Condition, await_condition};
 use kube::{Client, Resource, ResourceExt};
-use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock};
-use rmcp::service::RunningService;
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::{RoleClient, ServiceExt};
 use rserve::{ConnectOptions, Connection};
 use rsession_api::{RSession, well_known as wk};
-use serde_json::Value;
+use rsession_testkit::mcp::service_account_token;
 
 mod agent;
 mod forward;
@@ -53,6 +47,11 @@ pub use forward::mcp_url;
 pub use net::*;
 pub use node::*;
 pub use sessions::*;
+
+pub use rsession_api::well_known::LABEL_OWNER;
+pub use rsession_testkit::mcp::{
+    Client as McpClient, call, connect_http as mcp_connect, images, structured_field, text,
+};
 
 /// Field manager of every object this suite applies.
 pub const FIELD_MANAGER: &str = "rsession-e2e";
@@ -122,24 +121,13 @@ where
 
 /// Condition type `t` of an RSession has status `True`.
 pub fn has_condition(rs: &RSession, t: &str) -> bool {
-    rs.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == t && c.status == "True")
-    })
+    rs.status.as_ref().is_some_and(|s| s.condition_true(t))
 }
 
-/// Condition: the RSession is Ready with an endpoint and a credentials Secret.
+/// Condition: the RSession is Ready with an endpoint and a credentials Secret
+/// ([`RSession::is_ready`]).
 pub fn is_ready() -> impl Condition<RSession> {
-    |o: Option<&RSession>| {
-        o.is_some_and(|rs| {
-            has_condition(rs, "Ready")
-                && rs
-                    .status
-                    .as_ref()
-                    .is_some_and(|s| s.endpoint.is_some() && s.credentials_secret.is_some())
-        })
-    }
+    |o: Option<&RSession>| o.is_some_and(RSession::is_ready)
 }
 
 /// Server-side applies `obj` (YAML or JSON value) to namespace `ns`.
@@ -289,20 +277,7 @@ pub async fn sa_token(
         };
         apply(client, ns, &rb).await?;
     }
-    let req = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            expiration_seconds: Some(3600),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let resp: TokenRequest = sas
-        .create_subresource("token", sa, &PostParams::default(), &req)
-        .await?;
-    resp.status
-        .map(|s| s.token)
-        .context("TokenRequest without a token")
+    Ok(service_account_token(client, ns, sa).await?)
 }
 
 /// Creates namespace `ns` (PodSecurity restricted) if missing.
@@ -336,58 +311,6 @@ pub async fn session_pod(client: &Client, ns: &str, rs: &RSession) -> Result<Pod
         .and_then(|s| s.pod_name.clone())
         .context("no status.podName")?;
     Ok(Api::namespaced(client.clone(), ns).get(&name).await?)
-}
-
-/// An MCP client over streamable HTTP.
-pub type McpClient = RunningService<RoleClient, ()>;
-
-/// Connects an MCP client to `url` with an optional bearer token.
-pub async fn mcp_connect(url: &str, token: Option<&str>) -> Result<McpClient> {
-    let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string());
-    if let Some(t) = token {
-        config = config.auth_header(t.to_string());
-    }
-    ().serve(StreamableHttpClientTransport::from_config(config))
-        .await
-        .map_err(|e| anyhow!("MCP initialize at {url}: {e}"))
-}
-
-/// Calls tool `name` with `args`; a protocol-level failure is an error.
-pub async fn call(client: &McpClient, name: &str, args: Value) -> Result<CallToolResult> {
-    let params = CallToolRequestParams::new(name.to_string())
-        .with_arguments(args.as_object().cloned().unwrap_or_default());
-    client
-        .call_tool(params)
-        .await
-        .map_err(|e| anyhow!("{name}: {e}"))
-}
-
-/// The text content of a tool result, joined by newlines.
-pub fn text(r: &CallToolResult) -> String {
-    r.content
-        .iter()
-        .filter_map(|c| match c {
-            ContentBlock::Text(t) => Some(t.text.clone()),
-            _ => None,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// The image contents of a tool result as (mime type, base64 data).
-pub fn images(r: &CallToolResult) -> Vec<(String, String)> {
-    r.content
-        .iter()
-        .filter_map(|c| match c {
-            ContentBlock::Image(i) => Some((i.mime_type.clone(), i.data.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-/// A field of the structured content of a tool result.
-pub fn structured_field(r: &CallToolResult, field: &str) -> Option<Value> {
-    r.structured_content.as_ref()?.get(field).cloned()
 }
 
 /// The names of the RSessions in `ns` (for diagnostics).

@@ -43,16 +43,7 @@ pub fn managed_selector() -> String {
 /// The shared control plane with the committed CRD installed, and test logging on
 /// (`RUST_LOG`, shown for failing tests).
 pub async fn control_plane() -> &'static ControlPlane {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,rsession_operator=info".into()),
-        )
-        .try_init();
-    ControlPlane::shared_with_crds()
-        .await
-        .expect("control plane with the RSession CRD")
+    rsession_testkit::control_plane("warn,rsession_operator=info").await
 }
 
 /// Operator configuration for one test: only `namespace` is watched, so tests sharing the
