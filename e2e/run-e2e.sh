@@ -110,6 +110,7 @@ if [ "$bench" = 1 ]; then
   (cd "$repo" && cargo test -p rsession-e2e --test bench -- --ignored --nocapture) 2>&1 | tee -a "$out" || status=1
 fi
 log "summary"
-grep -E '^test |^test result|^LOAD' "$out" >&2 || true
+# Prefixed, so that a caller counting "test result:" lines (e2e/test.sh) counts each once.
+grep -E '^test |^test result|^LOAD' "$out" | sed 's/^/[summary] /' >&2 || true
 if [ "$down" = 1 ]; then "$repo/e2e/local/down.sh"; fi
 exit "$status"
