@@ -25,13 +25,11 @@ case "${1:-}" in
 esac
 [ "$(id -u)" -eq 0 ] || die "must run as root"
 
-stop() { stop_component "$1"; }
-
 # Policy and proxy first (their cleanup needs nothing else), then the kubelet so that it
 # does not restart containers while they are removed.
 stop_network_policy_enforcers
-stop kube-proxy
-stop kubelet
+stop_component kube-proxy
+stop_component kubelet
 
 # Pod containers: kill and delete every task and container in containerd's k8s.io namespace.
 if [ -S "$CONTAINERD_SOCK" ] && pid_of containerd >/dev/null; then
@@ -42,11 +40,11 @@ if [ -S "$CONTAINERD_SOCK" ] && pid_of containerd >/dev/null; then
   for c in $(ctr_ containers ls -q 2>/dev/null || true); do ctr_ containers delete "$c" >/dev/null 2>&1 || true; done
   [ -z "$tasks" ] || log "containers: removed $(echo "$tasks" | wc -w)"
 fi
-stop containerd
+stop_component containerd
 # The control plane shuts down gracefully in 2-3 s each: stop the three API clients together.
-for name in kube-scheduler kube-controller-manager kube-apiserver; do stop "$name" & done
+for name in kube-scheduler kube-controller-manager kube-apiserver; do stop_component "$name" & done
 wait
-stop etcd
+stop_component etcd
 
 # Network namespaces made by the CRI plugin for pods, then the bridges and IPAM leases.
 for ns in $(ip netns list 2>/dev/null | awk '/^cni-/{print $1}'); do

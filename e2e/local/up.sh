@@ -129,7 +129,7 @@ start_bg etcd "$K8S_BIN/etcd" --name rsession-local --data-dir "$STATE/etcd" \
   --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
   --initial-cluster "rsession-local=http://127.0.0.1:$ETCD_PEER_PORT" \
   --listen-metrics-urls "http://127.0.0.1:$((ETCD_PORT + 1))" --quota-backend-bytes 2147483648
-wait_until "etcd healthy" 60 curl -sf "http://127.0.0.1:$((ETCD_PORT + 1))/health" \
+wait_until "etcd healthy" 60 component_healthy etcd \
   || die "etcd not healthy, see $LOGS/etcd.log"
 
 # ---------------------------------------------------------------------------------------------
@@ -145,7 +145,7 @@ start_bg kube-apiserver "$K8S_BIN/kube-apiserver" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
   --allow-privileged=true --profiling=false --enable-priority-and-fairness=true
-wait_until "apiserver ready" 120 kubectl_admin get --raw /readyz \
+wait_until "apiserver ready" 120 component_healthy kube-apiserver \
   || die "kube-apiserver not ready, see $LOGS/kube-apiserver.log"
 
 # ---------------------------------------------------------------------------------------------
@@ -165,9 +165,9 @@ start_bg kube-scheduler "$K8S_BIN/kube-scheduler" \
   --authentication-kubeconfig "$STATE/kube-scheduler.kubeconfig" \
   --authorization-kubeconfig "$STATE/kube-scheduler.kubeconfig" \
   --bind-address 127.0.0.1 --secure-port 10259 --leader-elect=false
-wait_until "kube-controller-manager healthy" 60 curl -skf https://127.0.0.1:10257/healthz \
+wait_until "kube-controller-manager healthy" 60 component_healthy kube-controller-manager \
   || die "kube-controller-manager not healthy, see $LOGS/kube-controller-manager.log"
-wait_until "kube-scheduler healthy" 60 curl -skf https://127.0.0.1:10259/healthz \
+wait_until "kube-scheduler healthy" 60 component_healthy kube-scheduler \
   || die "kube-scheduler not healthy, see $LOGS/kube-scheduler.log"
 
 # ---------------------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ render "$here/node/containerd.toml" "$STATE/containerd.toml"
 restart_if_changed containerd
 render "$here/node/cni.conflist" "$STATE/cni/net.d/10-rsession.conflist"
 start_bg containerd containerd --config "$STATE/containerd.toml"
-wait_until "containerd serving" 60 ctr -a "$CONTAINERD_SOCK" version \
+wait_until "containerd serving" 60 component_healthy containerd \
   || die "containerd not serving, see $LOGS/containerd.log"
 CONTAINERD_ADDRESS="$CONTAINERD_SOCK" "$repo/images/build.sh" pause
 
@@ -230,15 +230,15 @@ fresh_ready() { # fresh_ready <jsonpath of the Ready condition's status and time
 }
 wait_until "node Ready" 180 fresh_ready '{range .status.conditions[?(@.type=="Ready")]}{.status}@{.lastHeartbeatTime}{end}' \
   node "$NODE_NAME" || die "node not Ready, see $LOGS/kubelet.log"
-wait_until "kube-proxy healthy" 60 curl -sf http://127.0.0.1:10256/healthz \
+wait_until "kube-proxy healthy" 60 component_healthy kube-proxy \
   || die "kube-proxy not healthy, see $LOGS/kube-proxy.log"
 case "$ENFORCER" in
   kube-network-policies)
-    wait_until "kube-network-policies serving metrics" 60 curl -sf http://127.0.0.1:9080/metrics \
+    wait_until "kube-network-policies serving metrics" 60 component_healthy kube-network-policies \
       || die "kube-network-policies not running, see $LOGS/kube-network-policies.log" ;;
   kube-router)
     # /healthz turns 200 once the policy controller has finished a full sync.
-    wait_until "kube-router policy controller healthy" 120 curl -sf "http://127.0.0.1:$KUBE_ROUTER_HEALTH_PORT/healthz" \
+    wait_until "kube-router policy controller healthy" 120 component_healthy kube-router \
       || die "kube-router not healthy, see $LOGS/kube-router.log" ;;
 esac
 

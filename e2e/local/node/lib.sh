@@ -99,7 +99,8 @@ stop_component() {
   log "$name: stopped in $(( $(date +%s) - deadline + 15 ))s"
 }
 
-# component_healthy <component>: the health check up.sh waits on for that component.
+# component_healthy <component>: the health check of that component, which up.sh and
+# component.sh wait on.
 component_healthy() {
   case "$1" in
     etcd) curl -sf "http://127.0.0.1:$((ETCD_PORT + 1))/health" ;;

@@ -94,9 +94,9 @@ KC
 # stop_network_policy_enforcers: stops either enforcer and removes what it put in the kernel
 # (used by down.sh; chains named KUBE-* are removed there with kube-proxy's).
 stop_network_policy_enforcers() {
-  stop kube-network-policies
+  stop_component kube-network-policies
   nft delete table inet kube-network-policies 2>/dev/null || true
-  stop kube-router
+  stop_component kube-router
 }
 
 # remove_kube_router_ipsets: after its iptables chains are gone, the sets they referenced.
