@@ -19,6 +19,10 @@ root="$PWD"
 # is 90 minutes cold; the closing lines say where the time went).
 log() { echo "[test] [${SECONDS}s] $*" >&2; }
 step_times=()
+# cargo_results <log>: "passed failed ignored" for each of cargo test's closing lines.
+cargo_results() {
+  sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored.*/\1 \2 \3/p' "$1"
+}
 mark() { step_times+=("$1=$(( SECONDS - ${last_mark:-0} ))s"); last_mark=$SECONDS; }
 logs="$(mktemp -d)"
 failed_steps=()
@@ -44,7 +48,7 @@ cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$logs/cargo-test.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || failed_steps+=("cargo test")
 while read -r p f i; do
   passed=$((passed + p)); failed=$((failed + f)); ignored=$((ignored + i))
-done < <(sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored.*/\1 \2 \3/p' "$logs/cargo-test.log")
+done < <(cargo_results "$logs/cargo-test.log")
 
 mark rust
 log "(4/6) Python MCP SDK acceptance tests"
@@ -94,7 +98,7 @@ else
     e2e_tests=0
     while read -r p f i; do
       passed=$((passed + p)); failed=$((failed + f)); e2e_tests=$((e2e_tests + p + f))
-    done < <(sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored.*/\1 \2 \3/p' "$logs/e2e.log")
+    done < <(cargo_results "$logs/e2e.log")
     # The e2e tests are #[ignore]d in the plain cargo test run above, and run here.
     ignored=$((ignored > e2e_tests ? ignored - e2e_tests : 0))
     [ "$e2e_tests" -gt 0 ] || { echo "cluster e2e: no test ran"; failed_steps+=("cluster e2e (no test ran)"); failed=$((failed + 1)); }
