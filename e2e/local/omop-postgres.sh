@@ -9,6 +9,11 @@ set -euo pipefail
 NODE_IP="${RSESSION_NODE_IP:-10.240.0.1}"
 DB=cdm USER_=analyst PASS="${RSESSION_E2E_PG_PASSWORD:-e2e-analyst}" SCHEMA=cdm_synthetic
 log() { echo "[omop-postgres] $*" >&2; }
+# stdout is the caller's `eval` input: only the export lines at the end go there. Everything
+# else (pg_ctlcluster prints "Removed stale pid file." after an unclean stop) goes to stderr.
+# A block redirect, not `exec 3>&1`: a spare descriptor would be inherited by the postmaster
+# and hold the caller's `$(...)` open for as long as PostgreSQL runs.
+{
 
 if ! command -v pg_ctlcluster >/dev/null; then
   log "installing postgresql from apt"
@@ -74,6 +79,8 @@ GRANT USAGE ON SCHEMA $SCHEMA TO $USER_;
 GRANT SELECT ON ALL TABLES IN SCHEMA $SCHEMA TO $USER_;
 SQL
 fi
+} >&2
+
 cat <<OUT
 export RSESSION_E2E_PG_HOST=$NODE_IP
 export RSESSION_E2E_PG_PORT=5432
