@@ -92,6 +92,10 @@ kubectl get clusterrole "$RSESSION_E2E_USER_CLUSTERROLE" >/dev/null
 
 log "synthetic OMOP CDM in PostgreSQL"
 pg_out="$("$repo/e2e/local/omop-postgres.sh")"
+# eval only what the script promises to print; anything else is a bug there, said plainly here
+if bad="$(grep -vE '^export RSESSION_E2E_PG_[A-Z_]+=[^;&|`$()]*$' <<<"$pg_out")"; then
+  echo "omop-postgres.sh printed something other than export lines: $bad" >&2; exit 1
+fi
 eval "$pg_out"
 
 log "suite"
