@@ -6,7 +6,7 @@
 //! - [`session`]: the [`session::Backend`] trait (where sessions live), the
 //!   `direct` and `kubernetes` backends and the [`session::SessionManager`]
 //!   (registry, serialisation, limits, recovery; one `call` for every tool);
-//! - [`tools`]: the MCP tools, one file per group (`#[tool]` fn, arguments,
+//! - [`tools`]: the MCP tools, one file per group (`routes()`, arguments,
 //!   body together) and the tool → RSession verb table in [`auth`];
 //! - [`http`]: streamable HTTP at `/mcp` plus `/healthz`, `/readyz`, `/metrics`;
 //! - [`auth`]: bearer tokens (TokenReview) and RSession rights (SubjectAccessReview);

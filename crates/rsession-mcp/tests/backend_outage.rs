@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
+use common::harness_calls::HarnessCalls;
 use common::{OWNER, direct_backend};
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use rsession_mcp::errors::{ErrorCode, ToolError};
 use rsession_mcp::harness::Event;
 use rsession_mcp::local_rserve::{LocalRserve, LocalRserveOptions};
@@ -42,22 +42,20 @@ impl Flaky {
     }
 }
 
+#[async_trait]
 impl Backend for Flaky {
     fn kind(&self) -> &'static str {
         "flaky"
     }
 
-    fn create<'a>(
-        &'a self,
-        owner: &'a str,
-        id: &'a str,
-        progress: &'a Progress,
-    ) -> BoxFuture<'a, Result<Endpoint, ToolError>> {
-        async move {
-            self.check()?;
-            self.inner.create(owner, id, progress).await
-        }
-        .boxed()
+    async fn create(
+        &self,
+        owner: &str,
+        id: &str,
+        progress: &Progress,
+    ) -> Result<Endpoint, ToolError> {
+        self.check()?;
+        self.inner.create(owner, id, progress).await
     }
 
     fn record_activity(&self, owner: &str, id: &str) {
@@ -67,32 +65,19 @@ impl Backend for Flaky {
         self.stamps.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn endpoint<'a>(
-        &'a self,
-        owner: &'a str,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Endpoint, ToolError>> {
-        async move {
-            self.check()?;
-            self.inner.endpoint(owner, id).await
-        }
-        .boxed()
+    async fn endpoint(&self, owner: &str, id: &str) -> Result<Endpoint, ToolError> {
+        self.check()?;
+        self.inner.endpoint(owner, id).await
     }
 
-    fn list<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<Vec<BackendSession>, ToolError>> {
-        async move {
-            self.check()?;
-            self.inner.list(owner).await
-        }
-        .boxed()
+    async fn list(&self, owner: &str) -> Result<Vec<BackendSession>, ToolError> {
+        self.check()?;
+        self.inner.list(owner).await
     }
 
-    fn close<'a>(&'a self, owner: &'a str, id: &'a str) -> BoxFuture<'a, Result<(), ToolError>> {
-        async move {
-            self.check()?;
-            self.inner.close(owner, id).await
-        }
-        .boxed()
+    async fn close(&self, owner: &str, id: &str) -> Result<(), ToolError> {
+        self.check()?;
+        self.inner.close(owner, id).await
     }
 
     fn workspace_cleanup(&self) -> WorkspaceCleanup {
@@ -103,8 +88,8 @@ impl Backend for Flaky {
         true
     }
 
-    fn ready(&self) -> BoxFuture<'_, bool> {
-        async move { !self.down.load(Ordering::SeqCst) }.boxed()
+    async fn ready(&self) -> bool {
+        !self.down.load(Ordering::SeqCst)
     }
 }
 

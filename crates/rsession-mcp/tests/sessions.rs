@@ -4,6 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::harness_calls::HarnessCalls;
 use common::{OWNER, build_local_repo, fixture};
 use rsession_mcp::errors::ErrorCode;
 use rsession_mcp::harness::{Event, ExecStatus, png_dimensions};

@@ -158,18 +158,24 @@ pub enum Reply {
     Value(Sexp),
 }
 
-impl Reply {
-    /// The evaluation report; `internal` for a value.
-    pub fn into_report(self) -> Result<ExecReport, ToolError> {
-        match self {
+/// The evaluation report of a [`Reply`]; `internal` for a value.
+impl TryFrom<Reply> for ExecReport {
+    type Error = ToolError;
+
+    fn try_from(reply: Reply) -> Result<Self, ToolError> {
+        match reply {
             Reply::Report(r) => Ok(r),
             Reply::Value(_) => Err(ToolError::internal("expected an evaluation report")),
         }
     }
+}
 
-    /// The R value; `internal` for an evaluation report.
-    pub fn into_value(self) -> Result<Sexp, ToolError> {
-        match self {
+/// The R value of a [`Reply`]; `internal` for an evaluation report.
+impl TryFrom<Reply> for Sexp {
+    type Error = ToolError;
+
+    fn try_from(reply: Reply) -> Result<Self, ToolError> {
+        match reply {
             Reply::Value(v) => Ok(v),
             Reply::Report(_) => Err(ToolError::internal("expected an R value")),
         }

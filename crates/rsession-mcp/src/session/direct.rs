@@ -9,8 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
+use async_trait::async_trait;
 
 use crate::errors::ToolError;
 use crate::session::{Backend, BackendSession, Credentials, Endpoint, Progress, WorkspaceCleanup};
@@ -79,96 +78,78 @@ impl DirectBackend {
     }
 }
 
+#[async_trait]
 impl Backend for DirectBackend {
     fn kind(&self) -> &'static str {
         "direct"
     }
 
-    fn create<'a>(
-        &'a self,
-        owner: &'a str,
-        id: &'a str,
-        _progress: &'a Progress,
-    ) -> BoxFuture<'a, Result<Endpoint, ToolError>> {
-        async move {
-            let target = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
-            self.sessions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(
-                    id.to_string(),
-                    Placed {
-                        owner: owner.to_string(),
-                        target,
-                        created_at: jiff::Timestamp::now(),
-                    },
-                );
-            Ok(self.endpoint_for(id, target))
-        }
-        .boxed()
+    async fn create(
+        &self,
+        owner: &str,
+        id: &str,
+        _progress: &Progress,
+    ) -> Result<Endpoint, ToolError> {
+        let target = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id.to_string(),
+                Placed {
+                    owner: owner.to_string(),
+                    target,
+                    created_at: jiff::Timestamp::now(),
+                },
+            );
+        Ok(self.endpoint_for(id, target))
     }
 
-    fn endpoint<'a>(
-        &'a self,
-        owner: &'a str,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Endpoint, ToolError>> {
-        async move {
-            let placed = self.lookup(owner, id)?;
-            Ok(self.endpoint_for(id, placed.target))
-        }
-        .boxed()
+    async fn endpoint(&self, owner: &str, id: &str) -> Result<Endpoint, ToolError> {
+        let placed = self.lookup(owner, id)?;
+        Ok(self.endpoint_for(id, placed.target))
     }
 
-    fn list<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<Vec<BackendSession>, ToolError>> {
-        async move {
-            let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            let out: Vec<BackendSession> = sessions
-                .iter()
-                .filter(|(_, p)| p.owner == owner)
-                .map(|(id, p)| BackendSession {
-                    session_id: id.clone(),
-                    owner: p.owner.clone(),
-                    created_at: p.created_at.to_string(),
-                    ready: true,
-                    phase: None,
-                })
-                .collect();
-            Ok(out)
-        }
-        .boxed()
+    async fn list(&self, owner: &str) -> Result<Vec<BackendSession>, ToolError> {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let out: Vec<BackendSession> = sessions
+            .iter()
+            .filter(|(_, p)| p.owner == owner)
+            .map(|(id, p)| BackendSession {
+                session_id: id.clone(),
+                owner: p.owner.clone(),
+                created_at: p.created_at.to_string(),
+                ready: true,
+                phase: None,
+            })
+            .collect();
+        Ok(out)
     }
 
-    fn close<'a>(&'a self, owner: &'a str, id: &'a str) -> BoxFuture<'a, Result<(), ToolError>> {
-        async move {
-            self.lookup(owner, id)?;
-            self.sessions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(id);
-            Ok(())
-        }
-        .boxed()
+    async fn close(&self, owner: &str, id: &str) -> Result<(), ToolError> {
+        self.lookup(owner, id)?;
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        Ok(())
     }
 
     fn workspace_cleanup(&self) -> WorkspaceCleanup {
         WorkspaceCleanup::ViaR
     }
 
-    fn ready(&self) -> BoxFuture<'_, bool> {
-        async move {
-            for t in &self.targets {
-                let probe = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    tokio::net::TcpStream::connect(&t.addr),
-                );
-                if matches!(probe.await, Ok(Ok(_))) {
-                    return true;
-                }
+    async fn ready(&self) -> bool {
+        for t in &self.targets {
+            let probe = tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::net::TcpStream::connect(&t.addr),
+            );
+            if matches!(probe.await, Ok(Ok(_))) {
+                return true;
             }
-            false
         }
-        .boxed()
+        false
     }
 }
 

@@ -15,6 +15,7 @@ pub mod oom;
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use futures::future::BoxFuture;
 use serde::Serialize;
 
@@ -163,6 +164,7 @@ impl std::fmt::Debug for Progress {
 ///
 /// `owner` is the caller's identity (`"local"` over stdio); a backend must not
 /// return or touch sessions of another owner (answer `session_not_found`).
+#[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// Short name shown in results and metrics, e.g. `"direct"`.
     fn kind(&self) -> &'static str;
@@ -171,12 +173,12 @@ pub trait Backend: Send + Sync + 'static {
     /// ready to accept a QAP1 connection, reporting readable steps (with the
     /// backend's own total) to `progress` while the session starts. The
     /// session manager reports the final step (R connected) at that total.
-    fn create<'a>(
-        &'a self,
-        owner: &'a str,
-        id: &'a str,
-        progress: &'a Progress,
-    ) -> BoxFuture<'a, Result<Endpoint, ToolError>>;
+    async fn create(
+        &self,
+        owner: &str,
+        id: &str,
+        progress: &Progress,
+    ) -> Result<Endpoint, ToolError>;
 
     /// Note that the session just evaluated code (for idle expiry). Must not
     /// block: a backend that records it remotely does so in the background.
@@ -186,17 +188,13 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The current endpoint of an existing session (it may move, e.g. a
     /// replaced pod). Errors: `session_not_found`, `session_not_ready`.
-    fn endpoint<'a>(
-        &'a self,
-        owner: &'a str,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Endpoint, ToolError>>;
+    async fn endpoint(&self, owner: &str, id: &str) -> Result<Endpoint, ToolError>;
 
     /// Sessions of `owner`.
-    fn list<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<Vec<BackendSession>, ToolError>>;
+    async fn list(&self, owner: &str) -> Result<Vec<BackendSession>, ToolError>;
 
     /// Forget (delete) a session. Errors: `session_not_found`.
-    fn close<'a>(&'a self, owner: &'a str, id: &'a str) -> BoxFuture<'a, Result<(), ToolError>>;
+    async fn close(&self, owner: &str, id: &str) -> Result<(), ToolError>;
 
     /// Who removes the workspace on close.
     fn workspace_cleanup(&self) -> WorkspaceCleanup;
@@ -208,5 +206,5 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// Whether new sessions can be created now (for `/readyz`).
-    fn ready(&self) -> BoxFuture<'_, bool>;
+    async fn ready(&self) -> bool;
 }

@@ -5,18 +5,17 @@
 //! into structured content (JSON) and a text rendering. Only summaries, the
 //! first rows and capped query results cross into this process.
 
-use rmcp::handler::server::common::Extension;
-use rmcp::model::{CallToolResult, JsonObject};
-use rmcp::{tool, tool_router};
+use rmcp::handler::server::router::tool::ToolRoute;
+use rmcp::model::CallToolResult;
+use rserve::Sexp;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Call, RSessionServer, ToolResult, deadline, input_schema, structured};
+use super::{Call, Paging, RSessionServer, deadline, structured, tool};
 use crate::errors::ToolError;
 use crate::harness::HarnessCall;
 use crate::harness::literal::check_identifier;
-use crate::session::SessionManager;
 use crate::sexp_json::{rows, to_json};
 
 /// Where a loaded dataset lives in R.
@@ -113,51 +112,23 @@ pub struct DescribeData {
     pub top_n: Option<u32>,
 }
 
-#[tool_router(router = data_router, vis = "pub(super)")]
-impl RSessionServer {
-    /// Load a data file into the session as a named dataset.
-    #[tool(
-        name = "load_data",
-        description = "Load a data file from the session workspace into R under `name`: CSV/TSV (readr), Parquet and Arrow datasets (arrow), JSON/NDJSON (jsonlite), Excel (readxl), SQLite and DuckDB database files. backend auto picks by size (tibble < 100 MB, arrow <= 1 GB, duckdb above) and falls back with a note when a package is missing. Returns rows, columns with types and missing counts, a memory estimate and the first rows. Afterwards `name` is usable in execute_in_session (with helpers name_glimpse(), name_summary(), name_slice_sample(n)) and as a table in query_data.",
-        input_schema = input_schema::<LoadData>()
-    )]
-    async fn load_data(&self, Extension(call): Extension<Call>, args: JsonObject) -> ToolResult {
-        self.run("load_data", args, |p: LoadData| {
-            load(&self.manager, &call, p)
-        })
-        .await
-    }
-
-    /// SQL over loaded datasets.
-    #[tool(
-        name = "query_data",
-        description = "Run one SQL statement over the datasets loaded with load_data (each is a table of the same name; changes made to them in R are picked up). DuckDB when the session has it, else SQLite (dates as ISO text). Bind values with ? placeholders and params (never paste values into SQL). Returns rows as structured content and a text table, the full row count, elapsed ms; at most max_rows rows (default 1000).",
-        input_schema = input_schema::<QueryData>()
-    )]
-    async fn query_data(&self, Extension(call): Extension<Call>, args: JsonObject) -> ToolResult {
-        self.run_paged("query_data", &call, args, |p: QueryData| {
-            query(&self.manager, &call, p)
-        })
-        .await
-    }
-
-    /// Profile one dataset.
-    #[tool(
-        name = "describe_data",
-        description = "Profile a loaded dataset (or any data frame in the session), like skimr: per column the type, missing count and rate, unique values; for numbers mean, sd, quantiles (p0 p25 p50 p75 p100) and a histogram sparkline; for text/factor/logical the top values with counts; for dates min/median/max.",
-        input_schema = input_schema::<DescribeData>()
-    )]
-    async fn describe_data(
-        &self,
-        Extension(call): Extension<Call>,
-        args: JsonObject,
-    ) -> ToolResult {
-        self.run_paged("describe_data", &call, args, |p: DescribeData| {
-            describe(&self.manager, &call, p)
-        })
-        .await
-    }
+/// The tools of this group (see [`super::tool`]).
+pub(super) fn routes() -> Vec<ToolRoute<RSessionServer>> {
+    vec![
+        tool("load_data", LOAD_DATA, Paging::Whole, load),
+        tool("query_data", QUERY_DATA, Paging::Paged, query),
+        tool("describe_data", DESCRIBE_DATA, Paging::Paged, describe),
+    ]
 }
+
+/// `load_data`: load a data file into the session as a named dataset.
+const LOAD_DATA: &str = "Load a data file from the session workspace into R under `name`: CSV/TSV (readr), Parquet and Arrow datasets (arrow), JSON/NDJSON (jsonlite), Excel (readxl), SQLite and DuckDB database files. backend auto picks by size (tibble < 100 MB, arrow <= 1 GB, duckdb above) and falls back with a note when a package is missing. Returns rows, columns with types and missing counts, a memory estimate and the first rows. Afterwards `name` is usable in execute_in_session (with helpers name_glimpse(), name_summary(), name_slice_sample(n)) and as a table in query_data.";
+
+/// `query_data`: sQL over loaded datasets.
+const QUERY_DATA: &str = "Run one SQL statement over the datasets loaded with load_data (each is a table of the same name; changes made to them in R are picked up). DuckDB when the session has it, else SQLite (dates as ISO text). Bind values with ? placeholders and params (never paste values into SQL). Returns rows as structured content and a text table, the full row count, elapsed ms; at most max_rows rows (default 1000).";
+
+/// `describe_data`: profile one dataset.
+const DESCRIBE_DATA: &str = "Profile a loaded dataset (or any data frame in the session), like skimr: per column the type, missing count and rate, unique values; for numbers mean, sd, quantiles (p0 p25 p50 p75 p100) and a histogram sparkline; for text/factor/logical the top values with counts; for dates min/median/max.";
 
 /// Rows `query_data` returns when the call names no `max_rows`.
 pub const DEFAULT_MAX_ROWS: u32 = 1000;
@@ -189,26 +160,17 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-async fn load(
-    manager: &SessionManager,
-    call: &Call,
-    p: LoadData,
-) -> Result<CallToolResult, ToolError> {
+async fn load(call: Call, p: LoadData) -> Result<CallToolResult, ToolError> {
     let harness_call = HarnessCall::Load {
         file_path: p.file_path,
         name: p.name,
         backend: p.backend.as_str(),
         options: p.options,
     };
-    let reply = manager
-        .call(
-            &call.owner,
-            &p.session_id,
-            harness_call,
-            deadline(p.max_duration_secs, "max_duration_secs")?,
-        )
-        .await?
-        .into_value()?;
+    let max_duration = deadline(p.max_duration_secs, "max_duration_secs")?;
+    let reply: Sexp = call
+        .harness(&p.session_id, harness_call, max_duration)
+        .await?;
     let mut v = to_json(&reply);
     let text = load_text(&v);
     if let Some(obj) = v.as_object_mut() {
@@ -274,11 +236,7 @@ fn load_text(v: &Value) -> String {
     t
 }
 
-async fn query(
-    manager: &SessionManager,
-    call: &Call,
-    p: QueryData,
-) -> Result<CallToolResult, ToolError> {
+async fn query(call: Call, p: QueryData) -> Result<CallToolResult, ToolError> {
     if p.sql.trim().is_empty() {
         return Err(ToolError::invalid("sql is empty"));
     }
@@ -293,15 +251,10 @@ async fn query(
         params: p.params,
         max_rows,
     };
-    let reply = manager
-        .call(
-            &call.owner,
-            &p.session_id,
-            harness_call,
-            deadline(p.max_duration_secs, "max_duration_secs")?,
-        )
-        .await?
-        .into_value()?;
+    let max_duration = deadline(p.max_duration_secs, "max_duration_secs")?;
+    let reply: Sexp = call
+        .harness(&p.session_id, harness_call, max_duration)
+        .await?;
     let v = to_json(&reply);
     let table = &v["result"];
     let names = strings(&table["columns"]);
@@ -346,11 +299,7 @@ async fn query(
     Ok(structured(text, structured_content))
 }
 
-async fn describe(
-    manager: &SessionManager,
-    call: &Call,
-    p: DescribeData,
-) -> Result<CallToolResult, ToolError> {
+async fn describe(call: Call, p: DescribeData) -> Result<CallToolResult, ToolError> {
     check_identifier(&p.name)?;
     let top_n = p.top_n.unwrap_or(5);
     if top_n == 0 || top_n > 50 {
@@ -360,10 +309,7 @@ async fn describe(
         name: p.name,
         top_n,
     };
-    let reply = manager
-        .call(&call.owner, &p.session_id, harness_call, None)
-        .await?
-        .into_value()?;
+    let reply: Sexp = call.harness(&p.session_id, harness_call, None).await?;
     let mut v = to_json(&reply);
     let text = v["text"].as_str().unwrap_or_default().to_string();
     if let Some(obj) = v.as_object_mut() {

@@ -2,18 +2,17 @@
 //! content (text in order, one image per plot) plus structured events.
 
 use base64::Engine;
-use rmcp::handler::server::common::Extension;
-use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
-use rmcp::{tool, tool_router};
+use rmcp::handler::server::router::tool::ToolRoute;
+use rmcp::model::{CallToolResult, ContentBlock};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Call, RSessionServer, ToolResult, deadline, input_schema};
+use super::{Call, Paging, RSessionServer, deadline, tool};
 use crate::errors::ToolError;
 use crate::harness::{Event, ExecStatus, HarnessCall};
 use crate::render::render_text;
-use crate::session::{ExecReport, SessionManager};
+use crate::session::ExecReport;
 
 /// Per-call limits; each is clamped to the server's maximum.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -56,48 +55,26 @@ pub struct InstallPackage {
     pub packages: Option<Vec<String>>,
 }
 
-#[tool_router(router = exec_router, vis = "pub(super)")]
-impl RSessionServer {
-    /// Run R code in a session.
-    #[tool(
-        name = "execute_in_session",
-        description = "Run R code in a session's global environment; state persists across calls. Returns stdout, printed values, messages, warnings and errors in order (as text and as structured events), and each plot as a PNG image. An R error is a normal result with status \"error\". Optional limits {max_duration_secs, max_output_bytes}.",
-        input_schema = input_schema::<Execute>()
-    )]
-    async fn execute_in_session(
-        &self,
-        Extension(call): Extension<Call>,
-        args: JsonObject,
-    ) -> ToolResult {
-        self.run_paged("execute_in_session", &call, args, |p: Execute| {
-            execute(&self.manager, &call, p)
-        })
-        .await
-    }
-
-    /// Install R packages into the session library.
-    #[tool(
-        name = "install_package",
-        description = "Install R packages (and their missing dependencies) from the server's configured repository into the session's own library, then they can be loaded with library().",
-        input_schema = input_schema::<InstallPackage>()
-    )]
-    async fn install_package(
-        &self,
-        Extension(call): Extension<Call>,
-        args: JsonObject,
-    ) -> ToolResult {
-        self.run("install_package", args, |p: InstallPackage| {
-            install(&self.manager, &call, p)
-        })
-        .await
-    }
+/// The tools of this group (see [`super::tool`]).
+pub(super) fn routes() -> Vec<ToolRoute<RSessionServer>> {
+    vec![
+        tool(
+            "execute_in_session",
+            EXECUTE_IN_SESSION,
+            Paging::Paged,
+            execute,
+        ),
+        tool("install_package", INSTALL_PACKAGE, Paging::Whole, install),
+    ]
 }
 
-async fn execute(
-    manager: &SessionManager,
-    call: &Call,
-    p: Execute,
-) -> Result<CallToolResult, ToolError> {
+/// `execute_in_session`: run R code in a session.
+const EXECUTE_IN_SESSION: &str = "Run R code in a session's global environment; state persists across calls. Returns stdout, printed values, messages, warnings and errors in order (as text and as structured events), and each plot as a PNG image. An R error is a normal result with status \"error\". Optional limits {max_duration_secs, max_output_bytes}.";
+
+/// `install_package`: install R packages into the session library.
+const INSTALL_PACKAGE: &str = "Install R packages (and their missing dependencies) from the server's configured repository into the session's own library, then they can be loaded with library().";
+
+async fn execute(call: Call, p: Execute) -> Result<CallToolResult, ToolError> {
     let limits = p.limits.unwrap_or_default();
     let duration = deadline(limits.max_duration_secs, "limits.max_duration_secs")?;
     if limits.max_output_bytes == Some(0) {
@@ -107,30 +84,20 @@ async fn execute(
     }
     let harness_call = HarnessCall::Execute {
         code: p.code,
-        limits: manager.exec_limits(limits.max_output_bytes),
+        limits: call.manager.exec_limits(limits.max_output_bytes),
     };
-    let report = manager
-        .call(&call.owner, &p.session_id, harness_call, duration)
-        .await?
-        .into_report()?;
+    let report: ExecReport = call.harness(&p.session_id, harness_call, duration).await?;
     Ok(exec_result(&report))
 }
 
-async fn install(
-    manager: &SessionManager,
-    call: &Call,
-    p: InstallPackage,
-) -> Result<CallToolResult, ToolError> {
+async fn install(call: Call, p: InstallPackage) -> Result<CallToolResult, ToolError> {
     let mut packages: Vec<String> = p.packages.unwrap_or_default();
     packages.extend(p.package);
     let harness_call = HarnessCall::InstallPackages {
         packages,
-        repository: manager.config().package_repository.clone(),
+        repository: call.manager.config().package_repository.clone(),
     };
-    let report = manager
-        .call(&call.owner, &p.session_id, harness_call, None)
-        .await?
-        .into_report()?;
+    let report: ExecReport = call.harness(&p.session_id, harness_call, None).await?;
     let mut result = exec_result(&report);
     if report.outcome.status != ExecStatus::Ok {
         result.is_error = Some(true);

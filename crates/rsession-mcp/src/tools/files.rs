@@ -3,18 +3,16 @@
 //! work); paths are checked in Rust and again in R.
 
 use base64::Engine;
-use rmcp::handler::server::common::Extension;
-use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
-use rmcp::{tool, tool_router};
+use rmcp::handler::server::router::tool::ToolRoute;
+use rmcp::model::{CallToolResult, ContentBlock};
 use rserve::Sexp;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Call, RSessionServer, ToolResult, input_schema};
+use super::{Call, Paging, RSessionServer, tool};
 use crate::errors::ToolError;
 use crate::harness::HarnessCall;
-use crate::session::SessionManager;
 
 /// Arguments of `list_session_files`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -72,79 +70,46 @@ pub struct WriteFile {
     pub overwrite: Option<bool>,
 }
 
-#[tool_router(router = files_router, vis = "pub(super)")]
-impl RSessionServer {
-    /// List workspace files.
-    #[tool(
-        name = "list_session_files",
-        description = "List files in the session workspace (or a subdirectory of it): name, size in bytes, directory flag, modification time.",
-        input_schema = input_schema::<ListFiles>()
-    )]
-    async fn list_session_files(
-        &self,
-        Extension(call): Extension<Call>,
-        args: JsonObject,
-    ) -> ToolResult {
-        self.run("list_session_files", args, |p: ListFiles| {
-            list(&self.manager, &call, p)
-        })
-        .await
-    }
-
-    /// Read a workspace file.
-    #[tool(
-        name = "read_session_file",
-        description = "Read a file from the session workspace. UTF-8 files come back as text, other files as base64 (images also as image content). Paths are relative to the workspace; '..', absolute paths and symlinks leading out are refused.",
-        input_schema = input_schema::<ReadFile>()
-    )]
-    async fn read_session_file(
-        &self,
-        Extension(call): Extension<Call>,
-        args: JsonObject,
-    ) -> ToolResult {
-        self.run("read_session_file", args, |p: ReadFile| {
-            read(&self.manager, &call, p)
-        })
-        .await
-    }
-
-    /// Write a workspace file.
-    #[tool(
-        name = "write_session_file",
-        description = "Write a file into the session workspace (text, or base64 with encoding=\"base64\"); parent directories are created. Paths are relative to the workspace.",
-        input_schema = input_schema::<WriteFile>()
-    )]
-    async fn write_session_file(
-        &self,
-        Extension(call): Extension<Call>,
-        args: JsonObject,
-    ) -> ToolResult {
-        self.run("write_session_file", args, |p: WriteFile| {
-            write(&self.manager, &call, p)
-        })
-        .await
-    }
+/// The tools of this group (see [`super::tool`]).
+pub(super) fn routes() -> Vec<ToolRoute<RSessionServer>> {
+    vec![
+        tool(
+            "list_session_files",
+            LIST_SESSION_FILES,
+            Paging::Whole,
+            list,
+        ),
+        tool("read_session_file", READ_SESSION_FILE, Paging::Whole, read),
+        tool(
+            "write_session_file",
+            WRITE_SESSION_FILE,
+            Paging::Whole,
+            write,
+        ),
+    ]
 }
+
+/// `list_session_files`: list workspace files.
+const LIST_SESSION_FILES: &str = "List files in the session workspace (or a subdirectory of it): name, size in bytes, directory flag, modification time.";
+
+/// `read_session_file`: read a workspace file.
+const READ_SESSION_FILE: &str = "Read a file from the session workspace. UTF-8 files come back as text, other files as base64 (images also as image content). Paths are relative to the workspace; '..', absolute paths and symlinks leading out are refused.";
+
+/// `write_session_file`: write a workspace file.
+const WRITE_SESSION_FILE: &str = "Write a file into the session workspace (text, or base64 with encoding=\"base64\"); parent directories are created. Paths are relative to the workspace.";
 
 fn column<'a>(s: &'a Sexp, name: &str) -> Result<&'a Sexp, ToolError> {
     s.get(name)
         .ok_or_else(|| ToolError::internal(format!("harness reply lacks {name}")))
 }
 
-async fn list(
-    manager: &SessionManager,
-    call: &Call,
-    p: ListFiles,
-) -> Result<CallToolResult, ToolError> {
+async fn list(call: Call, p: ListFiles) -> Result<CallToolResult, ToolError> {
     let path = p.path.unwrap_or_else(|| ".".into());
     let harness_call = HarnessCall::ListFiles {
         path: path.clone(),
         recursive: p.recursive.unwrap_or(false),
     };
-    let reply = manager
-        .call(&call.owner, &p.session_id, harness_call, None)
-        .await?
-        .into_value()?;
+    let reply: Sexp = call.harness(&p.session_id, harness_call, None).await?;
     let names = column(&reply, "name")?.as_strings().unwrap_or_default();
     let sizes = column(&reply, "size")?.as_f64s().unwrap_or_default();
     let dirs = column(&reply, "is_dir")?.as_bools().unwrap_or_default();
@@ -199,19 +164,12 @@ fn image_mime(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
-async fn read(
-    manager: &SessionManager,
-    call: &Call,
-    p: ReadFile,
-) -> Result<CallToolResult, ToolError> {
+async fn read(call: Call, p: ReadFile) -> Result<CallToolResult, ToolError> {
     let harness_call = HarnessCall::ReadFile {
         path: p.path.clone(),
         max_bytes: p.max_bytes.unwrap_or(u64::MAX),
     };
-    let reply = manager
-        .call(&call.owner, &p.session_id, harness_call, None)
-        .await?
-        .into_value()?;
+    let reply: Sexp = call.harness(&p.session_id, harness_call, None).await?;
     let bytes = column(&reply, "bytes")?.as_raw().unwrap_or_default();
     let size = column(&reply, "size")?
         .as_f64()
@@ -248,11 +206,7 @@ async fn read(
     Ok(r)
 }
 
-async fn write(
-    manager: &SessionManager,
-    call: &Call,
-    p: WriteFile,
-) -> Result<CallToolResult, ToolError> {
+async fn write(call: Call, p: WriteFile) -> Result<CallToolResult, ToolError> {
     let bytes = match p.encoding {
         ContentEncoding::Text => p.content.into_bytes(),
         ContentEncoding::Base64 => base64::engine::general_purpose::STANDARD
@@ -265,10 +219,7 @@ async fn write(
         content: bytes,
         overwrite: p.overwrite.unwrap_or(true),
     };
-    let reply = manager
-        .call(&call.owner, &p.session_id, harness_call, None)
-        .await?
-        .into_value()?;
+    let reply: Sexp = call.harness(&p.session_id, harness_call, None).await?;
     let size = reply
         .get("size")
         .and_then(Sexp::as_f64)

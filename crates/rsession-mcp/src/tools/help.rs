@@ -2,17 +2,16 @@
 //! rendered by `tools::Rd2txt` in the session's R, from the packages that
 //! session can load.
 
-use rmcp::handler::server::common::Extension;
-use rmcp::model::{CallToolResult, JsonObject};
-use rmcp::{tool, tool_router};
+use rmcp::handler::server::router::tool::ToolRoute;
+use rmcp::model::CallToolResult;
+use rserve::Sexp;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Call, RSessionServer, ToolResult, input_schema, structured};
+use super::{Call, Paging, RSessionServer, structured, tool};
 use crate::errors::ToolError;
 use crate::harness::HarnessCall;
-use crate::session::SessionManager;
 use crate::sexp_json::to_json;
 
 /// Arguments of `help`.
@@ -30,24 +29,18 @@ pub struct Help {
     pub package: Option<String>,
 }
 
-#[tool_router(router = help_router, vis = "pub(super)")]
-impl RSessionServer {
-    /// R documentation as text.
-    #[tool(
-        name = "help",
-        description = "R documentation as plain text: the help page of a topic (function, dataset), optionally from a given package, or a package's index when only package is given. Inside execute_in_session, ?topic, help() and vignette() also print text.",
-        input_schema = input_schema::<Help>()
-    )]
-    async fn help(&self, Extension(call): Extension<Call>, args: JsonObject) -> ToolResult {
-        self.run_paged("help", &call, args, |p: Help| help(&self.manager, &call, p))
-            .await
-    }
+/// The tools of this group (see [`super::tool`]).
+pub(super) fn routes() -> Vec<ToolRoute<RSessionServer>> {
+    vec![tool("help", HELP, Paging::Paged, help)]
 }
+
+/// `help`: r documentation as text.
+const HELP: &str = "R documentation as plain text: the help page of a topic (function, dataset), optionally from a given package, or a package's index when only package is given. Inside execute_in_session, ?topic, help() and vignette() also print text.";
 
 /// Longest topic accepted, in bytes.
 const MAX_TOPIC_BYTES: usize = 200;
 
-async fn help(manager: &SessionManager, call: &Call, p: Help) -> Result<CallToolResult, ToolError> {
+async fn help(call: Call, p: Help) -> Result<CallToolResult, ToolError> {
     let topic = match p.topic.as_deref().map(str::trim) {
         Some("") => return Err(ToolError::invalid("topic is empty")),
         Some(t) if t.len() > MAX_TOPIC_BYTES => {
@@ -66,10 +59,7 @@ async fn help(manager: &SessionManager, call: &Call, p: Help) -> Result<CallTool
         topic,
         package: p.package,
     };
-    let reply = manager
-        .call(&call.owner, &p.session_id, harness_call, None)
-        .await?
-        .into_value()?;
+    let reply: Sexp = call.harness(&p.session_id, harness_call, None).await?;
     let v = to_json(&reply);
     let mut text = v["text"].as_str().unwrap_or_default().to_string();
     let others: Vec<&str> = v["other_packages"]

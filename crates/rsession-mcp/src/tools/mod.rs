@@ -1,14 +1,16 @@
-//! The MCP tools, one file per group, each holding its `#[tool]` functions,
+//! The MCP tools, one file per group, each holding its tool routes,
 //! their argument types (whose doc comments become the tools' JSON Schema,
 //! MCP spec 2025-06-18 "Tools" → "Tool") and their bodies:
 //! `sessions`, `exec`, `files`, `data`, `help`, `pages`;
-//! [`prompts`] for `explore_data`.
+//! [`prompts`] for `explore_data`. Each group lists its tools in `routes()`,
+//! one [`tool`] line each: name, description, paging and an `async fn(Call,
+//! args)` body.
 //!
 //! One [`RSessionServer`] value serves one MCP connection (stdio) or one
 //! HTTP request/session; all of them share the [`SessionManager`], so R
 //! sessions outlive MCP connections. Each tool call first passes
 //! `RSessionServer::call_context` (identity, the RSession verb of
-//! [`crate::auth::TOOL_VERBS`], progress) and reaches its tool function as a [`Call`].
+//! [`crate::auth::TOOL_VERBS`], progress) and reaches its tool's body as a [`Call`].
 
 mod data;
 mod exec;
@@ -22,12 +24,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use rmcp::handler::server::common::schema_for_input;
-use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::router::tool::{ToolRoute, ToolRouter};
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    JsonObject, ProgressNotificationParam, ServerCapabilities, ServerConfig,
+    JsonObject, ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, prompt_handler, tool_handler};
@@ -37,9 +40,10 @@ use serde::de::DeserializeOwned;
 
 use crate::auth::{Verb, caller_of};
 use crate::errors::ToolError;
+use crate::harness::HarnessCall;
 use crate::metrics::Metrics;
 use crate::pager::{Pager, PagerConfig};
-use crate::session::{Progress, SessionManager};
+use crate::session::{Progress, Reply, SessionManager};
 
 /// Shown to clients at initialisation (MCP `instructions`).
 pub const INSTRUCTIONS: &str = "Run R code in persistent sessions. Call create_session once, then \
@@ -61,10 +65,10 @@ page, {handle, search} to find lines (with page numbers) or {handle, page|offset
 not repeated. R documentation: the help tool {topic, package?}, or ?topic / vignette() in code (plain text). The \
 explore_data prompt gives a step-by-step plan.";
 
-/// Who one tool call acts for and where it reports progress; put into the
-/// request's extensions by `RSessionServer::call_context` and taken by
-/// tool functions as `Extension<Call>`.
-#[derive(Debug, Clone)]
+/// One tool call: who it acts for, where it reports progress, and the
+/// shared state its body works on. Built by `RSessionServer::call_context`
+/// before the tool runs and handed to the tool's body with its arguments.
+#[derive(Clone)]
 pub struct Call {
     /// Identity sessions are owned by: the authenticated caller's user name,
     /// else the server's owner (`"local"` for stdio and unauthenticated HTTP).
@@ -72,15 +76,47 @@ pub struct Call {
     /// The request's `progressToken` sink (MCP spec 2025-06-18, "Utilities"
     /// → "Progress").
     pub progress: Progress,
+    /// The session manager shared by every connection.
+    pub manager: Arc<SessionManager>,
+    /// Long outputs kept for `read_output`.
+    pub pager: Arc<Pager>,
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("owner", &self.owner)
+            .field("progress", &self.progress)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Call {
+    /// [`SessionManager::call`] for this call's owner: one harness entry
+    /// point in session `session_id`, within `max_duration` (clamped
+    /// there), answering an R value ([`rserve::Sexp`]) or, for
+    /// [`HarnessCall::Execute`] and [`HarnessCall::InstallPackages`], an
+    /// [`crate::session::ExecReport`].
+    ///
+    /// Errors: those of [`SessionManager::call`]; `internal` when the entry
+    /// point answers the other kind.
+    async fn harness<T: TryFrom<Reply, Error = ToolError>>(
+        &self,
+        session_id: &str,
+        harness_call: HarnessCall,
+        max_duration: Option<Duration>,
+    ) -> Result<T, ToolError> {
+        let reply = self
+            .manager
+            .call(&self.owner, session_id, harness_call, max_duration);
+        reply.await?.try_into()
+    }
 }
 
 /// Arguments of a tool that takes none (`create_session`, `list_sessions`).
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoArgs {}
-
-/// What a tool function returns to rmcp.
-type ToolResult = Result<CallToolResult, ErrorData>;
 
 fn input_schema<T: schemars::JsonSchema + std::any::Any>() -> Arc<JsonObject> {
     // The argument types are fixed at compile time and covered by a unit test.
@@ -106,23 +142,99 @@ fn deadline(secs: Option<f64>, name: &str) -> Result<Option<Duration>, ToolError
     }
 }
 
-/// `body` run on `args` parsed as `P`.
-async fn outcome<P, F>(
-    args: JsonObject,
-    body: impl FnOnce(P) -> F,
-) -> Result<CallToolResult, ToolError>
-where
-    P: DeserializeOwned,
-    F: Future<Output = Result<CallToolResult, ToolError>>,
-{
-    body(parse::<P>(args)?).await
-}
-
 /// A successful result: `text` as content, `value` as structured content.
 fn structured(text: String, value: serde_json::Value) -> CallToolResult {
     let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
     r.structured_content = Some(value);
     r
+}
+
+/// Whether a tool's text result is paged for `read_output` when it is
+/// longer than one page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Paging {
+    /// Returned whole (short by construction, or bounded by its own limits).
+    Whole,
+    /// First page plus a `read_output` handle (see [`pages::paginate`]).
+    Paged,
+}
+
+/// The route of one tool: its MCP definition (MCP spec 2025-06-18, "Tools"
+/// → "Tool": `name`, `description`, and the JSON Schema of `P` as
+/// `inputSchema`) and its body, an `async fn(Call, P)`.
+///
+/// Every call parses the arguments as `P` (garbage → `invalid_argument`),
+/// runs the body, pages the result when `paging` says so, counts it in the
+/// metrics and turns a [`ToolError`] into an `isError` result.
+fn tool<P, F, Fut>(
+    name: &'static str,
+    description: &'static str,
+    paging: Paging,
+    body: F,
+) -> ToolRoute<RSessionServer>
+where
+    P: DeserializeOwned + JsonSchema + Send + 'static,
+    F: Fn(Call, P) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<CallToolResult, ToolError>> + Send + 'static,
+{
+    let body = Arc::new(body);
+    let attr = Tool::new(name, description, input_schema::<P>());
+    ToolRoute::new_dyn(attr, move |context: ToolCallContext<'_, RSessionServer>| {
+        let metrics = context.service.metrics.clone();
+        let call = context.request_context.extensions.get::<Call>().cloned();
+        let args = context.arguments.unwrap_or_default();
+        let body = body.clone();
+        async move {
+            let result = match call {
+                // `call_tool` puts it there before routing; a route reached
+                // another way is a bug, not the caller's fault.
+                None => Err(ToolError::internal("tool called without its call context")),
+                Some(call) => run(name, paging, call, args, body.as_ref()).await,
+            };
+            finish(&metrics, name, result).map(Into::into)
+        }
+        .boxed()
+    })
+}
+
+/// Parse, run and (when `paging` says so) page one tool call.
+async fn run<P, F, Fut>(
+    name: &'static str,
+    paging: Paging,
+    call: Call,
+    args: JsonObject,
+    body: &F,
+) -> Result<CallToolResult, ToolError>
+where
+    P: DeserializeOwned,
+    F: Fn(Call, P) -> Fut,
+    Fut: Future<Output = Result<CallToolResult, ToolError>>,
+{
+    let (pager, owner) = (call.pager.clone(), call.owner.clone());
+    let result = body(call, parse::<P>(args)?).await?;
+    Ok(match paging {
+        Paging::Whole => result,
+        Paging::Paged => pages::paginate(&pager, &owner, name, result),
+    })
+}
+
+/// Record the outcome and turn a failure into an `isError` result.
+fn finish(
+    metrics: &Metrics,
+    tool: &str,
+    result: Result<CallToolResult, ToolError>,
+) -> Result<CallToolResult, ErrorData> {
+    match result {
+        Ok(r) => {
+            metrics.tool_call(tool, "ok");
+            Ok(r)
+        }
+        Err(e) => {
+            metrics.tool_call(tool, e.code.as_str());
+            tracing::info!(tool, code = e.code.as_str(), message = %e.message, "tool failed");
+            Ok(e.into_call_result())
+        }
+    }
 }
 
 /// The MCP server: tools over a shared [`SessionManager`].
@@ -156,12 +268,17 @@ impl RSessionServer {
 
     /// Every tool of every group.
     fn router() -> ToolRouter<RSessionServer> {
-        Self::sessions_router()
-            + Self::exec_router()
-            + Self::files_router()
-            + Self::data_router()
-            + Self::help_router()
-            + Self::pages_router()
+        [
+            sessions::routes(),
+            exec::routes(),
+            files::routes(),
+            data::routes(),
+            help::routes(),
+            pages::routes(),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(ToolRouter::new(), ToolRouter::with_route)
     }
 
     /// The shared session manager.
@@ -205,50 +322,12 @@ impl RSessionServer {
                 })
             });
         }
-        Ok(Call { owner, progress })
-    }
-
-    /// Parse `args` as `P`, run `body`, and turn the outcome into the tool
-    /// result (see [`RSessionServer::finish`]).
-    async fn run<P, F>(&self, tool: &str, args: JsonObject, body: impl FnOnce(P) -> F) -> ToolResult
-    where
-        P: DeserializeOwned,
-        F: Future<Output = Result<CallToolResult, ToolError>>,
-    {
-        self.finish(tool, outcome(args, body).await)
-    }
-
-    /// [`RSessionServer::run`], then page a long text result for `read_output`.
-    async fn run_paged<P, F>(
-        &self,
-        tool: &str,
-        call: &Call,
-        args: JsonObject,
-        body: impl FnOnce(P) -> F,
-    ) -> ToolResult
-    where
-        P: DeserializeOwned,
-        F: Future<Output = Result<CallToolResult, ToolError>>,
-    {
-        let paged = outcome(args, body)
-            .await
-            .map(|r| pages::paginate(&self.pager, &call.owner, tool, r));
-        self.finish(tool, paged)
-    }
-
-    /// Record the outcome and turn a failure into an `isError` result.
-    fn finish(&self, tool: &str, result: Result<CallToolResult, ToolError>) -> ToolResult {
-        match result {
-            Ok(r) => {
-                self.metrics.tool_call(tool, "ok");
-                Ok(r)
-            }
-            Err(e) => {
-                self.metrics.tool_call(tool, e.code.as_str());
-                tracing::info!(tool, code = e.code.as_str(), message = %e.message, "tool failed");
-                Ok(e.into_call_result())
-            }
-        }
+        Ok(Call {
+            owner,
+            progress,
+            manager: self.manager.clone(),
+            pager: self.pager.clone(),
+        })
     }
 }
 
@@ -267,7 +346,7 @@ impl ServerHandler for RSessionServer {
             Ok(call) => {
                 context.extensions.insert(call);
             }
-            Err(e) => return self.finish(&tool, Err(e)).map(Into::into),
+            Err(e) => return finish(&self.metrics, &tool, Err(e)).map(Into::into),
         }
         let call = ToolCallContext::new(self, request, context);
         self.tool_router.call(call).await

@@ -2,14 +2,13 @@
 //! text is longer than one page into its first page plus a handle, and the
 //! `read_output` tool serves the rest.
 
-use rmcp::handler::server::common::Extension;
-use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
-use rmcp::{tool, tool_router};
+use rmcp::handler::server::router::tool::ToolRoute;
+use rmcp::model::{CallToolResult, ContentBlock};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Call, RSessionServer, ToolResult, input_schema};
+use super::{Call, Paging, RSessionServer, tool};
 use crate::errors::ToolError;
 use crate::pager::{Answer, Page, Pager, Request};
 
@@ -39,20 +38,16 @@ pub struct ReadOutput {
     pub resend: Option<bool>,
 }
 
-#[tool_router(router = pages_router, vis = "pub(super)")]
-impl RSessionServer {
-    /// Page through long output.
-    #[tool(
-        name = "read_output",
-        description = "Read more of a long result that came back paged (its text ends with a handle). Without page/offset/search: the next page not yet sent. page: that page; offset: the page holding that character offset; search: the matching lines with their line and page numbers (literal text unless regex=true). Pages already sent are not sent again unless resend=true.",
-        input_schema = input_schema::<ReadOutput>()
-    )]
-    async fn read_output(&self, Extension(call): Extension<Call>, args: JsonObject) -> ToolResult {
-        self.run("read_output", args, |p: ReadOutput| async {
-            read(&self.pager, &call.owner, p)
-        })
-        .await
-    }
+/// The tools of this group (see [`super::tool`]).
+pub(super) fn routes() -> Vec<ToolRoute<RSessionServer>> {
+    vec![tool("read_output", READ_OUTPUT, Paging::Whole, read_output)]
+}
+
+/// `read_output`: page through long output.
+const READ_OUTPUT: &str = "Read more of a long result that came back paged (its text ends with a handle). Without page/offset/search: the next page not yet sent. page: that page; offset: the page holding that character offset; search: the matching lines with their line and page numbers (literal text unless regex=true). Pages already sent are not sent again unless resend=true.";
+
+async fn read_output(call: Call, p: ReadOutput) -> Result<CallToolResult, ToolError> {
+    read(&call.pager, &call.owner, p)
 }
 
 fn footer(p: &Page) -> String {

@@ -1,15 +1,13 @@
 //! `create_session`, `list_sessions`, `close_session`, `reset_session`.
 
-use rmcp::handler::server::common::Extension;
-use rmcp::model::{CallToolResult, JsonObject};
-use rmcp::{tool, tool_router};
+use rmcp::handler::server::router::tool::ToolRoute;
+use rmcp::model::CallToolResult;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Call, NoArgs, RSessionServer, ToolResult, input_schema, structured};
+use super::{Call, NoArgs, Paging, RSessionServer, structured, tool};
 use crate::errors::ToolError;
-use crate::session::SessionManager;
 
 /// Arguments naming one session.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -19,79 +17,31 @@ pub struct SessionRef {
     pub session_id: String,
 }
 
-#[tool_router(router = sessions_router, vis = "pub(super)")]
-impl RSessionServer {
-    /// Start a new R session with its own workspace directory.
-    #[tool(
-        name = "create_session",
-        description = "Start a new R session (a fresh R process with its own workspace directory as working directory). Returns session_id for the other tools.",
-        input_schema = input_schema::<NoArgs>()
-    )]
-    async fn create_session(
-        &self,
-        Extension(call): Extension<Call>,
-        args: JsonObject,
-    ) -> ToolResult {
-        self.run("create_session", args, |_: NoArgs| {
-            create(&self.manager, &call)
-        })
-        .await
-    }
-
-    /// List this caller's sessions.
-    #[tool(
-        name = "list_sessions",
-        description = "List your sessions with their state (busy, connected, executions, last activity).",
-        input_schema = input_schema::<NoArgs>()
-    )]
-    async fn list_sessions(
-        &self,
-        Extension(call): Extension<Call>,
-        args: JsonObject,
-    ) -> ToolResult {
-        self.run("list_sessions", args, |_: NoArgs| {
-            list(&self.manager, &call)
-        })
-        .await
-    }
-
-    /// Close a session.
-    #[tool(
-        name = "close_session",
-        description = "Close a session: its R process ends and its workspace is deleted.",
-        input_schema = input_schema::<SessionRef>()
-    )]
-    async fn close_session(
-        &self,
-        Extension(call): Extension<Call>,
-        args: JsonObject,
-    ) -> ToolResult {
-        self.run("close_session", args, |p: SessionRef| {
-            close(&self.manager, &call, p)
-        })
-        .await
-    }
-
-    /// Restart a session's R.
-    #[tool(
-        name = "reset_session",
-        description = "Replace the session's R process with a fresh one: all R objects, loaded packages and options are discarded; workspace files are kept.",
-        input_schema = input_schema::<SessionRef>()
-    )]
-    async fn reset_session(
-        &self,
-        Extension(call): Extension<Call>,
-        args: JsonObject,
-    ) -> ToolResult {
-        self.run("reset_session", args, |p: SessionRef| {
-            reset(&self.manager, &call, p)
-        })
-        .await
-    }
+/// The tools of this group (see [`super::tool`]).
+pub(super) fn routes() -> Vec<ToolRoute<RSessionServer>> {
+    vec![
+        tool("create_session", CREATE_SESSION, Paging::Whole, create),
+        tool("list_sessions", LIST_SESSIONS, Paging::Whole, list),
+        tool("close_session", CLOSE_SESSION, Paging::Whole, close),
+        tool("reset_session", RESET_SESSION, Paging::Whole, reset),
+    ]
 }
 
-async fn create(manager: &SessionManager, call: &Call) -> Result<CallToolResult, ToolError> {
-    let info = manager.create(&call.owner, &call.progress).await?;
+/// `create_session`: start a new R session with its own workspace directory.
+const CREATE_SESSION: &str = "Start a new R session (a fresh R process with its own workspace directory as working directory). Returns session_id for the other tools.";
+
+/// `list_sessions`: list this caller's sessions.
+const LIST_SESSIONS: &str =
+    "List your sessions with their state (busy, connected, executions, last activity).";
+
+/// `close_session`: close a session.
+const CLOSE_SESSION: &str = "Close a session: its R process ends and its workspace is deleted.";
+
+/// `reset_session`: restart a session's R.
+const RESET_SESSION: &str = "Replace the session's R process with a fresh one: all R objects, loaded packages and options are discarded; workspace files are kept.";
+
+async fn create(call: Call, _: NoArgs) -> Result<CallToolResult, ToolError> {
+    let info = call.manager.create(&call.owner, &call.progress).await?;
     let text = format!(
         "Created session {} ({}). Working directory: {}. Use execute_in_session with session_id \"{}\".",
         info.session_id,
@@ -103,8 +53,8 @@ async fn create(manager: &SessionManager, call: &Call) -> Result<CallToolResult,
     Ok(structured(text, value))
 }
 
-async fn list(manager: &SessionManager, call: &Call) -> Result<CallToolResult, ToolError> {
-    let sessions = manager.list(&call.owner).await?;
+async fn list(call: Call, _: NoArgs) -> Result<CallToolResult, ToolError> {
+    let sessions = call.manager.list(&call.owner).await?;
     let mut text = if sessions.is_empty() {
         "No sessions. Create one with create_session.\n".to_string()
     } else {
@@ -131,26 +81,18 @@ async fn list(manager: &SessionManager, call: &Call) -> Result<CallToolResult, T
     Ok(structured(text, json!({ "sessions": sessions })))
 }
 
-async fn close(
-    manager: &SessionManager,
-    call: &Call,
-    p: SessionRef,
-) -> Result<CallToolResult, ToolError> {
+async fn close(call: Call, p: SessionRef) -> Result<CallToolResult, ToolError> {
     let id = p.session_id.as_str();
-    manager.close(&call.owner, id).await?;
+    call.manager.close(&call.owner, id).await?;
     Ok(structured(
         format!("Closed session {id}."),
         json!({"session_id": id, "closed": true}),
     ))
 }
 
-async fn reset(
-    manager: &SessionManager,
-    call: &Call,
-    p: SessionRef,
-) -> Result<CallToolResult, ToolError> {
+async fn reset(call: Call, p: SessionRef) -> Result<CallToolResult, ToolError> {
     let id = p.session_id.as_str();
-    let notice = manager.reset(&call.owner, id).await?;
+    let notice = call.manager.reset(&call.owner, id).await?;
     Ok(structured(
         notice.clone(),
         json!({"session_id": id, "state_reset": true, "state_reset_notice": notice}),

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod harness_calls;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
+use async_trait::async_trait;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
@@ -203,101 +203,86 @@ pub fn credentials_from(secret: &Secret) -> Option<Credentials> {
     })
 }
 
+#[async_trait]
 impl Backend for KubernetesBackend {
     fn kind(&self) -> &'static str {
         "kubernetes"
     }
 
-    fn create<'a>(
-        &'a self,
-        owner: &'a str,
-        id: &'a str,
-        progress: &'a Progress,
-    ) -> BoxFuture<'a, Result<Endpoint, ToolError>> {
-        async move {
-            let rs = self.new_rsession(owner, id);
-            self.rsessions
-                .patch(id, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&rs))
-                .await
-                .map_err(|e| api_error("create RSessions", &e))?;
-            tracing::info!(session_id = id, namespace = %self.config.namespace, "RSession applied");
-            progress
-                .report(
-                    0.0,
-                    Some(PROGRESS_TOTAL),
-                    format!(
-                        "Submitted RSession {id} in namespace {}",
-                        self.config.namespace
-                    ),
-                )
-                .await;
-            let rs = self.await_ready(id, progress).await?;
-            self.endpoint_of(&rs).await
-        }
-        .boxed()
+    async fn create(
+        &self,
+        owner: &str,
+        id: &str,
+        progress: &Progress,
+    ) -> Result<Endpoint, ToolError> {
+        let rs = self.new_rsession(owner, id);
+        self.rsessions
+            .patch(id, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&rs))
+            .await
+            .map_err(|e| api_error("create RSessions", &e))?;
+        tracing::info!(session_id = id, namespace = %self.config.namespace, "RSession applied");
+        progress
+            .report(
+                0.0,
+                Some(PROGRESS_TOTAL),
+                format!(
+                    "Submitted RSession {id} in namespace {}",
+                    self.config.namespace
+                ),
+            )
+            .await;
+        let rs = self.await_ready(id, progress).await?;
+        self.endpoint_of(&rs).await
     }
 
     fn record_activity(&self, owner: &str, id: &str) {
         self.activity.stamp(owner, id);
     }
 
-    fn endpoint<'a>(
-        &'a self,
-        owner: &'a str,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Endpoint, ToolError>> {
-        async move {
-            let rs = self.owned(owner, id).await?;
-            if !rs.is_ready() {
-                return Err(not_ready(&rs));
-            }
-            self.endpoint_of(&rs).await
+    async fn endpoint(&self, owner: &str, id: &str) -> Result<Endpoint, ToolError> {
+        let rs = self.owned(owner, id).await?;
+        if !rs.is_ready() {
+            return Err(not_ready(&rs));
         }
-        .boxed()
+        self.endpoint_of(&rs).await
     }
 
-    fn list<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<Vec<BackendSession>, ToolError>> {
-        async move {
-            let selector = format!("{LABEL_OWNER}={}", owner_label_value(owner));
-            let list = self
-                .rsessions
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .map_err(|e| api_error("list RSessions", &e))?;
-            let out: Vec<BackendSession> = list
-                .items
-                .iter()
-                .map(|rs| BackendSession {
-                    session_id: rs.name_any(),
-                    owner: owner.to_string(),
-                    created_at: rs
-                        .metadata
-                        .creation_timestamp
-                        .as_ref()
-                        .map(|t| t.0.to_string())
-                        .unwrap_or_default(),
-                    ready: rs.is_ready(),
-                    phase: rs.phase().map(|p| p.as_str().to_string()),
-                })
-                .collect();
-            Ok(out)
-        }
-        .boxed()
+    async fn list(&self, owner: &str) -> Result<Vec<BackendSession>, ToolError> {
+        let selector = format!("{LABEL_OWNER}={}", owner_label_value(owner));
+        let list = self
+            .rsessions
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| api_error("list RSessions", &e))?;
+        let out: Vec<BackendSession> = list
+            .items
+            .iter()
+            .map(|rs| BackendSession {
+                session_id: rs.name_any(),
+                owner: owner.to_string(),
+                created_at: rs
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.to_string())
+                    .unwrap_or_default(),
+                ready: rs.is_ready(),
+                phase: rs.phase().map(|p| p.as_str().to_string()),
+            })
+            .collect();
+        Ok(out)
     }
 
-    fn close<'a>(&'a self, owner: &'a str, id: &'a str) -> BoxFuture<'a, Result<(), ToolError>> {
-        async move {
-            self.owned(owner, id).await?;
-            match self.rsessions.delete(id, &DeleteParams::background()).await {
-                Ok(_) => {}
-                Err(e) if is_not_found(&e) => return Err(ToolError::session_not_found(id)),
-                Err(e) => return Err(api_error("delete RSessions", &e)),
-            }
-            self.activity.forget(id);
-            tracing::info!(session_id = id, "RSession deleted");
-            Ok(())
+    async fn close(&self, owner: &str, id: &str) -> Result<(), ToolError> {
+        self.owned(owner, id).await?;
+        match self.rsessions.delete(id, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => return Err(ToolError::session_not_found(id)),
+            Err(e) => return Err(api_error("delete RSessions", &e)),
         }
-        .boxed()
+        self.activity.forget(id);
+        tracing::info!(session_id = id, "RSession deleted");
+        Ok(())
     }
 
     fn workspace_cleanup(&self) -> WorkspaceCleanup {
@@ -308,13 +293,10 @@ impl Backend for KubernetesBackend {
         true
     }
 
-    fn ready(&self) -> BoxFuture<'_, bool> {
-        async move {
-            self.rsessions
-                .list_metadata(&ListParams::default().limit(1))
-                .await
-                .is_ok()
-        }
-        .boxed()
+    async fn ready(&self) -> bool {
+        self.rsessions
+            .list_metadata(&ListParams::default().limit(1))
+            .await
+            .is_ok()
     }
 }

@@ -1,5 +1,5 @@
 //! Running harness calls: [`SessionManager::call`] (every tool), evaluation
-//! with its limits and failure mapping, and value-returning helpers.
+//! with its limits and failure mapping.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -73,9 +73,7 @@ impl SessionManager {
             code: code.to_string(),
             limits: self.exec_limits(max_output_bytes),
         };
-        self.call(owner, id, call, max_duration)
-            .await?
-            .into_report()
+        self.call(owner, id, call, max_duration).await?.try_into()
     }
 
     async fn evaluate(
@@ -216,65 +214,5 @@ impl SessionManager {
             self.mark_lost(&mut slot, &e.message);
         }
         result
-    }
-
-    /// [`HarnessCall::ListFiles`]: files under `path` (relative to the workspace).
-    pub async fn list_files(
-        &self,
-        owner: &str,
-        id: &str,
-        path: &str,
-        recursive: bool,
-    ) -> Result<Sexp, ToolError> {
-        let path = path.to_string();
-        let call = HarnessCall::ListFiles { path, recursive };
-        self.call(owner, id, call, None).await?.into_value()
-    }
-
-    /// [`HarnessCall::ReadFile`]: up to `max_bytes` of a workspace file,
-    /// `list(bytes, size, truncated)`.
-    pub async fn read_file(
-        &self,
-        owner: &str,
-        id: &str,
-        path: &str,
-        max_bytes: Option<u64>,
-    ) -> Result<Sexp, ToolError> {
-        let path = path.to_string();
-        let max_bytes = max_bytes.unwrap_or(u64::MAX);
-        let call = HarnessCall::ReadFile { path, max_bytes };
-        self.call(owner, id, call, None).await?.into_value()
-    }
-
-    /// [`HarnessCall::WriteFile`]: write `content` to a workspace file.
-    pub async fn write_file(
-        &self,
-        owner: &str,
-        id: &str,
-        path: &str,
-        content: &[u8],
-        overwrite: bool,
-    ) -> Result<Sexp, ToolError> {
-        let (path, content) = (path.to_string(), content.to_vec());
-        let call = HarnessCall::WriteFile {
-            path,
-            content,
-            overwrite,
-        };
-        self.call(owner, id, call, None).await?.into_value()
-    }
-
-    /// [`HarnessCall::InstallPackages`] from the configured repository.
-    pub async fn install_packages(
-        &self,
-        owner: &str,
-        id: &str,
-        packages: &[String],
-    ) -> Result<ExecReport, ToolError> {
-        let call = HarnessCall::InstallPackages {
-            packages: packages.to_vec(),
-            repository: self.config.package_repository.clone(),
-        };
-        self.call(owner, id, call, None).await?.into_report()
     }
 }
