@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Call, Paging, RSessionServer, deadline, structured, tool};
+use super::{Call, Hints, Paging, RSessionServer, ToolDef, deadline, structured, tool};
 use crate::errors::ToolError;
 use crate::harness::HarnessCall;
 use crate::harness::literal::check_identifier;
@@ -115,20 +115,44 @@ pub struct DescribeData {
 /// The tools of this group (see [`super::tool`]).
 pub(super) fn routes() -> Vec<ToolRoute<RSessionServer>> {
     vec![
-        tool("load_data", LOAD_DATA, Paging::Whole, load),
-        tool("query_data", QUERY_DATA, Paging::Paged, query),
-        tool("describe_data", DESCRIBE_DATA, Paging::Paged, describe),
+        tool(&LOAD_DATA, load),
+        tool(&QUERY_DATA, query),
+        tool(&DESCRIBE_DATA, describe),
     ]
 }
 
 /// `load_data`: load a data file into the session as a named dataset.
-const LOAD_DATA: &str = "Load a data file from the session workspace into R under `name`: CSV/TSV (readr), Parquet and Arrow datasets (arrow), JSON/NDJSON (jsonlite), Excel (readxl), SQLite and DuckDB database files. backend auto picks by size (tibble < 100 MB, arrow <= 1 GB, duckdb above) and falls back with a note when a package is missing. Returns rows, columns with types and missing counts, a memory estimate and the first rows. Afterwards `name` is usable in execute_in_session (with helpers name_glimpse(), name_summary(), name_slice_sample(n)) and as a table in query_data.";
+const LOAD_DATA: ToolDef = ToolDef {
+    name: "load_data",
+    title: "Load a data file as a dataset",
+    description: "Load a data file from the session workspace into R under `name`: CSV/TSV (readr), Parquet and Arrow datasets (arrow), JSON/NDJSON (jsonlite), Excel (readxl), SQLite and DuckDB database files. backend auto picks by size (tibble < 100 MB, arrow <= 1 GB, duckdb above) and falls back with a note when a package is missing. Returns rows, columns with types and missing counts, a memory estimate and the first rows. Afterwards `name` is usable in execute_in_session (with helpers name_glimpse(), name_summary(), name_slice_sample(n)) and as a table in query_data.",
+    // Replaces an existing R object of the same name.
+    hints: Hints {
+        idempotent: true,
+        ..Hints::DESTRUCTIVE
+    },
+    paging: Paging::Whole,
+};
 
 /// `query_data`: sQL over loaded datasets.
-const QUERY_DATA: &str = "Run one SQL statement over the datasets loaded with load_data (each is a table of the same name; changes made to them in R are picked up). DuckDB when the session has it, else SQLite (dates as ISO text). Bind values with ? placeholders and params (never paste values into SQL). Returns rows as structured content and a text table, the full row count, elapsed ms; at most max_rows rows (default 1000).";
+const QUERY_DATA: ToolDef = ToolDef {
+    name: "query_data",
+    title: "Query datasets with SQL",
+    description: "Run one SQL statement over the datasets loaded with load_data (each is a table of the same name; changes made to them in R are picked up). DuckDB when the session has it, else SQLite (dates as ISO text). Bind values with ? placeholders and params (never paste values into SQL). Returns rows as structured content and a text table, the full row count, elapsed ms; at most max_rows rows (default 1000).",
+    // One SQL statement of any kind: an UPDATE on a loaded database file
+    // changes that file.
+    hints: Hints::DESTRUCTIVE,
+    paging: Paging::Paged,
+};
 
 /// `describe_data`: profile one dataset.
-const DESCRIBE_DATA: &str = "Profile a loaded dataset (or any data frame in the session), like skimr: per column the type, missing count and rate, unique values; for numbers mean, sd, quantiles (p0 p25 p50 p75 p100) and a histogram sparkline; for text/factor/logical the top values with counts; for dates min/median/max.";
+const DESCRIBE_DATA: ToolDef = ToolDef {
+    name: "describe_data",
+    title: "Profile a dataset",
+    description: "Profile a loaded dataset (or any data frame in the session), like skimr: per column the type, missing count and rate, unique values; for numbers mean, sd, quantiles (p0 p25 p50 p75 p100) and a histogram sparkline; for text/factor/logical the top values with counts; for dates min/median/max.",
+    hints: Hints::READ_ONLY,
+    paging: Paging::Paged,
+};
 
 /// Rows `query_data` returns when the call names no `max_rows`.
 pub const DEFAULT_MAX_ROWS: u32 = 1000;

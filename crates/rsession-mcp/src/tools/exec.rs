@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Call, Paging, RSessionServer, deadline, tool};
+use super::{Call, Hints, Paging, RSessionServer, ToolDef, deadline, tool};
 use crate::errors::ToolError;
 use crate::harness::{Event, ExecStatus, HarnessCall};
 use crate::render::render_text;
@@ -58,21 +58,38 @@ pub struct InstallPackage {
 /// The tools of this group (see [`super::tool`]).
 pub(super) fn routes() -> Vec<ToolRoute<RSessionServer>> {
     vec![
-        tool(
-            "execute_in_session",
-            EXECUTE_IN_SESSION,
-            Paging::Paged,
-            execute,
-        ),
-        tool("install_package", INSTALL_PACKAGE, Paging::Whole, install),
+        tool(&EXECUTE_IN_SESSION, execute),
+        tool(&INSTALL_PACKAGE, install),
     ]
 }
 
 /// `execute_in_session`: run R code in a session.
-const EXECUTE_IN_SESSION: &str = "Run R code in a session's global environment; state persists across calls. Returns stdout, printed values, messages, warnings and errors in order (as text and as structured events), and each plot as a PNG image. An R error is a normal result with status \"error\". Optional limits {max_duration_secs, max_output_bytes}.";
+const EXECUTE_IN_SESSION: ToolDef = ToolDef {
+    name: "execute_in_session",
+    title: "Run R code",
+    description: "Run R code in a session's global environment; state persists across calls. Returns stdout, printed values, messages, warnings and errors in order (as text and as structured events), and each plot as a PNG image. An R error is a normal result with status \"error\". Optional limits {max_duration_secs, max_output_bytes}.",
+    // Arbitrary R code: it can overwrite objects and files, and reach the
+    // session's database (an external system).
+    hints: Hints {
+        open_world: true,
+        ..Hints::DESTRUCTIVE
+    },
+    paging: Paging::Paged,
+};
 
 /// `install_package`: install R packages into the session library.
-const INSTALL_PACKAGE: &str = "Install R packages (and their missing dependencies) from the server's configured repository into the session's own library, then they can be loaded with library().";
+const INSTALL_PACKAGE: ToolDef = ToolDef {
+    name: "install_package",
+    title: "Install R packages",
+    description: "Install R packages (and their missing dependencies) from the server's configured repository into the session's own library, then they can be loaded with library().",
+    // Fetches from a package repository outside the session.
+    hints: Hints {
+        idempotent: true,
+        open_world: true,
+        ..Hints::ADDITIVE
+    },
+    paging: Paging::Whole,
+};
 
 async fn execute(call: Call, p: Execute) -> Result<CallToolResult, ToolError> {
     let limits = p.limits.unwrap_or_default();

@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Call, Paging, RSessionServer, tool};
+use super::{Call, Hints, Paging, RSessionServer, ToolDef, tool};
 use crate::errors::ToolError;
 use crate::harness::HarnessCall;
 
@@ -73,30 +73,42 @@ pub struct WriteFile {
 /// The tools of this group (see [`super::tool`]).
 pub(super) fn routes() -> Vec<ToolRoute<RSessionServer>> {
     vec![
-        tool(
-            "list_session_files",
-            LIST_SESSION_FILES,
-            Paging::Whole,
-            list,
-        ),
-        tool("read_session_file", READ_SESSION_FILE, Paging::Whole, read),
-        tool(
-            "write_session_file",
-            WRITE_SESSION_FILE,
-            Paging::Whole,
-            write,
-        ),
+        tool(&LIST_SESSION_FILES, list),
+        tool(&READ_SESSION_FILE, read),
+        tool(&WRITE_SESSION_FILE, write),
     ]
 }
 
 /// `list_session_files`: list workspace files.
-const LIST_SESSION_FILES: &str = "List files in the session workspace (or a subdirectory of it): name, size in bytes, directory flag, modification time.";
+const LIST_SESSION_FILES: ToolDef = ToolDef {
+    name: "list_session_files",
+    title: "List workspace files",
+    description: "List files in the session workspace (or a subdirectory of it): name, size in bytes, directory flag, modification time.",
+    hints: Hints::READ_ONLY,
+    paging: Paging::Whole,
+};
 
 /// `read_session_file`: read a workspace file.
-const READ_SESSION_FILE: &str = "Read a file from the session workspace. UTF-8 files come back as text, other files as base64 (images also as image content). Paths are relative to the workspace; '..', absolute paths and symlinks leading out are refused.";
+const READ_SESSION_FILE: ToolDef = ToolDef {
+    name: "read_session_file",
+    title: "Read a workspace file",
+    description: "Read a file from the session workspace. UTF-8 files come back as text, other files as base64 (images also as image content). Paths are relative to the workspace; '..', absolute paths and symlinks leading out are refused.",
+    hints: Hints::READ_ONLY,
+    paging: Paging::Whole,
+};
 
 /// `write_session_file`: write a workspace file.
-const WRITE_SESSION_FILE: &str = "Write a file into the session workspace (text, or base64 with encoding=\"base64\"); parent directories are created. Paths are relative to the workspace.";
+const WRITE_SESSION_FILE: ToolDef = ToolDef {
+    name: "write_session_file",
+    title: "Write a workspace file",
+    description: "Write a file into the session workspace (text, or base64 with encoding=\"base64\"); parent directories are created. Paths are relative to the workspace.",
+    // Overwrites an existing file unless `overwrite` is false.
+    hints: Hints {
+        idempotent: true,
+        ..Hints::DESTRUCTIVE
+    },
+    paging: Paging::Whole,
+};
 
 fn column<'a>(s: &'a Sexp, name: &str) -> Result<&'a Sexp, ToolError> {
     s.get(name)

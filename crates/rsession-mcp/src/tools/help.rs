@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Call, Paging, RSessionServer, structured, tool};
+use super::{Call, Hints, Paging, RSessionServer, ToolDef, structured, tool};
 use crate::errors::ToolError;
 use crate::harness::HarnessCall;
 use crate::sexp_json::to_json;
@@ -31,11 +31,17 @@ pub struct Help {
 
 /// The tools of this group (see [`super::tool`]).
 pub(super) fn routes() -> Vec<ToolRoute<RSessionServer>> {
-    vec![tool("help", HELP, Paging::Paged, help)]
+    vec![tool(&HELP, help)]
 }
 
 /// `help`: r documentation as text.
-const HELP: &str = "R documentation as plain text: the help page of a topic (function, dataset), optionally from a given package, or a package's index when only package is given. Inside execute_in_session, ?topic, help() and vignette() also print text.";
+const HELP: ToolDef = ToolDef {
+    name: "help",
+    title: "R documentation",
+    description: "R documentation as plain text: the help page of a topic (function, dataset), optionally from a given package, or a package's index when only package is given. Inside execute_in_session, ?topic, help() and vignette() also print text.",
+    hints: Hints::READ_ONLY,
+    paging: Paging::Paged,
+};
 
 /// Longest topic accepted, in bytes.
 const MAX_TOPIC_BYTES: usize = 200;

@@ -3,8 +3,8 @@
 //! MCP spec 2025-06-18 "Tools" → "Tool") and their bodies:
 //! `sessions`, `exec`, `files`, `data`, `help`, `pages`;
 //! [`prompts`] for `explore_data`. Each group lists its tools in `routes()`,
-//! one [`tool`] line each: name, description, paging and an `async fn(Call,
-//! args)` body.
+//! one [`tool`] line each: a [`ToolDef`] const (name, title, description,
+//! behaviour hints, paging) and an `async fn(Call, args)` body.
 //!
 //! One [`RSessionServer`] value serves one MCP connection (stdio) or one
 //! HTTP request/session; all of them share the [`SessionManager`], so R
@@ -30,7 +30,7 @@ use rmcp::handler::server::router::tool::{ToolRoute, ToolRouter};
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    JsonObject, ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool,
+    JsonObject, ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, prompt_handler, tool_handler};
@@ -159,42 +159,110 @@ enum Paging {
     Paged,
 }
 
-/// The route of one tool: its MCP definition (MCP spec 2025-06-18, "Tools"
-/// → "Tool": `name`, `description`, and the JSON Schema of `P` as
-/// `inputSchema`) and its body, an `async fn(Call, P)`.
+/// What a tool does to its environment: the behaviour hints of MCP tool
+/// annotations (MCP spec 2025-06-18, "Tools" → "Tool annotations"). All
+/// four are always sent, never left to the spec's defaults (which assume
+/// a destructive, open-world tool).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Hints {
+    /// `readOnlyHint`: changes nothing.
+    read_only: bool,
+    /// `destructiveHint`: may overwrite or remove (R objects, files, a session).
+    destructive: bool,
+    /// `idempotentHint`: a repeat with the same arguments changes nothing more.
+    idempotent: bool,
+    /// `openWorldHint`: reaches systems outside the session (a package
+    /// repository, a database).
+    open_world: bool,
+}
+
+impl Hints {
+    /// Reads and changes nothing.
+    const READ_ONLY: Hints = Hints {
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        open_world: false,
+    };
+    /// Adds (a session, packages) without overwriting anything.
+    const ADDITIVE: Hints = Hints {
+        read_only: false,
+        destructive: false,
+        idempotent: false,
+        open_world: false,
+    };
+    /// May overwrite or remove what is there.
+    const DESTRUCTIVE: Hints = Hints {
+        read_only: false,
+        destructive: true,
+        idempotent: false,
+        open_world: false,
+    };
+}
+
+/// One tool as `tools/list` shows it, apart from its input schema (MCP
+/// spec 2025-06-18, "Tools" → "Tool"), and how its result is returned.
+#[derive(Debug)]
+struct ToolDef {
+    /// `name`, as agents call it.
+    name: &'static str,
+    /// `title` (and `annotations.title`, read by older clients): for people.
+    title: &'static str,
+    /// `description`: for the model; what it does, returns and refuses.
+    description: &'static str,
+    /// `annotations`' behaviour hints.
+    hints: Hints,
+    /// Whether a long text result is paged.
+    paging: Paging,
+}
+
+impl ToolDef {
+    /// The MCP `Tool` of this definition with `P`'s JSON Schema as `inputSchema`.
+    fn tool<P: JsonSchema + 'static>(&self) -> Tool {
+        let h = self.hints;
+        let annotations = ToolAnnotations::with_title(self.title)
+            .read_only(h.read_only)
+            .destructive(h.destructive)
+            .idempotent(h.idempotent)
+            .open_world(h.open_world);
+        Tool::new(self.name, self.description, input_schema::<P>())
+            .with_title(self.title)
+            .with_annotations(annotations)
+    }
+}
+
+/// The route of one tool: its MCP definition ([`ToolDef`], with the JSON
+/// Schema of `P` as `inputSchema`) and its body, an `async fn(Call, P)`.
 ///
 /// Every call parses the arguments as `P` (garbage → `invalid_argument`),
-/// runs the body, pages the result when `paging` says so, counts it in the
-/// metrics and turns a [`ToolError`] into an `isError` result.
-fn tool<P, F, Fut>(
-    name: &'static str,
-    description: &'static str,
-    paging: Paging,
-    body: F,
-) -> ToolRoute<RSessionServer>
+/// runs the body, pages the result when the definition says so, counts it
+/// in the metrics and turns a [`ToolError`] into an `isError` result.
+fn tool<P, F, Fut>(def: &'static ToolDef, body: F) -> ToolRoute<RSessionServer>
 where
     P: DeserializeOwned + JsonSchema + Send + 'static,
     F: Fn(Call, P) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<CallToolResult, ToolError>> + Send + 'static,
 {
     let body = Arc::new(body);
-    let attr = Tool::new(name, description, input_schema::<P>());
-    ToolRoute::new_dyn(attr, move |context: ToolCallContext<'_, RSessionServer>| {
-        let metrics = context.service.metrics.clone();
-        let call = context.request_context.extensions.get::<Call>().cloned();
-        let args = context.arguments.unwrap_or_default();
-        let body = body.clone();
-        async move {
-            let result = match call {
-                // `call_tool` puts it there before routing; a route reached
-                // another way is a bug, not the caller's fault.
-                None => Err(ToolError::internal("tool called without its call context")),
-                Some(call) => run(name, paging, call, args, body.as_ref()).await,
-            };
-            finish(&metrics, name, result).map(Into::into)
-        }
-        .boxed()
-    })
+    ToolRoute::new_dyn(
+        def.tool::<P>(),
+        move |context: ToolCallContext<'_, RSessionServer>| {
+            let metrics = context.service.metrics.clone();
+            let call = context.request_context.extensions.get::<Call>().cloned();
+            let args = context.arguments.unwrap_or_default();
+            let body = body.clone();
+            async move {
+                let result = match call {
+                    // `call_tool` puts it there before routing; a route reached
+                    // another way is a bug, not the caller's fault.
+                    None => Err(ToolError::internal("tool called without its call context")),
+                    Some(call) => run(def.name, def.paging, call, args, body.as_ref()).await,
+                };
+                finish(&metrics, def.name, result).map(Into::into)
+            }
+            .boxed()
+        },
+    )
 }
 
 /// Parse, run and (when `paging` says so) page one tool call.
@@ -430,5 +498,49 @@ mod tests {
                 "TOOL_VERBS names {tool}, which is not routed"
             );
         }
+    }
+
+    #[test]
+    fn every_tool_has_a_title_and_all_four_hints() {
+        let tools = RSessionServer::router().list_all();
+        for t in &tools {
+            let a = t.annotations.as_ref().expect("annotations");
+            assert!(
+                t.title.as_deref().is_some_and(|s| !s.is_empty()),
+                "{} title",
+                t.name
+            );
+            assert_eq!(
+                a.title, t.title,
+                "{}: annotations.title is the title",
+                t.name
+            );
+            for (hint, value) in [
+                ("readOnlyHint", a.read_only_hint),
+                ("destructiveHint", a.destructive_hint),
+                ("idempotentHint", a.idempotent_hint),
+                ("openWorldHint", a.open_world_hint),
+            ] {
+                assert!(value.is_some(), "{} sets {hint}", t.name);
+            }
+            if a.read_only_hint == Some(true) {
+                assert_eq!(
+                    a.destructive_hint,
+                    Some(false),
+                    "{}: read-only is not destructive",
+                    t.name
+                );
+            }
+        }
+        let hint = |name: &str| {
+            let t = tools.iter().find(|t| t.name == name).expect(name);
+            t.annotations.clone().expect("annotations")
+        };
+        assert_eq!(hint("close_session").destructive_hint, Some(true));
+        assert_eq!(hint("list_sessions").read_only_hint, Some(true));
+        assert_eq!(hint("read_session_file").read_only_hint, Some(true));
+        assert_eq!(hint("install_package").open_world_hint, Some(true));
+        assert_eq!(hint("execute_in_session").read_only_hint, Some(false));
+        assert_eq!(hint("write_session_file").destructive_hint, Some(true));
     }
 }

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Call, Paging, RSessionServer, tool};
+use super::{Call, Hints, Paging, RSessionServer, ToolDef, tool};
 use crate::errors::ToolError;
 use crate::pager::{Answer, Page, Pager, Request};
 
@@ -40,11 +40,17 @@ pub struct ReadOutput {
 
 /// The tools of this group (see [`super::tool`]).
 pub(super) fn routes() -> Vec<ToolRoute<RSessionServer>> {
-    vec![tool("read_output", READ_OUTPUT, Paging::Whole, read_output)]
+    vec![tool(&READ_OUTPUT, read_output)]
 }
 
 /// `read_output`: page through long output.
-const READ_OUTPUT: &str = "Read more of a long result that came back paged (its text ends with a handle). Without page/offset/search: the next page not yet sent. page: that page; offset: the page holding that character offset; search: the matching lines with their line and page numbers (literal text unless regex=true). Pages already sent are not sent again unless resend=true.";
+const READ_OUTPUT: ToolDef = ToolDef {
+    name: "read_output",
+    title: "Read more of a long result",
+    description: "Read more of a long result that came back paged (its text ends with a handle). Without page/offset/search: the next page not yet sent. page: that page; offset: the page holding that character offset; search: the matching lines with their line and page numbers (literal text unless regex=true). Pages already sent are not sent again unless resend=true.",
+    hints: Hints::READ_ONLY,
+    paging: Paging::Whole,
+};
 
 async fn read_output(call: Call, p: ReadOutput) -> Result<CallToolResult, ToolError> {
     read(&call.pager, &call.owner, p)

@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Call, NoArgs, Paging, RSessionServer, structured, tool};
+use super::{Call, Hints, NoArgs, Paging, RSessionServer, ToolDef, structured, tool};
 use crate::errors::ToolError;
 
 /// Arguments naming one session.
@@ -20,25 +20,54 @@ pub struct SessionRef {
 /// The tools of this group (see [`super::tool`]).
 pub(super) fn routes() -> Vec<ToolRoute<RSessionServer>> {
     vec![
-        tool("create_session", CREATE_SESSION, Paging::Whole, create),
-        tool("list_sessions", LIST_SESSIONS, Paging::Whole, list),
-        tool("close_session", CLOSE_SESSION, Paging::Whole, close),
-        tool("reset_session", RESET_SESSION, Paging::Whole, reset),
+        tool(&CREATE_SESSION, create),
+        tool(&LIST_SESSIONS, list),
+        tool(&CLOSE_SESSION, close),
+        tool(&RESET_SESSION, reset),
     ]
 }
 
 /// `create_session`: start a new R session with its own workspace directory.
-const CREATE_SESSION: &str = "Start a new R session (a fresh R process with its own workspace directory as working directory). Returns session_id for the other tools.";
+const CREATE_SESSION: ToolDef = ToolDef {
+    name: "create_session",
+    title: "Create an R session",
+    description: "Start a new R session (a fresh R process with its own workspace directory as working directory). Returns session_id for the other tools.",
+    hints: Hints::ADDITIVE,
+    paging: Paging::Whole,
+};
 
 /// `list_sessions`: list this caller's sessions.
-const LIST_SESSIONS: &str =
-    "List your sessions with their state (busy, connected, executions, last activity).";
+const LIST_SESSIONS: ToolDef = ToolDef {
+    name: "list_sessions",
+    title: "List R sessions",
+    description: "List your sessions with their state (busy, connected, executions, last activity).",
+    hints: Hints::READ_ONLY,
+    paging: Paging::Whole,
+};
 
 /// `close_session`: close a session.
-const CLOSE_SESSION: &str = "Close a session: its R process ends and its workspace is deleted.";
+const CLOSE_SESSION: ToolDef = ToolDef {
+    name: "close_session",
+    title: "Close an R session",
+    description: "Close a session: its R process ends and its workspace is deleted.",
+    hints: Hints {
+        idempotent: true,
+        ..Hints::DESTRUCTIVE
+    },
+    paging: Paging::Whole,
+};
 
 /// `reset_session`: restart a session's R.
-const RESET_SESSION: &str = "Replace the session's R process with a fresh one: all R objects, loaded packages and options are discarded; workspace files are kept.";
+const RESET_SESSION: ToolDef = ToolDef {
+    name: "reset_session",
+    title: "Restart the R of a session",
+    description: "Replace the session's R process with a fresh one: all R objects, loaded packages and options are discarded; workspace files are kept.",
+    hints: Hints {
+        idempotent: true,
+        ..Hints::DESTRUCTIVE
+    },
+    paging: Paging::Whole,
+};
 
 async fn create(call: Call, _: NoArgs) -> Result<CallToolResult, ToolError> {
     let info = call.manager.create(&call.owner, &call.progress).await?;
