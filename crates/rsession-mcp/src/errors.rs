@@ -27,6 +27,10 @@ pub enum ErrorCode {
     SessionLost,
     /// The deadline passed; R was interrupted (state kept) or killed.
     ExecutionTimeout,
+    /// The caller cancelled the call (MCP `notifications/cancelled`); R was
+    /// interrupted (state kept). Clients that cancel do not wait for this
+    /// answer; it is what the metrics and logs record.
+    Cancelled,
     /// The code is larger than the server's `--max-code-bytes`.
     CodeTooLarge,
     /// An argument is malformed or out of range (including paths leaving the workspace).
@@ -50,6 +54,7 @@ impl ErrorCode {
             ErrorCode::SessionBusy => "session_busy",
             ErrorCode::SessionLost => "session_lost",
             ErrorCode::ExecutionTimeout => "execution_timeout",
+            ErrorCode::Cancelled => "cancelled",
             ErrorCode::CodeTooLarge => "code_too_large",
             ErrorCode::InvalidArgument => "invalid_argument",
             ErrorCode::Unauthorized => "unauthorized",
@@ -173,6 +178,7 @@ mod tests {
             ErrorCode::SessionBusy,
             ErrorCode::SessionLost,
             ErrorCode::ExecutionTimeout,
+            ErrorCode::Cancelled,
             ErrorCode::CodeTooLarge,
             ErrorCode::InvalidArgument,
             ErrorCode::Unauthorized,

@@ -26,7 +26,8 @@
 # Output is captured by sinking stdout and stderr into a spool file and
 # reading back only what fits the byte budget (head, then a rolling tail), so
 # a runaway print costs disk in the R temp dir, never memory here or in the
-# server.
+# server. The spool is emptied when an evaluation starts; while it runs, the
+# server reads its last line over a second connection for progress.
 local({
   h <- new.env(parent = globalenv())
   state <- new.env(parent = emptyenv())
@@ -211,14 +212,18 @@ local({
     h$add_text(st, type, h$as_text(b))
   }
 
+  # The spool lives at a fixed path per R process (`spool_path`, returned by
+  # init) so the server can read what a running evaluation has printed so far
+  # over a second connection, for progress notifications.
+  h$spool_path <- function() file.path(tempdir(), sprintf("rsession-spool-%d", Sys.getpid()))
+
   h$open_spool <- function() {
     old <- state$spool
     if (!is.null(old)) {
       try(close(old$w), silent = TRUE)
       try(close(old$r), silent = TRUE)
-      unlink(old$path)
     }
-    path <- tempfile("rsession-out-")
+    path <- h$spool_path()
     sp <- new.env(parent = emptyenv())
     sp$path <- path
     sp$w <- file(path, open = "w")
@@ -227,11 +232,20 @@ local({
     state$spool <- sp
   }
 
-  # Start the spool afresh when it has grown (between calls only).
-  h$recycle_spool <- function() {
+  # Empty the spool at the start of each evaluation, so it holds only the
+  # output of the running one (and costs no disk between calls).
+  h$reset_spool <- function() {
     sp <- state$spool
-    if (is.null(sp)) return(h$open_spool())
-    if (sp$pos > 1048576) h$open_spool()
+    if (is.null(sp) || !file.exists(sp$path)) return(h$open_spool())
+    if (sp$pos > 0 || file.size(sp$path) > 0) {
+      seek(sp$w, 0, rw = "write")
+      truncate(sp$w)
+      # The reading side is reopened: R's read buffer would otherwise hand
+      # back bytes of the previous output at the same offsets.
+      close(sp$r)
+      sp$r <- file(sp$path, open = "rb")
+      sp$pos <- 0
+    }
   }
 
   # ---- plots ------------------------------------------------------------------
@@ -359,7 +373,7 @@ local({
             browser = function(url, ...) cat("[rsession: no browser; URL] ", url, "\n", sep = ""))
     list(workspace = workspace, pid = Sys.getpid(), r_version = R.version.string,
          png_backend = state$png_backend, library = if (is.null(state$library)) NA_character_ else state$library,
-         memory = h$memory_state())
+         memory = h$memory_state(), spool = state$spool$path)
   }
 
   # Evaluate user code in the global environment (see header for the result).
@@ -375,10 +389,8 @@ local({
     }
     tempdir(check = TRUE)
     if (!dir.exists(state$plot_dir)) dir.create(state$plot_dir, recursive = TRUE)
-    if (!file.exists(state$spool$path)) h$open_spool()
-    h$recycle_spool()
+    h$reset_spool()
     sp <- state$spool
-    sp$pos <- file.size(sp$path)
     sinks <- sink.number()
     sink(sp$w)
     sink(sp$w, type = "message")

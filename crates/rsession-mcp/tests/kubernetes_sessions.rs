@@ -65,7 +65,7 @@ async fn create_use_isolate_and_close_sessions_through_mcp_with_service_account_
         let created = call(&alice, "create_session", json!({})).await;
         assert_eq!(error_code(&created), None, "{}", text(&created));
         let id = structured(&created)["session_id"].as_str().expect("session_id").to_string();
-        let progress = alice.service().progress.lock().unwrap().clone();
+        let progress = alice.service().progress();
         let messages: Vec<String> = progress.iter().filter_map(|p| p.message.clone()).collect();
         let position = |prefix: &str| {
             messages

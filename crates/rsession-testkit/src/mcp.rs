@@ -3,20 +3,56 @@
 //! want a failed step to fail the test at once.
 
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
-use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock};
-use rmcp::service::{ClientInitializeError, Peer, RunningService, ServiceError};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientConfig, ContentBlock, ProgressNotificationParam,
+};
+use rmcp::service::{
+    ClientInitializeError, NotificationContext, Peer, RunningService, ServiceError,
+};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::TokioChildProcess;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::Value;
 
-/// An MCP client without a handler of its own (rmcp's `()` client).
-pub type Client = RunningService<RoleClient, ()>;
+/// An MCP client whose handler records what the server notifies.
+pub type Client = RunningService<RoleClient, Recorder>;
+
+/// A client handler that keeps every progress notification (MCP
+/// `notifications/progress`) it receives, in order.
+#[derive(Debug, Clone, Default)]
+pub struct Recorder {
+    progress: Arc<Mutex<Vec<ProgressNotificationParam>>>,
+}
+
+impl Recorder {
+    /// The progress notifications received so far.
+    pub fn progress(&self) -> Vec<ProgressNotificationParam> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl ClientHandler for Recorder {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(params);
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::default()
+    }
+}
 
 /// Why a client step failed.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +92,7 @@ pub enum Error {
 /// # Errors
 /// [`Error::Initialize`] when the server refuses or does not answer `initialize`.
 pub async fn connect_http(url: &str, token: Option<&str>) -> Result<Client, Error> {
-    connect_http_with((), url, token).await
+    connect_http_with(Recorder::default(), url, token).await
 }
 
 /// [`connect_http`] with `handler` as the client's handler (for example one that records
@@ -96,9 +132,9 @@ pub async fn connect_stdio(command: tokio::process::Command) -> Result<(Client, 
     let pid = transport
         .id()
         .ok_or_else(|| Error::Spawn(std::io::Error::other("the server exited at once")))?;
-    let client =
-        ().serve(transport)
-            .await
+    let client = Recorder::default()
+        .serve(transport)
+        .await
             .map_err(|reason| Error::Initialize {
                 target: "stdio".into(),
                 reason: Box::new(reason),

@@ -101,6 +101,15 @@ pub enum HarnessCall {
     },
     /// `.rsession$memory_state()`: the cgroup's OOM-kill counter and limit.
     MemoryState,
+    /// The last `max_bytes` of the output spool at `path`, as raw bytes. Needs
+    /// no harness: it runs on a fresh connection while the session's own R
+    /// is busy evaluating (progress).
+    SpoolTail {
+        /// The spool's path as returned by `.rsession$init()` (`spool`).
+        path: String,
+        /// Bytes read at most, from the end.
+        max_bytes: u64,
+    },
 }
 
 impl HarnessCall {
@@ -225,6 +234,12 @@ impl HarnessCall {
                 format!(".rsession_data$help_text({topic}, {package})")
             }
             HarnessCall::MemoryState => ".rsession$memory_state()".into(),
+            HarnessCall::SpoolTail { path, max_bytes } => format!(
+                "local({{ p <- {}; s <- file.size(p); if (is.na(s) || s <= 0) return(raw(0)); \
+                 f <- file(p, \"rb\"); on.exit(close(f)); n <- min(s, {max_bytes}); \
+                 seek(f, s - n); readBin(f, \"raw\", n) }})",
+                literal(path)?
+            ),
         })
     }
 

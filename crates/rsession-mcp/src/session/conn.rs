@@ -10,22 +10,32 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::errors::{ErrorCode, ToolError};
 use crate::harness::{self, ExecLimits, ExecOutcome, ExecStatus, HarnessCall};
-use crate::session::Endpoint;
 use crate::session::oom::{MemoryState, OomKill};
+use crate::session::{Endpoint, Progress, Watch};
 
 /// Bytes of a harness reply beyond the output cap allowed for plots and framing.
 const REPLY_HEADROOM: usize = 64 << 20;
 
+/// Why an evaluation was stopped before R answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Its deadline passed.
+    Deadline,
+    /// The caller cancelled the call (MCP `notifications/cancelled`, or a
+    /// cancelled task).
+    Cancelled,
+}
+
 /// How an evaluation under a deadline ended when it did not simply return.
 #[derive(Debug)]
 pub enum Interrupted {
-    /// The deadline passed and SIGINT stopped R within the grace period; the
-    /// R state is kept. Carries whatever output the harness had captured, if
-    /// its reply made it back.
-    Interrupted(Option<ExecOutcome>),
-    /// The deadline and the grace period passed; R was killed. The
-    /// connection is gone.
-    Killed,
+    /// The deadline passed or the call was cancelled, and SIGINT stopped R
+    /// within the grace period; the R state is kept. Carries whatever output
+    /// the harness had captured, if its reply made it back.
+    Interrupted(Stop, Option<ExecOutcome>),
+    /// R did not stop within the grace period after SIGINT and was killed.
+    /// The connection is gone.
+    Killed(Stop),
     /// The connection broke (R exited, crashed, or the network failed).
     Lost(String),
 }
@@ -46,6 +56,9 @@ pub struct RConn {
     /// The cgroup's memory state when this connection opened (its OOM-kill
     /// counter is the baseline of [`RConn::lost_to_oom`]).
     pub memory: MemoryState,
+    /// Path of the harness's output spool as R sees it (progress reads its
+    /// last line while an evaluation runs); `None` from an older harness.
+    spool: Option<String>,
 }
 
 fn backend_unavailable(endpoint: &Endpoint, e: &rserve::Error) -> ToolError {
@@ -136,6 +149,7 @@ impl RConn {
             r_version: text("r_version"),
             png_backend: text("png_backend"),
             workspace: text("workspace"),
+            spool: Some(text("spool")).filter(|s| !s.is_empty()),
             memory,
             endpoint: endpoint.clone(),
             opts,
@@ -177,15 +191,18 @@ impl RConn {
         })
     }
 
-    /// Evaluate `code` through the harness. At `deadline` R gets SIGINT via a
-    /// second connection; if it has not answered `grace` later it gets
-    /// SIGKILL. The reply may be up to `limits.max_output_bytes` plus plots.
+    /// Evaluate `code` through the harness. At `deadline`, or when
+    /// `watch.cancel` fires, R gets SIGINT via a second connection; if it has
+    /// not answered `grace` later it gets SIGKILL. While R runs,
+    /// `watch.progress` gets a report every [`PROGRESS_EVERY`]. The reply may
+    /// be up to `limits.max_output_bytes` plus plots.
     pub async fn execute(
         &mut self,
         code: &str,
         limits: &ExecLimits,
         deadline: Instant,
         grace: Duration,
+        watch: &Watch,
     ) -> Result<Result<ExecOutcome, Interrupted>, ToolError> {
         let call = HarnessCall::Execute {
             code: code.to_string(),
@@ -201,19 +218,21 @@ impl RConn {
             )
             .unwrap_or(usize::MAX / 4);
         self.conn.set_max_reply_bytes(max_reply);
-        match self.eval_until(&call, deadline, grace).await {
+        match self.eval_until(&call, deadline, grace, watch).await {
             Ok(sexp) => {
                 let outcome = harness::decode_outcome(&sexp)
                     .map_err(|e| ToolError::internal(e.to_string()))?;
                 Ok(Ok(outcome))
             }
-            Err(EvalEnd::Interrupted(Ok(sexp))) => match harness::decode_outcome(&sexp) {
+            Err(EvalEnd::Interrupted(stop, Ok(sexp))) => match harness::decode_outcome(&sexp) {
                 // finished on its own just as the deadline passed
                 Ok(outcome) if outcome.status != ExecStatus::Interrupted => Ok(Ok(outcome)),
-                outcome => Ok(Err(Interrupted::Interrupted(outcome.ok()))),
+                outcome => Ok(Err(Interrupted::Interrupted(stop, outcome.ok()))),
             },
-            Err(EvalEnd::Interrupted(Err(_))) => Ok(Err(Interrupted::Interrupted(None))),
-            Err(EvalEnd::Killed) => Ok(Err(Interrupted::Killed)),
+            Err(EvalEnd::Interrupted(stop, Err(_))) => {
+                Ok(Err(Interrupted::Interrupted(stop, None)))
+            }
+            Err(EvalEnd::Killed(stop)) => Ok(Err(Interrupted::Killed(stop))),
             Err(EvalEnd::Failed(e)) if e.is_connection_lost() => {
                 Ok(Err(Interrupted::Lost(e.to_string())))
             }
@@ -221,21 +240,27 @@ impl RConn {
         }
     }
 
-    /// Evaluate a harness call (file tools, install) under a deadline; a
-    /// timeout or a lost connection becomes the matching tool error.
+    /// Evaluate a harness call (file and data tools) under a deadline and
+    /// `watch` (as [`RConn::execute`]); a timeout, a cancellation or a lost
+    /// connection becomes the matching tool error.
     pub async fn call(
         &mut self,
         expr: &str,
         deadline: Instant,
         grace: Duration,
+        watch: &Watch,
     ) -> Result<Sexp, ToolError> {
-        match self.eval_until(expr, deadline, grace).await {
+        match self.eval_until(expr, deadline, grace, watch).await {
             Ok(s) => Ok(s),
-            Err(EvalEnd::Interrupted(_)) => Err(ToolError::new(
+            Err(EvalEnd::Interrupted(Stop::Deadline, _)) => Err(ToolError::new(
                 ErrorCode::ExecutionTimeout,
                 "the operation took longer than its deadline and was interrupted; R state is kept",
             )),
-            Err(EvalEnd::Killed) => Err(ToolError::new(
+            Err(EvalEnd::Interrupted(Stop::Cancelled, _)) => Err(ToolError::new(
+                ErrorCode::Cancelled,
+                "the operation was cancelled and R was interrupted; R state is kept",
+            )),
+            Err(EvalEnd::Killed(_)) => Err(ToolError::new(
                 ErrorCode::SessionLost,
                 "the operation did not stop after an interrupt and R was killed; the next call starts a fresh R in the same workspace",
             )),
@@ -251,12 +276,26 @@ impl RConn {
         expr: &str,
         deadline: Instant,
         grace: Duration,
+        watch: &Watch,
     ) -> Result<Sexp, EvalEnd> {
         self.conn.send_eval(expr).await.map_err(EvalEnd::Failed)?;
-        if let Ok(reply) = timeout_at(deadline, self.conn.read_reply()).await {
-            return reply.map_err(EvalEnd::Failed);
-        }
-        tracing::info!(pid = self.pid, "deadline passed; sending SIGINT");
+        // Progress runs beside the evaluation on its own connections and
+        // ends with it (the guard aborts it on every return below).
+        let _progress = watch.progress.is_active().then(|| {
+            AbortOnDrop(tokio::spawn(report_progress(
+                self.endpoint.clone(),
+                self.opts.clone(),
+                self.spool.clone(),
+                watch.progress.clone(),
+                deadline,
+            )))
+        });
+        let stop = tokio::select! {
+            reply = self.conn.read_reply() => return reply.map_err(EvalEnd::Failed),
+            () = tokio::time::sleep_until(deadline) => Stop::Deadline,
+            () = watch.cancel.cancelled() => Stop::Cancelled,
+        };
+        tracing::info!(pid = self.pid, ?stop, "stopping R: sending SIGINT");
         if let Err(e) =
             rserve::signal_child(&self.endpoint.addr, &self.opts, self.pid, Signal::Interrupt).await
         {
@@ -267,12 +306,12 @@ impl RConn {
                 if e.is_connection_lost() {
                     return Err(EvalEnd::Failed(e));
                 }
-                return Err(EvalEnd::Interrupted(Err(e)));
+                return Err(EvalEnd::Interrupted(stop, Err(e)));
             }
             // R may have finished just before the SIGINT arrived; then the
             // signal is still pending and would abort the next request.
             self.drain_pending_interrupt(grace).await;
-            return Err(EvalEnd::Interrupted(reply));
+            return Err(EvalEnd::Interrupted(stop, reply));
         }
         tracing::warn!(pid = self.pid, "R ignored SIGINT; sending SIGKILL");
         if let Err(e) =
@@ -282,7 +321,7 @@ impl RConn {
         }
         // The kernel closes the socket when the process dies; bound the wait anyway.
         let _ = timeout_at(Instant::now() + grace, self.conn.read_reply()).await;
-        Err(EvalEnd::Killed)
+        Err(EvalEnd::Killed(stop))
     }
 
     /// Assign raw `bytes` to the global variable `name` (QAP1 `CMD_setSEXP`).
@@ -350,9 +389,98 @@ async fn read_memory_state(
 
 #[derive(Debug)]
 enum EvalEnd {
-    Interrupted(Result<Sexp, rserve::Error>),
-    Killed,
+    Interrupted(Stop, Result<Sexp, rserve::Error>),
+    Killed(Stop),
     Failed(rserve::Error),
+}
+
+/// How often a running call reports progress (MCP `notifications/progress`).
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// Bytes of the spool's end read for the last printed line.
+const SPOOL_TAIL_BYTES: u64 = 4096;
+
+/// Longest last-line text put in a progress message, in characters.
+const PROGRESS_LINE_CHARS: usize = 200;
+
+/// Aborts its task when dropped, so a helper task ends with its call.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Every [`PROGRESS_EVERY`] until aborted: report the seconds R has run
+/// (progress; the deadline's seconds as total) and the last line it has
+/// printed so far, read from the harness spool over a fresh connection
+/// (a short-lived fork of the same Rserve, which sees the same files). A
+/// failed read only leaves the line out.
+async fn report_progress(
+    endpoint: Endpoint,
+    opts: ConnectOptions,
+    spool: Option<String>,
+    progress: Progress,
+    deadline: Instant,
+) {
+    let started = Instant::now();
+    let total = deadline
+        .saturating_duration_since(started)
+        .as_secs_f64()
+        .ceil();
+    let mut ticks = tokio::time::interval_at(started + PROGRESS_EVERY, PROGRESS_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let line = match &spool {
+            Some(path) => match last_line(&endpoint, &opts, path).await {
+                Ok(line) => line,
+                Err(e) => {
+                    tracing::debug!(addr = %endpoint.addr, error = %e, "reading the output spool for progress failed");
+                    None
+                }
+            },
+            None => None,
+        };
+        let elapsed = started.elapsed().as_secs_f64().floor();
+        let message = match line {
+            Some(line) => format!("R running for {elapsed:.0} s; last output: {line}"),
+            None => format!("R running for {elapsed:.0} s"),
+        };
+        progress.report(elapsed, Some(total), message).await;
+    }
+}
+
+/// The last non-empty line in the spool at `path` (its final
+/// [`SPOOL_TAIL_BYTES`]), shortened to [`PROGRESS_LINE_CHARS`].
+async fn last_line(
+    endpoint: &Endpoint,
+    opts: &ConnectOptions,
+    path: &str,
+) -> Result<Option<String>, String> {
+    let expr = HarnessCall::SpoolTail {
+        path: path.to_string(),
+        max_bytes: SPOOL_TAIL_BYTES,
+    }
+    .render()
+    .map_err(|e| e.message)?;
+    let opts = ConnectOptions {
+        connect_timeout: PROGRESS_EVERY,
+        ..opts.clone()
+    };
+    let mut conn = Connection::connect(&endpoint.addr, &opts)
+        .await
+        .map_err(|e| e.to_string())?;
+    let tail = conn.eval(&expr).await;
+    conn.close().await;
+    let tail = tail.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(tail.as_raw().unwrap_or_default()).into_owned();
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .map(|l| l.chars().take(PROGRESS_LINE_CHARS).collect()))
 }
 
 /// Errors raised by harness helpers (`stop("rsession: ...")`) are the

@@ -80,6 +80,17 @@ pub struct BackendSession {
     pub phase: Option<String>,
 }
 
+/// What may watch or stop one harness call while R runs: the caller's
+/// cancellation (MCP `notifications/cancelled`, spec 2025-06-18
+/// "Utilities" → "Cancellation") and its progress sink.
+#[derive(Debug, Clone, Default)]
+pub struct Watch {
+    /// Fires when the caller gives up on the call; R is then interrupted.
+    pub cancel: tokio_util::sync::CancellationToken,
+    /// Where running-time reports go.
+    pub progress: Progress,
+}
+
 /// One progress step of a long operation, as MCP `notifications/progress`
 /// carries it (MCP spec 2025-06-18, "Utilities" → "Progress").
 #[derive(Debug, Clone, PartialEq)]
@@ -119,6 +130,11 @@ impl Progress {
             sink: Some(Arc::new(f)),
             total: Arc::default(),
         }
+    }
+
+    /// Whether reports reach anyone (the request carried a progress token).
+    pub fn is_active(&self) -> bool {
+        self.sink.is_some()
     }
 
     /// Report step `progress` of `total` with `message`.

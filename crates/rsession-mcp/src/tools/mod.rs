@@ -37,13 +37,14 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, prompt_handler, tool_handler};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Verb, caller_of};
 use crate::errors::ToolError;
 use crate::harness::HarnessCall;
 use crate::metrics::Metrics;
 use crate::pager::{Pager, PagerConfig};
-use crate::session::{Progress, Reply, SessionManager};
+use crate::session::{Progress, Reply, SessionManager, Watch};
 
 /// Shown to clients at initialisation (MCP `instructions`).
 pub const INSTRUCTIONS: &str = "Run R code in persistent sessions. Call create_session once, then \
@@ -76,6 +77,9 @@ pub struct Call {
     /// The request's `progressToken` sink (MCP spec 2025-06-18, "Utilities"
     /// → "Progress").
     pub progress: Progress,
+    /// Fires when the client cancels the request (`notifications/cancelled`,
+    /// "Utilities" → "Cancellation"); a running evaluation is interrupted.
+    pub cancel: CancellationToken,
     /// The session manager shared by every connection.
     pub manager: Arc<SessionManager>,
     /// Long outputs kept for `read_output`.
@@ -106,9 +110,13 @@ impl Call {
         harness_call: HarnessCall,
         max_duration: Option<Duration>,
     ) -> Result<T, ToolError> {
+        let watch = Watch {
+            cancel: self.cancel.clone(),
+            progress: self.progress.clone(),
+        };
         let reply = self
             .manager
-            .call(&self.owner, session_id, harness_call, max_duration);
+            .call(&self.owner, session_id, harness_call, max_duration, &watch);
         reply.await?.try_into()
     }
 }
@@ -393,6 +401,7 @@ impl RSessionServer {
         Ok(Call {
             owner,
             progress,
+            cancel: context.ct.clone(),
             manager: self.manager.clone(),
             pager: self.pager.clone(),
         })

@@ -4,7 +4,7 @@
 use rserve::Sexp;
 use rsession_mcp::errors::ToolError;
 use rsession_mcp::harness::HarnessCall;
-use rsession_mcp::session::{ExecReport, SessionManager};
+use rsession_mcp::session::{ExecReport, SessionManager, Watch};
 
 /// One harness entry point per method, each answering its R value (or the
 /// evaluation report for installs); errors are those of
@@ -56,7 +56,9 @@ impl HarnessCalls for SessionManager {
             path: path.into(),
             recursive,
         };
-        self.call(owner, id, call, None).await?.try_into()
+        self.call(owner, id, call, None, &Watch::default())
+            .await?
+            .try_into()
     }
 
     async fn read_file(
@@ -71,7 +73,9 @@ impl HarnessCalls for SessionManager {
             path: path.into(),
             max_bytes,
         };
-        self.call(owner, id, call, None).await?.try_into()
+        self.call(owner, id, call, None, &Watch::default())
+            .await?
+            .try_into()
     }
 
     async fn write_file(
@@ -88,7 +92,9 @@ impl HarnessCalls for SessionManager {
             content,
             overwrite,
         };
-        self.call(owner, id, call, None).await?.try_into()
+        self.call(owner, id, call, None, &Watch::default())
+            .await?
+            .try_into()
     }
 
     async fn install_packages(
@@ -102,6 +108,8 @@ impl HarnessCalls for SessionManager {
             packages: packages.to_vec(),
             repository,
         };
-        self.call(owner, id, call, None).await?.try_into()
+        self.call(owner, id, call, None, &Watch::default())
+            .await?
+            .try_into()
     }
 }

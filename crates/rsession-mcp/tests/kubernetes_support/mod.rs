@@ -34,9 +34,6 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
 use rand::Rng;
 use rand::distr::Alphanumeric;
-use rmcp::model::{ClientConfig, ProgressNotificationParam};
-use rmcp::service::{NotificationContext, RunningService};
-use rmcp::{ClientHandler, RoleClient};
 use rserve::testing::{FixtureConfig, RserveFixture};
 use rsession_api::well_known as wk;
 use rsession_api::{Phase, RSession, RSessionStatus};
@@ -382,29 +379,9 @@ fn write_json(path: &Path, value: &impl serde::Serialize) {
         .expect("write kubeconfig");
 }
 
-/// An MCP client that records progress notifications.
-#[derive(Clone, Default)]
-pub struct Recorder {
-    pub progress: Arc<Mutex<Vec<ProgressNotificationParam>>>,
-}
-
-impl ClientHandler for Recorder {
-    async fn on_progress(
-        &self,
-        params: ProgressNotificationParam,
-        _context: NotificationContext<RoleClient>,
-    ) {
-        self.progress.lock().unwrap().push(params);
-    }
-
-    fn get_info(&self) -> ClientConfig {
-        ClientConfig::default()
-    }
-}
-
-pub type Client_ = RunningService<RoleClient, Recorder>;
+pub type Client_ = mcp::Client;
 
 /// A real rmcp client over streamable HTTP with `token` as bearer token.
 pub async fn connect(url: &str, token: Option<&str>) -> Result<Client_, mcp::Error> {
-    mcp::connect_http_with(Recorder::default(), url, token).await
+    mcp::connect_http(url, token).await
 }

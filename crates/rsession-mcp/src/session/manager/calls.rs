@@ -12,7 +12,8 @@ use super::{SessionManager, messages};
 use crate::errors::{ErrorCode, ToolError};
 use crate::harness::{ExecLimits, ExecReport, HarnessCall, Reply, UPLOAD_VAR, enforce_output_cap};
 use crate::render::render_text;
-use crate::session::conn::Interrupted;
+use crate::session::Watch;
+use crate::session::conn::{Interrupted, Stop};
 
 impl SessionManager {
     /// Run one harness call in the session `id` of `owner` under a deadline
@@ -27,32 +28,36 @@ impl SessionManager {
     /// [`HarnessCall::render`], file limits; an R error whose message holds
     /// `rsession: `), `session_not_found`, `session_busy`, `code_too_large`,
     /// `execution_timeout` (R interrupted, state kept; partial output in
-    /// details), `session_lost` (R killed or gone; retry runs on a fresh R),
-    /// `backend_unavailable`, `internal`.
+    /// details), `cancelled` (`watch.cancel` fired; R interrupted, state
+    /// kept), `session_lost` (R killed or gone; retry runs on a fresh R),
+    /// `backend_unavailable`, `internal`. While R runs, `watch.progress` gets
+    /// the running time and last printed line every
+    /// [`crate::session::conn::PROGRESS_EVERY`].
     pub async fn call(
         &self,
         owner: &str,
         id: &str,
         mut call: HarnessCall,
         max_duration: Option<Duration>,
+        watch: &Watch,
     ) -> Result<Reply, ToolError> {
         self.config.files.apply(&mut call)?;
         let duration = self.deadline(&call, max_duration);
         match call {
             HarnessCall::Execute { code, limits } => self
-                .evaluate(owner, id, &code, limits, duration)
+                .evaluate(owner, id, &code, limits, duration, watch)
                 .await
                 .map(Reply::Report),
             HarnessCall::InstallPackages { .. } => {
                 let code = call.render()?;
                 let limits = self.exec_limits(None);
-                self.evaluate(owner, id, &code, limits, duration)
+                self.evaluate(owner, id, &code, limits, duration, watch)
                     .await
                     .map(Reply::Report)
             }
             _ => {
                 let expr = call.render()?;
-                self.helper(owner, id, &expr, call.upload(), duration)
+                self.helper(owner, id, &expr, call.upload(), duration, watch)
                     .await
                     .map(Reply::Value)
             }
@@ -73,7 +78,10 @@ impl SessionManager {
             code: code.to_string(),
             limits: self.exec_limits(max_output_bytes),
         };
-        self.call(owner, id, call, max_duration).await?.try_into()
+        let watch = Watch::default();
+        self.call(owner, id, call, max_duration, &watch)
+            .await?
+            .try_into()
     }
 
     async fn evaluate(
@@ -83,6 +91,7 @@ impl SessionManager {
         code: &str,
         limits: ExecLimits,
         duration: Duration,
+        watch: &Watch,
     ) -> Result<ExecReport, ToolError> {
         let lim = &self.config.limits;
         if code.len() > lim.max_code_bytes {
@@ -90,12 +99,12 @@ impl SessionManager {
         }
         let output = limits.max_output_bytes;
         let session = self.find(owner, id).await?;
-        let mut slot = self.lock(&session)?;
+        let mut slot = self.lock(&session, watch).await?;
         session.touch();
         let conn = self.ensure_conn(&session, &mut slot).await?;
         let started = Instant::now();
         let result = conn
-            .execute(code, &limits, started + duration, lim.grace)
+            .execute(code, &limits, started + duration, lim.grace, watch)
             .await;
         let elapsed = started.elapsed();
         session.executions.fetch_add(1, Ordering::Relaxed);
@@ -125,23 +134,29 @@ impl SessionManager {
                     max_output_bytes: output,
                 })
             }
-            Err(Interrupted::Interrupted(partial)) => {
-                self.metrics.execution("timeout", elapsed);
+            Err(Interrupted::Interrupted(stop, partial)) => {
+                let (label, error) = match stop {
+                    Stop::Deadline => ("timeout", messages::interrupted(duration)),
+                    Stop::Cancelled => ("cancelled", messages::cancelled(elapsed)),
+                };
+                self.metrics.execution(label, elapsed);
                 let partial_text = partial
                     .map(|mut o| {
                         enforce_output_cap(&mut o, usize::try_from(output).unwrap_or(usize::MAX));
                         render_text(&o)
                     })
                     .unwrap_or_default();
-                Err(messages::interrupted(duration).with_details(details(
+                Err(error.with_details(details(
                     json!({"state_kept": true, "partial_output": partial_text}),
                 )))
             }
-            Err(Interrupted::Killed) => {
+            Err(Interrupted::Killed(stop)) => {
                 self.metrics.execution("killed", elapsed);
                 self.mark_lost(&mut slot, messages::KILLED_REASON);
-                Err(messages::killed(duration)
-                    .with_details(details(json!({"state_kept": false, "timed_out": true}))))
+                let timed_out = stop == Stop::Deadline;
+                Err(messages::killed(duration, stop).with_details(details(
+                    json!({"state_kept": false, "timed_out": timed_out, "cancelled": !timed_out}),
+                )))
             }
             Err(Interrupted::Lost(reason)) => {
                 self.metrics.execution("lost", elapsed);
@@ -175,7 +190,8 @@ impl SessionManager {
         max_duration: Option<Duration>,
     ) -> Result<Sexp, ToolError> {
         let duration = self.clamp_duration(max_duration);
-        self.helper(owner, id, expr, None, duration).await
+        self.helper(owner, id, expr, None, duration, &Watch::default())
+            .await
     }
 
     /// Evaluate `expr` and return its value, after assigning `upload` (if
@@ -187,19 +203,20 @@ impl SessionManager {
         expr: &str,
         upload: Option<&[u8]>,
         duration: Duration,
+        watch: &Watch,
     ) -> Result<Sexp, ToolError> {
         let session = self.find(owner, id).await?;
-        let mut slot = self.lock(&session)?;
+        let mut slot = self.lock(&session, watch).await?;
         session.touch();
         let grace = self.config.limits.grace;
         let deadline = Instant::now() + duration;
         let conn = self.ensure_conn(&session, &mut slot).await?;
         let result = match upload {
             Some(bytes) => match conn.upload(UPLOAD_VAR, bytes).await {
-                Ok(()) => conn.call(expr, deadline, grace).await,
+                Ok(()) => conn.call(expr, deadline, grace, watch).await,
                 Err(e) => Err(e),
             },
-            None => conn.call(expr, deadline, grace).await,
+            None => conn.call(expr, deadline, grace, watch).await,
         };
         self.backend.record_activity(owner, id);
         if let Err(e) = &result

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::errors::{ErrorCode, ToolError};
+use crate::session::conn::Stop;
 use crate::session::oom::OomKill;
 
 /// `reset_session`'s notice.
@@ -60,13 +61,29 @@ pub(super) fn interrupted(after: Duration) -> ToolError {
     )
 }
 
-/// `session_lost`: killed after ignoring the interrupt at the deadline `after`.
-pub(super) fn killed(after: Duration) -> ToolError {
+/// `cancelled`: the caller cancelled the call after `elapsed`; R was
+/// interrupted and its state kept.
+pub(super) fn cancelled(elapsed: Duration) -> ToolError {
+    ToolError::new(
+        ErrorCode::Cancelled,
+        format!(
+            "the call was cancelled after {:.1} s and R was interrupted; R state is kept and the session takes the next call",
+            elapsed.as_secs_f64()
+        ),
+    )
+}
+
+/// `session_lost`: killed after ignoring the interrupt sent at the deadline
+/// `after` or on cancellation (`stop`).
+pub(super) fn killed(after: Duration, stop: Stop) -> ToolError {
+    let why = match stop {
+        Stop::Deadline => format!("the code ran longer than {:.1} s", after.as_secs_f64()),
+        Stop::Cancelled => "the call was cancelled".to_string(),
+    };
     ToolError::new(
         ErrorCode::SessionLost,
         format!(
-            "the code ran longer than {:.1} s and did not stop on interrupt, so its R process was killed. Retry: the next call starts a fresh R in the same workspace (R state lost, files kept).",
-            after.as_secs_f64()
+            "{why} and R did not stop on interrupt, so its R process was killed. Retry: the next call starts a fresh R in the same workspace (R state lost, files kept)."
         ),
     )
 }

@@ -21,11 +21,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rand::Rng;
 use serde::Serialize;
 use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio_util::sync::CancellationToken;
 
 use crate::errors::ToolError;
 use crate::metrics::Metrics;
 use crate::session::conn::RConn;
-use crate::session::{Backend, Endpoint, Progress, WorkspaceCleanup};
+use crate::session::{Backend, Endpoint, Progress, Watch, WorkspaceCleanup};
 
 pub use limits::{FileLimits, Limits, ManagerConfig};
 
@@ -75,6 +76,10 @@ struct Session {
     slot: Arc<Mutex<Slot>>,
     last_activity: std::sync::Mutex<Option<jiff::Timestamp>>,
     executions: AtomicU64,
+    /// The cancellation of the call holding `slot`, if any: a call arriving
+    /// while a cancelled one is still stopping R waits for it instead of
+    /// answering `session_busy`.
+    holder: std::sync::Mutex<Option<CancellationToken>>,
 }
 
 impl Session {
@@ -87,6 +92,7 @@ impl Session {
             slot: Arc::new(Mutex::new(slot)),
             last_activity: std::sync::Mutex::new(None),
             executions: AtomicU64::new(0),
+            holder: std::sync::Mutex::new(None),
         }
     }
 
@@ -169,12 +175,35 @@ impl SessionManager {
         Ok(session)
     }
 
-    fn lock(&self, session: &Arc<Session>) -> Result<OwnedMutexGuard<Slot>, ToolError> {
-        session
-            .slot
-            .clone()
-            .try_lock_owned()
-            .map_err(|_| messages::session_busy(&session.id))
+    /// Take the session for one call made under `watch`. A busy session
+    /// answers `session_busy` at once, unless the call holding it was
+    /// cancelled: then R is being interrupted and the session is free within
+    /// the grace period, so this waits for it (at most twice the grace).
+    async fn lock(
+        &self,
+        session: &Arc<Session>,
+        watch: &Watch,
+    ) -> Result<OwnedMutexGuard<Slot>, ToolError> {
+        let slot = match session.slot.clone().try_lock_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                let stopping = session
+                    .holder
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .is_some_and(CancellationToken::is_cancelled);
+                if !stopping {
+                    return Err(messages::session_busy(&session.id));
+                }
+                let wait = self.config.limits.grace * 2;
+                tokio::time::timeout(wait, session.slot.clone().lock_owned())
+                    .await
+                    .map_err(|_| messages::session_busy(&session.id))?
+            }
+        };
+        *session.holder.lock().unwrap_or_else(|p| p.into_inner()) = Some(watch.cancel.clone());
+        Ok(slot)
     }
 
     /// Create a session: place it on the backend (which reports its steps
@@ -297,7 +326,7 @@ impl SessionManager {
                 return Ok(());
             }
         };
-        let mut slot = self.lock(&session)?;
+        let mut slot = self.lock(&session, &Watch::default()).await?;
         self.map().remove(id);
         self.metrics.set_sessions(self.map().len());
         if let Some(conn) = slot.conn.take() {
@@ -315,7 +344,7 @@ impl SessionManager {
     /// Returns the notice to show.
     pub async fn reset(&self, owner: &str, id: &str) -> Result<String, ToolError> {
         let session = self.find(owner, id).await?;
-        let mut slot = self.lock(&session)?;
+        let mut slot = self.lock(&session, &Watch::default()).await?;
         if let Some(conn) = slot.conn.take() {
             conn.close().await;
         }
