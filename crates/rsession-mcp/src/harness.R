@@ -26,8 +26,10 @@
 # Output is captured by sinking stdout and stderr into a spool file and
 # reading back only what fits the byte budget (head, then a rolling tail), so
 # a runaway print costs disk in the R temp dir, never memory here or in the
-# server. The spool is emptied when an evaluation starts; while it runs, the
-# server reads its last line over a second connection for progress.
+# server. File descriptors 1 and 2 point at the spool too, so what child
+# processes (system(), system2()) print lands in order with R's own output,
+# under the same cap. The spool is emptied when an evaluation starts; while it
+# runs, the server reads its last line over a second connection for progress.
 local({
   h <- new.env(parent = globalenv())
   state <- new.env(parent = emptyenv())
@@ -217,29 +219,57 @@ local({
   # over a second connection, for progress notifications.
   h$spool_path <- function() file.path(tempdir(), sprintf("rsession-spool-%d", Sys.getpid()))
 
+  # Child processes (system(), system2(), pipe(), processx) write to file
+  # descriptors 1 and 2, not to R's sink. Both are pointed at the spool in
+  # append mode, so R's sink and the children append in the order they
+  # write: each is closed and the spool opened again, which takes the lowest
+  # free descriptor (POSIX open()). Checked through /proc; where that does not
+  # hold, the connections are dropped and children write where Rserve's
+  # output goes, as before (init reports `child_output`).
+  h$capture_child_output <- function(path) {
+    if (.Platform$OS.type != "unix" || !file.exists("/proc/self/fd/1")) return(list())
+    # What the C library still buffers for the old descriptors (Rserve's
+    # start-up lines, inherited through fork) goes out to them first.
+    flush(stdout())
+    flush(stderr())
+    parallel:::closeStdout(FALSE)
+    out <- file(path, open = "a")
+    parallel:::closeStderr(FALSE)
+    err <- file(path, open = "a")
+    target <- normalizePath(path)
+    fds <- vapply(c("/proc/self/fd/1", "/proc/self/fd/2"), Sys.readlink, "")
+    if (all(fds == target)) return(list(out, err))
+    close(out)
+    close(err)
+    list()
+  }
+
   h$open_spool <- function() {
     old <- state$spool
     if (!is.null(old)) {
-      try(close(old$w), silent = TRUE)
-      try(close(old$r), silent = TRUE)
+      for (con in c(list(old$w, old$r), old$stdio)) try(close(con), silent = TRUE)
     }
     path <- h$spool_path()
+    file.create(path)
     sp <- new.env(parent = emptyenv())
     sp$path <- path
-    sp$w <- file(path, open = "w")
+    # First, while descriptors 1 and 2 are the lowest it can free.
+    sp$stdio <- h$capture_child_output(path)
+    sp$w <- file(path, open = "a")
     sp$r <- file(path, open = "rb")
     sp$pos <- 0
     state$spool <- sp
   }
 
   # Empty the spool at the start of each evaluation, so it holds only the
-  # output of the running one (and costs no disk between calls).
+  # output of the running one (and costs no disk between calls). Every
+  # writer appends, so all of them go on at the new end.
   h$reset_spool <- function() {
     sp <- state$spool
     if (is.null(sp) || !file.exists(sp$path)) return(h$open_spool())
     if (sp$pos > 0 || file.size(sp$path) > 0) {
-      seek(sp$w, 0, rw = "write")
-      truncate(sp$w)
+      flush(sp$w)
+      file.create(sp$path)
       # The reading side is reopened: R's read buffer would otherwise hand
       # back bytes of the previous output at the same offsets.
       close(sp$r)
@@ -373,7 +403,8 @@ local({
             browser = function(url, ...) cat("[rsession: no browser; URL] ", url, "\n", sep = ""))
     list(workspace = workspace, pid = Sys.getpid(), r_version = R.version.string,
          png_backend = state$png_backend, library = if (is.null(state$library)) NA_character_ else state$library,
-         memory = h$memory_state(), spool = state$spool$path)
+         memory = h$memory_state(), spool = state$spool$path,
+         child_output = length(state$spool$stdio) > 0L)
   }
 
   # Evaluate user code in the global environment (see header for the result).

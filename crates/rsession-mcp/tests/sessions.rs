@@ -600,3 +600,35 @@ async fn install_package_from_a_local_repository_into_the_session_library() {
         ErrorCode::InvalidArgument
     );
 }
+
+#[tokio::test]
+async fn child_process_output_comes_back_in_order_with_rs_own() {
+    let f = fixture(|_| {}).await;
+    let m = &f.manager;
+    let sid = m.create(OWNER, &Progress::none()).await.unwrap().session_id;
+    let code = "cat('before\\n'); system('echo hi; echo oops >&2'); \
+                system2('echo', 'two', stdout = ''); cat('after\\n'); invisible()";
+    let r = run(m, &sid, code).await;
+    assert_eq!(r.outcome.status, ExecStatus::Ok);
+    assert_eq!(
+        render_text(&r.outcome),
+        "before\nhi\noops\ntwo\nafter\n",
+        "{:?}",
+        r.outcome.events
+    );
+    // the next call holds only its own output, and the cap holds for children too
+    let r = m
+        .execute(
+            OWNER,
+            &sid,
+            "system('head -c 200000 /dev/zero | tr \"\\\\0\" x')",
+            None,
+            Some(1000),
+        )
+        .await
+        .expect("capped");
+    let text = render_text(&r.outcome);
+    assert!(r.outcome.truncated, "{text}");
+    assert!(!text.contains("before"), "{text}");
+    assert!(text.len() < 4000, "{} bytes came back", text.len());
+}
