@@ -4,7 +4,8 @@
 #   2. the pinned Kubernetes/etcd binaries from Go modules (cached)
 #   3. clippy with warnings denied, then every Rust test in the workspace
 #      (unit, real Rserve, real kube-apiserver, real MCP clients)
-#   4. the official Python MCP SDK acceptance tests (stdio and streamable HTTP)
+#   4. the official Python MCP SDK acceptance tests (stdio and streamable HTTP, both protocol
+#      revisions), then the MCP Inspector CLI against the server (e2e/inspector/test.sh)
 #   5. a bounded fuzz run of the QAP1 decoder
 #   6. the cluster e2e: the local from-source cluster (e2e/local/up.sh, NetworkPolicy enforced),
 #      its smoke test, images, the Helm chart and the whole e2e suite (e2e/run-e2e.sh), then
@@ -51,17 +52,22 @@ while read -r p f i; do
 done < <(cargo_results "$logs/cargo-test.log")
 
 mark rust
-log "(4/6) Python MCP SDK acceptance tests"
+log "(4/6) Python MCP SDK acceptance tests, then the MCP Inspector CLI"
 if [ -f e2e/python/requirements.txt ]; then
   cargo build --locked -p rsession-mcp --bins 2>&1 | tail -1
-  RSESSION_MCP_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/rsession-mcp" \
-    e2e/python/.venv/bin/python -m pytest -q e2e/python 2>&1 | tee "$logs/pytest.log"
+  mcp_bin="${CARGO_TARGET_DIR:-$root/target}/debug/rsession-mcp"
+  RSESSION_MCP_BIN="$mcp_bin" e2e/python/.venv/bin/python -m pytest -q e2e/python 2>&1 | tee "$logs/pytest.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || failed_steps+=("pytest")
   line="$(grep -E '[0-9]+ (passed|failed)' "$logs/pytest.log" | tail -1)"
   p="$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+' || true)"
   f="$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+' || true)"
   e="$(grep -oE '[0-9]+ error' <<<"$line" | grep -oE '[0-9]+' || true)"
   passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0} + ${e:-0}))
+  RSESSION_MCP_BIN="$mcp_bin" e2e/inspector/test.sh 2>&1 | tee "$logs/inspector.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || failed_steps+=("inspector")
+  line="$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$logs/inspector.log" | tail -1)"
+  p="$(grep -oE '^[0-9]+' <<<"$line" || true)"; f="$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+' || true)"
+  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-1}))
 fi
 
 mark python
@@ -112,7 +118,7 @@ fi
 mark cluster-e2e
 echo
 echo "wall time: ${SECONDS}s (${step_times[*]})"
-echo "== summary (cargo test + pytest + fuzz run + smoke + cluster e2e) =="
+echo "== summary (cargo test + pytest + Inspector CLI + fuzz run + smoke + cluster e2e) =="
 echo "ignored: ${ignored}"
 [ ${#failed_steps[@]} -eq 0 ] || echo "failed steps: ${failed_steps[*]}"
 echo "${passed} passed, ${failed} failed"
