@@ -145,6 +145,13 @@ pub struct Args {
     #[arg(long, default_value_t = 64 << 20, env = "RSESSION_PAGER_MAX_BYTES")]
     pub pager_max_bytes: usize,
 
+    /// Largest tool result sent, in bytes of JSON (at least 64 KiB). Clients
+    /// refuse larger messages (the Python SDK stops at 1 MiB per event): long
+    /// text is paged, a large file is read in parts, and images that do not
+    /// fit are left out with a note.
+    #[arg(long, default_value_t = 512 << 10, env = "RSESSION_MAX_RESULT_BYTES")]
+    pub max_result_bytes: usize,
+
     /// Namespace of the RSession objects (kubernetes backend). Default: the
     /// `POD_NAMESPACE` variable, else the kubeconfig's (or service
     /// account's) namespace.
@@ -252,6 +259,7 @@ impl Args {
             page_chars: self.page_chars.max(1000),
             max_outputs: self.pager_max_outputs.max(1),
             max_bytes: self.pager_max_bytes,
+            max_result_bytes: self.max_result_bytes.max(64 << 10),
         }
     }
 }

@@ -10,7 +10,7 @@
 #   .rsession$init(workspace, library, plot_width, plot_height, plot_res)
 #   .rsession$memory_state()   (also part of init's result, as `memory`)
 #   .rsession$execute(code, max_output_bytes, max_plots, max_plot_bytes)
-#   .rsession$list_files(path), $read_file(path, max_bytes), $write_file(path, content, overwrite)
+#   .rsession$list_files(path), $read_file(path, max_bytes, offset), $write_file(path, content, overwrite)
 #   .rsession$install_package(pkgs, repos)
 #
 # execute() returns a plain list (no jsonlite) decoded by the QAP1 client:
@@ -548,12 +548,16 @@ local({
          mtime = as.numeric(info$mtime))
   }
 
-  h$read_file <- function(path, max_bytes = 1048576) {
+  h$read_file <- function(path, max_bytes = 1048576, offset = 0) {
     f <- h$resolve(path)
     if (dir.exists(f)) stop("rsession: is a directory: ", path)
     size <- file.size(f)
-    n <- min(size, max_bytes)
-    list(bytes = readBin(f, "raw", n = n), size = size, truncated = size > n)
+    offset <- min(offset, size)
+    n <- min(size - offset, max_bytes)
+    con <- file(f, open = "rb")
+    on.exit(close(con))
+    if (offset > 0) seek(con, offset)
+    list(bytes = readBin(con, "raw", n = n), size = size, offset = offset, truncated = offset + n < size)
   }
 
   h$write_file <- function(path, content, overwrite = TRUE) {

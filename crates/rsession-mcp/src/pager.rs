@@ -20,7 +20,8 @@ use regex::RegexBuilder;
 
 use crate::errors::ToolError;
 
-/// Pager settings (flags `--page-chars`, `--pager-max-outputs`, `--pager-max-bytes`).
+/// Pager settings (flags `--page-chars`, `--pager-max-outputs`, `--pager-max-bytes`,
+/// `--max-result-bytes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PagerConfig {
     /// Characters per page (Unicode scalar values). Text up to this length
@@ -31,6 +32,8 @@ pub struct PagerConfig {
     /// Most bytes of kept text in total (the newest output is kept even
     /// when it alone is larger).
     pub max_bytes: usize,
+    /// Largest tool result sent, in bytes of JSON (`--max-result-bytes`).
+    pub max_result_bytes: usize,
 }
 
 impl Default for PagerConfig {
@@ -39,6 +42,7 @@ impl Default for PagerConfig {
             page_chars: 16_000,
             max_outputs: 64,
             max_bytes: 64 << 20,
+            max_result_bytes: 512 << 10,
         }
     }
 }
@@ -380,6 +384,7 @@ mod tests {
             page_chars,
             max_outputs: 3,
             max_bytes: 10_000,
+            ..PagerConfig::default()
         })
     }
 
@@ -484,6 +489,7 @@ mod tests {
             page_chars: 10,
             max_outputs: 100,
             max_bytes: 2500,
+            ..PagerConfig::default()
         });
         for _ in 0..5 {
             big.keep("o", "t", lines(100));
@@ -494,6 +500,7 @@ mod tests {
             page_chars: 10,
             max_outputs: 100,
             max_bytes: 500,
+            ..PagerConfig::default()
         });
         tiny.keep("o", "t", lines(10));
         let h = tiny.keep("o", "t", lines(100)).expect("paged").handle;

@@ -48,6 +48,8 @@ pub enum HarnessCall {
         path: String,
         /// Bytes read at most.
         max_bytes: u64,
+        /// Byte offset the read starts at.
+        offset: u64,
     },
     /// `.rsession$write_file()` of bytes uploaded to [`UPLOAD_VAR`] first.
     WriteFile {
@@ -145,10 +147,14 @@ impl HarnessCall {
                     logical(*recursive)
                 )
             }
-            HarnessCall::ReadFile { path, max_bytes } => {
+            HarnessCall::ReadFile {
+                path,
+                max_bytes,
+                offset,
+            } => {
                 check_relative_path(path, false)?;
                 format!(
-                    ".rsession$read_file({}, max_bytes = {max_bytes})",
+                    ".rsession$read_file({}, max_bytes = {max_bytes}, offset = {offset})",
                     literal(path)?
                 )
             }
@@ -330,6 +336,7 @@ mod tests {
         let read = HarnessCall::ReadFile {
             path: "../etc/passwd".into(),
             max_bytes: 10,
+            offset: 0,
         };
         assert!(read.render().is_err());
     }

@@ -39,6 +39,10 @@ pub struct ReadFile {
     /// Read at most this many bytes (clamped to the server maximum).
     #[serde(default)]
     pub max_bytes: Option<u64>,
+    /// Byte offset to start at (default 0): a large binary file comes back
+    /// in parts, each result naming the `next_offset`.
+    #[serde(default)]
+    pub offset: Option<u64>,
 }
 
 /// How `write_session_file` content is encoded.
@@ -92,9 +96,9 @@ const LIST_SESSION_FILES: ToolDef = ToolDef {
 const READ_SESSION_FILE: ToolDef = ToolDef {
     name: "read_session_file",
     title: "Read a workspace file",
-    description: "Read a file from the session workspace. UTF-8 files come back as text, other files as base64 (images also as image content). Paths are relative to the workspace; '..', absolute paths and symlinks leading out are refused.",
+    description: "Read a file from the session workspace. UTF-8 files come back as text (a long one as page 1 plus a read_output handle), other files as base64 (images also as image content), a large binary file in parts (offset; each result names next_offset). Paths are relative to the workspace; '..', absolute paths and symlinks leading out are refused.",
     hints: Hints::READ_ONLY,
-    paging: Paging::Whole,
+    paging: Paging::Paged,
 };
 
 /// `write_session_file`: write a workspace file.
@@ -180,37 +184,52 @@ async fn read(call: Call, p: ReadFile) -> Result<CallToolResult, ToolError> {
     let harness_call = HarnessCall::ReadFile {
         path: p.path.clone(),
         max_bytes: p.max_bytes.unwrap_or(u64::MAX),
+        offset: p.offset.unwrap_or(0),
     };
     let reply: Sexp = call.harness(&p.session_id, harness_call, None).await?;
-    let bytes = column(&reply, "bytes")?.as_raw().unwrap_or_default();
-    let size = column(&reply, "size")?
-        .as_f64()
-        .unwrap_or(bytes.len() as f64) as u64;
-    let truncated = column(&reply, "truncated")?.as_bool().unwrap_or(false);
-    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut bytes = column(&reply, "bytes")?.as_raw().unwrap_or_default();
+    let number = |name: &str| column(&reply, name).map(|v| v.as_f64().unwrap_or(0.0) as u64);
+    let (size, offset) = (number("size")?, number("offset")?);
+    // Text is paged (Paging::Paged); binary goes out as base64, in the
+    // content and (for images) as an image block, so a part is cut to what
+    // fits the result limit twice over.
+    let binary = std::str::from_utf8(bytes).is_err();
+    let fits = (call.pager.config().max_result_bytes.saturating_sub(8 << 10)) * 3 / 8;
+    if binary && bytes.len() > fits {
+        bytes = &bytes[..fits];
+    }
+    let end = offset + bytes.len() as u64;
+    let truncated = end < size;
     let note = if truncated {
-        format!("\n[... file is {size} bytes; first {} shown]", bytes.len())
+        format!(
+            "\n[... file is {size} bytes; bytes {offset}..{end} shown; read on with offset = {end}]"
+        )
     } else {
         String::new()
     };
-    let (content, structured) = match std::str::from_utf8(bytes) {
-        Ok(text) => (
-            vec![ContentBlock::text(format!("{text}{note}"))],
-            json!({"session_id": p.session_id, "path": p.path, "size": size, "truncated": truncated, "encoding": "text", "content": text}),
-        ),
+    let mut structured = json!({"session_id": p.session_id, "path": p.path, "size": size,
+        "offset": offset, "truncated": truncated});
+    if truncated {
+        structured["next_offset"] = json!(end);
+    }
+    let content = match std::str::from_utf8(bytes) {
+        Ok(text) => {
+            structured["encoding"] = json!("text");
+            structured["content"] = json!(text);
+            vec![ContentBlock::text(format!("{text}{note}"))]
+        }
         Err(_) => {
-            let encoded = b64.encode(bytes);
+            let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
             let mut content = vec![ContentBlock::text(format!(
                 "{} is binary ({size} bytes); base64 content is in the structured result{note}",
                 p.path
             ))];
-            if let Some(mime) = image_mime(bytes).filter(|_| !truncated) {
+            if let Some(mime) = image_mime(bytes).filter(|_| !truncated && offset == 0) {
                 content.push(ContentBlock::image(encoded.clone(), mime));
             }
-            (
-                content,
-                json!({"session_id": p.session_id, "path": p.path, "size": size, "truncated": truncated, "encoding": "base64", "content": encoded}),
-            )
+            structured["encoding"] = json!("base64");
+            structured["content"] = json!(encoded);
+            content
         }
     };
     let mut r = CallToolResult::success(content);

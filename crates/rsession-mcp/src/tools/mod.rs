@@ -273,7 +273,8 @@ where
     )
 }
 
-/// Parse, run and (when `paging` says so) page one tool call.
+/// Parse, run and (when `paging` says so) page one tool call, then keep
+/// its result within the result size limit ([`pages::fit`]).
 async fn run<P, F, Fut>(
     name: &'static str,
     paging: Paging,
@@ -288,10 +289,11 @@ where
 {
     let (pager, owner) = (call.pager.clone(), call.owner.clone());
     let result = body(call, parse::<P>(args)?).await?;
-    Ok(match paging {
+    let result = match paging {
         Paging::Whole => result,
         Paging::Paged => pages::paginate(&pager, &owner, name, result),
-    })
+    };
+    Ok(pages::fit(result, pager.config().max_result_bytes))
 }
 
 /// Record the outcome and turn a failure into an `isError` result.

@@ -99,6 +99,8 @@ pub(crate) fn paginate(
     shown.push_str(&footer(&page));
     result.content[index] = ContentBlock::text(shown);
     if let Some(Value::Object(obj)) = result.structured_content.as_mut() {
+        // read_session_file: the pages carry the file's text
+        obj.remove("content");
         if let Some(Value::Array(events)) = obj.get_mut("events") {
             for ev in events.iter_mut() {
                 if let Some(e) = ev.as_object_mut() {
@@ -107,6 +109,40 @@ pub(crate) fn paginate(
             }
         }
         obj.insert("pager".into(), page_json(&page, false));
+    }
+    result
+}
+
+/// Bytes of JSON `result` takes on the wire.
+fn json_len(result: &CallToolResult) -> usize {
+    serde_json::to_vec(result).map_or(usize::MAX, |v| v.len())
+}
+
+/// Keep `result` within `max_bytes` of JSON (`--max-result-bytes`; clients
+/// refuse larger messages, the Python SDK at 1 MiB). Long text is paged
+/// before this; here images give way first, from the last one back, each
+/// replaced by a note saying how to get it, then the structured content
+/// (its text stays in the content blocks).
+pub(crate) fn fit(mut result: CallToolResult, max_bytes: usize) -> CallToolResult {
+    let limit_kib = max_bytes >> 10;
+    while json_len(&result) > max_bytes {
+        let Some(i) = result.content.iter().rposition(|c| c.as_image().is_some()) else {
+            break;
+        };
+        let kib = result.content[i]
+            .as_image()
+            .map_or(0, |img| img.data.len() * 3 / 4)
+            >> 10;
+        result.content[i] = ContentBlock::text(format!(
+            "[image left out: {kib} KiB does not fit this server's {limit_kib} KiB result limit; \
+             write it to a workspace file (png(), ggsave()) and read that with read_session_file]"
+        ));
+    }
+    let size = json_len(&result);
+    if size > max_bytes && result.structured_content.is_some() {
+        result.structured_content = Some(json!({
+            "omitted": format!("the structured result ({} KiB) does not fit this server's {limit_kib} KiB result limit; the text content carries the result", size >> 10),
+        }));
     }
     result
 }
@@ -194,6 +230,7 @@ mod tests {
             page_chars: 1000,
             max_outputs: 4,
             max_bytes: 1 << 20,
+            ..PagerConfig::default()
         });
         let text: String = (0..500).map(|i| format!("row {i}\n")).collect();
         let mut r = CallToolResult::success(vec![ContentBlock::text(text.clone())]);

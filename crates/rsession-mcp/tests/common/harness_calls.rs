@@ -72,6 +72,7 @@ impl HarnessCalls for SessionManager {
         let call = HarnessCall::ReadFile {
             path: path.into(),
             max_bytes,
+            offset: 0,
         };
         self.call(owner, id, call, None, &Watch::default())
             .await?
