@@ -16,4 +16,4 @@ fi
 echo "== installing pinned requirements"
 "$here/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
 echo "== pytest"
-exec "$here/.venv/bin/python" -m pytest -q "$here/test_mcp_sdk.py" "$here/test_data_tools.py" "$@"
+exec "$here/.venv/bin/python" -m pytest -q "$here/test_mcp_sdk.py" "$here/test_data_tools.py" "$here/test_protocol_revisions.py" "$@"

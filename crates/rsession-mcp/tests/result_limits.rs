@@ -49,7 +49,10 @@ async fn large_files_and_many_plots_stay_under_the_result_limit() {
     let handle = s["pager"]["handle"].as_str().expect("paged").to_string();
     let next = c.call("read_output", json!({"handle": handle})).await;
     assert_eq!(next.is_error, Some(false), "{}", text(&next));
-    assert!(text(&next).contains("row 0000"), "page 2 continues the file");
+    assert!(
+        text(&next).contains("row 0000"),
+        "page 2 continues the file"
+    );
 
     // A binary file comes in parts, each naming where the next starts.
     let first = read(&c, &sid, "big.bin", None).await;

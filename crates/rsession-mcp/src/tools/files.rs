@@ -114,9 +114,43 @@ const WRITE_SESSION_FILE: ToolDef = ToolDef {
     paging: Paging::Whole,
 };
 
-fn column<'a>(s: &'a Sexp, name: &str) -> Result<&'a Sexp, ToolError> {
+pub(super) fn column<'a>(s: &'a Sexp, name: &str) -> Result<&'a Sexp, ToolError> {
     s.get(name)
         .ok_or_else(|| ToolError::internal(format!("harness reply lacks {name}")))
+}
+
+/// One entry of a workspace listing (`.rsession$list_files()`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub(super) struct Entry {
+    /// Path relative to the listed directory.
+    pub name: String,
+    /// Bytes (0 for a directory).
+    pub size: u64,
+    /// Whether it is a directory.
+    pub is_dir: bool,
+    /// Modification time, RFC 3339.
+    pub modified: Option<String>,
+}
+
+/// The entries of a `.rsession$list_files()` reply.
+pub(super) fn entries(reply: &Sexp) -> Result<Vec<Entry>, ToolError> {
+    let names = column(reply, "name")?.as_strings().unwrap_or_default();
+    let sizes = column(reply, "size")?.as_f64s().unwrap_or_default();
+    let dirs = column(reply, "is_dir")?.as_bools().unwrap_or_default();
+    let mtimes = column(reply, "mtime")?.as_f64s().unwrap_or_default();
+    let finite = |v: Option<&f64>| v.copied().filter(|x| x.is_finite());
+    Ok(names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Entry {
+            name: name.clone().unwrap_or_default(),
+            size: finite(sizes.get(i)).unwrap_or(0.0) as u64,
+            is_dir: dirs.get(i).copied().flatten().unwrap_or(false),
+            modified: finite(mtimes.get(i))
+                .and_then(|t| jiff::Timestamp::from_second(t as i64).ok())
+                .map(|t| t.to_string()),
+        })
+        .collect())
 }
 
 async fn list(call: Call, p: ListFiles) -> Result<CallToolResult, ToolError> {
@@ -126,41 +160,18 @@ async fn list(call: Call, p: ListFiles) -> Result<CallToolResult, ToolError> {
         recursive: p.recursive.unwrap_or(false),
     };
     let reply: Sexp = call.harness(&p.session_id, harness_call, None).await?;
-    let names = column(&reply, "name")?.as_strings().unwrap_or_default();
-    let sizes = column(&reply, "size")?.as_f64s().unwrap_or_default();
-    let dirs = column(&reply, "is_dir")?.as_bools().unwrap_or_default();
-    let mtimes = column(&reply, "mtime")?.as_f64s().unwrap_or_default();
-    let mut files = Vec::with_capacity(names.len());
+    let files = entries(&reply)?;
     let mut text = format!(
         "{} entr{} in {path}:\n",
-        names.len(),
-        if names.len() == 1 { "y" } else { "ies" }
+        files.len(),
+        if files.len() == 1 { "y" } else { "ies" }
     );
-    for (i, name) in names.iter().enumerate() {
-        let name = name.clone().unwrap_or_default();
-        let size = sizes
-            .get(i)
-            .copied()
-            .filter(|s| s.is_finite())
-            .unwrap_or(0.0) as u64;
-        let is_dir = dirs.get(i).copied().flatten().unwrap_or(false);
-        let modified = mtimes
-            .get(i)
-            .copied()
-            .filter(|t| t.is_finite())
-            .and_then(|t| jiff::Timestamp::from_second(t as i64).ok())
-            .map(|t| t.to_string());
-        text.push_str(&format!(
-            "{}{}  {}\n",
-            name,
-            if is_dir { "/" } else { "" },
-            if is_dir {
-                "-".into()
-            } else {
-                format!("{size} bytes")
-            }
-        ));
-        files.push(json!({"name": name, "size": size, "is_dir": is_dir, "modified": modified}));
+    for f in &files {
+        if f.is_dir {
+            text.push_str(&format!("{}/  -\n", f.name));
+        } else {
+            text.push_str(&format!("{}  {} bytes\n", f.name, f.size));
+        }
     }
     let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
     r.structured_content = Some(json!({"session_id": p.session_id, "path": path, "files": files}));
@@ -168,7 +179,7 @@ async fn list(call: Call, p: ListFiles) -> Result<CallToolResult, ToolError> {
 }
 
 /// MIME type of common image formats, by signature.
-fn image_mime(bytes: &[u8]) -> Option<&'static str> {
+pub(super) fn image_mime(bytes: &[u8]) -> Option<&'static str> {
     if bytes.starts_with(&[0x89, b'P', b'N', b'G']) {
         Some("image/png")
     } else if bytes.starts_with(&[0xff, 0xd8, 0xff]) {

@@ -18,6 +18,7 @@ mod files;
 mod help;
 mod pages;
 pub mod prompts;
+mod resources;
 mod sessions;
 
 use std::future::Future;
@@ -30,7 +31,9 @@ use rmcp::handler::server::router::tool::{ToolRoute, ToolRouter};
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    JsonObject, ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    JsonObject, ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams,
+    ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
+    ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, prompt_handler, tool_handler};
@@ -377,12 +380,12 @@ impl RSessionServer {
     /// Errors: `forbidden`, `backend_unavailable` (review failed).
     async fn call_context(
         &self,
-        tool: &str,
+        verb: Verb,
         context: &RequestContext<RoleServer>,
     ) -> Result<Call, ToolError> {
         let mut owner = self.owner.clone();
         if let Some(caller) = caller_of(&context.extensions) {
-            caller.authorize(Verb::for_tool(tool)).await?;
+            caller.authorize(verb).await?;
             owner = caller.identity.username.clone();
         }
         let mut progress = Progress::none();
@@ -408,6 +411,19 @@ impl RSessionServer {
             pager: self.pager.clone(),
         })
     }
+
+    /// [`RSessionServer::call_context`] for a resources request: a refusal
+    /// is a JSON-RPC error (resources have no `isError` result), with the
+    /// tool error's body as data.
+    async fn resource_call(
+        &self,
+        verb: Verb,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Call, ErrorData> {
+        self.call_context(verb, context)
+            .await
+            .map_err(resources::rpc_error)
+    }
 }
 
 #[tool_handler(router = self.tool_router)]
@@ -421,7 +437,7 @@ impl ServerHandler for RSessionServer {
         mut context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let tool = request.name.to_string();
-        match self.call_context(&tool, &context).await {
+        match self.call_context(Verb::for_tool(&tool), &context).await {
             Ok(call) => {
                 context.extensions.insert(call);
             }
@@ -431,11 +447,43 @@ impl ServerHandler for RSessionServer {
         self.tool_router.call(call).await
     }
 
+    /// Every file of the caller's connected sessions ([`resources`]).
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let call = self.resource_call(Verb::List, &context).await?;
+        resources::list(&call).await
+    }
+
+    /// The workspace-file URI template ([`resources::TEMPLATE`]).
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(vec![
+            resources::template(),
+        ]))
+    }
+
+    /// One workspace file by its URI ([`resources::read`]).
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let call = self.resource_call(Verb::Get, &context).await?;
+        resources::read(&call, &request.uri).await.map(Into::into)
+    }
+
     fn get_info(&self) -> ServerConfig {
         let mut info = ServerConfig::new(
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_prompts()
+                .enable_resources()
                 .build(),
         )
         .with_instructions(INSTRUCTIONS);
