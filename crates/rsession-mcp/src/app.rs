@@ -11,7 +11,7 @@ use crate::pager::PagerConfig;
 use crate::session::direct::{DirectBackend, RserveTarget};
 use crate::session::kubernetes::{KubernetesBackend, KubernetesConfig};
 use crate::session::{Backend, Credentials, SessionManager};
-use crate::tools::RSessionServer;
+use crate::tools::{RSessionServer, TaskConfig};
 
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,8 @@ pub struct App {
     pub local_owner: String,
     /// Paging of long tool output (`read_output`).
     pub pager: PagerConfig,
+    /// Task store bounds.
+    pub tasks: TaskConfig,
     local: Option<LocalRserve>,
 }
 
@@ -157,6 +159,7 @@ impl App {
             auth,
             local_owner,
             pager: args.pager_config(),
+            tasks: args.task_config(),
             local,
         })
     }
@@ -169,6 +172,7 @@ impl App {
             self.pager,
             owner,
         )
+        .with_task_config(self.tasks)
     }
 
     /// Close every session, then stop the local Rserve if we started one.

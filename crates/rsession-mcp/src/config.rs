@@ -152,6 +152,15 @@ pub struct Args {
     #[arg(long, default_value_t = 512 << 10, env = "RSESSION_MAX_RESULT_BYTES")]
     pub max_result_bytes: usize,
 
+    /// Most tool calls running as MCP tasks at once (tasks extension); a
+    /// further one is refused with the retryable error `too_many_tasks`.
+    #[arg(long, default_value_t = 32, env = "RSESSION_MAX_TASKS")]
+    pub max_tasks: usize,
+
+    /// Seconds a task, and then its result, is kept.
+    #[arg(long, default_value_t = 3600, env = "RSESSION_TASK_TTL_SECS")]
+    pub task_ttl_secs: u64,
+
     /// Namespace of the RSession objects (kubernetes backend). Default: the
     /// `POD_NAMESPACE` variable, else the kubeconfig's (or service
     /// account's) namespace.
@@ -251,6 +260,14 @@ impl Args {
             package_repository: self.package_repo.clone(),
             ..ManagerConfig::default()
         })
+    }
+
+    /// The task store bounds of these flags.
+    pub fn task_config(&self) -> crate::tools::TaskConfig {
+        crate::tools::TaskConfig {
+            max_tasks: self.max_tasks.max(1),
+            ttl: std::time::Duration::from_secs(self.task_ttl_secs.max(1)),
+        }
     }
 
     /// Paging of long tool output (`read_output`), for the MCP server.

@@ -41,6 +41,9 @@ pub enum ErrorCode {
     Forbidden,
     /// The backend (Rserve endpoint, Kubernetes API) cannot be reached.
     BackendUnavailable,
+    /// The server runs its maximum of tasks already (`--max-tasks`); retry
+    /// when one has finished.
+    TooManyTasks,
     /// A bug or an unexpected answer; see the message.
     Internal,
 }
@@ -60,6 +63,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::BackendUnavailable => "backend_unavailable",
+            ErrorCode::TooManyTasks => "too_many_tasks",
             ErrorCode::Internal => "internal",
         }
     }
@@ -72,6 +76,7 @@ impl ErrorCode {
                 | ErrorCode::SessionBusy
                 | ErrorCode::SessionLost
                 | ErrorCode::BackendUnavailable
+                | ErrorCode::TooManyTasks
         )
     }
 }
@@ -184,6 +189,7 @@ mod tests {
             ErrorCode::Unauthorized,
             ErrorCode::Forbidden,
             ErrorCode::BackendUnavailable,
+            ErrorCode::TooManyTasks,
             ErrorCode::Internal,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));

@@ -7,9 +7,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Client, http_client, stdio_client, structured, text};
-use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest};
+use common::{Client, http_client, stdio_client, stdio_client_with, structured, text};
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams,
+    ClientRequest, DetailedTask, GetTaskParams, TaskPayload, TaskStatus,
+};
 use rmcp::service::PeerRequestOptions;
+use rsession_testkit::mcp::Recorder;
 use serde_json::json;
 
 /// Polls `list_sessions` (bounded) until session `sid` is busy: the call
@@ -122,5 +126,137 @@ async fn http_cancellation_and_progress() {
     let (c, _base) = http_client(&["--interrupt-grace-secs", "1"]).await;
     cancelling_stops_r_and_frees_the_session(&c).await;
     progress_reports_time_and_printed_lines(&c).await;
+    c.stop().await;
+}
+
+/// Start `code` in session `sid` as a task and return its id.
+async fn start_task(c: &Client, sid: &str, code: &str) -> String {
+    let args = json!({"session_id": sid, "code": code});
+    let params = CallToolRequestParams::new("execute_in_session")
+        .with_arguments(args.as_object().cloned().expect("object"));
+    match c.service.call_tool_once(params).await.expect("tools/call") {
+        CallToolResponse::Task(created) => {
+            assert_eq!(created.task.status, TaskStatus::Working);
+            created.task.task_id
+        }
+        other => panic!("a task was expected: {other:?}"),
+    }
+}
+
+/// Polls `tasks/get` (bounded) until the task is terminal, noting every
+/// status message seen on the way.
+async fn poll(c: &Client, id: &str, messages: &mut Vec<String>) -> DetailedTask {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = c
+            .service
+            .get_task(GetTaskParams::new(id.to_string()))
+            .await
+            .expect("tasks/get")
+            .task;
+        if let Some(m) = got.task.status_message.clone() {
+            messages.push(m);
+        }
+        if got.status().is_terminal() {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "task {id} never finished");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn long_calls_run_as_tasks_for_clients_that_declare_them() {
+    let c = stdio_client_with(
+        Recorder::declaring_tasks(),
+        &["--interrupt-grace-secs", "1"],
+    )
+    .await;
+    let tools = c.service.list_all_tools().await.expect("tools/list");
+    let declares = |name: &str| {
+        let t = tools.iter().find(|t| t.name == name).expect(name);
+        t.meta
+            .as_ref()
+            .and_then(|m| m.get("io.modelcontextprotocol/tasks"))
+            .cloned()
+    };
+    assert_eq!(
+        declares("execute_in_session"),
+        Some(json!({"taskSupport": "optional"}))
+    );
+    assert_eq!(declares("list_sessions"), None);
+
+    // Short calls of tools without task support stay plain results.
+    let sid = c.create_session().await;
+
+    // Polled to completion, with the running time and output as status.
+    let id = start_task(
+        &c,
+        &sid,
+        "for (i in 1:3) { cat(sprintf('tick %d\\n', i)); Sys.sleep(1) }; x <- 42; x",
+    )
+    .await;
+    let mut messages = Vec::new();
+    let done = poll(&c, &id, &mut messages).await;
+    let TaskPayload::Completed { result } = done.payload else {
+        panic!("completed expected: {done:?}");
+    };
+    let result: CallToolResult = serde_json::from_value(result.into()).expect("a tool result");
+    assert!(text(&result).contains("[1] 42"), "{}", text(&result));
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("R running") && m.contains("tick")),
+        "the status showed time and output while R ran: {messages:?}"
+    );
+    // The result is delivered once.
+    let again = c.service.get_task(GetTaskParams::new(id.clone())).await;
+    assert!(again.is_err(), "a delivered result is gone: {again:?}");
+
+    // Cancelled: R is interrupted, state kept, the session free at once.
+    let id = start_task(&c, &sid, "Sys.sleep(60)").await;
+    wait_until_busy(&c, &sid).await;
+    c.service
+        .cancel_task(CancelTaskParams::new(id.clone()))
+        .await
+        .expect("tasks/cancel");
+    let mut messages = Vec::new();
+    let cancelled = poll(&c, &id, &mut messages).await;
+    assert_eq!(cancelled.status(), TaskStatus::Cancelled, "{cancelled:?}");
+    // (this client gets every execute_in_session as a task)
+    let next = start_task(&c, &sid, "x + 1").await;
+    let done = poll(&c, &next, &mut messages).await;
+    let TaskPayload::Completed { result } = done.payload else {
+        panic!("the session took the next call: {done:?}");
+    };
+    let result: CallToolResult = serde_json::from_value(result.into()).expect("a tool result");
+    assert!(
+        text(&result).contains("[1] 43"),
+        "R state kept: {}",
+        text(&result)
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_task_store_refuses_with_a_retryable_error() {
+    let c = stdio_client_with(Recorder::declaring_tasks(), &["--max-tasks", "1"]).await;
+    let (a, b) = (c.create_session().await, c.create_session().await);
+    let first = start_task(&c, &a, "Sys.sleep(30)").await;
+    let args = json!({"session_id": b, "code": "1"});
+    let params = CallToolRequestParams::new("execute_in_session")
+        .with_arguments(args.as_object().cloned().expect("object"));
+    let refused = match c.service.call_tool_once(params).await.expect("tools/call") {
+        CallToolResponse::Complete(r) => r,
+        other => panic!("a refusal was expected: {other:?}"),
+    };
+    assert_eq!(refused.is_error, Some(true));
+    let body = structured(&refused);
+    assert_eq!(body["code"], "too_many_tasks");
+    assert_eq!(body["retryable"], true);
+    c.service
+        .cancel_task(CancelTaskParams::new(first))
+        .await
+        .expect("tasks/cancel");
     c.stop().await;
 }

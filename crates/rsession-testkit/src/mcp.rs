@@ -9,7 +9,8 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientConfig, ContentBlock, ProgressNotificationParam,
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ContentBlock,
+    Implementation, ProgressNotificationParam,
 };
 use rmcp::service::{
     ClientInitializeError, NotificationContext, Peer, RunningService, ServiceError,
@@ -28,9 +29,20 @@ pub type Client = RunningService<RoleClient, Recorder>;
 #[derive(Debug, Clone, Default)]
 pub struct Recorder {
     progress: Arc<Mutex<Vec<ProgressNotificationParam>>>,
+    /// Declare the tasks extension (`io.modelcontextprotocol/tasks`), so
+    /// the server may answer long tool calls with a task.
+    tasks: bool,
 }
 
 impl Recorder {
+    /// A recorder whose client declares the tasks extension.
+    pub fn declaring_tasks() -> Self {
+        Recorder {
+            tasks: true,
+            ..Recorder::default()
+        }
+    }
+
     /// The progress notifications received so far.
     pub fn progress(&self) -> Vec<ProgressNotificationParam> {
         self.progress.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -50,7 +62,14 @@ impl ClientHandler for Recorder {
     }
 
     fn get_info(&self) -> ClientConfig {
-        ClientConfig::default()
+        if self.tasks {
+            ClientConfig::new(
+                ClientCapabilities::builder().enable_tasks().build(),
+                Implementation::from_build_env(),
+            )
+        } else {
+            ClientConfig::default()
+        }
     }
 }
 
@@ -125,6 +144,18 @@ pub async fn connect_http_with<H: ClientHandler>(
 /// [`Error::Spawn`] when the process does not start, [`Error::Initialize`] when it does not
 /// answer `initialize`.
 pub async fn connect_stdio(command: tokio::process::Command) -> Result<(Client, u32), Error> {
+    connect_stdio_with(Recorder::default(), command).await
+}
+
+/// [`connect_stdio`] with `handler` as the client's handler (for example one
+/// that declares the tasks extension).
+///
+/// # Errors
+/// As [`connect_stdio`].
+pub async fn connect_stdio_with(
+    handler: Recorder,
+    command: tokio::process::Command,
+) -> Result<(Client, u32), Error> {
     let (transport, _stderr) = TokioChildProcess::builder(command)
         .stderr(Stdio::inherit())
         .spawn()
@@ -132,7 +163,7 @@ pub async fn connect_stdio(command: tokio::process::Command) -> Result<(Client, 
     let pid = transport
         .id()
         .ok_or_else(|| Error::Spawn(std::io::Error::other("the server exited at once")))?;
-    let client = Recorder::default()
+    let client = handler
         .serve(transport)
         .await
             .map_err(|reason| Error::Initialize {

@@ -132,6 +132,7 @@ const LOAD_DATA: ToolDef = ToolDef {
         ..Hints::DESTRUCTIVE
     },
     paging: Paging::Whole,
+    task: true,
 };
 
 /// `query_data`: sQL over loaded datasets.
@@ -143,6 +144,7 @@ const QUERY_DATA: ToolDef = ToolDef {
     // changes that file.
     hints: Hints::DESTRUCTIVE,
     paging: Paging::Paged,
+    task: true,
 };
 
 /// `describe_data`: profile one dataset.
@@ -152,6 +154,7 @@ const DESCRIBE_DATA: ToolDef = ToolDef {
     description: "Profile a loaded dataset (or any data frame in the session), like skimr: per column the type, missing count and rate, unique values; for numbers mean, sd, quantiles (p0 p25 p50 p75 p100) and a histogram sparkline; for text/factor/logical the top values with counts; for dates min/median/max.",
     hints: Hints::READ_ONLY,
     paging: Paging::Paged,
+    task: false,
 };
 
 /// Rows `query_data` returns when the call names no `max_rows`.

@@ -75,6 +75,7 @@ const EXECUTE_IN_SESSION: ToolDef = ToolDef {
         ..Hints::DESTRUCTIVE
     },
     paging: Paging::Paged,
+    task: true,
 };
 
 /// `install_package`: install R packages into the session library.
@@ -89,6 +90,7 @@ const INSTALL_PACKAGE: ToolDef = ToolDef {
         ..Hints::ADDITIVE
     },
     paging: Paging::Whole,
+    task: true,
 };
 
 async fn execute(call: Call, p: Execute) -> Result<CallToolResult, ToolError> {

@@ -90,6 +90,7 @@ const LIST_SESSION_FILES: ToolDef = ToolDef {
     description: "List files in the session workspace (or a subdirectory of it): name, size in bytes, directory flag, modification time.",
     hints: Hints::READ_ONLY,
     paging: Paging::Whole,
+    task: false,
 };
 
 /// `read_session_file`: read a workspace file.
@@ -99,6 +100,7 @@ const READ_SESSION_FILE: ToolDef = ToolDef {
     description: "Read a file from the session workspace. UTF-8 files come back as text (a long one as page 1 plus a read_output handle), other files as base64 (images also as image content), a large binary file in parts (offset; each result names next_offset). Paths are relative to the workspace; '..', absolute paths and symlinks leading out are refused.",
     hints: Hints::READ_ONLY,
     paging: Paging::Paged,
+    task: false,
 };
 
 /// `write_session_file`: write a workspace file.
@@ -112,6 +114,7 @@ const WRITE_SESSION_FILE: ToolDef = ToolDef {
         ..Hints::DESTRUCTIVE
     },
     paging: Paging::Whole,
+    task: false,
 };
 
 pub(super) fn column<'a>(s: &'a Sexp, name: &str) -> Result<&'a Sexp, ToolError> {

@@ -41,6 +41,7 @@ const HELP: ToolDef = ToolDef {
     description: "R documentation as plain text: the help page of a topic (function, dataset), optionally from a given package, or a package's index when only package is given. Inside execute_in_session, ?topic, help() and vignette() also print text.",
     hints: Hints::READ_ONLY,
     paging: Paging::Paged,
+    task: false,
 };
 
 /// Longest topic accepted, in bytes.

@@ -20,6 +20,9 @@ mod pages;
 pub mod prompts;
 mod resources;
 mod sessions;
+mod tasks;
+
+pub use tasks::TaskConfig;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,10 +33,11 @@ use rmcp::handler::server::common::schema_for_input;
 use rmcp::handler::server::router::tool::{ToolRoute, ToolRouter};
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    JsonObject, ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams,
-    ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
-    ServerConfig, Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
+    GetTaskParams, GetTaskResult, Implementation, JsonObject, ListResourceTemplatesResult,
+    ListResourcesResult, PaginatedRequestParams, ProgressNotificationParam,
+    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, prompt_handler, tool_handler};
@@ -225,6 +229,9 @@ struct ToolDef {
     hints: Hints,
     /// Whether a long text result is paged.
     paging: Paging,
+    /// Whether the call may run as an MCP task ([`tasks`]), declared in
+    /// the tool's `_meta`.
+    task: bool,
 }
 
 impl ToolDef {
@@ -236,9 +243,14 @@ impl ToolDef {
             .destructive(h.destructive)
             .idempotent(h.idempotent)
             .open_world(h.open_world);
-        Tool::new(self.name, self.description, input_schema::<P>())
+        let tool = Tool::new(self.name, self.description, input_schema::<P>())
             .with_title(self.title)
-            .with_annotations(annotations)
+            .with_annotations(annotations);
+        if self.task {
+            tool.with_meta(tasks::task_support_meta())
+        } else {
+            tool
+        }
     }
 }
 
@@ -327,6 +339,8 @@ pub struct RSessionServer {
     owner: String,
     /// Long outputs kept for `read_output`, shared by every clone.
     pager: Arc<Pager>,
+    /// Tool calls running as MCP tasks, shared by every clone.
+    tasks: tasks::Tasks,
     tool_router: ToolRouter<RSessionServer>,
 }
 
@@ -343,8 +357,15 @@ impl RSessionServer {
             metrics,
             owner: owner.into(),
             pager: Arc::new(Pager::new(pager)),
+            tasks: tasks::Tasks::new(TaskConfig::default()),
             tool_router: Self::router(),
         }
+    }
+
+    /// This server with its task store bounded by `config`.
+    pub fn with_task_config(mut self, config: TaskConfig) -> Self {
+        self.tasks = tasks::Tasks::new(config);
+        self
     }
 
     /// Every tool of every group.
@@ -439,6 +460,10 @@ impl ServerHandler for RSessionServer {
         let tool = request.name.to_string();
         match self.call_context(Verb::for_tool(&tool), &context).await {
             Ok(call) => {
+                let def = self.tool_router.map.get(tool.as_str()).map(|r| &r.attr);
+                if self.tasks.applies(def, &context) {
+                    return Ok(self.tasks.start(self, request, context, call));
+                }
                 context.extensions.insert(call);
             }
             Err(e) => return finish(&self.metrics, &tool, Err(e)).map(Into::into),
@@ -478,12 +503,34 @@ impl ServerHandler for RSessionServer {
         resources::read(&call, &request.uri).await.map(Into::into)
     }
 
+    /// A task's state, and once it is terminal its result, delivered once
+    /// ([`tasks`]).
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        let call = self.resource_call(Verb::Get, &context).await?;
+        self.tasks.get(&call.owner, &request.task_id)
+    }
+
+    /// Cancel a task: R is interrupted ([`tasks`]).
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let call = self.resource_call(Verb::Get, &context).await?;
+        self.tasks.cancel(&call.owner, &request.task_id)
+    }
+
     fn get_info(&self) -> ServerConfig {
         let mut info = ServerConfig::new(
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_prompts()
                 .enable_resources()
+                .enable_tasks()
                 .build(),
         )
         .with_instructions(INSTRUCTIONS);

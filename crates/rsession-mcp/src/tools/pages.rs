@@ -50,6 +50,7 @@ const READ_OUTPUT: ToolDef = ToolDef {
     description: "Read more of a long result that came back paged (its text ends with a handle). Without page/offset/search: the next page not yet sent. page: that page; offset: the page holding that character offset; search: the matching lines with their line and page numbers (literal text unless regex=true). Pages already sent are not sent again unless resend=true.",
     hints: Hints::READ_ONLY,
     paging: Paging::Whole,
+    task: false,
 };
 
 async fn read_output(call: Call, p: ReadOutput) -> Result<CallToolResult, ToolError> {

@@ -34,6 +34,7 @@ const CREATE_SESSION: ToolDef = ToolDef {
     description: "Start a new R session (a fresh R process with its own workspace directory as working directory). Returns session_id for the other tools.",
     hints: Hints::ADDITIVE,
     paging: Paging::Whole,
+    task: false,
 };
 
 /// `list_sessions`: list this caller's sessions.
@@ -43,6 +44,7 @@ const LIST_SESSIONS: ToolDef = ToolDef {
     description: "List your sessions with their state (busy, connected, executions, last activity).",
     hints: Hints::READ_ONLY,
     paging: Paging::Whole,
+    task: false,
 };
 
 /// `close_session`: close a session.
@@ -55,6 +57,7 @@ const CLOSE_SESSION: ToolDef = ToolDef {
         ..Hints::DESTRUCTIVE
     },
     paging: Paging::Whole,
+    task: false,
 };
 
 /// `reset_session`: restart a session's R.
@@ -67,6 +70,7 @@ const RESET_SESSION: ToolDef = ToolDef {
         ..Hints::DESTRUCTIVE
     },
     paging: Paging::Whole,
+    task: false,
 };
 
 async fn create(call: Call, _: NoArgs) -> Result<CallToolResult, ToolError> {

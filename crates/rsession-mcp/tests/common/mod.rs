@@ -190,11 +190,16 @@ pub struct Client {
 
 /// Spawn the server over stdio with `extra` flags and connect rmcp's client.
 pub async fn stdio_client(extra: &[&str]) -> Client {
+    stdio_client_with(mcp::Recorder::default(), extra).await
+}
+
+/// [`stdio_client`] whose client handler is `handler`.
+pub async fn stdio_client_with(handler: mcp::Recorder, extra: &[&str]) -> Client {
     let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     let cmd = tokio::process::Command::new(server_bin()).configure(|c| {
         c.args(&extra).env("RSESSION_LOG", "warn");
     });
-    let (service, pid) = mcp::connect_stdio(cmd)
+    let (service, pid) = mcp::connect_stdio_with(handler, cmd)
         .await
         .expect("spawn rsession-mcp and initialize MCP over stdio");
     Client {
