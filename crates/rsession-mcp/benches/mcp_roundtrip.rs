@@ -1,21 +1,24 @@
-//! Round trip of `execute_in_session` through MCP (stdio and streamable HTTP)
-//! against the raw QAP1 eval of the same code on the same Rserve, in one run.
+//! Round trip of `execute_in_session` through MCP (stdio and streamable HTTP,
+//! each at protocol revisions 2026-07-28 and 2025-11-25) against the raw QAP1
+//! eval of the same code on the same Rserve, in one run.
 //!
 //! ```text
 //! cargo bench -p rsession-mcp --bench mcp_roundtrip
 //! ```
 //!
 //! Starts one local Rserve; the MCP servers (the release `rsession-mcp`
-//! binary, once with `--transport stdio`, once with `--transport http`) use it
-//! through `--rserve`. Baselines: `eval` of the code on a plain QAP1
+//! binary, with `--transport stdio` and with `--transport http`) use it
+//! through `--rserve`. rmcp's client speaks 2026-07-28 by default
+//! (`server/discover`, no handshake); a second client pair is pinned to
+//! 2025-11-25 (the `initialize` handshake). Baselines: `eval` of the code on a plain QAP1
 //! connection (for printing, `capture.output(print(...))`, so R does the same
 //! formatting work), and the harness call `.rsession$execute()` on a raw
-//! connection (R-side harness cost without MCP). The four paths are
+//! connection (R-side harness cost without MCP). All paths are
 //! interleaved call by call. Prints p50/p99 and ratios as a Markdown table.
 
 use std::time::{Duration, Instant};
 
-use rmcp::model::CallToolRequestParams;
+use rmcp::model::{CallToolRequestParams, ClientConfig, ProtocolVersion};
 use rmcp::service::RunningService;
 use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
@@ -63,7 +66,16 @@ fn stats(mut v: Vec<Duration>) -> Stats {
     }
 }
 
-async fn exec(client: &RunningService<RoleClient, ()>, sid: &str, code: &str) {
+type Client = RunningService<RoleClient, ClientConfig>;
+
+/// rmcp's client info, pinned to protocol `revision`.
+fn at(revision: ProtocolVersion) -> ClientConfig {
+    let mut config = ClientConfig::default();
+    config.protocol_version = revision;
+    config
+}
+
+async fn exec(client: &Client, sid: &str, code: &str) {
     let args = json!({"session_id": sid, "code": code})
         .as_object()
         .cloned()
@@ -75,7 +87,7 @@ async fn exec(client: &RunningService<RoleClient, ()>, sid: &str, code: &str) {
     assert_eq!(r.is_error, Some(false), "{r:?}");
 }
 
-async fn create(client: &RunningService<RoleClient, ()>) -> String {
+async fn create(client: &Client) -> String {
     let r = client
         .call_tool(CallToolRequestParams::new("create_session"))
         .await
@@ -124,14 +136,21 @@ async fn main() {
     let ws = rserve.dir().join("ws/raw-harness").display().to_string();
     harness.eval(&init_call(&ws).unwrap()).await.unwrap();
 
-    // MCP over stdio
-    let cmd = tokio::process::Command::new(SERVER).configure(|c| {
-        c.args(&server_args).env("RSESSION_LOG", "warn");
-    });
-    let stdio = ().serve(TokioChildProcess::new(cmd).unwrap()).await.expect("stdio MCP");
-    let stdio_sid = create(&stdio).await;
+    // MCP over stdio, one server per revision
+    let stdio = |revision: ProtocolVersion| {
+        let cmd = tokio::process::Command::new(SERVER).configure(|c| {
+            c.args(&server_args).env("RSESSION_LOG", "warn");
+        });
+        at(revision).serve(TokioChildProcess::new(cmd).unwrap())
+    };
+    let stdio_new = stdio(ProtocolVersion::V_2026_07_28)
+        .await
+        .expect("stdio MCP");
+    let stdio_old = stdio(ProtocolVersion::V_2025_11_25)
+        .await
+        .expect("stdio MCP");
 
-    // MCP over streamable HTTP
+    // MCP over streamable HTTP: one server, a client per revision
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -151,13 +170,23 @@ async fn main() {
         assert!(Instant::now() < deadline, "http server did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let http = ()
-        .serve(StreamableHttpClientTransport::from_uri(format!(
+    let http = |revision: ProtocolVersion| {
+        at(revision).serve(StreamableHttpClientTransport::from_uri(format!(
             "http://{listen}/mcp"
         )))
-        .await
-        .expect("http MCP");
-    let http_sid = create(&http).await;
+    };
+    let http_new = http(ProtocolVersion::V_2026_07_28).await.expect("http MCP");
+    let http_old = http(ProtocolVersion::V_2025_11_25).await.expect("http MCP");
+    let clients = [
+        ("MCP stdio, 2026-07-28", &stdio_new),
+        ("MCP streamable HTTP, 2026-07-28", &http_new),
+        ("MCP stdio, 2025-11-25", &stdio_old),
+        ("MCP streamable HTTP, 2025-11-25", &http_old),
+    ];
+    let mut sids = Vec::new();
+    for (_, c) in &clients {
+        sids.push(create(c).await);
+    }
 
     println!("| code | path | p50 ms | p99 ms | p50 − raw QAP1 p50 | p50 ratio to raw |");
     println!("| --- | --- | ---: | ---: | ---: | ---: |");
@@ -171,41 +200,34 @@ async fn main() {
             },
         )
         .unwrap();
-        // Interleave the four paths call by call, so machine load drifts
-        // affect them alike.
-        let mut samples: [Vec<Duration>; 4] = Default::default();
+        // Interleave the paths call by call, so machine load drifts affect
+        // them alike.
+        let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); 2 + clients.len()];
         for i in 0..(n + n / 10) {
+            let mut took = Vec::with_capacity(samples.len());
             let t = Instant::now();
             raw.eval(case.raw).await.expect("raw eval");
-            let d0 = t.elapsed();
+            took.push(t.elapsed());
             let t = Instant::now();
             harness.eval(&call).await.expect("harness eval");
-            let d1 = t.elapsed();
-            let t = Instant::now();
-            exec(&stdio, &stdio_sid, case.code).await;
-            let d2 = t.elapsed();
-            let t = Instant::now();
-            exec(&http, &http_sid, case.code).await;
-            let d3 = t.elapsed();
+            took.push(t.elapsed());
+            for ((_, c), sid) in clients.iter().zip(&sids) {
+                let t = Instant::now();
+                exec(c, sid, case.code).await;
+                took.push(t.elapsed());
+            }
             if i >= n / 10 {
-                for (k, d) in [d0, d1, d2, d3].into_iter().enumerate() {
+                for (k, d) in took.into_iter().enumerate() {
                     samples[k].push(d);
                 }
             }
         }
-        let [raw_v, harness_v, stdio_v, http_v] = samples;
-        let (raw_s, harness_s, stdio_s, http_s) = (
-            stats(raw_v),
-            stats(harness_v),
-            stats(stdio_v),
-            stats(http_v),
-        );
-        for (path, s) in [
-            ("raw QAP1 eval", raw_s),
-            ("QAP1 + harness (no MCP)", harness_s),
-            ("MCP stdio", stdio_s),
-            ("MCP streamable HTTP", http_s),
-        ] {
+        let all: Vec<Stats> = samples.into_iter().map(stats).collect();
+        let (raw_s, harness_s) = (all[0], all[1]);
+        let names = ["raw QAP1 eval", "QAP1 + harness (no MCP)"]
+            .into_iter()
+            .chain(clients.iter().map(|(name, _)| *name));
+        for (path, s) in names.zip(all.iter().copied()) {
             let delta = s.p50.as_secs_f64() - raw_s.p50.as_secs_f64();
             println!(
                 "| `{}` | {path} | {} | {} | {:+.3} ms | {:.2}× |",
@@ -216,20 +238,18 @@ async fn main() {
                 s.p50.as_secs_f64() / raw_s.p50.as_secs_f64()
             );
         }
-        println!(
-            "| `{}` | MCP stdio − harness | | | {:+.3} ms | |",
-            case.name,
-            (stdio_s.p50.as_secs_f64() - harness_s.p50.as_secs_f64()) * 1000.0
-        );
-        println!(
-            "| `{}` | MCP HTTP − harness | | | {:+.3} ms | |",
-            case.name,
-            (http_s.p50.as_secs_f64() - harness_s.p50.as_secs_f64()) * 1000.0
-        );
+        for ((name, _), s) in clients.iter().zip(&all[2..]) {
+            println!(
+                "| `{}` | {name} − harness | | | {:+.3} ms | |",
+                case.name,
+                (s.p50.as_secs_f64() - harness_s.p50.as_secs_f64()) * 1000.0
+            );
+        }
     }
 
-    let _ = stdio.cancel().await;
-    let _ = http.cancel().await;
+    for c in [stdio_new, stdio_old, http_new, http_old] {
+        let _ = c.cancel().await;
+    }
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &http_child.id().unwrap_or(0).to_string()])
         .status();
