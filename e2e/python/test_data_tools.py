@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_mcp_sdk import anyio_backend, call, error_body, server, text_of  # noqa: F401 (fixtures)
+from test_mcp_sdk import call, error_body, server, text_of  # noqa: F401 (fixtures)
 
 DATA_TOOLS = {"load_data", "query_data", "describe_data", "help", "read_output"}
 

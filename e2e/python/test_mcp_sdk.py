@@ -10,23 +10,16 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import socket
 import struct
-import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = os.environ.get(
-    "RSESSION_MCP_BIN",
-    str(Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug" / "rsession-mcp"),
-)
+from conftest import BIN, ENV, http_server
+
 TOOLS = {
     "create_session",
     "execute_in_session",
@@ -40,52 +33,18 @@ TOOLS = {
 }
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(params=["stdio", "http"])
 def server(request):
     """How to reach a fresh server: StdioServerParameters or the /mcp URL."""
     args = ["--interrupt-grace-secs", "1"]
-    env = {**os.environ, "RSESSION_LOG": "warn"}
     if request.param == "stdio":
-        yield StdioServerParameters(command=BIN, args=args, env=env)
+        yield StdioServerParameters(command=BIN, args=args, env=ENV)
         return
-    port = free_port()
-    proc = subprocess.Popen(
-        [BIN, "--transport", "http", "--listen", f"127.0.0.1:{port}", *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, "server exited during startup"
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "server did not become healthy"
-        time.sleep(0.05)
-    try:
+    with http_server(args) as base:
         yield f"{base}/mcp"
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
             metrics = r.read().decode()
         assert 'rsession_mcp_tool_calls_total{tool="execute_in_session"' in metrics
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
 
 
 def text_of(result) -> str:

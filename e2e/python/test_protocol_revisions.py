@@ -21,12 +21,8 @@ like test_mcp_sdk.py.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
 import anyio
 import pytest
@@ -34,28 +30,14 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = os.environ.get(
-    "RSESSION_MCP_BIN",
-    str(Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug" / "rsession-mcp"),
-)
+from conftest import BIN, ENV, http_server
+
 ARGS = ["--interrupt-grace-secs", "1"]
-ENV = {**os.environ, "RSESSION_LOG": "warn"}
 # revision -> the Client mode that reaches it
 REVISIONS = {"2025-11-25": "legacy", "2026-07-28": "auto"}
 ANNOTATIONS = ("read_only_hint", "destructive_hint", "idempotent_hint", "open_world_hint")
 STEPS = "for (i in 1:6) { cat(sprintf('step %d of 6\\n', i)); Sys.sleep(1) }"
 
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Endpoint:
@@ -128,30 +110,8 @@ def endpoint(request):
     if request.param == "stdio":
         yield Endpoint("stdio")
         return
-    port = free_port()
-    proc = subprocess.Popen(
-        [BIN, "--transport", "http", "--listen", f"127.0.0.1:{port}", *ARGS],
-        env=ENV,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, "server exited during startup"
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "server did not become healthy"
-        time.sleep(0.05)
-    try:
+    with http_server(ARGS) as base:
         yield Endpoint("http", f"{base}/mcp")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
 
 
 @pytest.fixture(params=list(REVISIONS))
