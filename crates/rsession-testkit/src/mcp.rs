@@ -45,7 +45,10 @@ impl Recorder {
 
     /// The progress notifications received so far.
     pub fn progress(&self) -> Vec<ProgressNotificationParam> {
-        self.progress.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -166,10 +169,10 @@ pub async fn connect_stdio_with(
     let client = handler
         .serve(transport)
         .await
-            .map_err(|reason| Error::Initialize {
-                target: "stdio".into(),
-                reason: Box::new(reason),
-            })?;
+        .map_err(|reason| Error::Initialize {
+            target: "stdio".into(),
+            reason: Box::new(reason),
+        })?;
     Ok((client, pid))
 }
 
