@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ContentBlock,
-    Implementation, ProgressNotificationParam,
+    Implementation, ProgressNotificationParam, ProtocolVersion,
 };
 use rmcp::service::{
     ClientInitializeError, NotificationContext, Peer, RunningService, ServiceError,
@@ -32,9 +32,21 @@ pub struct Recorder {
     /// Declare the tasks extension (`io.modelcontextprotocol/tasks`), so
     /// the server may answer long tool calls with a task.
     tasks: bool,
+    /// The protocol revision to speak; rmcp's latest (2026-07-28,
+    /// `server/discover`) when unset.
+    revision: Option<ProtocolVersion>,
 }
 
 impl Recorder {
+    /// A recorder whose client speaks protocol `revision` (for example
+    /// 2025-11-25, the `initialize` handshake).
+    pub fn at_revision(revision: ProtocolVersion) -> Self {
+        Recorder {
+            revision: Some(revision),
+            ..Recorder::default()
+        }
+    }
+
     /// A recorder whose client declares the tasks extension.
     pub fn declaring_tasks() -> Self {
         Recorder {
@@ -65,14 +77,18 @@ impl ClientHandler for Recorder {
     }
 
     fn get_info(&self) -> ClientConfig {
-        if self.tasks {
+        let mut config = if self.tasks {
             ClientConfig::new(
                 ClientCapabilities::builder().enable_tasks().build(),
                 Implementation::from_build_env(),
             )
         } else {
             ClientConfig::default()
+        };
+        if let Some(revision) = &self.revision {
+            config.protocol_version = revision.clone();
         }
+        config
     }
 }
 

@@ -457,3 +457,105 @@ async fn persistent_session_suspends_and_resumes_with_files() -> Result<()> {
     conn.close().await;
     delete_persistent(&client, &ns, "e2e-persist", "e2e-hostpath-pv").await
 }
+
+/// Both MCP protocol revisions through the in-cluster frontend: 2026-07-28 (rmcp's default,
+/// `server/discover`) and 2025-11-25 (`initialize`). At each: no token is refused, a token
+/// is accepted, a running evaluation reports progress with its printed lines, a bad argument
+/// is `invalid_argument`, and a cancelled `Sys.sleep(60)` frees the session at once with state
+/// kept.
+#[tokio::test]
+#[ignore = "needs a cluster with the chart installed (e2e/run-e2e.sh)"]
+async fn both_protocol_revisions_authenticate_report_progress_and_cancel() -> Result<()> {
+    use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest, ProtocolVersion};
+    use rmcp::service::PeerRequestOptions;
+    use rsession_testkit::mcp::{Recorder, connect_http_with, error_code};
+
+    let client = client().await?;
+    let ns = sessions_ns()?;
+    let role = env("RSESSION_E2E_USER_CLUSTERROLE")?;
+    let token = sa_token(&client, &ns, "e2e-agent-a", Some(&role)).await?;
+    let url = mcp_url()?;
+    for revision in [ProtocolVersion::V_2026_07_28, ProtocolVersion::V_2025_11_25] {
+        let at = revision.to_string();
+        let refused = connect_http_with(Recorder::at_revision(revision.clone()), &url, None).await;
+        ensure!(refused.is_err(), "{at}: connected without a token");
+        let mcp = connect_http_with(Recorder::at_revision(revision.clone()), &url, Some(&token))
+            .await
+            .with_context(|| format!("{at}: connect with a token"))?;
+        let created = call(&mcp, "create_session", json!({})).await?;
+        let id = structured_field(&created, "session_id")
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .with_context(|| format!("{at}: no session_id in {}", text(&created)))?;
+
+        let r = call(
+            &mcp,
+            "execute_in_session",
+            json!({"session_id": id, "code": "x <- 41; for (i in 1:4) { cat('line', i, '\\n'); Sys.sleep(1) }"}),
+        )
+        .await?;
+        ensure!(r.is_error != Some(true), "{at}: {}", text(&r));
+        let progress = mcp.service().progress();
+        ensure!(
+            progress.iter().any(|p| p
+                .message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("R running") && m.contains("last output: line"))),
+            "{at}: no progress with printed lines: {progress:?}"
+        );
+
+        let bad = call(&mcp, "execute_in_session", json!({"session_id": 7})).await?;
+        ensure!(
+            error_code(&bad).as_deref() == Some("invalid_argument"),
+            "{at}: {}",
+            text(&bad)
+        );
+
+        let args = json!({"session_id": id, "code": "Sys.sleep(60)"});
+        let params = CallToolRequestParams::new("execute_in_session")
+            .with_arguments(args.as_object().cloned().unwrap_or_default());
+        let handle = mcp
+            .send_cancellable_request(
+                ClientRequest::CallToolRequest(CallToolRequest::new(params)),
+                PeerRequestOptions::no_options(),
+            )
+            .await?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let listed = call(&mcp, "list_sessions", json!({})).await?;
+            let busy = structured_field(&listed, "sessions")
+                .and_then(|s| s.as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .any(|s| s["session_id"] == id.as_str() && s["busy"] == true);
+            if busy {
+                break;
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "{at}: the sleep never started"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let cancelled_at = std::time::Instant::now();
+        handle.cancel(Some("e2e gives up".into())).await?;
+        let r = call(
+            &mcp,
+            "execute_in_session",
+            json!({"session_id": id, "code": "x + 1"}),
+        )
+        .await?;
+        let took = cancelled_at.elapsed();
+        ensure!(
+            text(&r).contains("42"),
+            "{at}: state after cancel: {}",
+            text(&r)
+        );
+        ensure!(
+            took < std::time::Duration::from_secs(3),
+            "{at}: the session answered {took:?} after the cancellation"
+        );
+        call(&mcp, "close_session", json!({"session_id": id})).await?;
+        mcp.cancel().await?;
+    }
+    Ok(())
+}
