@@ -3,8 +3,10 @@
 //! MCP spec 2025-06-18 "Tools" → "Tool") and their bodies:
 //! `sessions`, `exec`, `files`, `data`, `help`, `pages`;
 //! [`prompts`] for `explore_data`. Each group lists its tools in `routes()`,
-//! one [`tool`] line each: a [`ToolDef`] const (name, title, description,
-//! behaviour hints, paging) and an `async fn(Call, args)` body.
+//! one `tool(&DEF, body)` line each (`route.rs`): a `ToolDef` const (name,
+//! title, description, behaviour hints, paging, task support) and an
+//! `async fn(Call, args)` body (`call.rs`). `resources.rs`: workspace files as
+//! MCP resources; `tasks.rs`: long calls as MCP tasks.
 //!
 //! One [`RSessionServer`] value serves one MCP connection (stdio) or one
 //! HTTP request/session; all of them share the [`SessionManager`], so R
@@ -12,6 +14,7 @@
 //! `RSessionServer::call_context` (identity, the RSession verb of
 //! [`crate::auth::TOOL_VERBS`], progress) and reaches its tool's body as a [`Call`].
 
+mod call;
 mod data;
 mod exec;
 mod files;
@@ -19,39 +22,33 @@ mod help;
 mod pages;
 pub mod prompts;
 mod resources;
+mod route;
 mod sessions;
 mod tasks;
 
+pub use call::{Call, NoArgs};
 pub use tasks::TaskConfig;
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::FutureExt;
-use rmcp::handler::server::common::schema_for_input;
-use rmcp::handler::server::router::tool::{ToolRoute, ToolRouter};
+use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
-    GetTaskParams, GetTaskResult, Implementation, JsonObject, ListResourceTemplatesResult,
-    ListResourcesResult, PaginatedRequestParams, ProgressNotificationParam,
-    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig, Tool,
-    ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CancelTaskParams, GetTaskParams, GetTaskResult,
+    Implementation, ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams,
+    ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
+    ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, prompt_handler, tool_handler};
-use schemars::JsonSchema;
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
-use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Verb, caller_of};
 use crate::errors::ToolError;
-use crate::harness::HarnessCall;
 use crate::metrics::Metrics;
 use crate::pager::{Pager, PagerConfig};
-use crate::session::{Progress, Reply, SessionManager, Watch};
+use crate::session::{Progress, SessionManager};
+use call::{deadline, structured};
+use route::{Hints, Paging, ToolDef, finish, tool};
 
 /// Shown to clients at initialisation (MCP `instructions`).
 pub const INSTRUCTIONS: &str = "Run R code in persistent sessions. Call create_session once, then \
@@ -72,263 +69,6 @@ tables. A result longer than one page comes back as page 1 plus a handle: call r
 page, {handle, search} to find lines (with page numbers) or {handle, page|offset} to jump; pages already sent are \
 not repeated. R documentation: the help tool {topic, package?}, or ?topic / vignette() in code (plain text). The \
 explore_data prompt gives a step-by-step plan.";
-
-/// One tool call: who it acts for, where it reports progress, and the
-/// shared state its body works on. Built by `RSessionServer::call_context`
-/// before the tool runs and handed to the tool's body with its arguments.
-#[derive(Clone)]
-pub struct Call {
-    /// Identity sessions are owned by: the authenticated caller's user name,
-    /// else the server's owner (`"local"` for stdio and unauthenticated HTTP).
-    pub owner: String,
-    /// The request's `progressToken` sink (MCP spec 2025-06-18, "Utilities"
-    /// → "Progress").
-    pub progress: Progress,
-    /// Fires when the client cancels the request (`notifications/cancelled`,
-    /// "Utilities" → "Cancellation"); a running evaluation is interrupted.
-    pub cancel: CancellationToken,
-    /// The session manager shared by every connection.
-    pub manager: Arc<SessionManager>,
-    /// Long outputs kept for `read_output`.
-    pub pager: Arc<Pager>,
-}
-
-impl std::fmt::Debug for Call {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Call")
-            .field("owner", &self.owner)
-            .field("progress", &self.progress)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Call {
-    /// [`SessionManager::call`] for this call's owner: one harness entry
-    /// point in session `session_id`, within `max_duration` (clamped
-    /// there), answering an R value ([`rserve::Sexp`]) or, for
-    /// [`HarnessCall::Execute`] and [`HarnessCall::InstallPackages`], an
-    /// [`crate::session::ExecReport`].
-    ///
-    /// Errors: those of [`SessionManager::call`]; `internal` when the entry
-    /// point answers the other kind.
-    async fn harness<T: TryFrom<Reply, Error = ToolError>>(
-        &self,
-        session_id: &str,
-        harness_call: HarnessCall,
-        max_duration: Option<Duration>,
-    ) -> Result<T, ToolError> {
-        let watch = Watch {
-            cancel: self.cancel.clone(),
-            progress: self.progress.clone(),
-        };
-        let reply = self
-            .manager
-            .call(&self.owner, session_id, harness_call, max_duration, &watch);
-        reply.await?.try_into()
-    }
-}
-
-/// Arguments of a tool that takes none (`create_session`, `list_sessions`).
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NoArgs {}
-
-fn input_schema<T: schemars::JsonSchema + std::any::Any>() -> Arc<JsonObject> {
-    // The argument types are fixed at compile time and covered by a unit test.
-    schema_for_input::<T>().unwrap_or_else(|e| panic!("invalid input schema: {e}"))
-}
-
-/// Deserialize tool arguments, turning garbage into an `invalid_argument`
-/// tool result (readable by the agent) instead of a protocol error.
-fn parse<T: DeserializeOwned>(args: JsonObject) -> Result<T, ToolError> {
-    serde_json::from_value(serde_json::Value::Object(args))
-        .map_err(|e| ToolError::invalid(format!("invalid arguments: {e}")))
-}
-
-/// A deadline argument in seconds (`name` as the caller spelt it): positive
-/// and finite, else `invalid_argument`.
-fn deadline(secs: Option<f64>, name: &str) -> Result<Option<Duration>, ToolError> {
-    match secs {
-        Some(s) if !(s.is_finite() && s > 0.0) => Err(ToolError::invalid(format!(
-            "{name} must be a positive number of seconds"
-        ))),
-        Some(s) => Ok(Some(Duration::from_secs_f64(s.min(1e9)))),
-        None => Ok(None),
-    }
-}
-
-/// A successful result: `text` as content, `value` as structured content.
-fn structured(text: String, value: serde_json::Value) -> CallToolResult {
-    let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
-    r.structured_content = Some(value);
-    r
-}
-
-/// Whether a tool's text result is paged for `read_output` when it is
-/// longer than one page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Paging {
-    /// Returned whole (short by construction, or bounded by its own limits).
-    Whole,
-    /// First page plus a `read_output` handle (see [`pages::paginate`]).
-    Paged,
-}
-
-/// What a tool does to its environment: the behaviour hints of MCP tool
-/// annotations (MCP spec 2025-06-18, "Tools" → "Tool annotations"). All
-/// four are always sent, never left to the spec's defaults (which assume
-/// a destructive, open-world tool).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Hints {
-    /// `readOnlyHint`: changes nothing.
-    read_only: bool,
-    /// `destructiveHint`: may overwrite or remove (R objects, files, a session).
-    destructive: bool,
-    /// `idempotentHint`: a repeat with the same arguments changes nothing more.
-    idempotent: bool,
-    /// `openWorldHint`: reaches systems outside the session (a package
-    /// repository, a database).
-    open_world: bool,
-}
-
-impl Hints {
-    /// Reads and changes nothing.
-    const READ_ONLY: Hints = Hints {
-        read_only: true,
-        destructive: false,
-        idempotent: true,
-        open_world: false,
-    };
-    /// Adds (a session, packages) without overwriting anything.
-    const ADDITIVE: Hints = Hints {
-        read_only: false,
-        destructive: false,
-        idempotent: false,
-        open_world: false,
-    };
-    /// May overwrite or remove what is there.
-    const DESTRUCTIVE: Hints = Hints {
-        read_only: false,
-        destructive: true,
-        idempotent: false,
-        open_world: false,
-    };
-}
-
-/// One tool as `tools/list` shows it, apart from its input schema (MCP
-/// spec 2025-06-18, "Tools" → "Tool"), and how its result is returned.
-#[derive(Debug)]
-struct ToolDef {
-    /// `name`, as agents call it.
-    name: &'static str,
-    /// `title` (and `annotations.title`, read by older clients): for people.
-    title: &'static str,
-    /// `description`: for the model; what it does, returns and refuses.
-    description: &'static str,
-    /// `annotations`' behaviour hints.
-    hints: Hints,
-    /// Whether a long text result is paged.
-    paging: Paging,
-    /// Whether the call may run as an MCP task ([`tasks`]), declared in
-    /// the tool's `_meta`.
-    task: bool,
-}
-
-impl ToolDef {
-    /// The MCP `Tool` of this definition with `P`'s JSON Schema as `inputSchema`.
-    fn tool<P: JsonSchema + 'static>(&self) -> Tool {
-        let h = self.hints;
-        let annotations = ToolAnnotations::with_title(self.title)
-            .read_only(h.read_only)
-            .destructive(h.destructive)
-            .idempotent(h.idempotent)
-            .open_world(h.open_world);
-        let tool = Tool::new(self.name, self.description, input_schema::<P>())
-            .with_title(self.title)
-            .with_annotations(annotations);
-        if self.task {
-            tool.with_meta(tasks::task_support_meta())
-        } else {
-            tool
-        }
-    }
-}
-
-/// The route of one tool: its MCP definition ([`ToolDef`], with the JSON
-/// Schema of `P` as `inputSchema`) and its body, an `async fn(Call, P)`.
-///
-/// Every call parses the arguments as `P` (garbage → `invalid_argument`),
-/// runs the body, pages the result when the definition says so, counts it
-/// in the metrics and turns a [`ToolError`] into an `isError` result.
-fn tool<P, F, Fut>(def: &'static ToolDef, body: F) -> ToolRoute<RSessionServer>
-where
-    P: DeserializeOwned + JsonSchema + Send + 'static,
-    F: Fn(Call, P) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<CallToolResult, ToolError>> + Send + 'static,
-{
-    let body = Arc::new(body);
-    ToolRoute::new_dyn(
-        def.tool::<P>(),
-        move |context: ToolCallContext<'_, RSessionServer>| {
-            let metrics = context.service.metrics.clone();
-            let call = context.request_context.extensions.get::<Call>().cloned();
-            let args = context.arguments.unwrap_or_default();
-            let body = body.clone();
-            async move {
-                let result = match call {
-                    // `call_tool` puts it there before routing; a route reached
-                    // another way is a bug, not the caller's fault.
-                    None => Err(ToolError::internal("tool called without its call context")),
-                    Some(call) => run(def.name, def.paging, call, args, body.as_ref()).await,
-                };
-                finish(&metrics, def.name, result).map(Into::into)
-            }
-            .boxed()
-        },
-    )
-}
-
-/// Parse, run and (when `paging` says so) page one tool call, then keep
-/// its result within the result size limit ([`pages::fit`]).
-async fn run<P, F, Fut>(
-    name: &'static str,
-    paging: Paging,
-    call: Call,
-    args: JsonObject,
-    body: &F,
-) -> Result<CallToolResult, ToolError>
-where
-    P: DeserializeOwned,
-    F: Fn(Call, P) -> Fut,
-    Fut: Future<Output = Result<CallToolResult, ToolError>>,
-{
-    let (pager, owner) = (call.pager.clone(), call.owner.clone());
-    let result = body(call, parse::<P>(args)?).await?;
-    let result = match paging {
-        Paging::Whole => result,
-        Paging::Paged => pages::paginate(&pager, &owner, name, result),
-    };
-    Ok(pages::fit(result, pager.config().max_result_bytes))
-}
-
-/// Record the outcome and turn a failure into an `isError` result.
-fn finish(
-    metrics: &Metrics,
-    tool: &str,
-    result: Result<CallToolResult, ToolError>,
-) -> Result<CallToolResult, ErrorData> {
-    match result {
-        Ok(r) => {
-            metrics.tool_call(tool, "ok");
-            Ok(r)
-        }
-        Err(e) => {
-            metrics.tool_call(tool, e.code.as_str());
-            tracing::info!(tool, code = e.code.as_str(), message = %e.message, "tool failed");
-            Ok(e.into_call_result())
-        }
-    }
-}
 
 /// The MCP server: tools over a shared [`SessionManager`].
 #[derive(Clone)]
@@ -472,7 +212,7 @@ impl ServerHandler for RSessionServer {
         self.tool_router.call(call).await
     }
 
-    /// Every file of the caller's connected sessions ([`resources`]).
+    /// Every file of the caller's connected sessions (`resources.rs`).
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
@@ -482,7 +222,7 @@ impl ServerHandler for RSessionServer {
         resources::list(&call).await
     }
 
-    /// The workspace-file URI template ([`resources::TEMPLATE`]).
+    /// The workspace-file URI template (`resources.rs`).
     async fn list_resource_templates(
         &self,
         _request: Option<PaginatedRequestParams>,
@@ -493,7 +233,7 @@ impl ServerHandler for RSessionServer {
         ]))
     }
 
-    /// One workspace file by its URI ([`resources::read`]).
+    /// One workspace file by its URI (`resources.rs`).
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
@@ -504,7 +244,7 @@ impl ServerHandler for RSessionServer {
     }
 
     /// A task's state, and once it is terminal its result, delivered once
-    /// ([`tasks`]).
+    /// (`tasks.rs`).
     async fn get_task(
         &self,
         request: GetTaskParams,
@@ -514,7 +254,7 @@ impl ServerHandler for RSessionServer {
         self.tasks.get(&call.owner, &request.task_id)
     }
 
-    /// Cancel a task: R is interrupted ([`tasks`]).
+    /// Cancel a task: R is interrupted (`tasks.rs`).
     async fn cancel_task(
         &self,
         request: CancelTaskParams,
@@ -541,7 +281,9 @@ impl ServerHandler for RSessionServer {
 
 #[cfg(test)]
 mod tests {
+    use super::call::{input_schema, parse};
     use super::*;
+    use rmcp::model::JsonObject;
 
     #[test]
     fn every_input_schema_is_an_object() {
