@@ -30,6 +30,12 @@ rule="host $DB $USER_ 10.0.0.0/8 scram-sha-256"
 grep -qxF "$rule" "$conf/pg_hba.conf" || echo "$rule" >> "$conf/pg_hba.conf"
 if pg_ctlcluster "$ver" main status >/dev/null 2>&1; then
   pg_ctlcluster "$ver" main reload
+  # listen_addresses takes a restart: a server started while the node address did not exist
+  # (cluster down) listens on loopback only, and sessions would get "connection refused".
+  if ! pg_isready -q -t 3 -h "$NODE_IP"; then
+    log "not listening on $NODE_IP; restarting"
+    pg_ctlcluster "$ver" main restart
+  fi
 else
   pg_ctlcluster "$ver" main start
 fi
@@ -37,6 +43,7 @@ psql_() { runuser -u postgres -- psql -v ON_ERROR_STOP=1 -qAt "$@"; }
 # wait (bounded) until the server accepts connections
 for _ in $(seq 1 100); do pg_isready -q -h 127.0.0.1 && break; pg_isready -t 1 -q -h 127.0.0.1 || true; done
 pg_isready -h 127.0.0.1 >&2
+pg_isready -h "$NODE_IP" >&2 || { log "PostgreSQL does not listen on $NODE_IP (is the cluster up?)"; exit 1; }
 
 psql_ -c "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='$USER_') THEN CREATE ROLE $USER_ LOGIN; END IF; END\$\$"
 psql_ -c "ALTER ROLE $USER_ PASSWORD '$PASS'"
