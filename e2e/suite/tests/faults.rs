@@ -359,7 +359,9 @@ async fn apiserver_down_is_backend_unavailable_and_creation_recovers() -> Result
     );
     // Right after the restart the `kubernetes` Service may still lack its endpoint for a
     // moment (the API server re-registers it); the frontend says so with a retryable code.
-    let (id, seen) = agent.create_session_until_ok(30).await?;
+    // One such attempt can take the kube client's whole connect timeout (about 30 s, seen in
+    // CI), so the window allows a few of them.
+    let (id, seen) = agent.create_session_until_ok(120).await?;
     println!("after the start, before create_session succeeded: {seen:?}");
     ensure!(agent.eval(&id, "cat(1 + 1)").await? == "2");
     ensure!(agent.eval(&warm, "cat('still here')").await? == "still here");
