@@ -13,6 +13,9 @@ use crate::session::kubernetes::{KubernetesBackend, KubernetesConfig};
 use crate::session::{Backend, Credentials, SessionManager};
 use crate::tools::{RSessionServer, TaskConfig};
 
+/// How long the frontend waits for a TCP connect to the Kubernetes API.
+const KUBE_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -56,9 +59,13 @@ impl App {
         let mut local_owner = LOCAL_OWNER.to_string();
         let (backend, local): (Arc<dyn Backend>, _) = match args.backend {
             BackendKind::Kubernetes => {
-                let kube_config = kube::Config::infer()
+                let mut kube_config = kube::Config::infer()
                     .await
                     .map_err(|e| StartError::Config(format!("no Kubernetes configuration: {e}")))?;
+                // kube's default is 30 s, and an agent waits that long on every call while
+                // the API is unreachable before it hears `backend_unavailable`. A connect
+                // inside a cluster takes milliseconds; this only ends ones that will not happen.
+                kube_config.connect_timeout = Some(KUBE_CONNECT_TIMEOUT);
                 let client = kube::Client::try_from(kube_config)?;
                 let namespace = args
                     .namespace
