@@ -7,6 +7,7 @@ use backon::{ExponentialBuilder, Retryable};
 use rserve::{ConnectOptions, Connection, Sexp, Signal};
 use serde_json::json;
 use tokio::time::{Instant, timeout_at};
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::errors::{ErrorCode, ToolError};
 use crate::harness::{self, ExecLimits, ExecOutcome, ExecStatus, HarnessCall};
@@ -282,7 +283,7 @@ impl RConn {
         // Progress runs beside the evaluation on its own connections and
         // ends with it (the guard aborts it on every return below).
         let _progress = watch.progress.is_active().then(|| {
-            AbortOnDrop(tokio::spawn(report_progress(
+            AbortOnDropHandle::new(tokio::spawn(report_progress(
                 self.endpoint.clone(),
                 self.opts.clone(),
                 self.spool.clone(),
@@ -362,29 +363,44 @@ impl RConn {
     }
 }
 
-/// Connect (no retry), install the harness, read `.rsession$memory_state()`,
-/// close. The probe's own R is a fresh fork that ends with the connection.
+/// Evaluate `expr` once on a short-lived fresh connection to `endpoint`
+/// (a fork of the same Rserve that ends with the connection, so it sees the
+/// session's files but not its R objects), after voidEval of `setup` when
+/// given. Connects within `connect_timeout`, without retry.
+async fn probe(
+    endpoint: &Endpoint,
+    opts: &ConnectOptions,
+    connect_timeout: Duration,
+    setup: Option<&str>,
+    expr: &str,
+) -> Result<Sexp, String> {
+    let opts = ConnectOptions {
+        connect_timeout,
+        ..opts.clone()
+    };
+    let mut conn = Connection::connect(&endpoint.addr, &opts)
+        .await
+        .map_err(|e| e.to_string())?;
+    let value = match setup {
+        Some(setup) => match conn.void_eval(setup).await {
+            Ok(()) => conn.eval(expr).await,
+            Err(e) => Err(e),
+        },
+        None => conn.eval(expr).await,
+    };
+    conn.close().await;
+    value.map_err(|e| e.to_string())
+}
+
+/// [`probe`] with the harness installed: `.rsession$memory_state()`.
 async fn read_memory_state(
     endpoint: &Endpoint,
     opts: &ConnectOptions,
     limit: Duration,
 ) -> Result<MemoryState, String> {
     let expr = HarnessCall::MemoryState.render().map_err(|e| e.message)?;
-    let opts = ConnectOptions {
-        connect_timeout: limit,
-        ..opts.clone()
-    };
-    let mut conn = Connection::connect(&endpoint.addr, &opts)
-        .await
-        .map_err(|e| e.to_string())?;
-    let state = match conn.void_eval(harness::HARNESS_R).await {
-        Ok(()) => conn.eval(&expr).await,
-        Err(e) => Err(e),
-    };
-    conn.close().await;
-    state
-        .map(|s| MemoryState::from_sexp(&s))
-        .map_err(|e| e.to_string())
+    let state = probe(endpoint, opts, limit, Some(harness::HARNESS_R), &expr).await?;
+    Ok(MemoryState::from_sexp(&state))
 }
 
 #[derive(Debug)]
@@ -402,15 +418,6 @@ const SPOOL_TAIL_BYTES: u64 = 4096;
 
 /// Longest last-line text put in a progress message, in characters.
 const PROGRESS_LINE_CHARS: usize = 200;
-
-/// Aborts its task when dropped, so a helper task ends with its call.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// Every [`PROGRESS_EVERY`] until aborted: report the seconds R has run
 /// (progress; the deadline's seconds as total) and the last line it has
@@ -453,7 +460,8 @@ async fn report_progress(
 }
 
 /// The last non-empty line in the spool at `path` (its final
-/// [`SPOOL_TAIL_BYTES`]), shortened to [`PROGRESS_LINE_CHARS`].
+/// [`SPOOL_TAIL_BYTES`], read by a [`probe`] that needs no harness),
+/// shortened to [`PROGRESS_LINE_CHARS`].
 async fn last_line(
     endpoint: &Endpoint,
     opts: &ConnectOptions,
@@ -465,16 +473,7 @@ async fn last_line(
     }
     .render()
     .map_err(|e| e.message)?;
-    let opts = ConnectOptions {
-        connect_timeout: PROGRESS_EVERY,
-        ..opts.clone()
-    };
-    let mut conn = Connection::connect(&endpoint.addr, &opts)
-        .await
-        .map_err(|e| e.to_string())?;
-    let tail = conn.eval(&expr).await;
-    conn.close().await;
-    let tail = tail.map_err(|e| e.to_string())?;
+    let tail = probe(endpoint, opts, PROGRESS_EVERY, None, &expr).await?;
     let text = String::from_utf8_lossy(tail.as_raw().unwrap_or_default()).into_owned();
     Ok(text
         .lines()

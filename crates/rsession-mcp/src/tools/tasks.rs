@@ -30,6 +30,7 @@ use rmcp::task_manager::{TaskExit, TaskManager, TaskOptions};
 use rmcp::{RoleServer, task_manager::TaskContext};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::{Call, RSessionServer};
 use crate::errors::{ErrorCode, ToolError};
@@ -152,16 +153,17 @@ impl Tasks {
             });
             context.extensions.insert(call);
             Box::pin(async move {
+                // Ends with this future, also when rmcp aborts it at the TTL.
                 let on_cancel = {
                     let (task, cancel) = (task.clone(), cancel.clone());
-                    tokio::spawn(async move {
+                    AbortOnDropHandle::new(tokio::spawn(async move {
                         task.cancelled().await;
                         cancel.cancel();
-                    })
+                    }))
                 };
                 let routed = ToolCallContext::new(&server, request, context);
                 let response = server.tool_router.call(routed).await;
-                on_cancel.abort();
+                drop(on_cancel);
                 if task.is_cancel_requested() {
                     return Err(TaskExit::Cancelled);
                 }
