@@ -117,7 +117,7 @@ const WRITE_SESSION_FILE: ToolDef = ToolDef {
     task: false,
 };
 
-pub(super) fn column<'a>(s: &'a Sexp, name: &str) -> Result<&'a Sexp, ToolError> {
+fn column<'a>(s: &'a Sexp, name: &str) -> Result<&'a Sexp, ToolError> {
     s.get(name)
         .ok_or_else(|| ToolError::internal(format!("harness reply lacks {name}")))
 }
@@ -181,6 +181,26 @@ async fn list(call: Call, p: ListFiles) -> Result<CallToolResult, ToolError> {
     Ok(r)
 }
 
+/// What `.rsession$read_file()` answers: `bytes` read from `offset` of a
+/// file of `size` bytes.
+pub(super) struct FilePart<'a> {
+    pub bytes: &'a [u8],
+    pub size: u64,
+    pub offset: u64,
+}
+
+impl<'a> FilePart<'a> {
+    /// The part in a read_file `reply`; `internal` when a field is missing.
+    pub fn of(reply: &'a Sexp) -> Result<Self, ToolError> {
+        let number = |name: &str| column(reply, name).map(|v| v.as_f64().unwrap_or(0.0) as u64);
+        Ok(FilePart {
+            bytes: column(reply, "bytes")?.as_raw().unwrap_or_default(),
+            size: number("size")?,
+            offset: number("offset")?,
+        })
+    }
+}
+
 /// MIME type of common image formats, by signature.
 pub(super) fn image_mime(bytes: &[u8]) -> Option<&'static str> {
     if bytes.starts_with(&[0x89, b'P', b'N', b'G']) {
@@ -201,9 +221,11 @@ async fn read(call: Call, p: ReadFile) -> Result<CallToolResult, ToolError> {
         offset: p.offset.unwrap_or(0),
     };
     let reply: Sexp = call.harness(&p.session_id, harness_call, None).await?;
-    let mut bytes = column(&reply, "bytes")?.as_raw().unwrap_or_default();
-    let number = |name: &str| column(&reply, name).map(|v| v.as_f64().unwrap_or(0.0) as u64);
-    let (size, offset) = (number("size")?, number("offset")?);
+    let FilePart {
+        mut bytes,
+        size,
+        offset,
+    } = FilePart::of(&reply)?;
     // Text is paged (Paging::Paged); binary goes out as base64, in the
     // content and (for images) as an image block, so a part is cut to what
     // fits the result limit twice over.

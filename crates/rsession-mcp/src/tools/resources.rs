@@ -16,7 +16,7 @@ use rserve::Sexp;
 use serde_json::json;
 
 use super::Call;
-use super::files::{column, entries, image_mime};
+use super::files::{FilePart, entries, image_mime};
 use crate::errors::{ErrorCode, ToolError};
 use crate::harness::HarnessCall;
 
@@ -146,14 +146,7 @@ pub async fn read(call: &Call, uri: &str) -> Result<ReadResourceResult, ErrorDat
         .harness(&session_id, harness_call, None)
         .await
         .map_err(rpc_error)?;
-    let bytes = column(&reply, "bytes")
-        .map_err(rpc_error)?
-        .as_raw()
-        .unwrap_or_default();
-    let size = column(&reply, "size")
-        .map_err(rpc_error)?
-        .as_f64()
-        .unwrap_or(0.0) as u64;
+    let FilePart { bytes, size, .. } = FilePart::of(&reply).map_err(rpc_error)?;
     let text = std::str::from_utf8(bytes).ok();
     let budget = match text {
         Some(_) => limit - ENVELOPE_BYTES,
@@ -173,21 +166,8 @@ pub async fn read(call: &Call, uri: &str) -> Result<ReadResourceResult, ErrorDat
         Some(text) => ResourceContents::text(text, uri),
         None => {
             let blob = base64::engine::general_purpose::STANDARD.encode(bytes);
-            match ResourceContents::blob(blob, uri) {
-                ResourceContents::BlobResourceContents {
-                    uri, blob, meta, ..
-                } => ResourceContents::BlobResourceContents {
-                    uri,
-                    mime_type: Some(
-                        image_mime(bytes)
-                            .unwrap_or("application/octet-stream")
-                            .into(),
-                    ),
-                    blob,
-                    meta,
-                },
-                other => other,
-            }
+            let mime = image_mime(bytes).unwrap_or("application/octet-stream");
+            ResourceContents::blob(blob, uri).with_mime_type(mime)
         }
     };
     Ok(ReadResourceResult::new(vec![contents]))
