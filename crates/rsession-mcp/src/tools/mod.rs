@@ -202,7 +202,7 @@ impl ServerHandler for RSessionServer {
             Ok(call) => {
                 let def = self.tool_router.map.get(tool.as_str()).map(|r| &r.attr);
                 if self.tasks.applies(def, &context) {
-                    return Ok(self.tasks.start(self, request, context, call));
+                    return self.tasks.start(self, request, context, call);
                 }
                 context.extensions.insert(call);
             }

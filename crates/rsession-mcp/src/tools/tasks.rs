@@ -32,7 +32,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::{Call, RSessionServer};
+use super::{Call, RSessionServer, finish};
 use crate::errors::{ErrorCode, ToolError};
 use crate::session::Progress;
 
@@ -122,7 +122,7 @@ impl Tasks {
         request: CallToolRequestParams,
         mut context: RequestContext<RoleServer>,
         mut call: Call,
-    ) -> CallToolResponse {
+    ) -> Result<CallToolResponse, ErrorData> {
         let running = self.manager.running_task_count();
         if running >= self.config.max_tasks {
             let refusal = ToolError::new(
@@ -133,7 +133,8 @@ impl Tasks {
                 ),
             )
             .with_details(json!({"running_tasks": running}));
-            return CallToolResponse::Complete(refusal.into_call_result());
+            // Counted and logged like every other tool failure.
+            return finish(&server.metrics, &request.name, Err(refusal)).map(Into::into);
         }
         let owner = call.owner.clone();
         let server = server.clone();
@@ -178,7 +179,7 @@ impl Tasks {
             })
         });
         self.owners().put(task.task_id.clone(), owner);
-        CallToolResponse::Task(CreateTaskResult::new(task))
+        Ok(CallToolResponse::Task(CreateTaskResult::new(task)))
     }
 
     /// `tasks/get` for `owner`: the task's state; once it is terminal, its
