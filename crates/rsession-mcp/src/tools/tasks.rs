@@ -215,3 +215,24 @@ impl Tasks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_owner_can_neither_see_nor_cancel_a_task() {
+        let tasks = Tasks::new(TaskConfig::default());
+        tasks.owners().put("t-1".into(), "alice".into());
+        for e in [
+            tasks.get("bob", "t-1").unwrap_err(),
+            tasks.cancel("bob", "t-1").unwrap_err(),
+            tasks.get("alice", "t-unknown").unwrap_err(),
+        ] {
+            assert_eq!(e.code, rmcp::model::ErrorCode::INVALID_PARAMS, "{e:?}");
+            assert!(e.message.contains("no task"), "{}", e.message);
+        }
+        // the owner passes the check (rmcp then answers for the id itself)
+        assert!(tasks.check_owner("alice", "t-1").is_ok());
+    }
+}
