@@ -177,6 +177,10 @@ pub struct Connection {
     state: State,
 }
 
+/// Prefix of an address that names a Unix socket rather than `host:port`
+/// (`"unix:/run/rserve.sock"`), for [`Connection::connect`] and the signal helpers.
+pub const UNIX_PREFIX: &str = "unix:";
+
 /// A byte stream QAP1 can run over: TCP (what [`Connection::connect`] opens), a Unix socket
 /// (Rserve's `socket` option), or an in-memory stream in tests and fuzzing.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -194,7 +198,8 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// Connects to `addr` (`"host:port"`), reads the ID string, logs in when the server
+    /// Connects to `addr` (`"host:port"` over TCP, or `"unix:<path>"` for a Rserve listening
+    /// on a Unix socket, its `socket` option), reads the ID string, logs in when the server
     /// requires it (`ARpt`, with `opts.username`/`opts.password`), switches strings to UTF-8
     /// (`CMD_setEncoding "utf8"`) and records the R process id with `Sys.getpid()`; all within
     /// `opts.connect_timeout`.
@@ -206,6 +211,15 @@ impl Connection {
     pub async fn connect(addr: &str, opts: &ConnectOptions) -> Result<Connection, Error> {
         let deadline = Instant::now() + opts.connect_timeout;
         let after = opts.connect_timeout;
+        if let Some(path) = addr.strip_prefix(UNIX_PREFIX) {
+            let stream = timeout_at(deadline, tokio::net::UnixStream::connect(path))
+                .await
+                .map_err(|_| Error::Timeout {
+                    operation: "opening the Unix socket connection",
+                    after,
+                })??;
+            return Self::handshake(Box::new(stream), opts, deadline).await;
+        }
         let stream = timeout_at(deadline, TcpStream::connect(addr))
             .await
             .map_err(|_| Error::Timeout {

@@ -42,7 +42,7 @@ pub mod testing;
 
 pub use connection::{
     ConnectOptions, Connection, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_REPLY_BYTES, NO_ERROR_MESSAGE,
-    Transport,
+    Transport, UNIX_PREFIX,
 };
 pub use decode::{DecodeLimits, decode_sexp};
 pub use encode::encode_sexp;

@@ -1,6 +1,7 @@
 //! Wiring: flags → backend (maybe starting the local Rserve) → session
 //! manager; and orderly shutdown (sessions closed, then Rserve stopped).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::auth::{KubeAuth, KubeAuthConfig, LOCAL_OWNER};
@@ -10,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::pager::PagerConfig;
 use crate::session::direct::{DirectBackend, RserveTarget};
 use crate::session::kubernetes::{KubernetesBackend, KubernetesConfig};
+use crate::session::sandboxed::SandboxedBackend;
 use crate::session::{Backend, Credentials, SessionManager};
 use crate::tools::{RSessionServer, TaskConfig};
 
@@ -101,7 +103,30 @@ impl App {
                 tracing::info!(%namespace, owner = %local_owner, "kubernetes backend");
                 (Arc::new(KubernetesBackend::new(client, k)), None)
             }
+            BackendKind::Direct if args.rserve.is_empty() && args.sandbox.is_sandboxed() => {
+                let policy = args.sandbox_policy();
+                crate::sandbox::preflight(&policy)
+                    .await
+                    .map_err(|e| StartError::Config(e.to_string()))?;
+                tracing::info!(
+                    sandbox = policy.mode.as_str(),
+                    allow_network = policy.allow_network,
+                    memory_limit_bytes = policy.memory_limit_bytes,
+                    max_processes = policy.max_processes,
+                    "direct backend: each session's R in its own sandbox"
+                );
+                let backend = SandboxedBackend::new(
+                    policy,
+                    args.r_binary.clone(),
+                    args.workspace_root.clone().map(PathBuf::from),
+                )
+                .map_err(|e| StartError::Config(format!("preparing the workspace root: {e}")))?;
+                (Arc::new(backend), None)
+            }
             BackendKind::Direct if args.rserve.is_empty() => {
+                tracing::warn!(
+                    "--sandbox danger-full-access: R runs with this server's rights (reads and writes your files, reaches the network, signals your processes)"
+                );
                 let local = LocalRserve::start(&LocalRserveOptions {
                     r_binary: args.r_binary.clone(),
                     ..LocalRserveOptions::default()
@@ -120,6 +145,12 @@ impl App {
                 (Arc::new(backend), Some(local))
             }
             BackendKind::Direct => {
+                if args.sandbox.is_sandboxed() {
+                    return Err(StartError::Config(format!(
+                        "--rserve names an Rserve this server does not start, so it cannot put it in the {} sandbox; add --sandbox danger-full-access to use it as it is configured",
+                        args.sandbox.as_str()
+                    )));
+                }
                 let credentials = match (&args.rserve_user, &args.rserve_password_file) {
                     (Some(user), Some(file)) => {
                         let text = std::fs::read_to_string(file).map_err(|e| {

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+pub use crate::sandbox::SandboxMode;
+use crate::sandbox::SandboxPolicy;
 use crate::session::{Limits, ManagerConfig};
 
 /// MCP transport.
@@ -87,14 +89,48 @@ pub struct Args {
     pub rserve_password_file: Option<PathBuf>,
 
     /// Directory under which each session gets its workspace, as the Rserve
-    /// host sees it. Default: a `workspaces` directory in the local Rserve's
-    /// temporary directory, or `/tmp/rsession-workspaces` for `--rserve`.
+    /// host sees it. Default: a new temporary directory (sandboxed), a
+    /// `workspaces` directory in the local Rserve's temporary directory
+    /// (`danger-full-access`), or `/tmp/rsession-workspaces` for `--rserve`.
     #[arg(long, env = "RSESSION_WORKSPACE_ROOT")]
     pub workspace_root: Option<String>,
 
     /// R executable used to start the local Rserve.
     #[arg(long, default_value = "R", env = "RSESSION_R")]
     pub r_binary: String,
+
+    /// Direct backend: the OS sandbox each session's R runs in (see
+    /// README "Sandbox"). `workspace-write`: writes only its workspace and
+    /// private temp, no network. `read-only`: writes only its private temp.
+    /// `danger-full-access`: no sandbox, R has your rights. `--rserve`
+    /// endpoints are not started by this server, so they need
+    /// `danger-full-access`.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "workspace-write",
+        env = "RSESSION_SANDBOX"
+    )]
+    pub sandbox: SandboxMode,
+
+    /// Sandboxed modes: give R the host's network (default: none at all).
+    #[arg(long, env = "RSESSION_ALLOW_NETWORK")]
+    pub allow_network: bool,
+
+    /// Sandboxed modes: resident memory per R process past which it is
+    /// killed (`session_lost` naming the limit), e.g. `2GiB`. Default: half
+    /// of this machine's memory.
+    #[arg(long, env = "RSESSION_MEMORY_LIMIT")]
+    pub memory_limit: Option<bytesize::ByteSize>,
+
+    /// Sandboxed modes: processes and threads a session's R may have at once
+    /// (`RLIMIT_NPROC` in its user namespace), which stops fork bombs.
+    #[arg(long, default_value_t = 256, env = "RSESSION_MAX_PROCESSES")]
+    pub max_processes: u32,
+
+    /// Sandboxed modes: the bubblewrap executable.
+    #[arg(long, default_value = "bwrap", env = "RSESSION_BWRAP")]
+    pub bwrap: PathBuf,
 
     /// Deadline of an evaluation when the call sets none, in seconds.
     #[arg(long, default_value_t = 60.0, env = "RSESSION_DEFAULT_TIMEOUT_SECS")]
@@ -211,6 +247,20 @@ fn secs(s: f64, name: &str) -> Result<Duration, String> {
 }
 
 impl Args {
+    /// The sandbox of direct-backend sessions these flags ask for.
+    pub fn sandbox_policy(&self) -> SandboxPolicy {
+        SandboxPolicy {
+            mode: self.sandbox,
+            allow_network: self.allow_network,
+            memory_limit_bytes: self
+                .memory_limit
+                .map(|b| b.as_u64())
+                .unwrap_or_else(crate::sandbox::default_memory_limit),
+            max_processes: self.max_processes,
+            bwrap: self.bwrap.clone(),
+        }
+    }
+
     /// The authentication in effect: `--auth`, else `kubernetes` for the
     /// kubernetes backend over HTTP, else `none`.
     pub fn auth_mode(&self) -> AuthMode {

@@ -24,6 +24,7 @@ pub mod local_rserve;
 pub mod metrics;
 pub mod pager;
 pub mod render;
+pub mod sandbox;
 pub mod session;
 pub mod sexp_json;
 pub mod tools;

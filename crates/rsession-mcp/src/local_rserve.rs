@@ -1,6 +1,11 @@
 //! The embedded default: a local Rserve that the server starts and stops.
 //!
-//! It listens on a free loopback port (`remote disable`), requires a login
+//! Unsandboxed (`--sandbox danger-full-access`, and the test fixtures), one
+//! Rserve serves every session and listens on a free loopback port (`remote
+//! disable`). Sandboxed, each session has its own Rserve inside its own
+//! bubblewrap sandbox ([`crate::sandbox`]), listening on a Unix socket in its
+//! private run directory, with a memory guard on its processes. Either way it
+//! requires a login
 //! (`auth required`, `plaintext enable`, a generated password file readable
 //! only by us), runs in the foreground (`daemon disable`) so it is our child
 //! process, and keeps its files in a temporary directory removed on stop.
@@ -16,6 +21,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+use crate::sandbox::memory_guard::{GuardKill, MemoryGuard};
+use crate::sandbox::{SandboxPolicy, bwrap};
 use crate::session::Credentials;
 
 /// Errors starting the local Rserve.
@@ -49,6 +56,19 @@ pub struct LocalRserveOptions {
     pub port: Option<u16>,
     /// How long to wait for Rserve to accept connections.
     pub startup_timeout: Duration,
+    /// Run it inside a sandbox of this policy with this workspace (then
+    /// `port` is ignored: it listens on a Unix socket).
+    pub sandbox: Option<SandboxedAt>,
+}
+
+/// Where a sandboxed Rserve runs: its policy and the host directory bound as
+/// its workspace.
+#[derive(Debug, Clone)]
+pub struct SandboxedAt {
+    /// The sandbox to build (a sandboxed mode).
+    pub policy: SandboxPolicy,
+    /// Host path of the session workspace, bound at [`bwrap::WORKSPACE`].
+    pub workspace: PathBuf,
 }
 
 impl Default for LocalRserveOptions {
@@ -57,6 +77,7 @@ impl Default for LocalRserveOptions {
             r_binary: "R".into(),
             port: None,
             startup_timeout: Duration::from_secs(30),
+            sandbox: None,
         }
     }
 }
@@ -69,15 +90,19 @@ pub struct LocalRserve {
     addr: String,
     credentials: Credentials,
     dir: tempfile::TempDir,
+    guard: Option<MemoryGuard>,
 }
 
 impl LocalRserve {
-    /// Start Rserve and wait until its port accepts connections.
+    /// Start Rserve and wait until it accepts connections.
     pub async fn start(opts: &LocalRserveOptions) -> Result<LocalRserve, LaunchError> {
         let rserve_bin = find_rserve_binary(&opts.r_binary).await?;
         let dir = tempfile::Builder::new()
             .prefix("rsession-rserve-")
             .tempdir()?;
+        if opts.sandbox.is_some() {
+            bwrap::hand_over(dir.path(), 0o700)?;
+        }
         let password: String = {
             let bytes: [u8; 24] = rand::rng().random();
             bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -91,53 +116,106 @@ impl LocalRserve {
             &pwd_file,
             &format!("{} {}\n", credentials.username, credentials.password),
         )?;
-        let workdir = dir.path().join("work");
-        std::fs::create_dir(&workdir)?;
-        let port = match opts.port {
-            Some(p) => p,
-            None => free_port()?,
+        if opts.sandbox.is_some() {
+            // Rserve reads it as the sandbox's user.
+            bwrap::hand_over(&pwd_file, 0o600)?;
+        }
+        // Paths as Rserve sees them: the run directory is at bwrap::RUN_DIR
+        // inside a sandbox, where /tmp is the sandbox's private one.
+        let (seen, workdir) = match &opts.sandbox {
+            Some(_) => (PathBuf::from(bwrap::RUN_DIR), PathBuf::from("/tmp/rserve")),
+            None => {
+                std::fs::create_dir(dir.path().join("work"))?;
+                (dir.path().to_path_buf(), dir.path().join("work"))
+            }
         };
-        let conf = dir.path().join("Rserv.conf");
+        let (listen, addr) = match &opts.sandbox {
+            Some(_) => (
+                format!(
+                    "socket {}\nsockmod 0600",
+                    seen.join("rserve.sock").display()
+                ),
+                format!(
+                    "{}{}",
+                    rserve::UNIX_PREFIX,
+                    dir.path().join("rserve.sock").display()
+                ),
+            ),
+            None => {
+                let port = match opts.port {
+                    Some(p) => p,
+                    None => free_port()?,
+                };
+                (format!("port {port}"), format!("127.0.0.1:{port}"))
+            }
+        };
         std::fs::write(
-            &conf,
+            dir.path().join("Rserv.conf"),
             format!(
-                "port {port}\nremote disable\nauth required\nplaintext enable\npwdfile {}\n\
+                "{listen}\nremote disable\nauth required\nplaintext enable\npwdfile {}\n\
                  daemon disable\nworkdir {}\nencoding utf8\ninteractive no\nshutdown disable\n",
-                pwd_file.display(),
+                seen.join("passwords").display(),
                 workdir.display()
             ),
         )?;
-        let mut cmd = Command::new(&opts.r_binary);
-        cmd.arg("CMD")
-            .arg(&rserve_bin)
-            .arg("--RS-conf")
-            .arg(&conf)
-            .arg("--no-save")
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
+        let argv: Vec<String> = vec![
+            opts.r_binary.clone(),
+            "CMD".into(),
+            rserve_bin.display().to_string(),
+            "--RS-conf".into(),
+            seen.join("Rserv.conf").display().to_string(),
+            "--no-save".into(),
+        ];
+        let mut cmd = match &opts.sandbox {
+            Some(at) => bwrap::command(&at.policy, &at.workspace, dir.path(), &argv),
+            None => {
+                let mut cmd = Command::new(&argv[0]);
+                cmd.args(&argv[1..]).current_dir(dir.path());
+                if std::env::var_os("LANG").is_none() && std::env::var_os("LC_ALL").is_none() {
+                    cmd.env("LANG", "C.UTF-8");
+                }
+                cmd
+            }
+        };
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        if std::env::var_os("LANG").is_none() && std::env::var_os("LC_ALL").is_none() {
-            cmd.env("LANG", "C.UTF-8");
-        }
         let mut child = cmd.spawn().map_err(|source| LaunchError::NoR {
-            program: opts.r_binary.clone(),
+            program: match &opts.sandbox {
+                Some(at) => at.policy.bwrap.display().to_string(),
+                None => opts.r_binary.clone(),
+            },
             source,
         })?;
         forward_output(&mut child);
-        let addr = format!("127.0.0.1:{port}");
         wait_until_listening(&mut child, &addr, opts.startup_timeout).await?;
-        tracing::info!(%addr, pid = child.id(), dir = %dir.path().display(), "local Rserve started");
+        let guard = match (&opts.sandbox, child.id()) {
+            (Some(at), Some(pid)) => Some(MemoryGuard::watch(pid, at.policy.memory_limit_bytes)),
+            _ => None,
+        };
+        tracing::info!(%addr, pid = child.id(), dir = %dir.path().display(), sandboxed = opts.sandbox.is_some(), "local Rserve started");
         Ok(LocalRserve {
             child,
             addr,
             credentials,
             dir,
+            guard,
         })
     }
 
-    /// `127.0.0.1:<port>`.
+    /// When the memory guard of a sandboxed Rserve killed one of its
+    /// processes since the last call: that kill (each is reported once).
+    pub fn take_memory_kill(&self) -> Option<GuardKill> {
+        self.guard.as_ref()?.take_kill()
+    }
+
+    /// Whether the Rserve process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// `127.0.0.1:<port>`, or `unix:<run dir>/rserve.sock` when sandboxed.
     pub fn addr(&self) -> &str {
         &self.addr
     }
@@ -221,7 +299,34 @@ fn forward_output(child: &mut Child) {
     }
 }
 
-/// Poll the port until it accepts a TCP connection, failing early if Rserve exits.
+/// Whether a connection to `addr` gets Rserve's 32-byte ID string within a
+/// second. Reading it (rather than closing at once) lets the forked R write
+/// it and then end quietly at end of input instead of dying of SIGPIPE.
+async fn greets(addr: &str) -> bool {
+    use tokio::io::AsyncReadExt;
+    async fn read_id(mut s: impl tokio::io::AsyncRead + Unpin) -> bool {
+        let mut id = [0u8; 32];
+        s.read_exact(&mut id).await.is_ok() && id.starts_with(b"Rsrv")
+    }
+    let probe = async {
+        match addr.strip_prefix(rserve::UNIX_PREFIX) {
+            Some(path) => match tokio::net::UnixStream::connect(path).await {
+                Ok(s) => read_id(s).await,
+                Err(_) => false,
+            },
+            None => match tokio::net::TcpStream::connect(addr).await {
+                Ok(s) => read_id(s).await,
+                Err(_) => false,
+            },
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(1), probe)
+        .await
+        .unwrap_or(false)
+}
+
+/// Poll `addr` until it accepts a connection (TCP, or a Unix socket for a
+/// `unix:` address), failing early if Rserve exits.
 async fn wait_until_listening(
     child: &mut Child,
     addr: &str,
@@ -235,7 +340,7 @@ async fn wait_until_listening(
                 "Rserve exited with {status} before listening on {addr}"
             )));
         }
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+        if greets(addr).await {
             return Ok(());
         }
         if Instant::now() >= deadline {

@@ -292,6 +292,8 @@ async fn stdio_against_a_given_rserve_endpoint_with_credentials() {
     std::fs::write(&pwfile, format!("{}\n", rserve.credentials().password)).unwrap();
     let root = rserve.dir().join("given-root");
     let c = stdio_client(&[
+        "--sandbox",
+        "danger-full-access",
         "--rserve",
         rserve.addr(),
         "--rserve-user",
@@ -309,6 +311,8 @@ async fn stdio_against_a_given_rserve_endpoint_with_credentials() {
     // a wrong password is backend_unavailable, not a crash
     std::fs::write(&pwfile, "wrong\n").unwrap();
     let c = stdio_client(&[
+        "--sandbox",
+        "danger-full-access",
         "--rserve",
         rserve.addr(),
         "--rserve-user",

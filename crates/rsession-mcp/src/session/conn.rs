@@ -189,6 +189,7 @@ impl RConn {
         };
         now.oom_killed_since(&self.memory).then_some(OomKill {
             limit_bytes: now.limit_bytes.or(self.memory.limit_bytes),
+            killed_by: crate::session::oom::KilledBy::OomKiller,
         })
     }
 

@@ -12,6 +12,7 @@ pub mod direct;
 pub mod kubernetes;
 pub mod manager;
 pub mod oom;
+pub mod sandboxed;
 
 use std::sync::Arc;
 
@@ -45,7 +46,8 @@ impl std::fmt::Debug for Credentials {
 /// Where a session's R is and how to log in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
-    /// `host:port` of the Rserve (QAP1) listener.
+    /// `host:port` of the Rserve (QAP1) listener, or `unix:<path>` for its
+    /// Unix socket ([`rserve::UNIX_PREFIX`]).
     pub addr: String,
     /// Login, when the server requires it (`auth required`).
     pub credentials: Option<Credentials>,
@@ -219,6 +221,14 @@ pub trait Backend: Send + Sync + 'static {
     /// objects), so shutdown only disconnects them instead of closing them.
     fn outlives_server(&self) -> bool {
         false
+    }
+
+    /// After `id`'s connection was lost: whether the backend itself killed
+    /// its R for going over a memory limit (the sandbox's memory guard).
+    /// Each kill is reported once. Default: the backend never kills.
+    async fn memory_kill(&self, owner: &str, id: &str) -> Option<oom::OomKill> {
+        let _ = (owner, id);
+        None
     }
 
     /// Whether new sessions can be created now (for `/readyz`).

@@ -72,11 +72,27 @@ pub fn format_bytes(n: u64) -> String {
     format!("{text} {}", UNITS[unit])
 }
 
-/// An R process that the out-of-memory killer ended.
+/// An R process ended for using too much memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OomKill {
-    /// The session's memory limit in bytes, when R could read it.
+    /// The session's memory limit in bytes, when known.
     pub limit_bytes: Option<u64>,
+    /// Who killed it.
+    pub killed_by: KilledBy,
+}
+
+/// Who ended an R process for its memory use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KilledBy {
+    /// The kernel's OOM killer, at the cgroup's limit (a pod's
+    /// `resources.limits.memory`).
+    OomKiller,
+    /// The direct backend sandbox's memory guard, at `--memory-limit`
+    /// ([`crate::sandbox::memory_guard`]).
+    MemoryGuard {
+        /// Resident memory of the process when killed, in bytes.
+        rss_bytes: u64,
+    },
 }
 
 impl OomKill {
@@ -87,9 +103,15 @@ impl OomKill {
             .limit_bytes
             .map(|b| format!(" ({})", format_bytes(b)))
             .unwrap_or_default();
-        format!(
-            "killed by the out-of-memory killer because the session exceeded its memory limit{limit}"
-        )
+        match self.killed_by {
+            KilledBy::OomKiller => format!(
+                "killed by the out-of-memory killer because the session exceeded its memory limit{limit}"
+            ),
+            KilledBy::MemoryGuard { rss_bytes } => format!(
+                "killed by the sandbox's memory guard because it used {} of memory, over the session's memory limit{limit} (--memory-limit)",
+                format_bytes(rss_bytes)
+            ),
+        }
     }
 
     /// The `session_lost` message.
@@ -109,8 +131,18 @@ impl OomKill {
             "reason": REASON_OOM_KILLED,
             "connection_error": connection_error,
         });
-        if let (Some(limit), Some(map)) = (self.limit_bytes, d.as_object_mut()) {
-            map.insert("memory_limit_bytes".into(), json!(limit));
+        if let Some(map) = d.as_object_mut() {
+            if let Some(limit) = self.limit_bytes {
+                map.insert("memory_limit_bytes".into(), json!(limit));
+            }
+            let by = match self.killed_by {
+                KilledBy::OomKiller => "oom_killer",
+                KilledBy::MemoryGuard { rss_bytes } => {
+                    map.insert("rss_bytes".into(), json!(rss_bytes));
+                    "memory_guard"
+                }
+            };
+            map.insert("killed_by".into(), json!(by));
         }
         d
     }
@@ -191,6 +223,7 @@ mod tests {
     fn the_message_names_the_oom_killer_and_the_limit() {
         let kill = OomKill {
             limit_bytes: Some(1 << 30),
+            killed_by: KilledBy::OomKiller,
         };
         let m = kill.message();
         assert!(
@@ -198,7 +231,10 @@ mod tests {
                 && m.contains("exceeded its memory limit (1 GiB)"),
             "{m}"
         );
-        let unknown = OomKill { limit_bytes: None };
+        let unknown = OomKill {
+            limit_bytes: None,
+            killed_by: KilledBy::OomKiller,
+        };
         assert!(unknown.message().contains("exceeded its memory limit."));
         let d = kill.details("connection closed");
         assert_eq!(d["reason"], "oom_killed");

@@ -300,21 +300,25 @@ impl Client {
     }
 
     /// Close the client; for HTTP also stop the server with SIGTERM. Either
-    /// way the server must shut down and stop the Rserve it started.
+    /// way the server must shut down and every process it started (its
+    /// Rserve, or each session's sandbox) must end with it.
     pub async fn stop(mut self) {
-        let rserve: Vec<u32> = child_pids(self.pid)
-            .into_iter()
+        let started = descendants(self.pid);
+        let rserve = started
+            .iter()
             .filter(|p| {
                 std::fs::read_to_string(format!("/proc/{p}/comm"))
                     .is_ok_and(|n| n.trim() == "Rserve")
             })
-            .collect();
-        let embedded = !self.extra_args.iter().any(|a| a == "--rserve");
-        assert_eq!(
-            rserve.len(),
-            usize::from(embedded),
-            "the server runs its own Rserve unless given --rserve"
-        );
+            .count();
+        let external = self.extra_args.iter().any(|a| a == "--rserve");
+        let unsandboxed = self.extra_args.iter().any(|a| a == "danger-full-access");
+        match (external, unsandboxed) {
+            (true, _) => assert_eq!(rserve, 0, "no local Rserve with --rserve"),
+            (false, true) => assert_eq!(rserve, 1, "one shared Rserve when unsandboxed"),
+            // Sandboxed: one Rserve per open session, none before the first.
+            (false, false) => {}
+        }
         let _ = self.service.cancel().await;
         if let Some(mut child) = self.http_child.take() {
             let _ = std::process::Command::new("kill")
@@ -323,15 +327,25 @@ impl Client {
             let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while rserve.first().is_some_and(|&p| alive(p)) {
+        while let Some(p) = started.iter().find(|&&p| alive(p)) {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "embedded Rserve {} still running after shutdown",
-                rserve[0]
+                "process {p} started by the server still running after shutdown"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Every descendant of `pid` (children, their children, ...).
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut stack = child_pids(pid);
+    while let Some(p) = stack.pop() {
+        out.push(p);
+        stack.extend(child_pids(p));
+    }
+    out
 }
 
 /// All text content concatenated (no separator).

@@ -160,7 +160,7 @@ impl SessionManager {
             }
             Err(Interrupted::Lost(reason)) => {
                 self.metrics.execution("lost", elapsed);
-                if let Some(kill) = self.lost_to_oom(id, &mut slot).await {
+                if let Some(kill) = self.lost_to_oom(owner, id, &mut slot).await {
                     self.mark_lost(&mut slot, &kill.reason());
                     return Err(
                         messages::oom_killed(&kill).with_details(details(kill.details(&reason)))
@@ -222,7 +222,7 @@ impl SessionManager {
         if let Err(e) = &result
             && e.code == ErrorCode::SessionLost
         {
-            if let Some(kill) = self.lost_to_oom(id, &mut slot).await {
+            if let Some(kill) = self.lost_to_oom(owner, id, &mut slot).await {
                 self.mark_lost(&mut slot, &kill.reason());
                 let mut details = kill.details(&e.message);
                 details["session_id"] = json!(id);

@@ -64,9 +64,19 @@ impl SessionManager {
             .ok_or_else(|| ToolError::internal("no R connection after connecting"))
     }
 
-    /// After the slot's connection was lost: whether the OOM killer ended
-    /// its R (see [`RConn::lost_to_oom`]).
-    pub(super) async fn lost_to_oom(&self, id: &str, slot: &mut Slot) -> Option<OomKill> {
+    /// After the slot's connection was lost: whether the backend's memory
+    /// guard ([`crate::session::Backend::memory_kill`]) or the OOM killer
+    /// ended its R (see [`RConn::lost_to_oom`]).
+    pub(super) async fn lost_to_oom(
+        &self,
+        owner: &str,
+        id: &str,
+        slot: &mut Slot,
+    ) -> Option<OomKill> {
+        if let Some(kill) = self.backend.memory_kill(owner, id).await {
+            tracing::warn!(session_id = %id, memory_limit_bytes = ?kill.limit_bytes, "R was killed by the sandbox's memory guard");
+            return Some(kill);
+        }
         let conn = slot.conn.as_mut()?;
         let kill = conn
             .lost_to_oom(OOM_PROBE_TIMEOUT.min(self.config.connect_timeout))
