@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything RSession's demo and tests need on a fresh Debian 12
 # machine: R with Rserve and the R packages the harness and tests use (apt),
+# bubblewrap for the direct backend's sandbox (util-linux gives prlimit),
 # openssl for the test control plane's certificates, the Python MCP SDK (pip,
 # in a venv), and cargo-fuzz. Idempotent: a second run only checks.
 set -euo pipefail
@@ -13,6 +14,7 @@ APT_PACKAGES=(
   r-cran-jsonlite r-cran-ragg r-cran-evaluate
   r-cran-dbi r-cran-rsqlite r-cran-dbplyr r-cran-readxl r-cran-openxlsx
   openssl python3-venv
+  bubblewrap util-linux
 )
 
 missing=()

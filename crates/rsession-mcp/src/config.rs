@@ -125,8 +125,14 @@ pub struct Args {
 
     /// Sandboxed modes: processes and threads a session's R may have at once
     /// (`RLIMIT_NPROC` in its user namespace), which stops fork bombs.
-    #[arg(long, default_value_t = 256, env = "RSESSION_MAX_PROCESSES")]
+    #[arg(long, default_value_t = crate::sandbox::DEFAULT_MAX_PROCESSES, env = "RSESSION_MAX_PROCESSES")]
     pub max_processes: u32,
+
+    /// Sandboxed modes: a host directory R may also read (read-only, at the
+    /// same path), e.g. a data folder or a `file://` package repository.
+    /// Repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub sandbox_read: Vec<PathBuf>,
 
     /// Sandboxed modes: the bubblewrap executable.
     #[arg(long, default_value = "bwrap", env = "RSESSION_BWRAP")]
@@ -258,6 +264,7 @@ impl Args {
                 .unwrap_or_else(crate::sandbox::default_memory_limit),
             max_processes: self.max_processes,
             bwrap: self.bwrap.clone(),
+            read_only_paths: self.sandbox_read.clone(),
         }
     }
 
@@ -293,6 +300,16 @@ impl Args {
         secs(self.auth_cache_secs, "auth-cache-secs")
     }
 
+    /// The sandbox mode when sessions' R runs sandboxed without network
+    /// (direct backend, embedded Rserve, no `--allow-network`).
+    pub fn offline_sandbox(&self) -> Option<SandboxMode> {
+        (self.backend == BackendKind::Direct
+            && self.rserve.is_empty()
+            && self.sandbox.is_sandboxed()
+            && !self.allow_network)
+            .then_some(self.sandbox)
+    }
+
     /// The session manager settings these flags describe.
     pub fn manager_config(&self) -> Result<ManagerConfig, String> {
         let limits = Limits {
@@ -308,6 +325,7 @@ impl Args {
             limits,
             max_sessions: self.max_sessions.max(1),
             package_repository: self.package_repo.clone(),
+            offline_sandbox: self.offline_sandbox(),
             ..ManagerConfig::default()
         })
     }

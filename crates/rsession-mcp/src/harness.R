@@ -391,8 +391,11 @@ local({
     if (!is.null(library)) {
       lib <- file.path(workspace, library)
       dir.create(lib, recursive = TRUE, showWarnings = FALSE)
-      state$library <- normalizePath(lib, mustWork = TRUE)
-      .libPaths(c(state$library, .libPaths()))
+      # A read-only workspace (the read-only sandbox) has no session library.
+      if (dir.exists(lib)) {
+        state$library <- normalizePath(lib, mustWork = TRUE)
+        .libPaths(c(state$library, .libPaths()))
+      }
     }
     state$plot_opts <- list(width = as.integer(plot_width), height = as.integer(plot_height), res = as.integer(plot_res))
     state$png_backend <- if (requireNamespace("ragg", quietly = TRUE)) "ragg" else if (isTRUE(capabilities("cairo"))) "cairo" else "png"
@@ -583,7 +586,7 @@ local({
   # printed (its last lines), so the agent sees why.
   h$install_package <- function(pkgs, repos) {
     lib <- state$library
-    if (is.null(lib)) stop("rsession: session has no private library")
+    if (is.null(lib)) stop("rsession: this session has no private library (its workspace is read-only: --sandbox read-only); install_package needs a writable workspace")
     logs <- tempfile("rsession-install-")
     dir.create(logs)
     on.exit(unlink(logs, recursive = TRUE), add = TRUE)

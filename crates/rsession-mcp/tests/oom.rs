@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{OWNER, fixture, fixture_with};
+use common::{OWNER, fixture_with};
 use rsession_mcp::errors::ErrorCode;
 use rsession_mcp::harness::{Event, r_string_literal};
 use rsession_mcp::local_rserve::LocalRserveOptions;
@@ -58,11 +58,11 @@ fn host_memory_state() -> MemoryState {
 
 #[tokio::test]
 async fn the_oom_kill_counter_is_read_when_a_connection_opens() {
-    let f = fixture(|_| {}).await;
+    let f = fixture_with(&Default::default(), |_| {}).await;
     let endpoint = Endpoint {
-        addr: f.rserve.addr().to_string(),
-        credentials: Some(f.rserve.credentials().clone()),
-        workspace: f.rserve.dir().join("ws-counter").display().to_string(),
+        addr: f.rserve().addr().to_string(),
+        credentials: Some(f.rserve().credentials().clone()),
+        workspace: f.rserve().dir().join("ws-counter").display().to_string(),
     };
     let conn = RConn::open(&endpoint, Duration::from_secs(30))
         .await
@@ -95,7 +95,7 @@ fn write(path: &Path, text: &str) {
 
 #[tokio::test]
 async fn the_harness_reads_cgroup_v1_and_v2_files_and_na_otherwise() {
-    let f = fixture(|_| {}).await;
+    let f = fixture_with(&Default::default(), |_| {}).await;
     let m = &f.manager;
     let sid = m.create(OWNER, &Progress::none()).await.unwrap().session_id;
     let dir = tempfile::tempdir().unwrap();
@@ -152,7 +152,7 @@ async fn the_harness_reads_cgroup_v1_and_v2_files_and_na_otherwise() {
 
 #[tokio::test]
 async fn an_ordinary_lost_connection_still_says_what_it_said() {
-    let f = fixture(|_| {}).await;
+    let f = fixture_with(&Default::default(), |_| {}).await;
     let m = &f.manager;
     let sid = m.create(OWNER, &Progress::none()).await.unwrap().session_id;
     let e = m

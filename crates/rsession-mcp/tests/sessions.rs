@@ -5,10 +5,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::harness_calls::HarnessCalls;
-use common::{OWNER, build_local_repo, fixture};
+use common::{OWNER, build_local_repo, fixture, fixture_with, sandboxed_fixture};
 use rsession_mcp::errors::ErrorCode;
 use rsession_mcp::harness::{Event, ExecStatus, png_dimensions};
 use rsession_mcp::render::render_text;
+use rsession_mcp::sandbox::{SandboxMode, SandboxPolicy};
 use rsession_mcp::session::{ExecReport, Progress, SessionManager};
 
 /// Run `code` with the default limits and expect a result.
@@ -204,7 +205,9 @@ async fn sleep_past_the_deadline_is_interrupted_and_the_session_answers() {
 
 #[tokio::test]
 async fn quit_and_kill_lose_the_session_and_the_next_call_starts_fresh() {
-    let f = fixture(|_| {}).await;
+    // Unsandboxed: the test kills R by the pid R reports, which in a sandbox
+    // is its PID namespace's (tests/sandbox.rs covers the sandboxed kills).
+    let f = fixture_with(&Default::default(), |_| {}).await;
     let m = &f.manager;
     let sid = m.create(OWNER, &Progress::none()).await.unwrap().session_id;
     run(m, &sid, "x <- 1; writeLines('kept', 'file.txt')").await;
@@ -495,20 +498,16 @@ async fn close_removes_the_workspace_and_reset_keeps_files() {
     let m = &f.manager;
     let info = m.create(OWNER, &Progress::none()).await.unwrap();
     let sid = info.session_id.clone();
-    let ws = std::path::PathBuf::from(info.workspace.clone().unwrap());
+    let r_ws = info.workspace.clone().unwrap();
+    let ws = f.host_workspace(&sid, &r_ws);
     assert!(ws.is_dir());
     run(m, &sid, "x <- 1; writeLines('a', 'keep.txt')").await;
     let notice = m.reset(OWNER, &sid).await.unwrap();
     assert!(notice.contains("reset"));
-    let r = run(
-        m,
-        &sid,
-        "exists('x'); file.exists('keep.txt'); basename(getwd())",
-    )
-    .await;
+    let r = run(m, &sid, "exists('x'); file.exists('keep.txt'); getwd()").await;
     assert_eq!(
         render_text(&r.outcome),
-        format!("[1] FALSE\n[1] TRUE\n[1] \"{sid}\"\n")
+        format!("[1] FALSE\n[1] TRUE\n[1] \"{r_ws}\"\n")
     );
     assert!(
         r.state_reset_notice.is_none(),
@@ -552,9 +551,15 @@ async fn help_is_text() {
 async fn install_package_from_a_local_repository_into_the_session_library() {
     let repo_dir = tempfile::tempdir().unwrap();
     let repo = build_local_repo(repo_dir.path());
-    let f = fixture(|c| c.package_repository = repo.clone()).await;
+    // The repository is a host folder the sandbox may read (--sandbox-read).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(repo_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut policy = SandboxPolicy::new(SandboxMode::WorkspaceWrite);
+    policy.read_only_paths.push(repo_dir.path().to_path_buf());
+    let f = sandboxed_fixture(policy, |c| c.package_repository = repo.clone()).await;
     let m = &f.manager;
-    let sid = m.create(OWNER, &Progress::none()).await.unwrap().session_id;
+    let info = m.create(OWNER, &Progress::none()).await.unwrap();
+    let (sid, r_ws) = (info.session_id, info.workspace.unwrap());
     let r = m
         .install_packages(OWNER, &sid, &["rsessiontest".to_string()])
         .await
@@ -579,7 +584,7 @@ async fn install_package_from_a_local_repository_into_the_session_library() {
     let text = render_text(&r.outcome);
     assert!(text.contains("hello from rsessiontest"), "{text}");
     assert!(
-        text.contains(&format!("{sid}/.R/library/rsessiontest")),
+        text.contains(&format!("{r_ws}/.R/library/rsessiontest")),
         "installed in the session library: {text}"
     );
     let r = m

@@ -109,6 +109,10 @@ pub fn args(
         "--tmpfs",
         "/tmp",
     ]);
+    for dir in &policy.read_only_paths {
+        let d = dir.to_string_lossy();
+        push(&["--ro-bind", &d, &d]);
+    }
     let ws = workspace.to_string_lossy();
     let run = run_dir.to_string_lossy();
     let home = match policy.mode {
@@ -168,6 +172,7 @@ mod tests {
             memory_limit_bytes: 1 << 30,
             max_processes: 64,
             bwrap: PathBuf::from("bwrap"),
+            read_only_paths: vec![PathBuf::from("/data/cdm")],
         }
     }
 
@@ -195,6 +200,7 @@ mod tests {
             &["--cap-drop", "ALL"],
             &["--ro-bind", "/usr", "/usr"],
             &["--ro-bind", "/etc", "/etc"],
+            &["--ro-bind", "/data/cdm", "/data/cdm"],
             &["--tmpfs", "/tmp"],
             &["--bind", "/w/s1", WORKSPACE],
             &["--bind", "/r/s1", RUN_DIR],

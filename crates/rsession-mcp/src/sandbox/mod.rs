@@ -5,7 +5,7 @@
 //!
 //! | | `workspace-write` (default) | `read-only` | `danger-full-access` |
 //! |---|---|---|---|
-//! | reads | `/usr`, `/etc` (without `shadow`/`gshadow`), `/opt`, its workspace, its private `/tmp` | same | everything the server's user can |
+//! | reads | `/usr`, `/etc` (without `shadow`/`gshadow`), `/opt`, its workspace, its private `/tmp`, each `--sandbox-read` folder | same | everything the server's user can |
 //! | writes | its workspace (`/workspace` inside), its private `/tmp` | its private `/tmp` only | everything the server's user can |
 //! | network | none: its own network namespace with only loopback (`--allow-network` shares the host's) | same | the host's |
 //! | processes | its own PID namespace: sees and signals only its own processes; at most `--max-processes` | same | the server's user's |
@@ -78,7 +78,28 @@ pub struct SandboxPolicy {
     pub max_processes: u32,
     /// The bubblewrap executable (`--bwrap`, default `bwrap` on `PATH`).
     pub bwrap: PathBuf,
+    /// Host directories R may also read, at the same path (`--sandbox-read`):
+    /// a data folder, a local package repository.
+    pub read_only_paths: Vec<PathBuf>,
 }
+
+impl SandboxPolicy {
+    /// The default policy in `mode`: no network, half the machine's memory
+    /// per R process, 256 processes, `bwrap` from `PATH`, nothing extra to read.
+    pub fn new(mode: SandboxMode) -> SandboxPolicy {
+        SandboxPolicy {
+            mode,
+            allow_network: false,
+            memory_limit_bytes: default_memory_limit(),
+            max_processes: DEFAULT_MAX_PROCESSES,
+            bwrap: PathBuf::from("bwrap"),
+            read_only_paths: Vec::new(),
+        }
+    }
+}
+
+/// Default `--max-processes`.
+pub const DEFAULT_MAX_PROCESSES: u32 = 256;
 
 /// `nobody`: who R runs as inside the sandbox when the server runs as root.
 pub const SANDBOX_UID: u32 = 65534;

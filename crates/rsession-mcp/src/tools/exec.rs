@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Call, Hints, Paging, RSessionServer, ToolDef, deadline, tool};
-use crate::errors::ToolError;
+use crate::errors::{ErrorCode, ToolError};
 use crate::harness::{Event, ExecStatus, HarnessCall};
 use crate::render::render_text;
 use crate::session::ExecReport;
@@ -112,9 +112,23 @@ async fn execute(call: Call, p: Execute) -> Result<CallToolResult, ToolError> {
 async fn install(call: Call, p: InstallPackage) -> Result<CallToolResult, ToolError> {
     let mut packages: Vec<String> = p.packages.unwrap_or_default();
     packages.extend(p.package);
+    let config = call.manager.config();
+    let repository = config.package_repository.clone();
+    if let Some(mode) = config.offline_sandbox
+        && !repository.starts_with("file:")
+    {
+        return Err(ToolError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "install_package downloads from {repository}, but this server runs R in the {} sandbox with no network. Whoever runs the server can allow it by restarting it with --allow-network (R then reaches any host), or install the packages on the machine beforehand.",
+                mode.as_str()
+            ),
+        )
+        .with_details(json!({"sandbox": mode.as_str(), "repository": repository, "needs": "network"})));
+    }
     let harness_call = HarnessCall::InstallPackages {
         packages,
-        repository: call.manager.config().package_repository.clone(),
+        repository,
     };
     let report: ExecReport = call.harness(&p.session_id, harness_call, None).await?;
     let mut result = exec_result(&report);

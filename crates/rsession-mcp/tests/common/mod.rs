@@ -16,8 +16,10 @@ use rmcp::model::CallToolResult;
 use rmcp::transport::ConfigureCommandExt;
 use rsession_mcp::local_rserve::{LocalRserve, LocalRserveOptions};
 use rsession_mcp::metrics::Metrics;
+use rsession_mcp::sandbox::{SandboxMode, SandboxPolicy};
 use rsession_mcp::session::direct::{DirectBackend, RserveTarget};
-use rsession_mcp::session::{ManagerConfig, SessionManager};
+use rsession_mcp::session::sandboxed::SandboxedBackend;
+use rsession_mcp::session::{Backend, ManagerConfig, SessionManager};
 use rsession_testkit::mcp;
 use serde_json::Value;
 
@@ -29,19 +31,64 @@ pub use rsession_testkit::mcp::{
 /// Owner used by manager-level tests.
 pub const OWNER: &str = "test";
 
-/// A local Rserve and a manager over it. Dropping it kills Rserve.
+/// A session manager over a direct backend. Dropping it ends its R.
 pub struct Fixture {
     pub manager: Arc<SessionManager>,
-    pub rserve: LocalRserve,
+    /// The shared local Rserve of an unsandboxed fixture; `None` when each
+    /// session runs in its own sandbox (the product default).
+    pub rserve: Option<LocalRserve>,
+    /// The sandboxed fixture's workspace root on the host.
+    root: Option<tempfile::TempDir>,
 }
 
-/// Start a real Rserve and a manager with `tweak` applied to the config.
+impl Fixture {
+    /// The shared Rserve of an unsandboxed fixture ([`fixture_with`]).
+    pub fn rserve(&self) -> &LocalRserve {
+        self.rserve
+            .as_ref()
+            .expect("an unsandboxed fixture (fixture_with)")
+    }
+
+    /// Where session `sid`'s workspace is on the host (R sees `/workspace`
+    /// in a sandbox, the host path otherwise: `r_path`).
+    pub fn host_workspace(&self, sid: &str, r_path: &str) -> PathBuf {
+        match &self.root {
+            Some(root) => root.path().join(sid),
+            None => PathBuf::from(r_path),
+        }
+    }
+}
+
+/// A manager over the default direct backend, each session's R in its own
+/// `workspace-write` sandbox, with `tweak` applied to the config.
 pub async fn fixture(tweak: impl FnOnce(&mut ManagerConfig)) -> Fixture {
-    fixture_with(&LocalRserveOptions::default(), tweak).await
+    sandboxed_fixture(SandboxPolicy::new(SandboxMode::WorkspaceWrite), tweak).await
 }
 
-/// [`fixture`] with Rserve started as `opts` says (e.g. through a wrapper
-/// script as `r_binary`, to give Rserve an environment variable).
+/// [`fixture`] with sessions sandboxed by `policy`.
+pub async fn sandboxed_fixture(
+    policy: SandboxPolicy,
+    tweak: impl FnOnce(&mut ManagerConfig),
+) -> Fixture {
+    let root = tempfile::tempdir().expect("workspace root");
+    // The sandbox's user (nobody, under root) passes through to its workspace.
+    std::fs::set_permissions(
+        root.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .expect("chmod");
+    let backend = SandboxedBackend::new(policy, "R".into(), Some(root.path().to_path_buf()))
+        .expect("workspace root");
+    Fixture {
+        manager: manager(Arc::new(backend), tweak),
+        rserve: None,
+        root: Some(root),
+    }
+}
+
+/// An unsandboxed fixture: one real local Rserve started as `opts` says
+/// (e.g. through a wrapper script as `r_binary`, to give Rserve an
+/// environment variable), shared by every session.
 pub async fn fixture_with(
     opts: &LocalRserveOptions,
     tweak: impl FnOnce(&mut ManagerConfig),
@@ -49,16 +96,25 @@ pub async fn fixture_with(
     let rserve = LocalRserve::start(opts)
         .await
         .expect("local Rserve starts (needs r-base-core and r-cran-rserve)");
-    let backend = direct_backend(&rserve);
+    Fixture {
+        manager: manager(Arc::new(direct_backend(&rserve)), tweak),
+        rserve: Some(rserve),
+        root: None,
+    }
+}
+
+fn manager(
+    backend: Arc<dyn Backend>,
+    tweak: impl FnOnce(&mut ManagerConfig),
+) -> Arc<SessionManager> {
     let mut config = ManagerConfig::default();
     config.limits.grace = Duration::from_secs(1);
     tweak(&mut config);
-    let manager = Arc::new(SessionManager::new(
-        Arc::new(backend),
+    Arc::new(SessionManager::new(
+        backend,
         config,
         Arc::new(Metrics::new()),
-    ));
-    Fixture { manager, rserve }
+    ))
 }
 
 /// A direct backend over `rserve`, workspaces under its directory.
@@ -195,9 +251,21 @@ pub async fn stdio_client(extra: &[&str]) -> Client {
 
 /// [`stdio_client`] whose client handler is `handler`.
 pub async fn stdio_client_with(handler: mcp::Recorder, extra: &[&str]) -> Client {
+    stdio_client_env(handler, extra, &[]).await
+}
+
+/// [`stdio_client_with`] with extra environment variables for the server.
+pub async fn stdio_client_env(
+    handler: mcp::Recorder,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Client {
     let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     let cmd = tokio::process::Command::new(server_bin()).configure(|c| {
         c.args(&extra).env("RSESSION_LOG", "warn");
+        for (k, v) in env {
+            c.env(k, v);
+        }
     });
     let (service, pid) = mcp::connect_stdio_with(handler, cmd)
         .await
@@ -304,7 +372,7 @@ impl Client {
     /// Rserve, or each session's sandbox) must end with it.
     pub async fn stop(mut self) {
         let started = descendants(self.pid);
-        let rserve = started
+        let rserve = child_pids(self.pid)
             .iter()
             .filter(|p| {
                 std::fs::read_to_string(format!("/proc/{p}/comm"))
@@ -316,7 +384,7 @@ impl Client {
         match (external, unsandboxed) {
             (true, _) => assert_eq!(rserve, 0, "no local Rserve with --rserve"),
             (false, true) => assert_eq!(rserve, 1, "one shared Rserve when unsandboxed"),
-            // Sandboxed: one Rserve per open session, none before the first.
+            // Sandboxed: bubblewrap is the child, one per open session.
             (false, false) => {}
         }
         let _ = self.service.cancel().await;

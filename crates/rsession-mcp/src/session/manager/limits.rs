@@ -103,6 +103,9 @@ pub struct ManagerConfig {
     pub max_sessions: usize,
     /// Repository URL for `install_package` (CRAN mirror or `file://` repo).
     pub package_repository: String,
+    /// The sandbox mode when sessions' R has no network at all (so
+    /// `install_package` from a remote repository is refused up front).
+    pub offline_sandbox: Option<crate::sandbox::SandboxMode>,
 }
 
 impl Default for ManagerConfig {
@@ -113,6 +116,7 @@ impl Default for ManagerConfig {
             connect_timeout: Duration::from_secs(30),
             max_sessions: 64,
             package_repository: "https://cloud.r-project.org".into(),
+            offline_sandbox: None,
         }
     }
 }
