@@ -115,7 +115,11 @@ async fn main() {
         ..ConnectOptions::default()
     };
     let server_args = vec![
-        "--rserve".to_string(),
+        // The given Rserve is the baseline's, so the server runs unsandboxed
+        // (benches/sandbox.rs measures the sandbox).
+        "--sandbox".to_string(),
+        "danger-full-access".into(),
+        "--rserve".into(),
         rserve.addr().to_string(),
         "--rserve-user".into(),
         rserve.credentials().username.clone(),

@@ -137,6 +137,10 @@ pub fn args(
         "--setenv",
         "TMPDIR",
         "/tmp",
+        // Font and other caches go to the private temp, not the workspace.
+        "--setenv",
+        "XDG_CACHE_HOME",
+        "/tmp/.cache",
         "--setenv",
         "PATH",
         "/usr/local/bin:/usr/bin:/bin",
