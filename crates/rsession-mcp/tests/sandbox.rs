@@ -381,6 +381,54 @@ async fn a_session_s_processes_end_with_it() {
     c.stop().await;
 }
 
+fn spares(root: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".spare-"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_session_takes_the_ready_spare_sandbox_and_a_new_spare_is_made() {
+    let host = Host::new();
+    let c = host.server(&[]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let spare = loop {
+        if let [one] = spares(&host.root()).as_slice() {
+            break one.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no spare sandbox was prepared"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let sid = c.create_session().await;
+    assert!(
+        !spares(&host.root()).contains(&spare),
+        "the spare became the session"
+    );
+    done(
+        &attempt(&c, &sid, "writeLines('x', 'mine.txt')").await,
+        "writing its workspace",
+    );
+    assert!(
+        host.root().join(&sid).join("mine.txt").exists(),
+        "the renamed folder is its workspace"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while spares(&host.root()).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no new spare after a create"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.stop().await;
+}
+
 fn start_failure(args: &[&str]) -> String {
     let out = std::process::Command::new(common::server_bin())
         .args(args)

@@ -9,7 +9,7 @@
 //! | writes | its workspace (`/workspace` inside), its private `/tmp` | its private `/tmp` only | everything the server's user can |
 //! | network | none: its own network namespace with only loopback (`--allow-network` shares the host's) | same | the host's |
 //! | processes | its own PID namespace: sees and signals only its own processes; at most `--max-processes` | same | the server's user's |
-//! | memory | each R process is killed past `--memory-limit` (the [`memory_guard`]) | same | same |
+//! | memory | each R process is killed past `--memory-limit` (the [`memory_guard`]) | same | no limit |
 //!
 //! One sandbox per session, each with its own Rserve listening on a Unix
 //! socket in a private run directory, so the server reaches R without any

@@ -4,14 +4,13 @@
 //! Not a sandbox: R runs with the rights of the Rserve user on that host, and
 //! the workspace is only a directory under `workspace_root` there.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::errors::ToolError;
+use crate::session::registry::Registry;
 use crate::session::{Backend, BackendSession, Credentials, Endpoint, Progress, WorkspaceCleanup};
 
 /// One Rserve to place sessions on.
@@ -23,13 +22,6 @@ pub struct RserveTarget {
     pub credentials: Option<Credentials>,
 }
 
-#[derive(Debug, Clone)]
-struct Placed {
-    owner: String,
-    target: usize,
-    created_at: jiff::Timestamp,
-}
-
 /// Places sessions round-robin on fixed Rserve endpoints; each session's
 /// workspace is `<workspace_root>/<session id>` on that endpoint's host.
 #[derive(Debug)]
@@ -37,7 +29,8 @@ pub struct DirectBackend {
     targets: Vec<RserveTarget>,
     workspace_root: String,
     next: AtomicUsize,
-    sessions: Mutex<HashMap<String, Placed>>,
+    /// The target index of each session.
+    sessions: Registry<usize>,
 }
 
 impl DirectBackend {
@@ -56,7 +49,7 @@ impl DirectBackend {
             targets,
             workspace_root: workspace_root.into().trim_end_matches('/').to_string(),
             next: AtomicUsize::new(0),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Registry::default(),
         })
     }
 
@@ -66,14 +59,6 @@ impl DirectBackend {
             addr: t.addr.clone(),
             credentials: t.credentials.clone(),
             workspace: format!("{}/{}", self.workspace_root, id),
-        }
-    }
-
-    fn lookup(&self, owner: &str, id: &str) -> Result<Placed, ToolError> {
-        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        match sessions.get(id) {
-            Some(p) if p.owner == owner => Ok(p.clone()),
-            _ => Err(ToolError::session_not_found(id)),
         }
     }
 }
@@ -91,48 +76,20 @@ impl Backend for DirectBackend {
         _progress: &Progress,
     ) -> Result<Endpoint, ToolError> {
         let target = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                id.to_string(),
-                Placed {
-                    owner: owner.to_string(),
-                    target,
-                    created_at: jiff::Timestamp::now(),
-                },
-            );
+        self.sessions.insert(owner, id, target);
         Ok(self.endpoint_for(id, target))
     }
 
     async fn endpoint(&self, owner: &str, id: &str) -> Result<Endpoint, ToolError> {
-        let placed = self.lookup(owner, id)?;
-        Ok(self.endpoint_for(id, placed.target))
+        Ok(self.endpoint_for(id, self.sessions.get(owner, id)?))
     }
 
     async fn list(&self, owner: &str) -> Result<Vec<BackendSession>, ToolError> {
-        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let out: Vec<BackendSession> = sessions
-            .iter()
-            .filter(|(_, p)| p.owner == owner)
-            .map(|(id, p)| BackendSession {
-                session_id: id.clone(),
-                owner: p.owner.clone(),
-                created_at: p.created_at.to_string(),
-                ready: true,
-                phase: None,
-            })
-            .collect();
-        Ok(out)
+        Ok(self.sessions.list(owner))
     }
 
     async fn close(&self, owner: &str, id: &str) -> Result<(), ToolError> {
-        self.lookup(owner, id)?;
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
-        Ok(())
+        self.sessions.remove(owner, id).map(|_| ())
     }
 
     fn workspace_cleanup(&self) -> WorkspaceCleanup {

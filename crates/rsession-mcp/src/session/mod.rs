@@ -12,6 +12,7 @@ pub mod direct;
 pub mod kubernetes;
 pub mod manager;
 pub mod oom;
+pub mod registry;
 pub mod sandboxed;
 
 use std::sync::Arc;

@@ -2,14 +2,17 @@
 //! this machine, with its own Rserve (see [`crate::sandbox`]).
 //!
 //! Each session's workspace is `<workspace root>/<session id>` on the host,
-//! bound at `/workspace` inside its sandbox. Creating a session starts its
-//! sandboxed Rserve; closing it stops the sandbox and deletes the workspace.
+//! bound at `/workspace` inside its sandbox. Starting a sandboxed Rserve
+//! takes about a quarter of a second (mostly R's own start), so one spare is
+//! kept ready over an empty workspace `<root>/.spare-<random>`: creating a
+//! session renames that folder to the session's (the sandbox's bind mount
+//! follows the folder) and starts the next spare in the background. Closing a
+//! session stops its sandbox and deletes the workspace.
 //! If the sandbox's Rserve itself has gone (killed from outside), the next
 //! call starts a new one over the same workspace.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::json;
@@ -18,29 +21,88 @@ use crate::errors::{ErrorCode, ToolError};
 use crate::local_rserve::{LocalRserve, LocalRserveOptions, SandboxedAt};
 use crate::sandbox::{SandboxPolicy, bwrap};
 use crate::session::oom::{KilledBy, OomKill};
+use crate::session::registry::Registry;
 use crate::session::{Backend, BackendSession, Endpoint, Progress, WorkspaceCleanup};
 
-struct Placed {
-    owner: String,
-    created_at: jiff::Timestamp,
-    /// `None` only while a restart is under way after a failed start.
-    rserve: Arc<tokio::sync::Mutex<Option<LocalRserve>>>,
+/// A session's Rserve; `None` after close.
+type Slot = Arc<tokio::sync::Mutex<Option<LocalRserve>>>;
+
+/// A started sandbox waiting for its session, over workspace `dir`.
+struct Spare {
+    dir: PathBuf,
+    rserve: LocalRserve,
+}
+
+/// Starts sandboxed Rserves; cloned into the task that prepares the spare.
+#[derive(Debug, Clone)]
+struct Launcher {
+    policy: SandboxPolicy,
+    r_binary: String,
+}
+
+impl Launcher {
+    /// A sandboxed Rserve over host workspace `workspace` (created here,
+    /// handed to the sandbox's user). Errors: `backend_unavailable`.
+    async fn start(&self, workspace: &std::path::Path) -> Result<LocalRserve, ToolError> {
+        let unavailable = |why: String| {
+            ToolError::new(
+                ErrorCode::BackendUnavailable,
+                format!("cannot start the session's sandboxed R: {why}"),
+            )
+            .with_details(json!({"sandbox": self.policy.mode.as_str()}))
+        };
+        if !workspace.is_dir() {
+            std::fs::create_dir(workspace)
+                .and_then(|()| bwrap::hand_over(workspace, 0o700))
+                .map_err(|e| {
+                    unavailable(format!(
+                        "creating the workspace {}: {e}",
+                        workspace.display()
+                    ))
+                })?;
+        }
+        let opts = LocalRserveOptions {
+            r_binary: self.r_binary.clone(),
+            sandbox: Some(SandboxedAt {
+                policy: self.policy.clone(),
+                workspace: workspace.to_path_buf(),
+            }),
+            ..LocalRserveOptions::default()
+        };
+        LocalRserve::start(&opts)
+            .await
+            .map_err(|e| unavailable(e.to_string()))
+    }
 }
 
 /// Sessions in per-session sandboxes of one [`SandboxPolicy`].
 pub struct SandboxedBackend {
-    policy: SandboxPolicy,
-    r_binary: String,
+    launcher: Launcher,
     root: PathBuf,
+    /// The next session's sandbox, once started; locked while one starts,
+    /// so a create waits for it rather than starting a second.
+    spare: Arc<tokio::sync::Mutex<Option<Spare>>>,
     /// The default workspace root, removed with the backend.
     _owned_root: Option<tempfile::TempDir>,
-    sessions: Mutex<HashMap<String, Placed>>,
+    sessions: Registry<Slot>,
+}
+
+impl Drop for SandboxedBackend {
+    fn drop(&mut self) {
+        // The spare's sandbox ends with its LocalRserve; its empty
+        // workspace would stay behind under a given --workspace-root.
+        if let Ok(mut spare) = self.spare.try_lock()
+            && let Some(s) = spare.take()
+        {
+            let _ = std::fs::remove_dir_all(&s.dir);
+        }
+    }
 }
 
 impl std::fmt::Debug for SandboxedBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SandboxedBackend")
-            .field("policy", &self.policy)
+            .field("policy", &self.launcher.policy)
             .field("root", &self.root)
             .finish_non_exhaustive()
     }
@@ -75,13 +137,52 @@ impl SandboxedBackend {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711))?;
         }
-        Ok(SandboxedBackend {
-            policy,
-            r_binary,
+        let backend = SandboxedBackend {
+            launcher: Launcher { policy, r_binary },
             root,
+            spare: Arc::new(tokio::sync::Mutex::new(None)),
             _owned_root: owned,
-            sessions: Mutex::new(HashMap::new()),
-        })
+            sessions: Registry::default(),
+        };
+        backend.prepare_spare();
+        Ok(backend)
+    }
+
+    /// Start the next spare in the background (when in a Tokio runtime and
+    /// none is there). A failure is only logged: the next create then starts
+    /// its sandbox itself and reports the error.
+    fn prepare_spare(&self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let (spare, launcher) = (Arc::clone(&self.spare), self.launcher.clone());
+        let dir = self
+            .root
+            .join(format!(".spare-{:016x}", rand::random::<u64>()));
+        tokio::spawn(async move {
+            let mut slot = spare.lock().await;
+            if slot.is_some() {
+                return;
+            }
+            match launcher.start(&dir).await {
+                Ok(rserve) => *slot = Some(Spare { dir, rserve }),
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "preparing a spare sandbox");
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            }
+        });
+    }
+
+    /// The spare, renamed to session `id`'s workspace, if one is ready.
+    async fn take_spare(&self, id: &str) -> Option<LocalRserve> {
+        let Spare { dir, mut rserve } = self.spare.lock().await.take()?;
+        if rserve.is_running() && std::fs::rename(&dir, self.workspace(id)).is_ok() {
+            return Some(rserve);
+        }
+        rserve.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+        None
     }
 
     fn workspace(&self, id: &str) -> PathBuf {
@@ -89,33 +190,7 @@ impl SandboxedBackend {
     }
 
     async fn start(&self, id: &str) -> Result<LocalRserve, ToolError> {
-        let opts = LocalRserveOptions {
-            r_binary: self.r_binary.clone(),
-            sandbox: Some(SandboxedAt {
-                policy: self.policy.clone(),
-                workspace: self.workspace(id),
-            }),
-            ..LocalRserveOptions::default()
-        };
-        LocalRserve::start(&opts).await.map_err(|e| {
-            ToolError::new(
-                ErrorCode::BackendUnavailable,
-                format!("cannot start the session's sandboxed R: {e}"),
-            )
-            .with_details(json!({"sandbox": self.policy.mode.as_str()}))
-        })
-    }
-
-    fn placed(
-        &self,
-        owner: &str,
-        id: &str,
-    ) -> Result<Arc<tokio::sync::Mutex<Option<LocalRserve>>>, ToolError> {
-        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        match sessions.get(id) {
-            Some(p) if p.owner == owner => Ok(Arc::clone(&p.rserve)),
-            _ => Err(ToolError::session_not_found(id)),
-        }
+        self.launcher.start(&self.workspace(id)).await
     }
 
     fn endpoint_of(rserve: &LocalRserve) -> Endpoint {
@@ -139,43 +214,37 @@ impl Backend for SandboxedBackend {
         id: &str,
         progress: &Progress,
     ) -> Result<Endpoint, ToolError> {
-        let ws = self.workspace(id);
-        std::fs::create_dir(&ws)
-            .and_then(|()| bwrap::hand_over(&ws, 0o700))
-            .map_err(|e| {
-                ToolError::internal(format!("creating the workspace {}: {e}", ws.display()))
-            })?;
-        progress
-            .report(
-                1.0,
-                Some(2.0),
-                format!("starting R in a {} sandbox", self.policy.mode.as_str()),
-            )
-            .await;
-        let rserve = match self.start(id).await {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&ws);
-                return Err(e);
+        let rserve = match self.take_spare(id).await {
+            Some(r) => r,
+            None => {
+                progress
+                    .report(
+                        1.0,
+                        Some(2.0),
+                        format!(
+                            "starting R in a {} sandbox",
+                            self.launcher.policy.mode.as_str()
+                        ),
+                    )
+                    .await;
+                match self.start(id).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = std::fs::remove_dir_all(self.workspace(id));
+                        return Err(e);
+                    }
+                }
             }
         };
+        self.prepare_spare();
         let endpoint = Self::endpoint_of(&rserve);
         self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                id.to_string(),
-                Placed {
-                    owner: owner.to_string(),
-                    created_at: jiff::Timestamp::now(),
-                    rserve: Arc::new(tokio::sync::Mutex::new(Some(rserve))),
-                },
-            );
+            .insert(owner, id, Arc::new(tokio::sync::Mutex::new(Some(rserve))));
         Ok(endpoint)
     }
 
     async fn endpoint(&self, owner: &str, id: &str) -> Result<Endpoint, ToolError> {
-        let slot = self.placed(owner, id)?;
+        let slot = self.sessions.get(owner, id)?;
         let mut rserve = slot.lock().await;
         if let Some(r) = rserve.as_mut()
             && r.is_running()
@@ -190,26 +259,11 @@ impl Backend for SandboxedBackend {
     }
 
     async fn list(&self, owner: &str) -> Result<Vec<BackendSession>, ToolError> {
-        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(sessions
-            .iter()
-            .filter(|(_, p)| p.owner == owner)
-            .map(|(id, p)| BackendSession {
-                session_id: id.clone(),
-                owner: p.owner.clone(),
-                created_at: p.created_at.to_string(),
-                ready: true,
-                phase: None,
-            })
-            .collect())
+        Ok(self.sessions.list(owner))
     }
 
     async fn close(&self, owner: &str, id: &str) -> Result<(), ToolError> {
-        let slot = self.placed(owner, id)?;
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        let slot = self.sessions.remove(owner, id)?;
         if let Some(r) = slot.lock().await.take() {
             r.stop().await;
         }
@@ -225,7 +279,7 @@ impl Backend for SandboxedBackend {
     }
 
     async fn memory_kill(&self, owner: &str, id: &str) -> Option<OomKill> {
-        let slot = self.placed(owner, id).ok()?;
+        let slot = self.sessions.get(owner, id).ok()?;
         let rserve = slot.lock().await;
         let k = rserve.as_ref()?.take_memory_kill()?;
         Some(OomKill {
