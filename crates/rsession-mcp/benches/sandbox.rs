@@ -4,7 +4,8 @@
 //!
 //! 1. server start → first result: spawn the server, initialize, (for
 //!    RSession) `create_session`, then evaluate `1+1`;
-//! 2. `create_session` on a running server (session start);
+//! 2. `create_session` on a running server (session start), back to back and
+//!    1 s apart (when the sandboxed server's spare sandbox is ready);
 //! 3. the `1+1` round trip on an open session.
 //!
 //! ```text
@@ -29,6 +30,9 @@ const SERVER: &str = env!("CARGO_BIN_EXE_rsession-mcp");
 const COLD_ROUNDS: usize = 12;
 /// Session starts per mode.
 const SESSION_STARTS: usize = 30;
+/// Session starts per mode with [`AGENT_PAUSE`] before each round.
+const SPACED_STARTS: usize = 15;
+const AGENT_PAUSE: Duration = Duration::from_secs(1);
 /// `1+1` round trips per mode (mcp-repl: [`REPL_CALLS`]).
 const CALLS: usize = 1000;
 const REPL_CALLS: usize = 30;
@@ -199,8 +203,24 @@ async fn main() {
         }
     }
     table(
-        "Session start (`create_session` until R answers)",
+        "Session start, back to back (`create_session` until R answers, the next right after a close)",
         &mut starts,
+    );
+    // An agent works between sessions; by its next create the sandboxed
+    // server's spare sandbox is ready. The pause stands for that work.
+    let mut spaced: Vec<(Server, Vec<Duration>)> = pair.iter().map(|(s, _)| (*s, vec![])).collect();
+    for _ in 0..SPACED_STARTS {
+        tokio::time::sleep(AGENT_PAUSE).await;
+        for ((_, client), (_, samples)) in pair.iter().zip(spaced.iter_mut()) {
+            let t = Instant::now();
+            let sid = create(client).await;
+            samples.push(t.elapsed());
+            call(client, "close_session", json!({"session_id": sid})).await;
+        }
+    }
+    table(
+        "Session start, 1 s apart (the spare sandbox ready, as after an agent's work)",
+        &mut spaced,
     );
 
     let sids = [create(&sandboxed).await, create(&unsandboxed).await];
