@@ -88,11 +88,12 @@ pub enum Verb {
 /// The RSession verb each tool needs in the sessions namespace
 /// (SubjectAccessReview, `--auth kubernetes`). Every routed tool is listed
 /// (a unit test in `tools` checks it against the router), so a new tool cannot silently get `get`.
-pub const TOOL_VERBS: [(&str, Verb); 14] = [
+pub const TOOL_VERBS: [(&str, Verb); 15] = [
     ("create_session", Verb::Create),
     ("list_sessions", Verb::List),
     ("close_session", Verb::Delete),
     ("reset_session", Verb::Get),
+    ("checkpoint_session", Verb::Get),
     ("execute_in_session", Verb::Get),
     ("install_package", Verb::Get),
     ("list_session_files", Verb::Get),

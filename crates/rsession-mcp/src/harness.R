@@ -382,6 +382,9 @@ local({
     }
   }
 
+  # The workspace as R sees it (absolute), or NULL before init.
+  h$workspace <- function() state$workspace
+
   h$init <- function(workspace, library = NULL, plot_width = 800L, plot_height = 600L, plot_res = 96L) {
     tempdir(check = TRUE)
     dir.create(workspace, recursive = TRUE, showWarnings = FALSE, mode = "0700")

@@ -360,6 +360,9 @@ local({
     paste0(name, "_", names(helpers), "()")
   }
 
+  # The global names make_helpers() gives `name`'s helpers.
+  d$helper_names <- function(name) paste0(name, "_", c("glimpse", "summary", "db", "slice_sample"))
+
   d$load <- function(path, name, backend = "auto", options = list()) {
     if (!d$valid_name(name)) d$fail("name '", name, "' is not a plain R name (letters, digits, '_' and '.', starting with a letter, at most 64 characters)")
     if (startsWith(tolower(name), "sqlite_")) d$fail("names starting with 'sqlite_' are reserved by SQLite (query_data tables); choose another name")
@@ -557,6 +560,25 @@ local({
     invisible(x)
   }
   registerS3method("print", "vignette", d$print_vignette, envir = asNamespace("utils"))
+
+  # ---- checkpoint and restore (harness_checkpoint.R) ------------------------------
+
+  # The datasets load_data registered: name -> list(name, path, format, backend).
+  d$registry <- function() as.list(reg)
+
+  # Register a dataset again after a restore. In-memory (tibble) data came
+  # back with the global environment, so only the entry is needed; lazy
+  # backends (arrow, duckdb) hold external pointers and are read again from
+  # their file. Returns TRUE, or stops with why it could not.
+  d$reregister <- function(entry) {
+    if (identical(entry$backend, "tibble") && exists(entry$name, envir = globalenv(), inherits = FALSE)) {
+      reg[[entry$name]] <- entry
+      d$make_helpers(entry$name)
+    } else {
+      d$load(entry$path, entry$name, entry$backend, list(format = entry$format))
+    }
+    TRUE
+  }
 
   lockEnvironment(d, bindings = TRUE)
   if ("rsession:data" %in% search()) detach("rsession:data", character.only = TRUE)

@@ -19,6 +19,10 @@ pub const SESSION_LIBRARY: &str = ".R/library";
 /// removes it at once (`.rsession$take_upload()`).
 pub const UPLOAD_VAR: &str = ".rsession_upload";
 
+/// Where a session's checkpoint lives, relative to its workspace (so it
+/// survives wherever the workspace does: a PVC, a kept folder).
+pub const CHECKPOINT_DIR: &str = ".rsession/checkpoint";
+
 /// One call of an entry point of `harness.R` (environment `.rsession`) or
 /// `harness_data.R` (`.rsession_data`).
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +105,17 @@ pub enum HarnessCall {
         /// Package to look in.
         package: Option<String>,
     },
+    /// `.rsession_checkpoint$save()` into [`CHECKPOINT_DIR`] of the workspace.
+    Checkpoint {
+        /// Size cap of the whole checkpoint on disk (compressed), bytes.
+        max_bytes: u64,
+        /// Objects larger than this in memory are skipped and named, bytes.
+        max_object_bytes: u64,
+        /// Time budget; objects not reached within it are skipped, seconds.
+        budget_secs: f64,
+    },
+    /// `.rsession_checkpoint$restore()` from [`CHECKPOINT_DIR`].
+    Restore,
     /// `.rsession$memory_state()`: the cgroup's OOM-kill counter and limit.
     MemoryState,
     /// The last `max_bytes` of the output spool at `path`, as raw bytes. Needs
@@ -239,6 +254,25 @@ impl HarnessCall {
                 };
                 format!(".rsession_data$help_text({topic}, {package})")
             }
+            HarnessCall::Checkpoint {
+                max_bytes,
+                max_object_bytes,
+                budget_secs,
+            } => {
+                if !budget_secs.is_finite() || *budget_secs <= 0.0 {
+                    return Err(ToolError::invalid(
+                        "the time budget must be a positive number of seconds",
+                    ));
+                }
+                format!(
+                    ".rsession_checkpoint$save(file.path(.rsession$workspace(), {}), max_bytes = {max_bytes}, max_object_bytes = {max_object_bytes}, budget_secs = {budget_secs})",
+                    literal(CHECKPOINT_DIR)?
+                )
+            }
+            HarnessCall::Restore => format!(
+                ".rsession_checkpoint$restore(file.path(.rsession$workspace(), {}))",
+                literal(CHECKPOINT_DIR)?
+            ),
             HarnessCall::MemoryState => ".rsession$memory_state()".into(),
             HarnessCall::SpoolTail { path, max_bytes } => format!(
                 "local({{ p <- {}; s <- file.size(p); if (is.na(s) || s <= 0) return(raw(0)); \

@@ -15,7 +15,7 @@ pub mod call;
 pub mod literal;
 pub mod outcome;
 
-pub use call::{HarnessCall, SESSION_LIBRARY, UPLOAD_VAR};
+pub use call::{CHECKPOINT_DIR, HarnessCall, SESSION_LIBRARY, UPLOAD_VAR};
 pub use literal::r_string_literal;
 pub use outcome::{
     DecodeError, Event, ExecLimits, ExecOutcome, ExecReport, ExecStatus, Reply, decode_outcome,
@@ -23,10 +23,12 @@ pub use outcome::{
 };
 
 /// Source of the harness, installed into the private environment `.rsession`,
-/// followed by the data tools (`harness_data.R`, environment `.rsession_data`).
+/// followed by the data tools (`harness_data.R`, environment `.rsession_data`)
+/// and checkpoint and restore (`harness_checkpoint.R`, `.rsession_checkpoint`).
 pub const HARNESS_R: &str = concat!(
     include_str!("../harness.R"),
-    include_str!("../harness_data.R")
+    include_str!("../harness_data.R"),
+    include_str!("../harness_checkpoint.R")
 );
 
 /// The R call that evaluates `code` through the harness; `None` if `code`

@@ -15,6 +15,7 @@
 //! [`crate::auth::TOOL_VERBS`], progress) and reaches its tool's body as a [`Call`].
 
 mod call;
+mod checkpoint;
 mod data;
 mod exec;
 mod files;
@@ -112,6 +113,7 @@ impl RSessionServer {
     fn router() -> ToolRouter<RSessionServer> {
         [
             sessions::routes(),
+            checkpoint::routes(),
             exec::routes(),
             files::routes(),
             data::routes(),
