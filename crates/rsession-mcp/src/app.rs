@@ -115,10 +115,12 @@ impl App {
                     max_processes = policy.max_processes,
                     "direct backend: each session's R in its own sandbox"
                 );
+                let keep = (!args.no_checkpoint).then_some(args.max_kept_sessions);
                 let backend = SandboxedBackend::new(
                     policy,
                     args.r_binary.clone(),
                     args.workspace_root.clone().map(PathBuf::from),
+                    keep,
                 )
                 .map_err(|e| StartError::Config(format!("preparing the workspace root: {e}")))?;
                 (Arc::new(backend), None)

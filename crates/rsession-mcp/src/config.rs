@@ -134,6 +134,17 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub sandbox_read: Vec<PathBuf>,
 
+    /// Direct backend with `--workspace-root`: do not keep sessions across
+    /// restarts (by default each is checkpointed at shutdown and can be
+    /// resumed with `create_session` `resume`).
+    #[arg(long, env = "RSESSION_NO_CHECKPOINT")]
+    pub no_checkpoint: bool,
+
+    /// Most sessions kept across restarts (newest first; older ones are
+    /// deleted when the server starts).
+    #[arg(long, default_value_t = 20, env = "RSESSION_MAX_KEPT_SESSIONS")]
+    pub max_kept_sessions: usize,
+
     /// Sandboxed modes: the bubblewrap executable.
     #[arg(long, default_value = "bwrap", env = "RSESSION_BWRAP")]
     pub bwrap: PathBuf,

@@ -277,3 +277,84 @@ async fn checkpoint_session_through_mcp_reports_saved_and_skipped() {
     assert_eq!(common::error_code(&r), "invalid_argument");
     c.stop().await;
 }
+
+#[tokio::test]
+async fn a_kept_session_is_checkpointed_at_shutdown_and_resumed_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // The sandbox's user (nobody, under root) passes through to its workspace.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let root = dir.path().join("ws").display().to_string();
+    let args = ["--workspace-root", root.as_str()];
+
+    let c = common::stdio_client(&args).await;
+    let sid = c.create_session().await;
+    c.exec(
+        &sid,
+        "writeLines(c('k,v', 'a,1', 'b,2'), 'kv.csv')
+         suppressMessages(library(dplyr))
+         fit <- lm(mpg ~ wt, mtcars); note <- 'kept'; con <- file(tempfile(), 'w')",
+    )
+    .await;
+    let r = c
+        .call(
+            "load_data",
+            serde_json::json!({"session_id": sid, "file_path": "kv.csv", "name": "kv"}),
+        )
+        .await;
+    assert_eq!(r.is_error, Some(false), "{r:?}");
+    c.stop().await; // the server checkpoints the session as it shuts down
+
+    let c = common::stdio_client(&args).await;
+    let listed = c.call("list_sessions", serde_json::json!({})).await;
+    assert!(
+        common::text(&listed).contains(&sid),
+        "the kept session is listed: {}",
+        common::text(&listed)
+    );
+    let r = c
+        .call("create_session", serde_json::json!({"resume": sid}))
+        .await;
+    assert_eq!(r.is_error, Some(false), "{r:?}");
+    let notice = common::structured(&r)["restore_notice"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for said in [
+        "restored from this session's checkpoint",
+        "fit",
+        "note",
+        "dplyr",
+        "datasets registered: kv",
+        "con (an open connection",
+    ] {
+        assert!(notice.contains(said), "{said:?} missing from: {notice}");
+    }
+    let out = common::text(
+        &c.exec(
+            &sid,
+            "cat(note, round(coef(fit)[[2]], 2), 'package:dplyr' %in% search())",
+        )
+        .await,
+    );
+    assert_eq!(out, "kept -5.34 TRUE");
+    let q = c
+        .call(
+            "query_data",
+            serde_json::json!({"session_id": sid, "sql": "SELECT SUM(v) AS s FROM kv"}),
+        )
+        .await;
+    assert_eq!(q.is_error, Some(false), "{q:?}");
+    assert!(common::text(&q).contains('3'), "{}", common::text(&q));
+    // Closing it for good deletes it: the next server does not list it.
+    c.call("close_session", serde_json::json!({"session_id": sid}))
+        .await;
+    c.stop().await;
+    let c = common::stdio_client(&args).await;
+    let listed = c.call("list_sessions", serde_json::json!({})).await;
+    assert!(!common::text(&listed).contains(&sid));
+    c.stop().await;
+}

@@ -232,6 +232,13 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// Whether sessions are checkpointed when this server shuts down and
+    /// restored when a restarted server adopts them (the direct backend
+    /// with a kept workspace root). Default: no.
+    fn checkpoints(&self) -> bool {
+        false
+    }
+
     /// Whether new sessions can be created now (for `/readyz`).
     async fn ready(&self) -> bool;
 }

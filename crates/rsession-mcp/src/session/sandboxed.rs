@@ -8,6 +8,14 @@
 //! session renames that folder to the session's (the sandbox's bind mount
 //! follows the folder) and starts the next spare in the background. Closing a
 //! session stops its sandbox and deletes the workspace.
+//!
+//! With a kept workspace root (`--workspace-root`, unless `--no-checkpoint`),
+//! sessions outlive the server: at shutdown the session manager checkpoints
+//! each one and the workspaces stay; the owner of each is recorded outside
+//! any sandbox, in `<root>/.sessions/<id>.owner`; a restarted server lists
+//! them again, starts their sandbox on first use and restores the checkpoint
+//! (`create_session` with `resume`). At most `max_kept` are kept, newest
+//! first; older ones are deleted at start.
 //! If the sandbox's Rserve itself has gone (killed from outside), the next
 //! call starts a new one over the same workspace.
 
@@ -84,6 +92,8 @@ pub struct SandboxedBackend {
     spare: Arc<tokio::sync::Mutex<Option<Spare>>>,
     /// The default workspace root, removed with the backend.
     _owned_root: Option<tempfile::TempDir>,
+    /// Keep sessions across restarts, at most this many (see the module docs).
+    keep: Option<usize>,
     sessions: Registry<Slot>,
 }
 
@@ -113,11 +123,15 @@ impl SandboxedBackend {
     /// from `r_binary`, and workspaces under `root` (default: a new
     /// temporary directory removed when the backend is dropped).
     ///
+    /// With `keep = Some(n)` (and a given `root`), sessions outlive the
+    /// server: the at most `n` newest kept under `root` are listed again.
+    ///
     /// Errors: the root cannot be created or opened to the sandbox's user.
     pub fn new(
         policy: SandboxPolicy,
         r_binary: String,
         root: Option<PathBuf>,
+        keep: Option<usize>,
     ) -> std::io::Result<Self> {
         let (root, owned) = match root {
             Some(r) => {
@@ -137,15 +151,76 @@ impl SandboxedBackend {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711))?;
         }
+        let keep = keep.filter(|_| owned.is_none());
         let backend = SandboxedBackend {
             launcher: Launcher { policy, r_binary },
             root,
             spare: Arc::new(tokio::sync::Mutex::new(None)),
             _owned_root: owned,
+            keep,
             sessions: Registry::default(),
         };
+        backend.clear_spares();
+        if let Some(max) = keep {
+            backend.adopt_kept(max)?;
+        }
         backend.prepare_spare();
         Ok(backend)
+    }
+
+    fn owner_file(&self, id: &str) -> PathBuf {
+        self.root.join(".sessions").join(format!("{id}.owner"))
+    }
+
+    /// Spares left by a server that did not stop cleanly.
+    fn clear_spares(&self) {
+        for e in std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().starts_with(".spare-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+
+    /// List again the sessions an earlier server kept: the `max` newest
+    /// (by workspace modification time); older ones are deleted.
+    fn adopt_kept(&self, max: usize) -> std::io::Result<()> {
+        std::fs::create_dir_all(self.root.join(".sessions"))?;
+        let mut kept: Vec<(std::time::SystemTime, String, String)> = Vec::new();
+        for e in std::fs::read_dir(self.root.join(".sessions"))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".owner") else {
+                continue;
+            };
+            let ws = self.workspace(id);
+            match (
+                std::fs::read_to_string(e.path()),
+                std::fs::metadata(&ws).and_then(|m| m.modified()),
+            ) {
+                (Ok(owner), Ok(modified)) => {
+                    kept.push((modified, id.to_string(), owner.trim().to_string()))
+                }
+                _ => {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        kept.sort_by_key(|k| std::cmp::Reverse(k.0));
+        for (i, (_, id, owner)) in kept.into_iter().enumerate() {
+            if i < max {
+                self.sessions
+                    .insert(&owner, &id, Arc::new(tokio::sync::Mutex::new(None)));
+                tracing::info!(session_id = %id, owner, "kept session listed again (resume it with create_session)");
+            } else {
+                tracing::info!(session_id = %id, max, "deleting a kept session over --max-kept-sessions");
+                let _ = std::fs::remove_dir_all(self.workspace(&id));
+                let _ = std::fs::remove_file(self.owner_file(&id));
+            }
+        }
+        Ok(())
     }
 
     /// Start the next spare in the background (when in a Tokio runtime and
@@ -237,6 +312,12 @@ impl Backend for SandboxedBackend {
             }
         };
         self.prepare_spare();
+        if self.keep.is_some()
+            && let Err(e) = std::fs::create_dir_all(self.root.join(".sessions"))
+                .and_then(|()| std::fs::write(self.owner_file(id), owner))
+        {
+            tracing::warn!(session_id = %id, error = %e, "recording the owner of a kept session");
+        }
         let endpoint = Self::endpoint_of(&rserve);
         self.sessions
             .insert(owner, id, Arc::new(tokio::sync::Mutex::new(Some(rserve))));
@@ -267,6 +348,7 @@ impl Backend for SandboxedBackend {
         if let Some(r) = slot.lock().await.take() {
             r.stop().await;
         }
+        let _ = std::fs::remove_file(self.owner_file(id));
         let ws = self.workspace(id);
         if let Err(e) = std::fs::remove_dir_all(&ws) {
             tracing::warn!(session_id = %id, workspace = %ws.display(), error = %e, "removing the workspace");
@@ -276,6 +358,14 @@ impl Backend for SandboxedBackend {
 
     fn workspace_cleanup(&self) -> WorkspaceCleanup {
         WorkspaceCleanup::ByBackend
+    }
+
+    fn outlives_server(&self) -> bool {
+        self.keep.is_some()
+    }
+
+    fn checkpoints(&self) -> bool {
+        self.keep.is_some()
     }
 
     async fn memory_kill(&self, owner: &str, id: &str) -> Option<OomKill> {

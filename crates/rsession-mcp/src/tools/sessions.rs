@@ -31,7 +31,7 @@ pub(super) fn routes() -> Vec<ToolRoute<RSessionServer>> {
 const CREATE_SESSION: ToolDef = ToolDef {
     name: "create_session",
     title: "Create an R session",
-    description: "Start a new R session (a fresh R process with its own workspace directory as working directory). Returns session_id for the other tools.",
+    description: "Start a new R session (a fresh R process with its own workspace directory as working directory). Returns session_id for the other tools. With `resume`, bring back an earlier session of yours that a server restart kept, with its R state restored from its checkpoint.",
     hints: Hints::ADDITIVE,
     paging: Paging::Whole,
     task: false,
@@ -73,7 +73,31 @@ const RESET_SESSION: ToolDef = ToolDef {
     task: false,
 };
 
-async fn create(call: Call, _: NoArgs) -> Result<CallToolResult, ToolError> {
+/// Arguments of `create_session`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    /// Resume this earlier session of yours instead of starting a new one: a
+    /// session kept by a server that checkpoints at shutdown (direct backend
+    /// with `--workspace-root`). Its workspace and, from its checkpoint, its
+    /// R objects, packages and datasets come back; the result says what did.
+    #[serde(default)]
+    pub resume: Option<String>,
+}
+
+async fn create(call: Call, p: CreateSession) -> Result<CallToolResult, ToolError> {
+    if let Some(id) = p.resume.as_deref() {
+        let (info, notice) = call.manager.resume(&call.owner, id).await?;
+        let restored = notice
+            .as_deref()
+            .unwrap_or("Resumed: its R was still running, nothing to restore.");
+        let text = format!("Resumed session {id}. {restored}");
+        let mut value =
+            serde_json::to_value(&info).map_err(|e| ToolError::internal(e.to_string()))?;
+        value["resumed"] = json!(true);
+        value["restore_notice"] = json!(notice);
+        return Ok(structured(text, value));
+    }
     let info = call.manager.create(&call.owner, &call.progress).await?;
     let text = format!(
         "Created session {} ({}). Working directory: {}. Use execute_in_session with session_id \"{}\".",

@@ -77,7 +77,7 @@ pub async fn sandboxed_fixture(
         std::os::unix::fs::PermissionsExt::from_mode(0o711),
     )
     .expect("chmod");
-    let backend = SandboxedBackend::new(policy, "R".into(), Some(root.path().to_path_buf()))
+    let backend = SandboxedBackend::new(policy, "R".into(), Some(root.path().to_path_buf()), None)
         .expect("workspace root");
     Fixture {
         manager: manager(Arc::new(backend), tweak),

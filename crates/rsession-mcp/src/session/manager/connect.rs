@@ -6,13 +6,19 @@ use std::time::Duration;
 use super::messages::reset_notice;
 use super::{Session, SessionManager, Slot};
 use crate::errors::{ErrorCode, ToolError};
+use crate::harness::HarnessCall;
 use crate::session::Endpoint;
+use crate::session::Watch;
 use crate::session::conn::RConn;
 use crate::session::oom::OomKill;
+use crate::sexp_json::to_json;
 
 /// How long, after a lost connection, a fresh connection may take to read the
 /// OOM-kill counter again before the loss is reported without that check.
 const OOM_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bound on restoring a checkpoint into an adopted session's fresh R.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl SessionManager {
     pub(super) async fn connect(&self, endpoint: &Endpoint) -> Result<RConn, ToolError> {
@@ -30,7 +36,7 @@ impl SessionManager {
     ) -> Result<&'a mut RConn, ToolError> {
         if slot.conn.is_none() {
             let looked_up = self.backend.endpoint(&session.owner, &session.id).await;
-            let (endpoint, conn) = match (looked_up, slot.endpoint.clone()) {
+            let (endpoint, mut conn) = match (looked_up, slot.endpoint.clone()) {
                 (Ok(endpoint), _) => {
                     let conn = self.connect(&endpoint).await?;
                     (endpoint, conn)
@@ -54,7 +60,11 @@ impl SessionManager {
             slot.workspace = Some(conn.workspace.clone());
             slot.r_version = Some(conn.r_version.clone());
             if let Some(reason) = slot.lost.take() {
-                slot.pending_notice = Some(reset_notice(&reason));
+                slot.pending_notice =
+                    Some(match self.restore_on_adoption(&reason, &mut conn).await {
+                        Some(report) => report,
+                        None => reset_notice(&reason),
+                    });
             }
             slot.endpoint = Some(endpoint);
             slot.conn = Some(conn);
@@ -62,6 +72,28 @@ impl SessionManager {
         slot.conn
             .as_mut()
             .ok_or_else(|| ToolError::internal("no R connection after connecting"))
+    }
+
+    /// A session adopted after a server restart, on a backend that
+    /// checkpoints at shutdown ([`crate::session::Backend::checkpoints`]):
+    /// restore its checkpoint into the fresh R and say what came back.
+    /// `None` when that does not apply or there is no checkpoint.
+    async fn restore_on_adoption(&self, reason: &str, conn: &mut RConn) -> Option<String> {
+        if reason != super::messages::ADOPTED_REASON || !self.backend.checkpoints() {
+            return None;
+        }
+        let deadline = tokio::time::Instant::now() + RESTORE_TIMEOUT;
+        let grace = self.config.limits.grace;
+        let expr = HarnessCall::Restore.render().ok()?;
+        let reply = conn.call(&expr, deadline, grace, &Watch::default()).await;
+        match reply {
+            Ok(report) => Some(super::messages::restored_notice(&to_json(&report))),
+            Err(e) if e.message.contains("no checkpoint at") => None,
+            Err(e) => Some(format!(
+                "R state could not be restored from the session's checkpoint ({}); this R is fresh, workspace files survived.",
+                e.message
+            )),
+        }
     }
 
     /// After the slot's connection was lost: whether the backend's memory

@@ -104,3 +104,49 @@ pub(super) fn oom_killed(kill: &OomKill) -> ToolError {
 /// Why a session adopted from the backend starts on a fresh R.
 pub(super) const ADOPTED_REASON: &str =
     "this MCP server held no connection to it, e.g. after a restart of the server";
+
+/// The notice of a session restored from its checkpoint after a server
+/// restart: from when, what came back, and what did not (from
+/// `.rsession_checkpoint$restore()`'s report).
+pub(super) fn restored_notice(report: &serde_json::Value) -> String {
+    let list = |key: &str| -> String {
+        let names: Vec<&str> = report[key]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        }
+    };
+    let age = report["age_secs"].as_f64().unwrap_or(0.0);
+    let mut text = format!(
+        "R state was restored from this session's checkpoint of {} ({:.0} s old): a new R process holds the objects {}; packages attached: {}; datasets registered: {}.",
+        report["created_at"].as_str().unwrap_or("?"),
+        age,
+        list("restored"),
+        list("packages"),
+        list("datasets"),
+    );
+    for (key, what) in [
+        ("skipped", "Not in the checkpoint"),
+        ("failed", "Could not be restored"),
+    ] {
+        if let Some(items) = report[key].as_array().filter(|a| !a.is_empty()) {
+            let parts: Vec<String> = items
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{} ({})",
+                        i["name"].as_str().unwrap_or("?"),
+                        i["reason"].as_str().unwrap_or("")
+                    )
+                })
+                .collect();
+            text.push_str(&format!(" {what}: {}.", parts.join("; ")));
+        }
+    }
+    text.push_str(" Changes made after the checkpoint are gone; workspace files are as they were.");
+    text
+}

@@ -17,6 +17,7 @@ mod messages;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use rand::Rng;
 use serde::Serialize;
@@ -340,6 +341,47 @@ impl SessionManager {
         Ok(())
     }
 
+    /// Save `id`'s R state so a restarted server can restore it (a
+    /// [`Backend::checkpoints`] backend), within [`SHUTDOWN_CHECKPOINT`].
+    /// A failure is logged; shutdown goes on.
+    async fn checkpoint_before_shutdown(&self, id: &str, conn: &mut RConn) {
+        let call = crate::harness::HarnessCall::Checkpoint {
+            max_bytes: 1 << 30,
+            max_object_bytes: 256 << 20,
+            budget_secs: SHUTDOWN_CHECKPOINT.as_secs_f64() / 2.0,
+        };
+        let Ok(expr) = call.render() else { return };
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_CHECKPOINT;
+        match conn
+            .call(&expr, deadline, self.config.limits.grace, &Watch::default())
+            .await
+        {
+            Ok(_) => tracing::info!(session_id = %id, "checkpointed at shutdown"),
+            Err(e) => {
+                tracing::warn!(session_id = %id, error = %e.message, "checkpoint at shutdown failed; the previous checkpoint, if any, is kept")
+            }
+        }
+    }
+
+    /// Resume `owner`'s session `id` that outlived a previous server (see
+    /// [`Backend::checkpoints`]): connect a fresh R, restore its checkpoint
+    /// and return its info with the notice saying what came back.
+    ///
+    /// Errors: `session_not_found`, `session_busy`, connection errors.
+    pub async fn resume(
+        &self,
+        owner: &str,
+        id: &str,
+    ) -> Result<(SessionInfo, Option<String>), ToolError> {
+        let session = self.find(owner, id).await?;
+        let notice = {
+            let mut slot = self.lock(&session, &Watch::default()).await?;
+            self.ensure_conn(&session, &mut slot).await?;
+            slot.pending_notice.take()
+        };
+        Ok((self.info(&session).await, notice))
+    }
+
     /// Replace the session's R with a fresh one (workspace files kept).
     /// Returns the notice to show.
     pub async fn reset(&self, owner: &str, id: &str) -> Result<String, ToolError> {
@@ -363,8 +405,11 @@ impl SessionManager {
         let all: Vec<Arc<Session>> = self.map().drain().map(|(_, s)| s).collect();
         for s in all {
             if let Ok(mut slot) = s.slot.try_lock()
-                && let Some(conn) = slot.conn.take()
+                && let Some(mut conn) = slot.conn.take()
             {
+                if self.backend.checkpoints() {
+                    self.checkpoint_before_shutdown(&s.id, &mut conn).await;
+                }
                 conn.close().await;
             }
             if !self.backend.outlives_server() {
@@ -374,6 +419,9 @@ impl SessionManager {
         self.metrics.set_sessions(0);
     }
 }
+
+/// Bound on checkpointing one session at server shutdown.
+const SHUTDOWN_CHECKPOINT: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {
