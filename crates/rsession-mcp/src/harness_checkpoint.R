@@ -28,9 +28,18 @@ local({
                        "dplyr.summarise.inform", "tibble.print_max", "tibble.print_min",
                        "pillar.sigfig", "datatable.print.nrows", "na.action", "contrasts")
 
-  # Why `x` cannot be saved, or NULL.
-  cp$unsaveable_class <- function(x) {
-    if (inherits(x, "DBIConnection")) return("a database connection: open it again with DBI::dbConnect() after the restore")
+  # Why `x` (bound to `name`) cannot be saved, or NULL. A session with a
+  # `database` spec has libpq's variables (PGHOST, ...) set, so the code that
+  # opens its connection again is known and given.
+  cp$unsaveable_class <- function(x, name) {
+    if (inherits(x, "DBIConnection")) {
+      if (nzchar(Sys.getenv("PGHOST")) && (inherits(x, "PqConnection") || inherits(x, "PostgreSQLConnection"))) {
+        code <- if (inherits(x, "PqConnection")) "DBI::dbConnect(RPostgres::Postgres())"
+                else "DBI::dbConnect(RPostgreSQL::PostgreSQL(), host = Sys.getenv('PGHOST'), port = Sys.getenv('PGPORT', '5432'), dbname = Sys.getenv('PGDATABASE'), user = Sys.getenv('PGUSER'), password = Sys.getenv('PGPASSWORD'))"
+        return(sprintf("a connection to the session's database: open it again with %s <- %s", name, code))
+      }
+      return("a database connection: open it again with DBI::dbConnect() after the restore")
+    }
     if (inherits(x, "connection")) return("an open connection (file, URL or socket): open it again after the restore")
     NULL
   }
@@ -75,7 +84,7 @@ local({
       }
       x <- tryCatch(get(name, envir = globalenv(), inherits = FALSE), error = function(e) e)
       if (inherits(x, "error")) { skip(name, paste("could not be read:", conditionMessage(x))); next }
-      why <- cp$unsaveable_class(x)
+      why <- cp$unsaveable_class(x, name)
       if (!is.null(why)) { skip(name, why); next }
       approx <- as.double(utils::object.size(x))
       if (approx > max_object_bytes) {

@@ -74,6 +74,8 @@ async fn state_comes_back_in_a_fresh_r_and_what_cannot_is_named() {
          adder <- local({ k <- 10; function(x) x + k })
          big <- numeric(4e6)
          con <- DBI::dbConnect(RSQLite::SQLite(), ':memory:')
+         # what a session with a database spec holds (libpq's variables set)
+         Sys.setenv(PGHOST = 'cdm-db'); pg <- structure(list(), class = c('PqConnection', 'DBIConnection'))
          set.seed(7)
          options(digits = 4)",
     )
@@ -118,10 +120,16 @@ async fn state_comes_back_in_a_fresh_r_and_what_cannot_is_named() {
         assert!(kept.contains(&n.to_string()), "{n} saved: {saved}");
     }
     let left: Vec<String> = skipped(&saved).into_iter().map(|(n, _)| n).collect();
-    assert_eq!(left, ["big", "con"], "{saved}");
+    assert_eq!(left, ["big", "con", "pg"], "{saved}");
     let reasons = skipped(&saved);
     assert!(reasons[0].1.contains("per-object cap"), "{reasons:?}");
     assert!(reasons[1].1.contains("database connection"), "{reasons:?}");
+    assert!(
+        reasons[2]
+            .1
+            .contains("open it again with pg <- DBI::dbConnect(RPostgres::Postgres())"),
+        "{reasons:?}"
+    );
 
     // A fresh R process: nothing of the above is there.
     m.reset(OWNER, &sid).await.unwrap();
