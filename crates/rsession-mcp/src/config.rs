@@ -145,6 +145,18 @@ pub struct Args {
     #[arg(long, default_value_t = 20, env = "RSESSION_MAX_KEPT_SESSIONS")]
     pub max_kept_sessions: usize,
 
+    /// Where the audit trail goes (one JSON line per tool call: caller,
+    /// session, tool, code and its SHA-256, status, duration, output size):
+    /// `stderr`, `stdout` (HTTP only), `off`, or a file to append to.
+    /// Default: `stdout` over HTTP, `stderr` over stdio.
+    #[arg(long, env = "RSESSION_AUDIT_LOG")]
+    pub audit_log: Option<crate::audit::AuditLog>,
+
+    /// How much code audit events carry: `full` (code and SHA-256) or
+    /// `hash` (only the SHA-256).
+    #[arg(long, value_enum, default_value = "full", env = "RSESSION_AUDIT_CODE")]
+    pub audit_code: crate::audit::AuditCode,
+
     /// Sandboxed modes: the bubblewrap executable.
     #[arg(long, default_value = "bwrap", env = "RSESSION_BWRAP")]
     pub bwrap: PathBuf,
@@ -264,6 +276,20 @@ fn secs(s: f64, name: &str) -> Result<Duration, String> {
 }
 
 impl Args {
+    /// The audit destination in effect (see `--audit-log`). Errors: `stdout`
+    /// over stdio, where standard output carries MCP.
+    pub fn audit_log(&self) -> Result<crate::audit::AuditLog, String> {
+        use crate::audit::AuditLog;
+        match (&self.audit_log, self.transport) {
+            (Some(AuditLog::Stdout), Transport::Stdio) => Err(
+                "--audit-log stdout cannot be used over stdio, where standard output carries MCP; use stderr or a file".into(),
+            ),
+            (Some(dest), _) => Ok(dest.clone()),
+            (None, Transport::Http) => Ok(AuditLog::Stdout),
+            (None, Transport::Stdio) => Ok(AuditLog::Stderr),
+        }
+    }
+
     /// The sandbox of direct-backend sessions these flags ask for.
     pub fn sandbox_policy(&self) -> SandboxPolicy {
         SandboxPolicy {

@@ -15,6 +15,7 @@
 //! - [`sexp_json`]: R values to JSON (data tools).
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod errors;

@@ -5,20 +5,67 @@ use anyhow::Context;
 use clap::Parser;
 use rmcp::ServiceExt;
 use rsession_mcp::app::App;
+use rsession_mcp::audit::{self, AuditLog};
 use rsession_mcp::config::{Args, LogFormat, Transport};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("RSESSION_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+/// Logs on stderr (filtered by `RSESSION_LOG`), and the audit trail
+/// (target `audit`, JSON lines, see `rsession_mcp::audit`) on its own stream.
+fn init_logging(format: LogFormat, audit: &AuditLog) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_env("RSESSION_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .add_directive(format!("{}=off", audit::TARGET).parse()?);
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(false);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let logs: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        LogFormat::Text => logs.with_filter(filter).boxed(),
+        LogFormat::Json => logs.json().with_filter(filter).boxed(),
+    };
+    let only_audit = Targets::new().with_target(audit::TARGET, Level::INFO);
+    let trail = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_ansi(false);
+    let trail: Option<Box<dyn Layer<Registry> + Send + Sync>> = match audit {
+        AuditLog::Off => None,
+        AuditLog::Stderr => Some(
+            trail
+                .with_writer(std::io::stderr)
+                .with_filter(only_audit)
+                .boxed(),
+        ),
+        AuditLog::Stdout => Some(
+            trail
+                .with_writer(std::io::stdout)
+                .with_filter(only_audit)
+                .boxed(),
+        ),
+        AuditLog::File(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening the audit log {}", path.display()))?;
+            Some(
+                trail
+                    .with_writer(std::sync::Mutex::new(file))
+                    .with_filter(only_audit)
+                    .boxed(),
+            )
+        }
+    };
+    let mut layers = vec![logs];
+    layers.extend(trail);
+    tracing_subscriber::registry().with(layers).init();
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -45,7 +92,9 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging(args.log_format);
+    let audit_log = args.audit_log().map_err(anyhow::Error::msg)?;
+    init_logging(args.log_format, &audit_log)?;
+    audit::configure(args.audit_code);
     let app = App::start(&args).await.context("starting rsession-mcp")?;
     let result = match args.transport {
         Transport::Stdio => serve_stdio(&app).await,

@@ -130,11 +130,24 @@ where
             let args = context.arguments.unwrap_or_default();
             let body = body.clone();
             async move {
+                let started = std::time::Instant::now();
                 let result = match call {
                     // `call_tool` puts it there before routing; a route reached
                     // another way is a bug, not the caller's fault.
                     None => Err(ToolError::internal("tool called without its call context")),
-                    Some(call) => run(def.name, def.paging, call, args, body.as_ref()).await,
+                    Some(call) => {
+                        let caller = call.owner.clone();
+                        let audited = args.clone();
+                        let result = run(def.name, def.paging, call, args, body.as_ref()).await;
+                        crate::audit::record(
+                            &caller,
+                            def.name,
+                            &audited,
+                            started.elapsed(),
+                            &result,
+                        );
+                        result
+                    }
                 };
                 finish(&metrics, def.name, result).map(Into::into)
             }
