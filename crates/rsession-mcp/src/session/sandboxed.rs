@@ -27,7 +27,7 @@ use serde_json::json;
 
 use crate::errors::{ErrorCode, ToolError};
 use crate::local_rserve::{LocalRserve, LocalRserveOptions, SandboxedAt};
-use crate::sandbox::{SandboxPolicy, bwrap};
+use crate::sandbox::{SandboxMode, SandboxPolicy, bwrap};
 use crate::session::oom::{KilledBy, OomKill};
 use crate::session::registry::Registry;
 use crate::session::{Backend, BackendSession, Endpoint, Progress, WorkspaceCleanup};
@@ -151,7 +151,8 @@ impl SandboxedBackend {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711))?;
         }
-        let keep = keep.filter(|_| owned.is_none());
+        // A read-only workspace cannot hold a checkpoint, so nothing is kept.
+        let keep = keep.filter(|_| owned.is_none() && policy.mode != SandboxMode::ReadOnly);
         let backend = SandboxedBackend {
             launcher: Launcher { policy, r_binary },
             root,
