@@ -84,13 +84,15 @@ fn carried(args: &JsonObject) -> Option<String> {
 }
 
 /// Record one tool call by `caller` with arguments `args` that took
-/// `elapsed` and ended in `result`.
+/// `elapsed` and ended in `result`: the result with its JSON size in bytes
+/// (measured when it was fitted to the result limit, `tools::pages::fit`),
+/// or the tool error.
 pub fn record(
     caller: &str,
     tool: &str,
     args: &JsonObject,
     elapsed: Duration,
-    result: &Result<CallToolResult, ToolError>,
+    result: Result<(&CallToolResult, usize), &ToolError>,
 ) {
     let session_id = args.get("session_id").and_then(Value::as_str).unwrap_or("");
     let code = carried(args).unwrap_or_default();
@@ -104,7 +106,7 @@ pub fn record(
         AuditCode::Hash => String::new(),
     };
     let (status, output_bytes, truncated) = match result {
-        Ok(r) => {
+        Ok((r, bytes)) => {
             let s = r.structured_content.as_ref();
             let status = s
                 .and_then(|v| v.get("status"))
@@ -115,7 +117,6 @@ pub fn record(
                     "ok"
                 })
                 .to_string();
-            let bytes = serde_json::to_vec(r).map(|v| v.len()).unwrap_or(0);
             let truncated = s
                 .and_then(|v| v.get("truncated"))
                 .and_then(Value::as_bool)

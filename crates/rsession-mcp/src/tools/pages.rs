@@ -123,8 +123,9 @@ fn json_len(result: &CallToolResult) -> usize {
 /// refuse larger messages, the Python SDK at 1 MiB). Long text is paged
 /// before this; here images give way first, from the last one back, each
 /// replaced by a note saying how to get it, then the structured content
-/// (its text stays in the content blocks).
-pub(crate) fn fit(mut result: CallToolResult, max_bytes: usize) -> CallToolResult {
+/// (its text stays in the content blocks). Returns the result and its JSON
+/// size in bytes (measured here anyway; the audit trail records it).
+pub(crate) fn fit(mut result: CallToolResult, max_bytes: usize) -> (CallToolResult, usize) {
     let limit_kib = max_bytes >> 10;
     while json_len(&result) > max_bytes {
         let Some(i) = result.content.iter().rposition(|c| c.as_image().is_some()) else {
@@ -144,8 +145,10 @@ pub(crate) fn fit(mut result: CallToolResult, max_bytes: usize) -> CallToolResul
         result.structured_content = Some(json!({
             "omitted": format!("the structured result ({} KiB) does not fit this server's {limit_kib} KiB result limit; the text content carries the result", size >> 10),
         }));
+        let size = json_len(&result);
+        return (result, size);
     }
-    result
+    (result, size)
 }
 
 fn read(pager: &Pager, owner: &str, p: ReadOutput) -> Result<CallToolResult, ToolError> {

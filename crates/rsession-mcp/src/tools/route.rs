@@ -144,9 +144,9 @@ where
                             def.name,
                             &audited,
                             started.elapsed(),
-                            &result,
+                            result.as_ref().map(|(r, bytes)| (r, *bytes)),
                         );
-                        result
+                        result.map(|(r, _)| r)
                     }
                 };
                 finish(&metrics, def.name, result).map(Into::into)
@@ -157,14 +157,15 @@ where
 }
 
 /// Parse, run and (when `paging` says so) page one tool call, then keep
-/// its result within the result size limit ([`pages::fit`]).
+/// its result within the result size limit ([`pages::fit`]); the result
+/// comes with its JSON size in bytes.
 async fn run<P, F, Fut>(
     name: &'static str,
     paging: Paging,
     call: Call,
     args: JsonObject,
     body: &F,
-) -> Result<CallToolResult, ToolError>
+) -> Result<(CallToolResult, usize), ToolError>
 where
     P: DeserializeOwned,
     F: Fn(Call, P) -> Fut,
