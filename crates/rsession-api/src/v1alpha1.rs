@@ -320,6 +320,62 @@ pub struct LifecycleSpec {
     /// Service stay; setting it back to false starts a new pod.
     #[serde(default)]
     pub suspend: bool,
+
+    /// Checkpoints of R state (global environment, attached packages, datasets) into the
+    /// workspace's `.rsession/checkpoint` folder by the MCP frontend that holds the session's R.
+    #[serde(default)]
+    pub checkpoint: CheckpointSpec,
+}
+
+fn default_checkpoint_timeout() -> Duration {
+    std::time::Duration::from_secs(60).into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// When the MCP frontend saves a session's R state into its workspace.
+///
+/// Before the operator deletes the pod of a Persistent session for its idle timeout or maximum
+/// lifetime, it sets phase Checkpointing and status.checkpointRequestedAt; the frontend holding
+/// the session's R writes a checkpoint and answers with the annotation
+/// rsession.dev/checkpointed-at (the requested time); the pod is deleted then, or after
+/// `timeout` without an answer. The frontend restores the checkpoint into the next R it connects
+/// to after a lost or expired pod, and says so in that call's result.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointSpec {
+    /// Ask the MCP frontend for a checkpoint before the pod of a Persistent session ends for
+    /// idleness or maximum lifetime (default true). Ephemeral workspaces end with their pod, so
+    /// they are never held for a checkpoint.
+    #[serde(default = "default_true")]
+    pub before_expiry: bool,
+
+    /// Longest wait for the frontend's checkpoint before the pod is deleted anyway. Kubernetes
+    /// duration, default 60s.
+    #[serde(default = "default_checkpoint_timeout")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('1h')").message("lifecycle.checkpoint.timeout must be between 1s and 1h"))]
+    pub timeout: Duration,
+
+    /// Periodic checkpoints: after an evaluation, the frontend checkpoints the session when its
+    /// last checkpoint is older than this, so a pod lost without warning restores from at most
+    /// this long ago. Unset: no periodic checkpoints. Kubernetes duration such as 10m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("lifecycle.checkpoint.interval must be at least 1s"))]
+    pub interval: Option<Duration>,
+}
+
+impl Default for CheckpointSpec {
+    fn default() -> Self {
+        Self {
+            before_expiry: true,
+            timeout: default_checkpoint_timeout(),
+            interval: None,
+        }
+    }
 }
 
 impl Default for LifecycleSpec {
@@ -328,6 +384,7 @@ impl Default for LifecycleSpec {
             idle_timeout: default_idle_timeout(),
             max_lifetime: default_max_lifetime(),
             suspend: false,
+            checkpoint: CheckpointSpec::default(),
         }
     }
 }
@@ -336,7 +393,7 @@ impl Default for LifecycleSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RSessionStatus {
-    /// Lifecycle phase: Pending, Starting, Ready, Suspended, Expired or Failed.
+    /// Lifecycle phase: Pending, Starting, Ready, Suspended, Checkpointing, Expired or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
 
@@ -387,6 +444,12 @@ pub struct RSessionStatus {
     /// Human-readable detail of the current phase, for example why the pod failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+
+    /// Set while the phase is Checkpointing: when the operator asked the MCP frontend for a
+    /// checkpoint. The frontend answers by setting the annotation rsession.dev/checkpointed-at to
+    /// this exact value (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_requested_at: Option<Time>,
 }
 
 /// Lifecycle phase of an RSession (`status.phase`).
@@ -400,6 +463,10 @@ pub enum Phase {
     Ready,
     /// spec.lifecycle.suspend is true: no pod; the workspace PVC is kept.
     Suspended,
+    /// The idle timeout or maximum lifetime of a Persistent session passed and the MCP frontend
+    /// is saving its R state (spec.lifecycle.checkpoint); the pod is deleted when it answers or
+    /// after spec.lifecycle.checkpoint.timeout.
+    Checkpointing,
     /// The idle timeout or maximum lifetime passed: no pod; a Persistent workspace is kept.
     Expired,
     /// The pod failed (OOMKilled, Evicted, Error) or the spec cannot be realised.
@@ -414,6 +481,7 @@ impl Phase {
             Self::Starting => "Starting",
             Self::Ready => "Ready",
             Self::Suspended => "Suspended",
+            Self::Checkpointing => "Checkpointing",
             Self::Expired => "Expired",
             Self::Failed => "Failed",
         }

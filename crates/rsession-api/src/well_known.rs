@@ -37,6 +37,15 @@ pub const ANNOTATION_OWNER_NAME: &str = "rsession.dev/owner-name";
 /// timestamp (for example `2026-01-02T03:04:05Z`). The operator measures idle time from it.
 pub const ANNOTATION_LAST_ACTIVITY: &str = "rsession.dev/last-activity";
 
+/// Annotation the MCP frontend sets when it has checkpointed a session the operator asked it to
+/// (phase Checkpointing): the value of `status.checkpointRequestedAt` it answers, RFC 3339.
+pub const ANNOTATION_CHECKPOINTED_AT: &str = "rsession.dev/checkpointed-at";
+
+/// Annotation the MCP frontend sets with [`ANNOTATION_CHECKPOINTED_AT`]: one line saying what
+/// the checkpoint saved (size, objects, skipped) or why it failed; the operator repeats it in
+/// its Event.
+pub const ANNOTATION_CHECKPOINT_REPORT: &str = "rsession.dev/checkpoint-report";
+
 /// TCP port Rserve listens on inside the session pod and that the session Service exposes
 /// (the QAP1 default port).
 pub const RSERVE_PORT: i32 = 6311;

@@ -11,6 +11,7 @@ use kube::ResourceExt;
 use rsession_api::well_known as wk;
 use rsession_api::{Phase, RSession, RSessionStatus};
 
+use crate::checkpoint::{Handshake, handshake};
 use crate::lifecycle::{self, Timers};
 use crate::pod_plan::{PodPlan, plan_pods};
 use crate::validate::Session;
@@ -43,15 +44,18 @@ pub struct Decision<'a> {
     pub timers: Timers,
     /// `spec.lifecycle.suspend`.
     pub suspended: bool,
-    /// Whether a session pod should run: neither suspended nor expired.
+    /// Whether a session pod should run: neither suspended nor expired, or expiring but held
+    /// for the frontend's checkpoint.
     pub want_pod: bool,
     /// Pods to delete and create.
     pub plan: PodPlan,
     /// The planned pod as listed, when it is kept rather than created (status reads it).
     pub kept_pod: Option<&'a Pod>,
     /// When to reconcile again without a watch event: the next timer deadline, at most
-    /// [`MAX_REQUEUE`].
+    /// [`MAX_REQUEUE`]; while held for a checkpoint, its timeout.
     pub requeue: Duration,
+    /// The checkpoint handshake before expiry ([`crate::checkpoint`]).
+    pub checkpoint: Handshake,
 }
 
 /// Decides one reconcile from `facts`.
@@ -95,7 +99,17 @@ pub fn decide<'a>(facts: &Facts<'a>) -> Decision<'a> {
     .max()
     .unwrap_or(created);
     let timers = lifecycle::evaluate(now, created, active_since, &session.lifecycle, suspended);
-    let want_pod = !suspended && timers.expired.is_none();
+    let pod_running = recorded_pod.is_some_and(|p| p.metadata.deletion_timestamp.is_none());
+    let checkpoint = handshake(
+        timers.expired,
+        session,
+        previous,
+        pod_running,
+        rs.annotations(),
+        now,
+    );
+    let holding = matches!(checkpoint, Handshake::Waiting { .. });
+    let want_pod = !suspended && (timers.expired.is_none() || holding);
     let plan = plan_pods(&session.name, previous, pods, want_pod);
     let kept_pod = (want_pod && !plan.create)
         .then(|| {
@@ -103,9 +117,11 @@ pub fn decide<'a>(facts: &Facts<'a>) -> Decision<'a> {
                 .find(|p| p.metadata.name.as_deref() == Some(plan.pod_name.as_str()))
         })
         .flatten();
-    let requeue = timers
-        .next_deadline
-        .map_or(MAX_REQUEUE, |d| d.min(MAX_REQUEUE));
+    let deadline = match &checkpoint {
+        Handshake::Waiting { left, .. } => Some(*left),
+        _ => timers.next_deadline,
+    };
+    let requeue = deadline.map_or(MAX_REQUEUE, |d| d.min(MAX_REQUEUE));
     Decision {
         last_activity,
         timers,
@@ -114,6 +130,7 @@ pub fn decide<'a>(facts: &Facts<'a>) -> Decision<'a> {
         plan,
         kept_pod,
         requeue,
+        checkpoint,
     }
 }
 
@@ -315,5 +332,28 @@ mod tests {
         let d = case.at("2026-01-01T00:10:00Z");
         assert_eq!(d.plan.replaced.as_deref(), Some("s-1"));
         assert_eq!((d.plan.pod_name.as_str(), d.plan.create), ("s-2", true));
+    }
+
+    #[test]
+    fn an_expiring_persistent_session_keeps_its_pod_until_the_checkpoint_timeout() {
+        let mut case = Case::new(60)
+            .recorded(Phase::Ready, "s-1")
+            .pod("s-1", CREATED);
+        case.rs.spec.workspace.kind = rsession_api::WorkspaceKind::Persistent;
+        case.session = session_of(&case.rs);
+        let d = case.at("2026-01-01T00:10:00Z");
+        assert_eq!(d.timers.expired, Some(ExpiryReason::IdleTimeout));
+        assert!(
+            matches!(d.checkpoint, Handshake::Waiting { .. }),
+            "{:?}",
+            d.checkpoint
+        );
+        assert!(d.want_pod, "the pod is held for the checkpoint");
+        assert!(d.plan.delete.is_empty() && !d.plan.create);
+        assert_eq!(
+            d.requeue,
+            Duration::from_secs(60),
+            "requeued at the checkpoint timeout"
+        );
     }
 }

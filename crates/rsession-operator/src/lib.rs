@@ -19,6 +19,7 @@
 
 mod apply;
 pub mod build;
+pub mod checkpoint;
 pub mod config;
 pub mod context;
 pub mod decide;

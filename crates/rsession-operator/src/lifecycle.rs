@@ -103,6 +103,7 @@ mod tests {
             idle_timeout: Duration::from_secs(idle_secs).into(),
             max_lifetime: Duration::from_secs(max_secs).into(),
             suspend: false,
+            checkpoint: Default::default(),
         }
     }
 

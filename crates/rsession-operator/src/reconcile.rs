@@ -32,6 +32,7 @@ use tracing::{debug, info, warn};
 
 use crate::apply::{apply, apply_children, apply_status, delete_pod};
 use crate::build::{children::build_children, pod::build_pod, secret, secret_name};
+use crate::checkpoint::Handshake;
 use crate::decide::{Facts, decide};
 use crate::error::Error;
 use crate::status::{self, Observed};
@@ -220,6 +221,10 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
         replaced_pod: plan.replaced.clone(),
         credentials_secret: Some(secret_name(&name)),
         last_activity: decision.last_activity,
+        checkpointing: match &decision.checkpoint {
+            Handshake::Waiting { requested_at, .. } => Some(*requested_at),
+            _ => None,
+        },
         now,
     };
     let new_status = status::compute(&observed);
@@ -237,6 +242,35 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
             ),
         )
         .await;
+    }
+
+    match &decision.checkpoint {
+        Handshake::Answered { report } => {
+            publish(
+                ctx,
+                rs,
+                EventType::Normal,
+                "Checkpointed",
+                "Checkpoint",
+                format!("the MCP frontend saved R state before the pod ended: {report}"),
+            )
+            .await;
+        }
+        Handshake::TimedOut { timeout } => {
+            publish(
+                ctx,
+                rs,
+                EventType::Warning,
+                "CheckpointTimeout",
+                "Checkpoint",
+                format!(
+                    "no MCP frontend answered the checkpoint request within {} s; the pod ended without saving R state",
+                    timeout.as_secs()
+                ),
+            )
+            .await;
+        }
+        Handshake::NotNeeded | Handshake::Waiting { .. } => {}
     }
 
     let requeue = decision.requeue;
@@ -275,6 +309,7 @@ async fn write_status(
         let event = match phase {
             Phase::Ready => Some((EventType::Normal, "Ready")),
             Phase::Suspended => Some((EventType::Normal, "Suspended")),
+            Phase::Checkpointing => Some((EventType::Normal, "Checkpointing")),
             Phase::Expired => Some((EventType::Normal, "Expired")),
             Phase::Failed => Some((EventType::Warning, "Failed")),
             Phase::Pending | Phase::Starting => None,

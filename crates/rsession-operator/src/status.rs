@@ -49,6 +49,9 @@ pub struct Observed<'a> {
     pub credentials_secret: Option<String>,
     /// Latest activity stamp from the annotation.
     pub last_activity: Option<Timestamp>,
+    /// Expiring, but the pod is held for the MCP frontend's checkpoint asked for at this time
+    /// ([`crate::checkpoint`]): phase Checkpointing.
+    pub checkpointing: Option<Timestamp>,
     /// Clock reading used for new transition times.
     pub now: Timestamp,
 }
@@ -220,6 +223,17 @@ pub fn compute(obs: &Observed<'_>) -> RSessionStatus {
 
     let (phase, ready_reason, message) = match (&obs.spec_error, obs.expired, &pod_state) {
         (Some((reason, msg)), _, _) => (Phase::Failed, *reason, msg.clone()),
+        (None, Some(reason), _) if obs.checkpointing.is_some() => (
+            Phase::Checkpointing,
+            "Checkpointing",
+            format!(
+                "{} passed; the MCP frontend is saving R state into the workspace before the pod is deleted",
+                match reason {
+                    ExpiryReason::IdleTimeout => "idle timeout",
+                    ExpiryReason::MaxLifetime => "maximum lifetime",
+                }
+            ),
+        ),
         (None, Some(reason), _) => (
             Phase::Expired,
             "Expired",
@@ -390,6 +404,7 @@ pub fn compute(obs: &Observed<'_>) -> RSessionStatus {
         start_time,
         last_activity_time: obs.last_activity.map(|t| Time(whole_seconds(t))),
         message: Some(message),
+        checkpoint_requested_at: obs.checkpointing.map(Time),
     }
 }
 
