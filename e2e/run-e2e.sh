@@ -64,6 +64,10 @@ RSESSION_BIN_DIR="$bins" RSESSION_IMAGE_TAG="$tag" "$repo/images/build.sh" opera
 
 # Session requests are lowered (defaults 250m CPU, 512Mi): the node has 2 CPUs, and the load
 # and fault tests run 10-20 sessions at once.
+# Helm installs the chart's crds/ once and never upgrades them; a changed CRD is applied here
+# (as on any Helm upgrade of a cluster), before the new binaries that expect it start.
+log "CRD: server-side apply of crds/"
+kubectl apply --server-side --force-conflicts -f "$repo/crds/rsession.dev_rsessions.yaml" >&2
 log "chart: release $release in $sys_ns, sessions in $sess_ns"
 helm upgrade --install "$release" "$repo/charts/rsession" -n "$sys_ns" --create-namespace --wait --timeout 5m \
   --set operator.image.repository=localhost/rsession/operator,operator.image.tag=$tag,operator.image.pullPolicy=Never \
@@ -88,6 +92,8 @@ export RSESSION_E2E_MCP_ADDR="$mcp_addr"
 unset RSESSION_E2E_MCP_URL
 export RSESSION_E2E_USER_CLUSTERROLE="$release-rsession-user"
 export RSESSION_E2E_COMPONENT_CTL="$repo/e2e/local/component.sh"
+# The frontend binary itself, for tests that run a second frontend here (tests/checkpoint.rs).
+export RSESSION_E2E_MCP_BIN="$bins/rsession-mcp"
 kubectl get clusterrole "$RSESSION_E2E_USER_CLUSTERROLE" >/dev/null
 
 log "synthetic OMOP CDM in PostgreSQL"
@@ -104,7 +110,7 @@ out=/tmp/rsession-e2e.log
 status=0
 (cd "$repo" && cargo test -p rsession-e2e --no-run) 2>&1 | tail -n 20 >&2 || status=$?
 if [ "$status" = 0 ]; then
-  for t in e2e escape faults load; do
+  for t in e2e checkpoint escape faults load; do
     log "suite: $t"
     (cd "$repo" && cargo test -p rsession-e2e --test "$t" -- --ignored --test-threads=1 --nocapture "${extra[@]}") 2>&1 \
       | tee -a "$out" || status=1

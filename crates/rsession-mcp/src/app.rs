@@ -81,6 +81,7 @@ impl App {
                 let mut k = KubernetesConfig::new(namespace.clone());
                 k.ready_timeout = args.ready_timeout().map_err(StartError::Config)?;
                 k.activity_interval = args.activity_interval().map_err(StartError::Config)?;
+                k.spec = args.session_spec().map_err(StartError::Config)?;
                 if let Some(root) = &args.workspace_root {
                     k.workspace = root.clone();
                 }
@@ -193,6 +194,7 @@ impl App {
             ));
         }
         let manager = Arc::new(SessionManager::new(backend, config, metrics.clone()));
+        manager.start_checkpoints();
         Ok(App {
             manager,
             metrics,

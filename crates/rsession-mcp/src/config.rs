@@ -232,6 +232,13 @@ pub struct Args {
     #[arg(long, env = "RSESSION_NAMESPACE")]
     pub namespace: Option<String>,
 
+    /// YAML (or JSON) file with the `spec` of every RSession this frontend
+    /// creates (kubernetes backend), for example a Persistent workspace, an
+    /// idle timeout, or `lifecycle.checkpoint.interval`; read at start.
+    /// Unset: the operator's defaults.
+    #[arg(long, value_name = "FILE", env = "RSESSION_SESSION_SPEC")]
+    pub session_spec: Option<std::path::PathBuf>,
+
     /// Seconds `create_session` waits for an RSession to become Ready before
     /// answering `session_not_ready` (kubernetes backend).
     #[arg(long, default_value_t = 120.0, env = "RSESSION_READY_TIMEOUT_SECS")]
@@ -317,6 +324,22 @@ impl Args {
         )
     }
 
+    /// The RSession spec of `--session-spec`, default when unset.
+    /// Errors: the file cannot be read, or is not an RSession spec.
+    pub fn session_spec(&self) -> Result<rsession_api::RSessionSpec, String> {
+        let Some(path) = &self.session_spec else {
+            return Ok(rsession_api::RSessionSpec::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--session-spec {}: {e}", path.display()))?;
+        serde_yaml::from_str(&text).map_err(|e| {
+            format!(
+                "--session-spec {}: not an RSession spec: {e}",
+                path.display()
+            )
+        })
+    }
+
     /// `--ready-timeout-secs` as a duration.
     pub fn ready_timeout(&self) -> Result<Duration, String> {
         secs(self.ready_timeout_secs, "ready-timeout-secs")
@@ -399,6 +422,44 @@ mod tests {
         let c = a.manager_config().unwrap();
         assert_eq!(c.limits.default_duration, Duration::from_secs(60));
         assert_eq!(c.limits.grace, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn session_spec_reads_yaml_and_names_the_file_when_it_is_not_a_spec() {
+        let dir = std::env::temp_dir().join(format!("rsession-spec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.yaml");
+        std::fs::write(
+            &good,
+            "workspace: {kind: Persistent, size: 1Gi}\nlifecycle: {idleTimeout: 15s, checkpoint: {interval: 2s}}\n",
+        )
+        .unwrap();
+        let a = Args::try_parse_from(["rsession-mcp", "--session-spec", good.to_str().unwrap()])
+            .unwrap();
+        let spec = a.session_spec().unwrap();
+        assert_eq!(spec.workspace.kind, rsession_api::WorkspaceKind::Persistent);
+        assert_eq!(
+            spec.lifecycle.checkpoint.interval.map(Duration::from),
+            Some(Duration::from_secs(2))
+        );
+        assert!(spec.lifecycle.checkpoint.before_expiry, "default kept");
+        let bad = dir.join("bad.yaml");
+        std::fs::write(&bad, "workspace: [not, a, map]\n").unwrap();
+        let a = Args::try_parse_from(["rsession-mcp", "--session-spec", bad.to_str().unwrap()])
+            .unwrap();
+        let e = a.session_spec().unwrap_err();
+        assert!(
+            e.contains("bad.yaml") && e.contains("not an RSession spec"),
+            "{e}"
+        );
+        assert_eq!(
+            Args::try_parse_from(["rsession-mcp"])
+                .unwrap()
+                .session_spec()
+                .unwrap(),
+            rsession_api::RSessionSpec::default()
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

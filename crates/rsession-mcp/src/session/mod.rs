@@ -17,6 +17,8 @@ pub mod sandboxed;
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use serde::Serialize;
@@ -239,6 +241,48 @@ pub trait Backend: Send + Sync + 'static {
         false
     }
 
+    /// Requests from the platform to checkpoint a session now (Kubernetes:
+    /// an RSession in phase `Checkpointing`, before its pod ends for idleness
+    /// or maximum lifetime). The session manager takes the receiver once, at
+    /// start, and answers each request it can with
+    /// [`Backend::answer_checkpoint`]. Default: none.
+    fn checkpoint_requests(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<CheckpointRequest>> {
+        None
+    }
+
+    /// Tell the platform that `request` was handled: `report` is one line
+    /// (what was saved, or why it failed). Errors are logged, never returned:
+    /// the platform stops waiting at its own timeout.
+    async fn answer_checkpoint(&self, request: &CheckpointRequest, report: &str) {
+        let _ = (request, report);
+    }
+
+    /// How often an active session `id` is checkpointed (Kubernetes:
+    /// `spec.lifecycle.checkpoint.interval`); `None`: never periodically.
+    fn checkpoint_interval(&self, id: &str) -> Option<Duration> {
+        let _ = id;
+        None
+    }
+
+    /// Whether a fresh R connected after a loss (pod replaced, idle expiry,
+    /// R killed) gets the session's last checkpoint restored. True where the
+    /// workspace outlives the R process on its own (Kubernetes).
+    fn restores_after_loss(&self) -> bool {
+        false
+    }
+
     /// Whether new sessions can be created now (for `/readyz`).
     async fn ready(&self) -> bool;
+}
+
+/// A request to checkpoint one session ([`Backend::checkpoint_requests`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRequest {
+    /// The session.
+    pub session_id: String,
+    /// When the platform asked (Kubernetes: `status.checkpointRequestedAt`,
+    /// echoed in the answer).
+    pub requested_at: String,
 }

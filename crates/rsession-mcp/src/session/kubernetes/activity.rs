@@ -82,12 +82,29 @@ impl Activity {
     /// the session was stamped less than `activity_interval` ago; the task
     /// retries while the API is unavailable. Returns the task, if one started.
     pub(super) fn stamp(&self, owner: &str, id: &str) -> Option<tokio::task::JoinHandle<()>> {
+        self.stamp_unless_recent(owner, id, true)
+    }
+
+    /// Stamp `id` now whatever the throttle says (to bring an idle-expired
+    /// session back); await the task for the stamp to be applied.
+    pub(super) fn stamp_now(&self, owner: &str, id: &str) -> tokio::task::JoinHandle<()> {
+        self.stamp_unless_recent(owner, id, false)
+            .unwrap_or_else(|| tokio::spawn(async {}))
+    }
+
+    fn stamp_unless_recent(
+        &self,
+        owner: &str,
+        id: &str,
+        throttle: bool,
+    ) -> Option<tokio::task::JoinHandle<()>> {
         let now = Instant::now();
         let seq = {
             let mut stamped = self.stamped.lock().unwrap_or_else(|p| p.into_inner());
-            if stamped
-                .get(id)
-                .is_some_and(|s| now.duration_since(s.at) < self.interval)
+            if throttle
+                && stamped
+                    .get(id)
+                    .is_some_and(|s| now.duration_since(s.at) < self.interval)
             {
                 return None;
             }

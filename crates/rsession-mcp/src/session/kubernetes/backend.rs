@@ -14,14 +14,18 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::activity::Activity;
+use super::checkpoints::{Checkpoints, answer};
 use super::errors::{api_error, is_not_found};
-use super::status::{not_ready, progress_step, terminal_state};
+use super::status::{idled_out, not_ready, progress_step, terminal_state};
 use super::{
     ANNOTATION_OWNER_NAME, FIELD_MANAGER, KubernetesConfig, LABEL_OWNER, PROGRESS_TOTAL,
     owner_label_value,
 };
 use crate::errors::{ErrorCode, ToolError};
-use crate::session::{Backend, BackendSession, Credentials, Endpoint, Progress, WorkspaceCleanup};
+use crate::session::{
+    Backend, BackendSession, CheckpointRequest, Credentials, Endpoint, Progress, WorkspaceCleanup,
+};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Sessions as RSession objects in one namespace.
 pub struct KubernetesBackend {
@@ -30,6 +34,9 @@ pub struct KubernetesBackend {
     config: KubernetesConfig,
     /// Activity stamps (`rsession.dev/last-activity`).
     pub(super) activity: Activity,
+    /// The checkpoint watch, started when the session manager asks for its
+    /// requests ([`Backend::checkpoint_requests`]).
+    checkpoints: std::sync::OnceLock<std::sync::Arc<Checkpoints>>,
 }
 
 impl std::fmt::Debug for KubernetesBackend {
@@ -49,6 +56,7 @@ impl KubernetesBackend {
             rsessions,
             secrets: Api::namespaced(client, &config.namespace),
             config,
+            checkpoints: std::sync::OnceLock::new(),
         }
     }
 
@@ -120,8 +128,36 @@ impl KubernetesBackend {
         rs
     }
 
+    /// Bring back a session whose pod ended for idleness (phase Expired by
+    /// IdleTimeout, or Checkpointing on the way there): a fresh activity
+    /// stamp makes the operator start a new pod; wait until it is Ready.
+    async fn revive(&self, owner: &str, id: &str) -> Result<RSession, ToolError> {
+        tracing::info!(
+            session_id = id,
+            "resuming a session that idled out: stamping activity and waiting for its new pod"
+        );
+        self.activity
+            .stamp_now(owner, id)
+            .await
+            .map_err(|e| ToolError::internal(format!("activity stamp task failed: {e}")))?;
+        self.await_ready_or_revived(id, &Progress::none(), true)
+            .await
+    }
+
     /// Watch `id` until Ready, reporting phase changes; bounded by the ready timeout.
     async fn await_ready(&self, id: &str, progress: &Progress) -> Result<RSession, ToolError> {
+        self.await_ready_or_revived(id, progress, false).await
+    }
+
+    /// [`Self::await_ready`]; `reviving`: an Expired or Checkpointing phase is
+    /// a step on the way back (the operator has not seen the new activity
+    /// yet), not the end.
+    async fn await_ready_or_revived(
+        &self,
+        id: &str,
+        progress: &Progress,
+        reviving: bool,
+    ) -> Result<RSession, ToolError> {
         let mut last_step: Option<String> = None;
         let mut last_seen: Option<RSession> = None;
         // With backoff, so an unreachable apiserver is retried calmly rather
@@ -179,7 +215,8 @@ impl KubernetesBackend {
                     if rs.is_ready() {
                         return Ok(rs);
                     }
-                    if let Some(e) = terminal_state(&rs) {
+                    let on_the_way_back = reviving && idled_out(&rs);
+                    if let Some(e) = terminal_state(&rs).filter(|_| !on_the_way_back) {
                         return Err(e);
                     }
                     last_seen = Some(rs);
@@ -241,10 +278,14 @@ impl Backend for KubernetesBackend {
 
     async fn endpoint(&self, owner: &str, id: &str) -> Result<Endpoint, ToolError> {
         let rs = self.owned(owner, id).await?;
-        if !rs.is_ready() {
-            return Err(not_ready(&rs));
+        if rs.is_ready() {
+            return self.endpoint_of(&rs).await;
         }
-        self.endpoint_of(&rs).await
+        if idled_out(&rs) {
+            let rs = self.revive(owner, id).await?;
+            return self.endpoint_of(&rs).await;
+        }
+        Err(not_ready(&rs))
     }
 
     async fn list(&self, owner: &str) -> Result<Vec<BackendSession>, ToolError> {
@@ -290,6 +331,24 @@ impl Backend for KubernetesBackend {
     }
 
     fn outlives_server(&self) -> bool {
+        true
+    }
+
+    fn checkpoint_requests(&self) -> Option<UnboundedReceiver<CheckpointRequest>> {
+        self.checkpoints
+            .get_or_init(|| Checkpoints::start(self.rsessions.clone()))
+            .take_requests()
+    }
+
+    async fn answer_checkpoint(&self, request: &CheckpointRequest, report: &str) {
+        answer(&self.rsessions, request, report).await;
+    }
+
+    fn checkpoint_interval(&self, id: &str) -> Option<std::time::Duration> {
+        self.checkpoints.get()?.interval(id)
+    }
+
+    fn restores_after_loss(&self) -> bool {
         true
     }
 

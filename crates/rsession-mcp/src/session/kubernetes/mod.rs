@@ -21,7 +21,8 @@
 //!
 //! Files, one job each: `backend.rs` (the [`crate::session::Backend`] over RSession objects),
 //! `status.rs` (progress and errors read from an RSession's status),
-//! `activity.rs` (activity stamps), `errors.rs` (API failures as tool errors;
+//! `activity.rs` (activity stamps), `checkpoints.rs` (the checkpoint
+//! handshake before expiry, periodic checkpoint intervals), `errors.rs` (API failures as tool errors;
 //! the owner label). Contract names (labels, annotations, condition types,
 //! readiness) come from `rsession-api`.
 //!
@@ -30,6 +31,7 @@
 
 mod activity;
 mod backend;
+mod checkpoints;
 mod errors;
 mod status;
 

@@ -60,6 +60,12 @@ pub(super) fn terminal_state(rs: &RSession) -> Option<ToolError> {
             ErrorCode::SessionNotReady,
             format!("session {id} is suspended (spec.lifecycle.suspend); resume it to use it"),
         ),
+        Phase::Checkpointing => (
+            ErrorCode::SessionNotReady,
+            format!(
+                "session {id} is being checkpointed before its pod ends ({message}); call it again to resume it"
+            ),
+        ),
         Phase::Expired => (
             ErrorCode::SessionNotReady,
             format!(
@@ -84,4 +90,20 @@ pub(super) fn not_ready(rs: &RSession) -> ToolError {
         format!("session {id} is not ready yet (phase {phase}); retry shortly"),
     )
     .with_details(json!({"session_id": id, "phase": phase}))
+}
+
+/// Whether `rs` ended (or is ending) for idleness, so a new activity stamp
+/// brings it back: phase Checkpointing, or Expired with the Expired
+/// condition's reason IdleTimeout (a maximum lifetime cannot be revived).
+pub(super) fn idled_out(rs: &RSession) -> bool {
+    let Some(status) = rs.status.as_ref() else {
+        return false;
+    };
+    match status.phase {
+        Some(Phase::Checkpointing) => true,
+        Some(Phase::Expired) => status
+            .condition(rsession_api::status::CONDITION_EXPIRED)
+            .is_some_and(|c| c.reason == "IdleTimeout"),
+        _ => false,
+    }
 }

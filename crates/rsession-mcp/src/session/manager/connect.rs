@@ -61,7 +61,7 @@ impl SessionManager {
             slot.r_version = Some(conn.r_version.clone());
             if let Some(reason) = slot.lost.take() {
                 slot.pending_notice =
-                    Some(match self.restore_on_adoption(&reason, &mut conn).await {
+                    Some(match self.restore_after_loss(&reason, &mut conn).await {
                         Some(report) => report,
                         None => reset_notice(&reason),
                     });
@@ -75,11 +75,14 @@ impl SessionManager {
     }
 
     /// A session adopted after a server restart, on a backend that
-    /// checkpoints at shutdown ([`crate::session::Backend::checkpoints`]):
-    /// restore its checkpoint into the fresh R and say what came back.
+    /// checkpoints at shutdown ([`crate::session::Backend::checkpoints`]), or
+    /// any fresh R after a loss on a backend whose workspaces outlive R
+    /// ([`crate::session::Backend::restores_after_loss`]): restore the last
+    /// checkpoint into the fresh R and say what came back and how old it is.
     /// `None` when that does not apply or there is no checkpoint.
-    async fn restore_on_adoption(&self, reason: &str, conn: &mut RConn) -> Option<String> {
-        if reason != super::messages::ADOPTED_REASON || !self.backend.checkpoints() {
+    async fn restore_after_loss(&self, reason: &str, conn: &mut RConn) -> Option<String> {
+        let adopted = reason == super::messages::ADOPTED_REASON;
+        if !(adopted && self.backend.checkpoints() || self.backend.restores_after_loss()) {
             return None;
         }
         let deadline = tokio::time::Instant::now() + RESTORE_TIMEOUT;
@@ -87,7 +90,14 @@ impl SessionManager {
         let expr = HarnessCall::Restore.render().ok()?;
         let reply = conn.call(&expr, deadline, grace, &Watch::default()).await;
         match reply {
-            Ok(report) => Some(super::messages::restored_notice(&to_json(&report))),
+            Ok(report) => {
+                let notice = super::messages::restored_notice(&to_json(&report));
+                Some(if adopted {
+                    notice
+                } else {
+                    format!("The previous R ended ({reason}). {notice}")
+                })
+            }
             Err(e) if e.message.contains("no checkpoint at") => None,
             Err(e) => Some(format!(
                 "R state could not be restored from the session's checkpoint ({}); this R is fresh, workspace files survived.",

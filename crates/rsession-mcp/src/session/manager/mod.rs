@@ -1,7 +1,8 @@
 //! The session manager: the registry of sessions (ids, owners, adoption),
 //! one connection per session and serialised calls. By job: `calls.rs`
 //! (running harness calls), `connect.rs` (connecting and recovery after R is
-//! lost), `limits.rs` (settings and clamping), `messages.rs` (what callers
+//! lost), `checkpoints.rs` (checkpoints the platform asks for before expiry,
+//! and periodic ones), `limits.rs` (settings and clamping), `messages.rs` (what callers
 //! read when a call fails).
 //!
 //! Concurrency: calls on one session are serialised by a per-session lock
@@ -10,6 +11,7 @@
 //! on different sessions run in parallel.
 
 mod calls;
+mod checkpoints;
 mod connect;
 mod limits;
 mod messages;
@@ -57,6 +59,7 @@ pub struct SessionInfo {
     pub phase: Option<String>,
 }
 
+#[derive(Default)]
 struct Slot {
     conn: Option<RConn>,
     /// Where the last R of this session was reached; used to reconnect when the
@@ -68,6 +71,9 @@ struct Slot {
     pending_notice: Option<String>,
     workspace: Option<String>,
     r_version: Option<String>,
+    /// When this R's state was last checkpointed (periodic checkpoints count
+    /// from it; `None`: not since it was connected).
+    checkpointed_at: Option<jiff::Timestamp>,
 }
 
 struct Session {
@@ -81,6 +87,10 @@ struct Session {
     /// while a cancelled one is still stopping R waits for it instead of
     /// answering `session_busy`.
     holder: std::sync::Mutex<Option<CancellationToken>>,
+    /// Set while the server checkpoints the session on its own
+    /// (`checkpoints.rs`): a call arriving meanwhile waits for it instead of
+    /// answering `session_busy`.
+    checkpointing: std::sync::atomic::AtomicBool,
 }
 
 impl Session {
@@ -94,6 +104,7 @@ impl Session {
             last_activity: std::sync::Mutex::new(None),
             executions: AtomicU64::new(0),
             holder: std::sync::Mutex::new(None),
+            checkpointing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -162,9 +173,7 @@ impl SessionManager {
                 conn: None,
                 endpoint: None,
                 lost: Some(messages::ADOPTED_REASON.into()),
-                pending_notice: None,
-                workspace: None,
-                r_version: None,
+                ..Slot::default()
             },
         ));
         let session = self.map().entry(id.to_string()).or_insert(adopted).clone();
@@ -194,10 +203,15 @@ impl SessionManager {
                     .unwrap_or_else(|p| p.into_inner())
                     .as_ref()
                     .is_some_and(CancellationToken::is_cancelled);
-                if !stopping {
+                let checkpointing = session.checkpointing.load(Ordering::Acquire);
+                if !stopping && !checkpointing {
                     return Err(messages::session_busy(&session.id));
                 }
-                let wait = self.config.limits.grace * 2;
+                let wait = if checkpointing {
+                    checkpoints::LONGEST
+                } else {
+                    self.config.limits.grace * 2
+                };
                 tokio::time::timeout(wait, session.slot.clone().lock_owned())
                     .await
                     .map_err(|_| messages::session_busy(&session.id))?
@@ -238,8 +252,7 @@ impl SessionManager {
                 r_version: Some(conn.r_version.clone()),
                 conn: Some(conn),
                 endpoint: Some(endpoint),
-                lost: None,
-                pending_notice: None,
+                ..Slot::default()
             },
         ));
         self.map().insert(id.clone(), session.clone());

@@ -1,0 +1,266 @@
+//! R state that outlives its pod, on the real cluster: the checkpoint handshake before idle
+//! expiry, the automatic restore on the next evaluation, and periodic checkpoints that a pod
+//! lost without warning restores from.
+//!
+//! A second MCP frontend runs here as a child process over stdio (the binary the chart's image
+//! holds, `RSESSION_E2E_MCP_BIN`), with `--session-spec`: Persistent workspaces on a hostPath
+//! volume made here, a short idle timeout and a periodic checkpoint interval. The in-cluster
+//! frontend sees the same checkpoint requests and leaves them alone (it does not hold these
+//! sessions), as a second replica would.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams};
+use rmcp::model::CallToolResult;
+use rsession_api::well_known as wk;
+use rsession_api::{Phase, RSession};
+use rsession_e2e::{
+    client, delete_persistent, env, hostpath_pv, ok_stdout, poll_until, sessions_ns, text,
+    tool_failure, wait_for,
+};
+use rsession_testkit::mcp::{call, connect_stdio};
+use serde_json::{Value, json};
+
+const PV: &str = "e2e-checkpoint-pv";
+const CLASS: &str = "e2e-hostpath";
+/// The user of the admin kubeconfig the local frontend runs with (its sessions' owner).
+const OWNER: &str = "rsession-admin";
+
+fn phase(rs: &RSession) -> Option<Phase> {
+    rs.status.as_ref().and_then(|s| s.phase)
+}
+
+fn notice(r: &CallToolResult) -> String {
+    r.structured_content
+        .as_ref()
+        .and_then(|s| s["state_reset_notice"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Show (issue 12, Kubernetes): a Persistent session idles out, is checkpointed and then
+/// expired; the next evaluation brings it back with its objects (a fitted model still
+/// predicts) and says so; a periodic checkpoint taken later is what a deleted pod restores
+/// from.
+#[tokio::test]
+#[ignore = "needs a cluster with the chart installed (e2e/run-e2e.sh)"]
+async fn idle_persistent_session_is_checkpointed_and_resumes_with_its_objects() -> Result<()> {
+    let kube = client().await?;
+    let ns = sessions_ns()?;
+    let bin = env("RSESSION_E2E_MCP_BIN")?;
+    let pv_dir = std::env::var("RSESSION_E2E_PV_DIR")
+        .map(|d| format!("{d}-checkpoint"))
+        .unwrap_or_else(|_| "/var/lib/rsession-e2e/pv-checkpoint".into());
+    // Leftovers of an earlier run that stopped half-way: its sessions (this frontend's owner is
+    // the admin kubeconfig's user) and the volume they held.
+    let api: Api<RSession> = Api::namespaced(kube.clone(), &ns);
+    for rs in api.list(&Default::default()).await?.items {
+        let annotations = rs.metadata.annotations.clone().unwrap_or_default();
+        if annotations
+            .get(wk::ANNOTATION_OWNER_NAME)
+            .map(String::as_str)
+            == Some(OWNER)
+        {
+            delete_persistent(&kube, &ns, &rs.name_any(), PV).await?;
+        }
+    }
+    delete_persistent(&kube, &ns, "e2e-checkpoint-none", PV).await?;
+    let _ = std::fs::remove_dir_all(&pv_dir);
+    hostpath_pv(&kube, PV, &pv_dir, CLASS).await?;
+
+    let spec_file = std::env::temp_dir().join("rsession-e2e-checkpoint-spec.yaml");
+    std::fs::write(
+        &spec_file,
+        format!(
+            "workspace: {{kind: Persistent, size: 1Gi, storageClassName: {CLASS}}}\n\
+             lifecycle:\n  idleTimeout: 20s\n  checkpoint: {{timeout: 60s, interval: 2s}}\n"
+        ),
+    )?;
+    let mut cmd = tokio::process::Command::new(&bin);
+    cmd.args([
+        "--backend",
+        "kubernetes",
+        "--namespace",
+        &ns,
+        "--activity-interval-secs",
+        "0",
+    ])
+    .arg("--session-spec")
+    .arg(&spec_file)
+    .env("RUST_LOG", "info");
+    let (mcp, _pid) = connect_stdio(cmd)
+        .await
+        .context("start the local frontend")?;
+
+    let created = call(&mcp, "create_session", json!({})).await?;
+    ensure!(
+        tool_failure(&created).is_none(),
+        "create_session: {}",
+        text(&created)
+    );
+    let id = created
+        .structured_content
+        .as_ref()
+        .and_then(|s| s["session_id"].as_str())
+        .context("no session_id")?
+        .to_owned();
+    let exec = |code: &str| {
+        let args = json!({"session_id": id, "code": code});
+        let mcp = mcp.peer().clone();
+        async move { call(&mcp, "execute_in_session", args).await }
+    };
+    let setup = "x <- 42L; fit <- lm(mpg ~ wt, mtcars); library(tools); cat('ready')";
+    ok_stdout(&exec(setup).await?, setup)?;
+
+    // Idle: the operator asks for a checkpoint (phase Checkpointing), this frontend answers,
+    // then the pod ends (Expired).
+    let expired = wait_for(
+        &api,
+        &id,
+        120,
+        "checkpointed, then Expired",
+        |o: Option<&RSession>| {
+            o.is_some_and(|rs| {
+                phase(rs) == Some(Phase::Expired)
+                    && rs
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .is_some_and(|a| a.contains_key(wk::ANNOTATION_CHECKPOINTED_AT))
+            })
+        },
+    )
+    .await?;
+    let annotations = expired.metadata.annotations.clone().unwrap_or_default();
+    let report = annotations
+        .get(wk::ANNOTATION_CHECKPOINT_REPORT)
+        .cloned()
+        .unwrap_or_default();
+    println!("checkpoint before expiry: {report}");
+    ensure!(
+        report.contains("object(s)"),
+        "checkpoint report: {report:?}"
+    );
+    let events: Api<Event> = Api::namespaced(kube.clone(), &ns);
+    let reasons: Vec<String> = events
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(id.as_str()))
+        .filter_map(|e| e.reason)
+        .collect();
+    ensure!(
+        ["Checkpointing", "Checkpointed", "Expired"]
+            .iter()
+            .all(|r| reasons.iter().any(|x| x == r)),
+        "events of {id}: {reasons:?}"
+    );
+
+    // The next evaluation resumes it: a new pod, the objects restored, and the result says so.
+    let code =
+        "cat(x, round(unname(predict(fit, data.frame(wt = 3))), 2), 'package:tools' %in% search())";
+    let resumed = exec(code).await?;
+    let out = ok_stdout(&resumed, code)?;
+    ensure!(out.trim() == "42 21.25 TRUE", "after resume: {out:?}");
+    let said = notice(&resumed);
+    println!("resume notice: {said}");
+    ensure!(
+        said.contains("restored") && said.contains("fit"),
+        "resume notice: {said:?}"
+    );
+
+    // Periodic: after new work, a checkpoint within the interval (awaited on the volume).
+    let marker = SystemTime::now();
+    ok_stdout(&exec("y <- 7L; cat('y set')").await?, "y <- 7L")?;
+    let manifest = Path::new(&pv_dir).join(".rsession/checkpoint/manifest.rds");
+    poll_until(
+        "a periodic checkpoint after y was set",
+        60,
+        Duration::from_millis(200),
+        || {
+            let manifest = manifest.clone();
+            async move {
+                Ok(std::fs::metadata(&manifest)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .filter(|t| *t > marker))
+            }
+        },
+    )
+    .await?;
+
+    // A pod lost without warning: the next R restores from that checkpoint.
+    let rs = api.get(&id).await?;
+    let pod = rs
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_name.clone())
+        .context("no pod")?;
+    let old_uid = rs.status.as_ref().and_then(|s| s.pod_uid.clone());
+    // No grace: Rserve's forked R would otherwise keep serving the open connection while the pod
+    // terminates.
+    Api::<Pod>::namespaced(kube.clone(), &ns)
+        .delete(&pod, &DeleteParams::default().grace_period(0))
+        .await?;
+    wait_for(
+        &api,
+        &id,
+        180,
+        "Ready on a new pod",
+        move |o: Option<&RSession>| {
+            o.is_some_and(|rs| {
+                phase(rs) == Some(Phase::Ready)
+                    && rs.status.as_ref().and_then(|s| s.pod_uid.clone()) != old_uid
+            })
+        },
+    )
+    .await?;
+    let code = "cat(x + y)";
+    let last = std::sync::Arc::new(std::sync::Mutex::new(None::<Value>));
+    let after_loss = poll_until(
+        "an evaluation after the pod loss",
+        180,
+        Duration::from_millis(500),
+        || {
+            let run = exec(code);
+            let last = last.clone();
+            async move {
+                let r = run.await?;
+                Ok(match tool_failure(&r) {
+                    Some(f) => {
+                        *last.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(json!({"code": f.code, "message": f.message}));
+                        None
+                    }
+                    None => Some(r),
+                })
+            }
+        },
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "last failure: {:?}",
+            last.lock().unwrap_or_else(|p| p.into_inner())
+        )
+    })?;
+    let out = ok_stdout(&after_loss, code)?;
+    ensure!(out.trim() == "49", "after pod loss: {out:?}");
+    let said = notice(&after_loss);
+    println!("pod-loss notice: {said}");
+    ensure!(
+        said.contains("restored") && said.contains("s old"),
+        "{said:?}"
+    );
+
+    let closed = call(&mcp, "close_session", json!({"session_id": id})).await?;
+    ensure!(tool_failure(&closed).is_none(), "close: {}", text(&closed));
+    mcp.cancel().await.ok();
+    delete_persistent(&kube, &ns, &id, PV).await
+}
