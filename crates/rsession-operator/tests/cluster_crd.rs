@@ -179,6 +179,24 @@ fn invalid_specs() -> Vec<Invalid> {
             ],
         },
         Invalid {
+            case: "checkpoint timeout over an hour (CEL)",
+            name: "checkpoint-timeout-long",
+            spec: json!({"lifecycle": {"checkpoint": {"timeout": "2h"}}}),
+            expect: &[
+                "spec.lifecycle.checkpoint.timeout",
+                "lifecycle.checkpoint.timeout must be between 1s and 1h",
+            ],
+        },
+        Invalid {
+            case: "zero checkpoint interval (CEL)",
+            name: "checkpoint-interval-zero",
+            spec: json!({"lifecycle": {"checkpoint": {"interval": "0s"}}}),
+            expect: &[
+                "spec.lifecycle.checkpoint.interval",
+                "lifecycle.checkpoint.interval must be at least 1s",
+            ],
+        },
+        Invalid {
             case: "egress cidr that is not a CIDR (CEL isCIDR)",
             name: "bad-cidr",
             spec: json!({"network": {"egress": [{"cidr": "10.0.0.300/8", "ports": [443]}]}}),
