@@ -43,7 +43,7 @@ log "inspector-cli $(node -p "require('$here/node_modules/@modelcontextprotocol/
 # .../node_modules/@modelcontextprotocol/package.json".
 inspect() {
   local name="$1"; shift
-  (cd "$cli_dir" && timeout 120 node cli.js --cli -e RSESSION_LOG=warn "$bin" "$@") \
+  (cd "$cli_dir" && timeout 120 node cli.js --cli -e RSESSION_LOG=warn -e RSESSION_WORKSPACE_ROOT=temp "$bin" "$@") \
     >"$out/$name.json" 2>"$out/$name.err"
   local rc=$?
   [ "$rc" -eq 0 ] || { log "$name: the Inspector exited $rc:"; grep -v '^$' "$out/$name.err" | tail -5 >&2; }

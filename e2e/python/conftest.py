@@ -21,7 +21,9 @@ BIN = os.environ.get(
     "RSESSION_MCP_BIN",
     str(Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug" / "rsession-mcp"),
 )
-ENV = {**os.environ, "RSESSION_LOG": "warn"}
+# Workspaces in a temporary folder per server (not the per-user folder, where sessions are kept
+# across restarts): tests stay independent of each other and of earlier runs.
+ENV = {**os.environ, "RSESSION_LOG": "warn", "RSESSION_WORKSPACE_ROOT": "temp"}
 
 
 @pytest.fixture

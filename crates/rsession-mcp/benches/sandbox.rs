@@ -70,7 +70,7 @@ fn mcp_repl() -> Option<String> {
 
 async fn start(server: Server, repl: Option<&str>) -> Client {
     let (program, args): (String, Vec<&str>) = match server {
-        Server::Sandboxed => (SERVER.into(), vec![]),
+        Server::Sandboxed => (SERVER.into(), vec!["--workspace-root", "temp"]),
         Server::Unsandboxed => (SERVER.into(), vec!["--sandbox", "danger-full-access"]),
         Server::McpRepl => (repl.expect("mcp-repl").into(), vec![]),
     };

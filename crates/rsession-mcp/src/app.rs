@@ -1,7 +1,6 @@
 //! Wiring: flags → backend (maybe starting the local Rserve) → session
 //! manager; and orderly shutdown (sessions closed, then Rserve stopped).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::auth::{KubeAuth, KubeAuthConfig, LOCAL_OWNER};
@@ -82,7 +81,7 @@ impl App {
                 k.ready_timeout = args.ready_timeout().map_err(StartError::Config)?;
                 k.activity_interval = args.activity_interval().map_err(StartError::Config)?;
                 k.spec = args.session_spec().map_err(StartError::Config)?;
-                if let Some(root) = &args.workspace_root {
+                if let Some(root) = &args.plain_workspace_root() {
                     k.workspace = root.clone();
                 }
                 if args.auth_mode() == AuthMode::Kubernetes {
@@ -117,13 +116,16 @@ impl App {
                     "direct backend: each session's R in its own sandbox"
                 );
                 let keep = (!args.no_checkpoint).then_some(args.max_kept_sessions);
-                let backend = SandboxedBackend::new(
-                    policy,
-                    args.r_binary.clone(),
-                    args.workspace_root.clone().map(PathBuf::from),
-                    keep,
-                )
-                .map_err(|e| StartError::Config(format!("preparing the workspace root: {e}")))?;
+                let root = args
+                    .sandboxed_workspace_root()
+                    .map_err(StartError::Config)?;
+                if let Some(root) = &root {
+                    tracing::info!(workspace_root = %root.display(), kept = keep.is_some(), "session workspaces");
+                }
+                let backend = SandboxedBackend::new(policy, args.r_binary.clone(), root, keep)
+                    .map_err(|e| {
+                        StartError::Config(format!("preparing the workspace root: {e}"))
+                    })?;
                 (Arc::new(backend), None)
             }
             BackendKind::Direct if args.rserve.is_empty() => {
@@ -136,8 +138,7 @@ impl App {
                 })
                 .await?;
                 let root = args
-                    .workspace_root
-                    .clone()
+                    .plain_workspace_root()
                     .unwrap_or_else(|| local.dir().join("workspaces").display().to_string());
                 let target = RserveTarget {
                     addr: local.addr().to_string(),
@@ -180,8 +181,7 @@ impl App {
                     })
                     .collect();
                 let root = args
-                    .workspace_root
-                    .clone()
+                    .plain_workspace_root()
                     .unwrap_or_else(|| "/tmp/rsession-workspaces".into());
                 let backend =
                     DirectBackend::new(targets, root).map_err(|e| StartError::Config(e.message))?;

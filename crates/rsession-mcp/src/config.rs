@@ -11,6 +11,14 @@ use crate::sandbox::SandboxPolicy;
 use crate::session::{Limits, ManagerConfig};
 
 /// MCP transport.
+/// `--workspace-root` value asking for a temporary folder of workspaces,
+/// removed when the server stops (sessions are not kept across restarts).
+pub const TEMP_WORKSPACE_ROOT: &str = "temp";
+
+/// Default workspace root of a sandboxing server running as root (its
+/// sandboxed R runs as `nobody`, which must reach the folder).
+pub const ROOT_WORKSPACE_ROOT: &str = "/var/lib/rsession/workspaces";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Transport {
     /// JSON-RPC over stdin/stdout (desktop clients spawn the server). Logs go to stderr.
@@ -89,9 +97,16 @@ pub struct Args {
     pub rserve_password_file: Option<PathBuf>,
 
     /// Directory under which each session gets its workspace, as the Rserve
-    /// host sees it. Default: a new temporary directory (sandboxed), a
-    /// `workspaces` directory in the local Rserve's temporary directory
-    /// (`danger-full-access`), or `/tmp/rsession-workspaces` for `--rserve`.
+    /// host sees it. Default, sandboxed: the per-user data folder
+    /// (`$XDG_DATA_HOME/rsession/workspaces`, else
+    /// `~/.local/share/rsession/workspaces`; on macOS
+    /// `~/Library/Application Support/rsession/workspaces`; as root
+    /// `/var/lib/rsession/workspaces`), where sessions are checkpointed at
+    /// shutdown and kept for a restarted server. `temp`:
+    /// a new temporary folder removed at exit (nothing kept). Without a
+    /// sandbox: a `workspaces` directory in the local Rserve's temporary
+    /// directory (`danger-full-access`), or `/tmp/rsession-workspaces` for
+    /// `--rserve`.
     #[arg(long, env = "RSESSION_WORKSPACE_ROOT")]
     pub workspace_root: Option<String>,
 
@@ -134,9 +149,9 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub sandbox_read: Vec<PathBuf>,
 
-    /// Direct backend with `--workspace-root`: do not keep sessions across
-    /// restarts (by default each is checkpointed at shutdown and can be
-    /// resumed with `create_session` `resume`).
+    /// Sandboxed direct backend: do not keep sessions across restarts (by
+    /// default each is checkpointed at shutdown, kept under the workspace root,
+    /// and can be resumed with `create_session` `resume`).
     #[arg(long, env = "RSESSION_NO_CHECKPOINT")]
     pub no_checkpoint: bool,
 
@@ -324,6 +339,33 @@ impl Args {
         )
     }
 
+    /// Where sandboxed sessions' workspaces live: the `--workspace-root`
+    /// folder, `None` for [`TEMP_WORKSPACE_ROOT`] (a temporary folder), else
+    /// the per-user data folder (see `--workspace-root`).
+    /// Errors: no root given and no per-user data folder (no `HOME`).
+    pub fn sandboxed_workspace_root(&self) -> Result<Option<std::path::PathBuf>, String> {
+        match self.workspace_root.as_deref() {
+            Some(TEMP_WORKSPACE_ROOT) => Ok(None),
+            Some(dir) => Ok(Some(dir.into())),
+            // As root, sandboxed R runs as nobody, which cannot pass through
+            // root's home (0700): the system's state folder instead.
+            None if nix::unistd::geteuid().is_root() => Ok(Some(ROOT_WORKSPACE_ROOT.into())),
+            None => dirs::data_local_dir()
+                .map(|d| Some(d.join("rsession").join("workspaces")))
+                .ok_or_else(|| {
+                    "no per-user data folder for the session workspaces (is HOME set?); pass --workspace-root DIR, or --workspace-root temp".into()
+                }),
+        }
+    }
+
+    /// `--workspace-root` for a backend without a sandbox: the folder, or
+    /// `None` (that backend's default) when unset or [`TEMP_WORKSPACE_ROOT`].
+    pub fn plain_workspace_root(&self) -> Option<String> {
+        self.workspace_root
+            .clone()
+            .filter(|r| r != TEMP_WORKSPACE_ROOT)
+    }
+
     /// The RSession spec of `--session-spec`, default when unset.
     /// Errors: the file cannot be read, or is not an RSession spec.
     pub fn session_spec(&self) -> Result<rsession_api::RSessionSpec, String> {
@@ -332,7 +374,7 @@ impl Args {
         };
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("--session-spec {}: {e}", path.display()))?;
-        serde_yaml::from_str(&text).map_err(|e| {
+        serde_saphyr::from_str(&text).map_err(|e| {
             format!(
                 "--session-spec {}: not an RSession spec: {e}",
                 path.display()

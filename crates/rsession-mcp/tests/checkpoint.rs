@@ -366,3 +366,57 @@ async fn a_kept_session_is_checkpointed_at_shutdown_and_resumed_after_a_restart(
     assert!(!common::text(&listed).contains(&sid));
     c.stop().await;
 }
+
+/// Without `--workspace-root` a sandboxing server keeps its sessions in the per-user data
+/// folder (`$XDG_DATA_HOME/rsession/workspaces`; `/var/lib/rsession/workspaces` as root, whose
+/// sandboxed R runs as nobody and cannot enter root's home), so a restarted server resumes them.
+#[tokio::test]
+async fn without_a_workspace_root_sessions_are_kept_in_the_per_user_data_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let home = dir.path().join("home").display().to_string();
+    let env = [("XDG_DATA_HOME", data.as_str()), ("HOME", home.as_str())];
+    let root = if nix::unistd::geteuid().is_root() {
+        std::path::PathBuf::from(rsession_mcp::config::ROOT_WORKSPACE_ROOT)
+    } else {
+        std::path::Path::new(&data)
+            .join("rsession")
+            .join("workspaces")
+    };
+    let start = || common::stdio_client_env(rsession_testkit::mcp::Recorder::default(), &[], &env);
+
+    let c = start().await;
+    let sid = c.create_session().await;
+    let r = c
+        .exec(&sid, "kept <- 'yes'; writeLines('x', 'file.txt')")
+        .await;
+    assert_eq!(r.is_error, Some(false), "{r:?}");
+    assert!(
+        root.join(&sid).join("file.txt").is_file(),
+        "the workspace is under {}",
+        root.display()
+    );
+    c.stop().await;
+
+    let c = start().await;
+    let r = c
+        .call("create_session", serde_json::json!({"resume": sid}))
+        .await;
+    assert_eq!(r.is_error, Some(false), "{r:?}");
+    let r = c.exec(&sid, "cat(kept)").await;
+    assert_eq!(common::text(&r), "yes", "{r:?}");
+    let r = c
+        .call("close_session", serde_json::json!({"session_id": sid}))
+        .await;
+    assert_eq!(r.is_error, Some(false), "{r:?}");
+    assert!(
+        !root.join(&sid).exists(),
+        "closing deletes the kept workspace"
+    );
+    c.stop().await;
+}

@@ -260,7 +260,7 @@ pub async fn stdio_client_env(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> Client {
-    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let extra = hermetic(extra, env);
     let cmd = tokio::process::Command::new(server_bin()).configure(|c| {
         c.args(&extra).env("RSESSION_LOG", "warn");
         for (k, v) in env {
@@ -278,6 +278,20 @@ pub async fn stdio_client_env(
     }
 }
 
+/// `extra` plus `--workspace-root temp` unless the test names a root itself
+/// (a `--workspace-root`, or an `XDG_DATA_HOME` for the per-user default):
+/// each server then has its own temporary workspaces, nothing kept between
+/// tests or runs.
+fn hermetic(extra: &[&str], env: &[(&str, &str)]) -> Vec<String> {
+    let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let names_root =
+        extra.contains(&"--workspace-root") || env.iter().any(|(k, _)| *k == "XDG_DATA_HOME");
+    if !names_root {
+        args.extend(["--workspace-root".to_string(), "temp".to_string()]);
+    }
+    args
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -293,7 +307,7 @@ pub async fn http_client(extra: &[&str]) -> (Client, String) {
     let listen = format!("127.0.0.1:{port}");
     let child = tokio::process::Command::new(server_bin())
         .args(["--transport", "http", "--listen", &listen])
-        .args(extra)
+        .args(hermetic(extra, &[]))
         .env("RSESSION_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
