@@ -117,7 +117,7 @@ if [ "$status" = 0 ]; then
   done
 fi
 if [ "$bench" = 1 ]; then
-  (cd "$repo" && cargo test -p rsession-e2e --test bench -- --ignored --nocapture) 2>&1 | tee -a "$out" || status=1
+  (cd "$repo" && cargo test -p rsession-e2e --test bench --test resume_bench -- --ignored --nocapture) 2>&1 | tee -a "$out" || status=1
 fi
 log "summary"
 # Prefixed, so that a caller counting "test result:" lines (e2e/test.sh) counts each once.

@@ -38,6 +38,7 @@ use rsession_testkit::mcp::service_account_token;
 
 mod agent;
 mod forward;
+pub mod local_frontend;
 mod net;
 mod node;
 mod sessions;

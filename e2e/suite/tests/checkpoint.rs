@@ -14,33 +14,20 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use kube::ResourceExt;
 use kube::api::{Api, DeleteParams};
-use rmcp::model::CallToolResult;
 use rsession_api::well_known as wk;
 use rsession_api::{Phase, RSession};
+use rsession_e2e::local_frontend::{self, HOSTPATH_CLASS};
 use rsession_e2e::{
-    client, delete_persistent, env, hostpath_pv, ok_stdout, poll_until, sessions_ns, text,
-    tool_failure, wait_for,
+    client, delete_persistent, ok_stdout, poll_until, sessions_ns, text, tool_failure, wait_for,
 };
-use rsession_testkit::mcp::{call, connect_stdio};
+use rsession_testkit::mcp::call;
 use serde_json::{Value, json};
 
 const PV: &str = "e2e-checkpoint-pv";
-const CLASS: &str = "e2e-hostpath";
-/// The user of the admin kubeconfig the local frontend runs with (its sessions' owner).
-const OWNER: &str = "rsession-admin";
 
 fn phase(rs: &RSession) -> Option<Phase> {
     rs.status.as_ref().and_then(|s| s.phase)
-}
-
-fn notice(r: &CallToolResult) -> String {
-    r.structured_content
-        .as_ref()
-        .and_then(|s| s["state_reset_notice"].as_str())
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// Show (issue 12, Kubernetes): a Persistent session idles out, is checkpointed and then
@@ -52,68 +39,18 @@ fn notice(r: &CallToolResult) -> String {
 async fn idle_persistent_session_is_checkpointed_and_resumes_with_its_objects() -> Result<()> {
     let kube = client().await?;
     let ns = sessions_ns()?;
-    let bin = env("RSESSION_E2E_MCP_BIN")?;
-    let pv_dir = std::env::var("RSESSION_E2E_PV_DIR")
-        .map(|d| format!("{d}-checkpoint"))
-        .unwrap_or_else(|_| "/var/lib/rsession-e2e/pv-checkpoint".into());
-    // Leftovers of an earlier run that stopped half-way: its sessions (this frontend's owner is
-    // the admin kubeconfig's user) and the volume they held.
-    let api: Api<RSession> = Api::namespaced(kube.clone(), &ns);
-    for rs in api.list(&Default::default()).await?.items {
-        let annotations = rs.metadata.annotations.clone().unwrap_or_default();
-        if annotations
-            .get(wk::ANNOTATION_OWNER_NAME)
-            .map(String::as_str)
-            == Some(OWNER)
-        {
-            delete_persistent(&kube, &ns, &rs.name_any(), PV).await?;
-        }
-    }
-    delete_persistent(&kube, &ns, "e2e-checkpoint-none", PV).await?;
-    let _ = std::fs::remove_dir_all(&pv_dir);
-    hostpath_pv(&kube, PV, &pv_dir, CLASS).await?;
-
-    let spec_file = std::env::temp_dir().join("rsession-e2e-checkpoint-spec.yaml");
-    std::fs::write(
-        &spec_file,
-        format!(
-            "workspace: {{kind: Persistent, size: 1Gi, storageClassName: {CLASS}}}\n\
+    let pv_dir = local_frontend::fresh_volume(&kube, &ns, PV, "checkpoint").await?;
+    let mcp = local_frontend::start(
+        &ns,
+        &format!(
+            "workspace: {{kind: Persistent, size: 1Gi, storageClassName: {HOSTPATH_CLASS}}}\n\
              lifecycle:\n  idleTimeout: 20s\n  checkpoint: {{timeout: 60s, interval: 2s}}\n"
         ),
-    )?;
-    let mut cmd = tokio::process::Command::new(&bin);
-    cmd.args([
-        "--backend",
-        "kubernetes",
-        "--namespace",
-        &ns,
-        "--activity-interval-secs",
-        "0",
-    ])
-    .arg("--session-spec")
-    .arg(&spec_file)
-    .env("RUST_LOG", "info");
-    let (mcp, _pid) = connect_stdio(cmd)
-        .await
-        .context("start the local frontend")?;
-
-    let created = call(&mcp, "create_session", json!({})).await?;
-    ensure!(
-        tool_failure(&created).is_none(),
-        "create_session: {}",
-        text(&created)
-    );
-    let id = created
-        .structured_content
-        .as_ref()
-        .and_then(|s| s["session_id"].as_str())
-        .context("no session_id")?
-        .to_owned();
-    let exec = |code: &str| {
-        let args = json!({"session_id": id, "code": code});
-        let mcp = mcp.peer().clone();
-        async move { call(&mcp, "execute_in_session", args).await }
-    };
+    )
+    .await?;
+    let id = local_frontend::create_session(&mcp).await?;
+    let exec = |code: &'static str| local_frontend::exec(&mcp, &id, code);
+    let api: Api<RSession> = Api::namespaced(kube.clone(), &ns);
     let setup = "x <- 42L; fit <- lm(mpg ~ wt, mtcars); library(tools); cat('ready')";
     ok_stdout(&exec(setup).await?, setup)?;
 
@@ -168,7 +105,7 @@ async fn idle_persistent_session_is_checkpointed_and_resumes_with_its_objects() 
     let resumed = exec(code).await?;
     let out = ok_stdout(&resumed, code)?;
     ensure!(out.trim() == "42 21.25 TRUE", "after resume: {out:?}");
-    let said = notice(&resumed);
+    let said = local_frontend::reset_notice(&resumed);
     println!("resume notice: {said}");
     ensure!(
         said.contains("restored") && said.contains("fit"),
@@ -252,7 +189,7 @@ async fn idle_persistent_session_is_checkpointed_and_resumes_with_its_objects() 
     })?;
     let out = ok_stdout(&after_loss, code)?;
     ensure!(out.trim() == "49", "after pod loss: {out:?}");
-    let said = notice(&after_loss);
+    let said = local_frontend::reset_notice(&after_loss);
     println!("pod-loss notice: {said}");
     ensure!(
         said.contains("restored") && said.contains("s old"),
