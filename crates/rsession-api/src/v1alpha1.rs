@@ -316,8 +316,9 @@ pub struct LifecycleSpec {
     #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("lifecycle.maxLifetime must be at least 1s"))]
     pub max_lifetime: Duration,
 
-    /// When true the pod is deleted (R state is lost) while the Persistent workspace, Secret and
-    /// Service stay; setting it back to false starts a new pod.
+    /// When true the pod is deleted while the Persistent workspace, Secret and Service stay;
+    /// setting it back to false starts a new pod. R state is lost unless the MCP frontend
+    /// checkpoints it first (spec.lifecycle.checkpoint), which it restores into the new pod.
     #[serde(default)]
     pub suspend: bool,
 
@@ -337,8 +338,8 @@ fn default_true() -> bool {
 
 /// When the MCP frontend saves a session's R state into its workspace.
 ///
-/// Before the operator deletes the pod of a Persistent session for its idle timeout or maximum
-/// lifetime, it sets phase Checkpointing and status.checkpointRequestedAt; the frontend holding
+/// Before the operator deletes the pod of a Persistent session for its idle timeout, maximum
+/// lifetime or a suspend, it sets phase Checkpointing and status.checkpointRequestedAt; the frontend holding
 /// the session's R writes a checkpoint and answers with the annotation
 /// rsession.dev/checkpointed-at (the requested time); the pod is deleted then, or after
 /// `timeout` without an answer. The frontend restores the checkpoint into the next R it connects
@@ -346,11 +347,11 @@ fn default_true() -> bool {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckpointSpec {
-    /// Ask the MCP frontend for a checkpoint before the pod of a Persistent session ends for
-    /// idleness or maximum lifetime (default true). Ephemeral workspaces end with their pod, so
-    /// they are never held for a checkpoint.
+    /// Ask the MCP frontend for a checkpoint before the operator stops the pod of a Persistent
+    /// session for its idle timeout, its maximum lifetime or spec.lifecycle.suspend (default
+    /// true). Ephemeral workspaces end with their pod, so they are never held for a checkpoint.
     #[serde(default = "default_true")]
-    pub before_expiry: bool,
+    pub before_stop: bool,
 
     /// Longest wait for the frontend's checkpoint before the pod is deleted anyway. Kubernetes
     /// duration, default 60s.
@@ -371,7 +372,7 @@ pub struct CheckpointSpec {
 impl Default for CheckpointSpec {
     fn default() -> Self {
         Self {
-            before_expiry: true,
+            before_stop: true,
             timeout: default_checkpoint_timeout(),
             interval: None,
         }
@@ -463,9 +464,9 @@ pub enum Phase {
     Ready,
     /// spec.lifecycle.suspend is true: no pod; the workspace PVC is kept.
     Suspended,
-    /// The idle timeout or maximum lifetime of a Persistent session passed and the MCP frontend
-    /// is saving its R state (spec.lifecycle.checkpoint); the pod is deleted when it answers or
-    /// after spec.lifecycle.checkpoint.timeout.
+    /// The idle timeout or maximum lifetime of a Persistent session passed, or it is being
+    /// suspended, and the MCP frontend is saving its R state (spec.lifecycle.checkpoint); the pod
+    /// is deleted when it answers or after spec.lifecycle.checkpoint.timeout.
     Checkpointing,
     /// The idle timeout or maximum lifetime passed: no pod; a Persistent workspace is kept.
     Expired,

@@ -484,7 +484,7 @@ mod tests {
             spec.lifecycle.checkpoint.interval.map(Duration::from),
             Some(Duration::from_secs(2))
         );
-        assert!(spec.lifecycle.checkpoint.before_expiry, "default kept");
+        assert!(spec.lifecycle.checkpoint.before_stop, "default kept");
         let bad = dir.join("bad.yaml");
         std::fs::write(&bad, "workspace: [not, a, map]\n").unwrap();
         let a = Args::try_parse_from(["rsession-mcp", "--session-spec", bad.to_str().unwrap()])

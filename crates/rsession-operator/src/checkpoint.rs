@@ -1,9 +1,9 @@
-//! The checkpoint handshake before expiry (pure).
+//! The checkpoint handshake before a pod ends (pure).
 //!
 //! R state lives only in the R process behind the MCP frontend's QAP1 connection (Rserve forks
 //! one R per connection), so only that frontend can save it. Before the pod of a Persistent
-//! session is deleted for its idle timeout or maximum lifetime, the operator holds the pod and
-//! asks: phase Checkpointing with `status.checkpointRequestedAt`. The frontend writes the
+//! session is deleted for its idle timeout, its maximum lifetime or `spec.lifecycle.suspend`,
+//! the operator holds the pod and asks: phase Checkpointing with `status.checkpointRequestedAt`. The frontend writes the
 //! checkpoint into the workspace (which outlives the pod) and answers with the annotation
 //! [`wk::ANNOTATION_CHECKPOINTED_AT`] set to the requested time. The pod is deleted on the
 //! answer or after `spec.lifecycle.checkpoint.timeout`, whichever comes first; a frontend that
@@ -19,10 +19,31 @@ use crate::lifecycle::ExpiryReason;
 use crate::status::whole_seconds;
 use crate::validate::Session;
 
+/// Why the pod of a session is about to end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The idle timeout or maximum lifetime passed.
+    Expired(ExpiryReason),
+    /// `spec.lifecycle.suspend` was set.
+    Suspended,
+}
+
+impl Ending {
+    /// What ends the pod, for status messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Ending::Expired(ExpiryReason::IdleTimeout) => "idle timeout passed",
+            Ending::Expired(ExpiryReason::MaxLifetime) => "maximum lifetime passed",
+            Ending::Suspended => "spec.lifecycle.suspend is true",
+        }
+    }
+}
+
 /// Where the handshake stands for one reconcile.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Handshake {
-    /// Not needed: not expiring, an Ephemeral workspace, no running pod, or switched off.
+    /// Not needed: the pod is not ending, an Ephemeral workspace, no running pod, or switched
+    /// off.
     NotNeeded,
     /// Asked at `requested_at` (now, or in an earlier reconcile); keep the pod for `left`.
     Waiting {
@@ -43,10 +64,10 @@ pub enum Handshake {
     },
 }
 
-/// The handshake for a session whose timers say `expired`, given the stored status, whether
-/// its pod still runs, and the RSession's annotations.
+/// The handshake for a session whose pod is `ending` (or not), given the stored status,
+/// whether its pod still runs, and the RSession's annotations.
 pub fn handshake(
-    expired: Option<ExpiryReason>,
+    ending: Option<Ending>,
     session: &Session,
     previous: Option<&RSessionStatus>,
     pod_running: bool,
@@ -58,7 +79,7 @@ pub fn handshake(
     let was = previous.and_then(|s| s.phase);
     // Only a session that was serving (Ready, or already waiting) has R state to save.
     let serving = matches!(was, Some(Phase::Ready | Phase::Checkpointing));
-    if expired.is_none() || !persistent || !spec.before_expiry || !pod_running || !serving {
+    if ending.is_none() || !persistent || !spec.before_stop || !pod_running || !serving {
         return Handshake::NotNeeded;
     }
     let timeout: Duration = spec.timeout.into();
@@ -117,7 +138,7 @@ mod tests {
     }
 
     const NOW: &str = "2026-01-01T01:00:00Z";
-    const IDLE: Option<ExpiryReason> = Some(ExpiryReason::IdleTimeout);
+    const IDLE: Option<Ending> = Some(Ending::Expired(ExpiryReason::IdleTimeout));
 
     #[test]
     fn a_ready_persistent_session_that_expires_is_asked_first() {
@@ -222,7 +243,7 @@ mod tests {
             Handshake::NotNeeded
         );
         let mut off = persistent();
-        off.lifecycle.checkpoint.before_expiry = false;
+        off.lifecycle.checkpoint.before_stop = false;
         assert_eq!(
             handshake(IDLE, &off, Some(&ready), true, &none, t(NOW)),
             Handshake::NotNeeded
@@ -240,5 +261,19 @@ mod tests {
             handshake(None, &persistent(), Some(&ready), true, &none, t(NOW)),
             Handshake::NotNeeded
         );
+    }
+
+    #[test]
+    fn a_suspend_is_held_for_a_checkpoint_too() {
+        let ready = status(Phase::Ready, None);
+        let hs = handshake(
+            Some(Ending::Suspended),
+            &persistent(),
+            Some(&ready),
+            true,
+            &BTreeMap::new(),
+            t(NOW),
+        );
+        assert!(matches!(hs, Handshake::Waiting { .. }), "{hs:?}");
     }
 }

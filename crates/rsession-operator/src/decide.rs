@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use rsession_api::well_known as wk;
 use rsession_api::{Phase, RSession, RSessionStatus};
 
-use crate::checkpoint::{Handshake, handshake};
+use crate::checkpoint::{Ending, Handshake, handshake};
 use crate::lifecycle::{self, Timers};
 use crate::pod_plan::{PodPlan, plan_pods};
 use crate::validate::Session;
@@ -44,8 +44,8 @@ pub struct Decision<'a> {
     pub timers: Timers,
     /// `spec.lifecycle.suspend`.
     pub suspended: bool,
-    /// Whether a session pod should run: neither suspended nor expired, or expiring but held
-    /// for the frontend's checkpoint.
+    /// Whether a session pod should run: neither suspended nor expired, or ending but held for
+    /// the frontend's checkpoint.
     pub want_pod: bool,
     /// Pods to delete and create.
     pub plan: PodPlan,
@@ -54,7 +54,7 @@ pub struct Decision<'a> {
     /// When to reconcile again without a watch event: the next timer deadline, at most
     /// [`MAX_REQUEUE`]; while held for a checkpoint, its timeout.
     pub requeue: Duration,
-    /// The checkpoint handshake before expiry ([`crate::checkpoint`]).
+    /// The checkpoint handshake before the pod ends ([`crate::checkpoint`]).
     pub checkpoint: Handshake,
 }
 
@@ -100,8 +100,13 @@ pub fn decide<'a>(facts: &Facts<'a>) -> Decision<'a> {
     .unwrap_or(created);
     let timers = lifecycle::evaluate(now, created, active_since, &session.lifecycle, suspended);
     let pod_running = recorded_pod.is_some_and(|p| p.metadata.deletion_timestamp.is_none());
+    let ending = if suspended {
+        Some(Ending::Suspended)
+    } else {
+        timers.expired.map(Ending::Expired)
+    };
     let checkpoint = handshake(
-        timers.expired,
+        ending,
         session,
         previous,
         pod_running,
@@ -109,7 +114,7 @@ pub fn decide<'a>(facts: &Facts<'a>) -> Decision<'a> {
         now,
     );
     let holding = matches!(checkpoint, Handshake::Waiting { .. });
-    let want_pod = !suspended && (timers.expired.is_none() || holding);
+    let want_pod = holding || (!suspended && timers.expired.is_none());
     let plan = plan_pods(&session.name, previous, pods, want_pod);
     let kept_pod = (want_pod && !plan.create)
         .then(|| {

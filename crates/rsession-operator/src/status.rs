@@ -13,6 +13,7 @@ use rsession_api::well_known as wk;
 use rsession_api::{Phase, RSessionStatus};
 
 use crate::build::pod::CONTAINER_NAME;
+use crate::checkpoint::Ending;
 use crate::lifecycle::ExpiryReason;
 
 /// The kubelet's pod condition types this module reads (Kubernetes `PodCondition.type`).
@@ -223,15 +224,17 @@ pub fn compute(obs: &Observed<'_>) -> RSessionStatus {
 
     let (phase, ready_reason, message) = match (&obs.spec_error, obs.expired, &pod_state) {
         (Some((reason, msg)), _, _) => (Phase::Failed, *reason, msg.clone()),
-        (None, Some(reason), _) if obs.checkpointing.is_some() => (
+        (None, _, _) if obs.checkpointing.is_some() => (
             Phase::Checkpointing,
             "Checkpointing",
             format!(
-                "{} passed; the MCP frontend is saving R state into the workspace before the pod is deleted",
-                match reason {
-                    ExpiryReason::IdleTimeout => "idle timeout",
-                    ExpiryReason::MaxLifetime => "maximum lifetime",
+                "{}; the MCP frontend is saving R state into the workspace before the pod is deleted",
+                if obs.suspended {
+                    Ending::Suspended
+                } else {
+                    obs.expired.map_or(Ending::Suspended, Ending::Expired)
                 }
+                .describe()
             ),
         ),
         (None, Some(reason), _) => (

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use rsession_api::well_known as wk;
 use rsession_api::{Phase, RSession};
 use rsession_e2e::local_frontend::{self, HOSTPATH_CLASS};
@@ -113,8 +113,10 @@ async fn idle_persistent_session_is_checkpointed_and_resumes_with_its_objects() 
     );
 
     // Periodic: after new work, a checkpoint within the interval (awaited on the volume).
-    let marker = SystemTime::now();
     ok_stdout(&exec("y <- 7L; cat('y set')").await?, "y <- 7L")?;
+    // Any checkpoint that starts after that call returned holds y (a checkpoint and a call
+    // never overlap on a session); one may have run just before, without it.
+    let marker = SystemTime::now();
     let manifest = Path::new(&pv_dir).join(".rsession/checkpoint/manifest.rds");
     poll_until(
         "a periodic checkpoint after y was set",
@@ -195,6 +197,60 @@ async fn idle_persistent_session_is_checkpointed_and_resumes_with_its_objects() 
         said.contains("restored") && said.contains("s old"),
         "{said:?}"
     );
+
+    // A suspend (kubectl's way to stop a session) is held for a checkpoint as well; after the
+    // resume the next evaluation restores it.
+    let before = api.get(&id).await?;
+    let answered_before = before
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(wk::ANNOTATION_CHECKPOINTED_AT).cloned());
+    let suspend = |on: bool| json!({"spec": {"lifecycle": {"suspend": on}}});
+    api.patch(&id, &PatchParams::default(), &Patch::Merge(&suspend(true)))
+        .await?;
+    wait_for(
+        &api,
+        &id,
+        120,
+        "checkpointed, then Suspended",
+        move |o: Option<&RSession>| {
+            o.is_some_and(|rs| {
+                phase(rs) == Some(Phase::Suspended)
+                    && rs
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(wk::ANNOTATION_CHECKPOINTED_AT).cloned())
+                        != answered_before
+            })
+        },
+    )
+    .await?;
+    let r = exec("cat(x)").await?;
+    let refused = tool_failure(&r).map(|f| f.message).unwrap_or_default();
+    ensure!(
+        refused.contains("suspended"),
+        "a call while suspended: {}",
+        text(&r)
+    );
+    api.patch(&id, &PatchParams::default(), &Patch::Merge(&suspend(false)))
+        .await?;
+    wait_for(
+        &api,
+        &id,
+        180,
+        "Ready after the resume",
+        |o: Option<&RSession>| o.is_some_and(|rs| phase(rs) == Some(Phase::Ready)),
+    )
+    .await?;
+    let code = "cat(x * y)";
+    let r = exec(code).await?;
+    let out = ok_stdout(&r, code)?;
+    ensure!(out.trim() == "294", "after suspend and resume: {out:?}");
+    let said = local_frontend::reset_notice(&r);
+    println!("resume-after-suspend notice: {said}");
+    ensure!(said.contains("restored"), "{said:?}");
 
     let closed = call(&mcp, "close_session", json!({"session_id": id})).await?;
     ensure!(tool_failure(&closed).is_none(), "close: {}", text(&closed));

@@ -39,7 +39,7 @@ const MAX_OBJECT_BYTES: u64 = 256 << 20;
 
 /// Why the R of a session checkpointed before expiry went away (what the
 /// next result says before the restore report).
-pub(super) const EXPIRED_REASON: &str = "the session's pod ended after its idle timeout or maximum lifetime; its R state was checkpointed first";
+pub(super) const STOPPED_REASON: &str = "the session's pod was stopped (idle timeout, maximum lifetime or suspend); its R state was checkpointed first";
 
 impl SessionManager {
     /// Start answering checkpoint requests and taking periodic checkpoints in
@@ -80,7 +80,7 @@ impl SessionManager {
                 if let Some(conn) = slot.conn.take() {
                     conn.close().await;
                 }
-                slot.lost = Some(EXPIRED_REASON.into());
+                slot.lost = Some(STOPPED_REASON.into());
                 one_line(&v)
             }
             Err(e) => format!("checkpoint failed: {}", e.message),
