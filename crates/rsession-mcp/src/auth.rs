@@ -88,7 +88,7 @@ pub enum Verb {
 /// The RSession verb each tool needs in the sessions namespace
 /// (SubjectAccessReview, `--auth kubernetes`). Every routed tool is listed
 /// (a unit test in `tools` checks it against the router), so a new tool cannot silently get `get`.
-pub const TOOL_VERBS: [(&str, Verb); 15] = [
+pub const TOOL_VERBS: [(&str, Verb); 16] = [
     ("create_session", Verb::Create),
     ("list_sessions", Verb::List),
     ("close_session", Verb::Delete),
@@ -102,6 +102,7 @@ pub const TOOL_VERBS: [(&str, Verb); 15] = [
     ("load_data", Verb::Get),
     ("query_data", Verb::Get),
     ("describe_data", Verb::Get),
+    ("describe_database", Verb::Get),
     ("help", Verb::Get),
     ("read_output", Verb::Get),
 ];

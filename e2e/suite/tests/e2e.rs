@@ -323,6 +323,92 @@ async fn session_queries_the_omop_database() -> Result<()> {
     delete_rsession(&client, &ns, "e2e-omop").await
 }
 
+/// SQL over the session's own database from MCP: a local frontend whose sessions carry the
+/// synthetic OMOP CDM as `spec.database`; `describe_database` lists its tables and columns,
+/// `query_data` with `target: "database"` counts the same cohort as psql, with a bound parameter.
+#[tokio::test]
+#[ignore = "needs a cluster with the chart installed and e2e/local/omop-postgres.sh"]
+async fn mcp_describes_and_queries_the_session_database() -> Result<()> {
+    use rsession_testkit::mcp::call;
+    let client = client().await?;
+    let ns = sessions_ns()?;
+    omop_secret(&client, &ns).await?;
+    let schema = env("RSESSION_E2E_PG_SCHEMA")?;
+    let mcp = local_frontend::start(
+        &ns,
+        &format!("database: {{secretRef: {{name: {OMOP_SECRET}}}}}\n"),
+    )
+    .await?;
+    let id = local_frontend::create_session(&mcp).await?;
+
+    let described = call(
+        &mcp,
+        "describe_database",
+        json!({"session_id": id, "schema": schema, "max_tables": 100}),
+    )
+    .await?;
+    ensure!(
+        tool_failure(&described).is_none(),
+        "describe_database: {}",
+        text(&described)
+    );
+    let body = described.structured_content.clone().unwrap_or_default();
+    let person = body["tables"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "person"))
+        .context("no person table described")?;
+    ensure!(
+        person["columns"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["name"] == "person_id")),
+        "person columns: {person}"
+    );
+    println!(
+        "{}",
+        text(&described)
+            .lines()
+            .take(12)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    let sql = format!(
+        "SELECT count(DISTINCT person_id) AS n FROM {schema}.condition_occurrence WHERE condition_concept_id = $1"
+    );
+    let expected = psql_count(&sql.replace("$1", "201826"))?;
+    let r = call(
+        &mcp,
+        "query_data",
+        json!({"session_id": id, "target": "database", "sql": sql, "params": [201826]}),
+    )
+    .await?;
+    ensure!(tool_failure(&r).is_none(), "query_data: {}", text(&r));
+    let got = r
+        .structured_content
+        .as_ref()
+        .and_then(|s| s["rows"][0]["n"].as_f64())
+        .with_context(|| format!("no count in {}", text(&r)))?;
+    ensure!(
+        got as i64 == expected,
+        "query_data counted {got}, psql {expected}"
+    );
+    let bad = call(
+        &mcp,
+        "query_data",
+        json!({"session_id": id, "target": "database", "sql": "SELEC 1"}),
+    )
+    .await?;
+    let failure = tool_failure(&bad).context("a syntax error must fail")?;
+    ensure!(
+        failure.code == "invalid_argument" && failure.message.contains("syntax error"),
+        "{failure}"
+    );
+    let closed = call(&mcp, "close_session", json!({"session_id": id})).await?;
+    ensure!(tool_failure(&closed).is_none(), "close: {}", text(&closed));
+    mcp.cancel().await.ok();
+    Ok(())
+}
+
 /// Show 4 (idle): an idle timeout of a few seconds ends an idle session: its pod goes away.
 #[tokio::test]
 #[ignore = "needs a cluster with the chart installed (e2e/run-e2e.sh)"]

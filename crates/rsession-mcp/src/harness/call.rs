@@ -91,6 +91,26 @@ pub enum HarnessCall {
         /// Rows returned at most.
         max_rows: u32,
     },
+    /// `.rsession_db$query()`: one statement on the session's own database
+    /// (`spec.database`, through libpq's variables).
+    DatabaseQuery {
+        /// One SQL statement (PostgreSQL; `$1`, `$2` placeholders).
+        sql: String,
+        /// Bound values, in placeholder order (an array).
+        params: Option<Value>,
+        /// Rows returned at most.
+        max_rows: u32,
+    },
+    /// `.rsession_db$describe()`: schemas, tables and columns of the
+    /// session's database, a page of tables at a time.
+    DescribeDatabase {
+        /// Only this schema.
+        schema: Option<String>,
+        /// Tables per page.
+        max_tables: u32,
+        /// Tables skipped (the previous page's `next_offset`).
+        offset: u32,
+    },
     /// `.rsession_data$describe()`.
     Describe {
         /// Dataset name.
@@ -230,6 +250,26 @@ impl HarnessCall {
                 ".rsession_data$query({}, {}, max_rows = {max_rows}L)",
                 literal(sql)?,
                 params_literal(params.as_ref())?
+            ),
+            HarnessCall::DatabaseQuery {
+                sql,
+                params,
+                max_rows,
+            } => format!(
+                ".rsession_db$query({}, {}, max_rows = {max_rows}L)",
+                literal(sql)?,
+                params_literal(params.as_ref())?
+            ),
+            HarnessCall::DescribeDatabase {
+                schema,
+                max_tables,
+                offset,
+            } => format!(
+                ".rsession_db$describe({}, max_tables = {max_tables}L, offset = {offset}L)",
+                match schema {
+                    Some(s) => literal(s)?,
+                    None => "NULL".into(),
+                }
             ),
             HarnessCall::Describe { name, top_n } => {
                 check_identifier(name)?;

@@ -28,6 +28,7 @@ pub use outcome::{
 pub const HARNESS_R: &str = concat!(
     include_str!("../harness.R"),
     include_str!("../harness_data.R"),
+    include_str!("../harness_db.R"),
     include_str!("../harness_checkpoint.R")
 );
 

@@ -97,6 +97,23 @@ pub struct QueryData {
     /// Deadline in seconds (default: the server's default evaluation deadline).
     #[serde(default)]
     pub max_duration_secs: Option<f64>,
+    /// `datasets` (default): the datasets loaded with load_data. `database`:
+    /// the session's own database (the RSession's `spec.database`, PostgreSQL
+    /// dialect, `$1`, `$2` placeholders with `params` as an array; see
+    /// describe_database).
+    #[serde(default)]
+    pub target: QueryTarget,
+}
+
+/// What `query_data` runs against.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryTarget {
+    /// The datasets loaded with `load_data` (DuckDB or SQLite).
+    #[default]
+    Datasets,
+    /// The session's database (PostgreSQL).
+    Database,
 }
 
 /// Arguments of `describe_data`.
@@ -139,10 +156,13 @@ const LOAD_DATA: ToolDef = ToolDef {
 const QUERY_DATA: ToolDef = ToolDef {
     name: "query_data",
     title: "Query datasets with SQL",
-    description: "Run one SQL statement over the datasets loaded with load_data (each is a table of the same name; changes made to them in R are picked up). DuckDB when the session has it, else SQLite (dates as ISO text). Bind values with ? placeholders and params (never paste values into SQL). Returns rows as structured content and a text table, the full row count, elapsed ms; at most max_rows rows (default 1000).",
+    description: "Run one SQL statement over the datasets loaded with load_data (each is a table of the same name; changes made to them in R are picked up). DuckDB when the session has it, else SQLite (dates as ISO text). Bind values with ? placeholders and params (never paste values into SQL). With target \"database\": over the session's own database instead (PostgreSQL, e.g. an OMOP CDM; $1, $2 placeholders; describe_database lists its tables). Returns rows as structured content and a text table, the full row count, elapsed ms; at most max_rows rows (default 1000).",
     // One SQL statement of any kind: an UPDATE on a loaded database file
-    // changes that file.
-    hints: Hints::DESTRUCTIVE,
+    // changes that file; target "database" reaches the session's database.
+    hints: Hints {
+        open_world: true,
+        ..Hints::DESTRUCTIVE
+    },
     paging: Paging::Paged,
     task: true,
 };
@@ -273,10 +293,27 @@ async fn query(call: Call, p: QueryData) -> Result<CallToolResult, ToolError> {
             "max_rows must be between 1 and {MAX_ROWS}"
         )));
     }
-    let harness_call = HarnessCall::Query {
-        sql: p.sql,
-        params: p.params,
-        max_rows,
+    let harness_call = match p.target {
+        QueryTarget::Datasets => HarnessCall::Query {
+            sql: p.sql,
+            params: p.params,
+            max_rows,
+        },
+        QueryTarget::Database => {
+            if p.params
+                .as_ref()
+                .is_some_and(|v| !v.is_array() && !v.is_null())
+            {
+                return Err(ToolError::invalid(
+                    "params for target database must be an array, bound to $1, $2, ... in order",
+                ));
+            }
+            HarnessCall::DatabaseQuery {
+                sql: p.sql,
+                params: p.params,
+                max_rows,
+            }
+        }
     };
     let max_duration = deadline(p.max_duration_secs, "max_duration_secs")?;
     let reply: Sexp = call

@@ -17,6 +17,7 @@
 mod call;
 mod checkpoint;
 mod data;
+mod database;
 mod exec;
 mod files;
 mod help;
@@ -117,6 +118,7 @@ impl RSessionServer {
             exec::routes(),
             files::routes(),
             data::routes(),
+            database::routes(),
             help::routes(),
             pages::routes(),
         ]
