@@ -267,9 +267,12 @@ pub struct EgressRule {
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseSpec {
     /// Secret in the RSession's namespace with the keys host (required), port (default 5432),
-    /// dbname, user, password and schema. In R they appear as PGHOST, PGPORT, PGDATABASE, PGUSER,
-    /// PGPASSWORD (libpq's variables, so `DBI::dbConnect(RPostgres::Postgres())` needs no
-    /// arguments) and CDM_SCHEMA.
+    /// dbname, user, password and schema, and optionally vocabulary_schema, results_schema and
+    /// write_schema. In R they appear as PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD (libpq's
+    /// variables, so `DBI::dbConnect(RPostgres::Postgres())` needs no arguments), CDM_SCHEMA,
+    /// CDM_VOCABULARY_SCHEMA, CDM_RESULTS_SCHEMA and CDM_WRITE_SCHEMA. A schema marks the
+    /// database as an OMOP CDM: sessions started through the MCP frontend then hold `cdm`, a
+    /// handle on its tables (CDMConnector's, or lazy dbplyr tables).
     pub secret_ref: SecretReference,
 }
 

@@ -74,6 +74,12 @@ pub mod database_keys {
     pub const PASSWORD: &str = "password";
     /// OMOP CDM schema name (optional).
     pub const SCHEMA: &str = "schema";
+    /// Optional key: the OMOP CDM vocabulary schema (default: `schema`).
+    pub const VOCABULARY_SCHEMA: &str = "vocabulary_schema";
+    /// Optional key: the schema of results tables such as cohorts (default: `schema`).
+    pub const RESULTS_SCHEMA: &str = "results_schema";
+    /// Optional key: a schema the session may write to (default: `schema`).
+    pub const WRITE_SCHEMA: &str = "write_schema";
 }
 
 /// Default PostgreSQL port used when the database Secret has no `port` key.

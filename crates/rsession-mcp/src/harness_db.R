@@ -12,6 +12,7 @@
 # Entry points (called by rsession-mcp, never by users):
 #   .rsession_db$query(sql, params, max_rows)
 #   .rsession_db$describe(schema, max_tables, offset)
+#   .rsession_db$cdm_setup()   at every connect: the `cdm` handle when CDM_SCHEMA is set
 local({
   b <- new.env(parent = globalenv())
   state <- new.env(parent = emptyenv())
@@ -98,6 +99,66 @@ local({
     shown <- offset + length(out)
     list(schemas = I(schemas), total_tables = as.double(total), offset = as.double(offset),
          tables = out, next_offset = if (shown < total) as.double(shown) else NA_real_)
+  }
+
+  # OMOP CDM v5.4 tables (clinical, health system, economics, derived, metadata, vocabulary,
+  # results) that the `cdm` handle exposes when found.
+  b$cdm_tables <- c(
+    "person", "observation_period", "visit_occurrence", "visit_detail", "condition_occurrence",
+    "drug_exposure", "procedure_occurrence", "device_exposure", "measurement", "observation",
+    "death", "note", "note_nlp", "specimen", "fact_relationship", "location", "care_site",
+    "provider", "payer_plan_period", "cost", "drug_era", "dose_era", "condition_era", "episode",
+    "episode_event", "metadata", "cdm_source", "concept", "vocabulary", "domain",
+    "concept_class", "concept_relationship", "relationship", "concept_synonym",
+    "concept_ancestor", "source_to_concept_map", "drug_strength", "cohort", "cohort_definition")
+
+  # When the session's database is an OMOP CDM (CDM_SCHEMA set; CDM_VOCABULARY_SCHEMA,
+  # CDM_RESULTS_SCHEMA and CDM_WRITE_SCHEMA optional), put `cdm` in the global environment:
+  # CDMConnector's cdm_from_con() when the image has CDMConnector, else a named list of lazy
+  # dbplyr tables, one per CDM table found. NULL without CDM_SCHEMA; a failure is reported,
+  # never raised, so the session still starts.
+  b$cdm_setup <- function() {
+    schema <- Sys.getenv("CDM_SCHEMA", unset = "")
+    if (!nzchar(schema)) return(NULL)
+    schema_of <- function(var) { v <- Sys.getenv(var, unset = ""); if (nzchar(v)) v else schema }
+    vocab <- schema_of("CDM_VOCABULARY_SCHEMA")
+    results <- schema_of("CDM_RESULTS_SCHEMA")
+    write <- schema_of("CDM_WRITE_SCHEMA")
+    tryCatch({
+      con <- b$con()
+      found <- DBI::dbGetQuery(con, paste0(
+        "SELECT table_schema AS s, table_name AS t FROM information_schema.tables WHERE table_schema IN (",
+        paste(DBI::dbQuoteString(con, unique(c(schema, vocab, results))), collapse = ", "), ")"))
+      found <- found[tolower(found$t) %in% b$cdm_tables, , drop = FALSE]
+      # A table in the CDM schema wins over a copy in the vocabulary or results schema.
+      found <- found[order(match(found$s, c(schema, vocab, results))), , drop = FALSE]
+      found <- found[!duplicated(tolower(found$t)), , drop = FALSE]
+      if (!"person" %in% tolower(found$t)) data$fail("no person table in schema ", schema)
+      person <- found$s[tolower(found$t) == "person"]
+      persons <- DBI::dbGetQuery(con, paste0("SELECT count(*) AS n FROM ",
+        DBI::dbQuoteIdentifier(con, DBI::Id(schema = person, table = "person"))))$n
+      version <- NA_character_
+      if ("cdm_source" %in% tolower(found$t)) {
+        src <- found$s[tolower(found$t) == "cdm_source"]
+        version <- tryCatch(as.character(DBI::dbGetQuery(con, paste0("SELECT cdm_version FROM ",
+          DBI::dbQuoteIdentifier(con, DBI::Id(schema = src, table = "cdm_source")), " LIMIT 1"))[[1]][1]),
+          error = function(e) NA_character_)
+      }
+      if (data$has("CDMConnector")) {
+        cdm <- CDMConnector::cdm_from_con(con, cdm_schema = schema, write_schema = write)
+        handle <- "CDMConnector"
+      } else {
+        if (!data$has("dbplyr")) data$fail("the cdm handle needs dbplyr or CDMConnector")
+        cdm <- lapply(seq_len(nrow(found)), function(i)
+          dplyr::tbl(con, dbplyr::in_schema(found$s[[i]], found$t[[i]])))
+        names(cdm) <- tolower(found$t)
+        handle <- "dbplyr"
+      }
+      assign("cdm", cdm, envir = globalenv())
+      list(handle = handle, schema = schema, vocabulary_schema = vocab, results_schema = results,
+           write_schema = write, tables = I(sort(tolower(found$t))), cdm_version = version,
+           persons = as.double(persons))
+    }, error = function(e) list(handle = NA_character_, schema = schema, error = conditionMessage(e)))
   }
 
   lockEnvironment(b, bindings = TRUE)

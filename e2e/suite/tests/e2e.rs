@@ -323,9 +323,10 @@ async fn session_queries_the_omop_database() -> Result<()> {
     delete_rsession(&client, &ns, "e2e-omop").await
 }
 
-/// SQL over the session's own database from MCP: a local frontend whose sessions carry the
-/// synthetic OMOP CDM as `spec.database`; `describe_database` lists its tables and columns,
-/// `query_data` with `target: "database"` counts the same cohort as psql, with a bound parameter.
+/// The session's own database from MCP: a local frontend whose sessions carry the synthetic
+/// OMOP CDM as `spec.database`; the session starts with `cdm` (persons counted through it match
+/// psql), `describe_database` lists its tables and columns, `query_data` with
+/// `target: "database"` counts the same cohort as psql, with a bound parameter.
 #[tokio::test]
 #[ignore = "needs a cluster with the chart installed and e2e/local/omop-postgres.sh"]
 async fn mcp_describes_and_queries_the_session_database() -> Result<()> {
@@ -339,7 +340,37 @@ async fn mcp_describes_and_queries_the_session_database() -> Result<()> {
         &format!("database: {{secretRef: {{name: {OMOP_SECRET}}}}}\n"),
     )
     .await?;
-    let id = local_frontend::create_session(&mcp).await?;
+    // The Secret names a schema, so the session holds `cdm`, and its start says so.
+    let created = call(&mcp, "create_session", json!({})).await?;
+    ensure!(
+        tool_failure(&created).is_none(),
+        "create_session: {}",
+        text(&created)
+    );
+    let info = created.structured_content.clone().unwrap_or_default();
+    let id = info["session_id"]
+        .as_str()
+        .context("no session_id")?
+        .to_owned();
+    println!("{}", text(&created));
+    ensure!(
+        info["cdm"]["handle"].is_string() && info["cdm"]["schema"] == schema.as_str(),
+        "cdm at session start: {}",
+        info["cdm"]
+    );
+    let persons = psql_count(&format!("SELECT count(*) FROM {schema}.person"))?;
+    ensure!(
+        info["cdm"]["persons"].as_f64() == Some(persons as f64),
+        "cdm persons {} against psql {persons}",
+        info["cdm"]["persons"]
+    );
+    let code = "cat(dplyr::pull(dplyr::count(cdm$person)))";
+    let counted = local_frontend::exec(&mcp, &id, code).await?;
+    let out = ok_stdout(&counted, code)?;
+    ensure!(
+        out.trim() == persons.to_string(),
+        "R counted {out} persons through cdm, psql {persons}"
+    );
 
     let described = call(
         &mcp,

@@ -111,6 +111,9 @@ pub enum HarnessCall {
         /// Tables skipped (the previous page's `next_offset`).
         offset: u32,
     },
+    /// `.rsession_db$cdm_setup()`: the `cdm` handle of an OMOP CDM database
+    /// (`CDM_SCHEMA` set), or `NULL`.
+    CdmSetup,
     /// `.rsession_data$describe()`.
     Describe {
         /// Dataset name.
@@ -271,6 +274,7 @@ impl HarnessCall {
                     None => "NULL".into(),
                 }
             ),
+            HarnessCall::CdmSetup => ".rsession_db$cdm_setup()".to_string(),
             HarnessCall::Describe { name, top_n } => {
                 check_identifier(name)?;
                 format!(

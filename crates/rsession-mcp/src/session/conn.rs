@@ -60,6 +60,10 @@ pub struct RConn {
     /// Path of the harness's output spool as R sees it (progress reads its
     /// last line while an evaluation runs); `None` from an older harness.
     spool: Option<String>,
+    /// What `.rsession_db$cdm_setup()` reported: the `cdm` handle of an OMOP
+    /// CDM database (kind, schemas, tables, CDM version, persons, or an
+    /// error); `None` when the session's database is no CDM.
+    pub cdm: Option<serde_json::Value>,
 }
 
 fn backend_unavailable(endpoint: &Endpoint, e: &rserve::Error) -> ToolError {
@@ -145,6 +149,15 @@ impl RConn {
             .get("memory")
             .map(MemoryState::from_sexp)
             .unwrap_or_default();
+        // The `cdm` handle of an OMOP CDM database (nothing without CDM_SCHEMA);
+        // its own failures come back as data, so only a broken call fails here.
+        let cdm_setup = HarnessCall::CdmSetup.render()?;
+        let cdm = conn
+            .eval(&cdm_setup)
+            .await
+            .map_err(|e| ToolError::internal(format!("preparing the cdm handle failed: {e}")))
+            .map(|v| crate::sexp_json::to_json(&v))?;
+        let cdm = Some(cdm).filter(|v| !v.is_null());
         Ok(RConn {
             pid,
             r_version: text("r_version"),
@@ -152,6 +165,7 @@ impl RConn {
             workspace: text("workspace"),
             spool: Some(text("spool")).filter(|s| !s.is_empty()),
             memory,
+            cdm,
             endpoint: endpoint.clone(),
             opts,
             conn,

@@ -4,7 +4,7 @@ use rmcp::handler::server::router::tool::ToolRoute;
 use rmcp::model::CallToolResult;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{Call, Hints, NoArgs, Paging, RSessionServer, ToolDef, structured, tool};
 use crate::errors::ToolError;
@@ -99,15 +99,43 @@ async fn create(call: Call, p: CreateSession) -> Result<CallToolResult, ToolErro
         return Ok(structured(text, value));
     }
     let info = call.manager.create(&call.owner, &call.progress).await?;
-    let text = format!(
+    let mut text = format!(
         "Created session {} ({}). Working directory: {}. Use execute_in_session with session_id \"{}\".",
         info.session_id,
         info.r_version.as_deref().unwrap_or("R"),
         info.workspace.as_deref().unwrap_or("?"),
         info.session_id
     );
+    if let Some(cdm) = &info.cdm {
+        text.push(' ');
+        text.push_str(&cdm_sentence(cdm));
+    }
     let value = serde_json::to_value(&info).map_err(|e| ToolError::internal(e.to_string()))?;
     Ok(structured(text, value))
+}
+
+/// What an agent reads about the session's `cdm` handle (see
+/// [`crate::session::SessionInfo::cdm`]).
+fn cdm_sentence(cdm: &Value) -> String {
+    if let Some(error) = cdm["error"].as_str() {
+        return format!(
+            "The database is an OMOP CDM (schema {}), but no `cdm` handle could be made: {error}",
+            cdm["schema"].as_str().unwrap_or("?")
+        );
+    }
+    let tables = cdm["tables"].as_array().map_or(0, Vec::len);
+    let kind = match cdm["handle"].as_str() {
+        Some("CDMConnector") => "a CDMConnector cdm reference (CDMConnector::cdm_from_con)",
+        _ => "a named list of lazy dbplyr tables (cdm$person, cdm$condition_occurrence, ...)",
+    };
+    format!(
+        "`cdm` is {kind} over the OMOP CDM in schema {} ({tables} tables, CDM version {}, {} persons).",
+        cdm["schema"].as_str().unwrap_or("?"),
+        cdm["cdm_version"].as_str().unwrap_or("unknown"),
+        cdm["persons"]
+            .as_f64()
+            .map_or("?".to_string(), |n| format!("{n:.0}"))
+    )
 }
 
 async fn list(call: Call, _: NoArgs) -> Result<CallToolResult, ToolError> {
@@ -154,4 +182,28 @@ async fn reset(call: Call, p: SessionRef) -> Result<CallToolResult, ToolError> {
         notice.clone(),
         json!({"session_id": id, "state_reset": true, "state_reset_notice": notice}),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cdm_sentence_names_the_handle_version_and_persons_or_the_error() {
+        let ok = json!({"handle": "dbplyr", "schema": "cdm", "tables": ["person", "concept"],
+                        "cdm_version": "5.4", "persons": 1000.0});
+        let t = cdm_sentence(&ok);
+        assert!(t.contains("lazy dbplyr tables"), "{t}");
+        assert!(
+            t.contains("schema cdm (2 tables, CDM version 5.4, 1000 persons)"),
+            "{t}"
+        );
+        let failed =
+            json!({"handle": null, "schema": "cdm", "error": "no person table in schema cdm"});
+        let t = cdm_sentence(&failed);
+        assert!(
+            t.contains("no `cdm` handle could be made: no person table"),
+            "{t}"
+        );
+    }
 }

@@ -32,13 +32,20 @@ const VOLUME_CREDENTIALS: &str = "rserve-credentials";
 
 /// Environment variables exposing the database Secret's keys to R, libpq's names first so that
 /// `DBI::dbConnect(RPostgres::Postgres())` needs no arguments: (variable, Secret key, optional).
-pub const DATABASE_ENV: [(&str, &str, bool); 6] = [
+pub const DATABASE_ENV: [(&str, &str, bool); 9] = [
     ("PGHOST", database_keys::HOST, false),
     ("PGPORT", database_keys::PORT, true),
     ("PGDATABASE", database_keys::DBNAME, true),
     ("PGUSER", database_keys::USER, true),
     ("PGPASSWORD", database_keys::PASSWORD, true),
     ("CDM_SCHEMA", database_keys::SCHEMA, true),
+    (
+        "CDM_VOCABULARY_SCHEMA",
+        database_keys::VOCABULARY_SCHEMA,
+        true,
+    ),
+    ("CDM_RESULTS_SCHEMA", database_keys::RESULTS_SCHEMA, true),
+    ("CDM_WRITE_SCHEMA", database_keys::WRITE_SCHEMA, true),
 ];
 
 /// The claim the workspace volume mounts, if the workspace is Persistent.

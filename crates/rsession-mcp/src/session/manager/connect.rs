@@ -59,6 +59,7 @@ impl SessionManager {
             };
             slot.workspace = Some(conn.workspace.clone());
             slot.r_version = Some(conn.r_version.clone());
+            slot.cdm = conn.cdm.clone();
             if let Some(reason) = slot.lost.take() {
                 slot.pending_notice =
                     Some(match self.restore_after_loss(&reason, &mut conn).await {

@@ -57,6 +57,11 @@ pub struct SessionInfo {
     /// Backend lifecycle phase where there is one (Kubernetes: the RSession's
     /// `status.phase`); filled by `list_sessions`.
     pub phase: Option<String>,
+    /// The `cdm` handle R holds when the session's database is an OMOP CDM:
+    /// `handle` (`CDMConnector` or `dbplyr`), schemas, `tables`,
+    /// `cdm_version`, `persons`, or `error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cdm: Option<serde_json::Value>,
 }
 
 #[derive(Default)]
@@ -74,6 +79,8 @@ struct Slot {
     /// When this R's state was last checkpointed (periodic checkpoints count
     /// from it; `None`: not since it was connected).
     checkpointed_at: Option<jiff::Timestamp>,
+    /// The `cdm` handle of this R ([`RConn::cdm`]).
+    cdm: Option<serde_json::Value>,
 }
 
 struct Session {
@@ -250,6 +257,7 @@ impl SessionManager {
             Slot {
                 workspace: Some(conn.workspace.clone()),
                 r_version: Some(conn.r_version.clone()),
+                cdm: conn.cdm.clone(),
                 conn: Some(conn),
                 endpoint: Some(endpoint),
                 ..Slot::default()
@@ -262,14 +270,15 @@ impl SessionManager {
     }
 
     async fn info(&self, s: &Session) -> SessionInfo {
-        let (busy, connected, workspace, r_version) = match s.slot.try_lock() {
+        let (busy, connected, workspace, r_version, cdm) = match s.slot.try_lock() {
             Ok(slot) => (
                 false,
                 slot.conn.is_some(),
                 slot.workspace.clone(),
                 slot.r_version.clone(),
+                slot.cdm.clone(),
             ),
-            Err(_) => (true, true, None, None),
+            Err(_) => (true, true, None, None, None),
         };
         SessionInfo {
             session_id: s.id.clone(),
@@ -286,6 +295,7 @@ impl SessionManager {
             workspace,
             r_version,
             phase: None,
+            cdm,
         }
     }
 
@@ -317,6 +327,7 @@ impl SessionManager {
                     workspace: None,
                     r_version: None,
                     phase: k.phase,
+                    cdm: None,
                 }),
             }
         }
