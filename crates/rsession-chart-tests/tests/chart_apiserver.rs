@@ -431,6 +431,14 @@ async fn mcp_service_account_is_limited_to_the_sessions_namespace() {
             (
                 true,
                 "create",
+                "events.k8s.io",
+                "events",
+                Some(SESSIONS_NAMESPACE),
+            ),
+            (false, "create", "events.k8s.io", "events", Some("default")),
+            (
+                true,
+                "create",
                 "authentication.k8s.io",
                 "tokenreviews",
                 None,

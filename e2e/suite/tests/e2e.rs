@@ -99,6 +99,34 @@ async fn sample_ready_and_mcp_session_runs_tidyverse_with_plot() -> Result<()> {
     // base64 of the PNG signature 89 50 4E 47 0D 0A 1A 0A starts with "iVBORw0KGgo".
     ensure!(imgs[0].1.starts_with("iVBORw0KGgo"), "not a PNG");
 
+    // The frontend recorded who created the session, as an Event on it (the chart's Role lets
+    // it create Events in the sessions namespace).
+    let caller = "system:serviceaccount:".to_string() + &ns + ":e2e-agent-a";
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let id_for_events = id.clone();
+    poll_until(
+        "a Created Event by the frontend",
+        30,
+        std::time::Duration::from_millis(200),
+        || {
+            let (events, id, caller) = (events.clone(), id_for_events.clone(), caller.clone());
+            async move {
+                Ok(events
+                    .list(&Default::default())
+                    .await?
+                    .items
+                    .into_iter()
+                    .find(|e| {
+                        e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(id.as_str())
+                            && e.reason.as_deref() == Some("Created")
+                            && e.reporting_controller.as_deref() == Some("rsession-mcp")
+                            && e.note.as_deref().is_some_and(|n| n.contains(&caller))
+                    }))
+            }
+        },
+    )
+    .await?;
+
     let closed = call(&mcp, "close_session", json!({"session_id": id})).await?;
     ensure!(
         closed.is_error != Some(true),

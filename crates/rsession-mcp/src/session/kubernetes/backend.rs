@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use super::activity::Activity;
 use super::checkpoints::{Checkpoints, answer};
 use super::errors::{api_error, is_not_found};
+use super::events::Events;
 use super::status::{idled_out, not_ready, progress_step, terminal_state};
 use super::{
     ANNOTATION_OWNER_NAME, FIELD_MANAGER, KubernetesConfig, LABEL_OWNER, PROGRESS_TOTAL,
@@ -34,6 +35,8 @@ pub struct KubernetesBackend {
     config: KubernetesConfig,
     /// Activity stamps (`rsession.dev/last-activity`).
     pub(super) activity: Activity,
+    /// Events on the RSessions: who created, closed or resumed them.
+    events: Events,
     /// The checkpoint watch, started when the session manager asks for its
     /// requests ([`Backend::checkpoint_requests`]).
     checkpoints: std::sync::OnceLock<std::sync::Arc<Checkpoints>>,
@@ -54,6 +57,7 @@ impl KubernetesBackend {
         KubernetesBackend {
             activity: Activity::new(rsessions.clone(), &config),
             rsessions,
+            events: Events::new(client.clone()),
             secrets: Api::namespaced(client, &config.namespace),
             config,
             checkpoints: std::sync::OnceLock::new(),
@@ -253,11 +257,18 @@ impl Backend for KubernetesBackend {
         progress: &Progress,
     ) -> Result<Endpoint, ToolError> {
         let rs = self.new_rsession(owner, id);
-        self.rsessions
+        let rs = self
+            .rsessions
             .patch(id, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&rs))
             .await
             .map_err(|e| api_error("create RSessions", &e))?;
         tracing::info!(session_id = id, namespace = %self.config.namespace, "RSession applied");
+        self.events.publish(
+            &rs,
+            &self.config.namespace,
+            "Created",
+            format!("created through MCP for {owner}"),
+        );
         progress
             .report(
                 0.0,
@@ -282,6 +293,12 @@ impl Backend for KubernetesBackend {
             return self.endpoint_of(&rs).await;
         }
         if idled_out(&rs) {
+            self.events.publish(
+                &rs,
+                &self.config.namespace,
+                "Resuming",
+                format!("a call through MCP by {owner} brings the idle session back"),
+            );
             let rs = self.revive(owner, id).await?;
             return self.endpoint_of(&rs).await;
         }
@@ -315,7 +332,13 @@ impl Backend for KubernetesBackend {
     }
 
     async fn close(&self, owner: &str, id: &str) -> Result<(), ToolError> {
-        self.owned(owner, id).await?;
+        let rs = self.owned(owner, id).await?;
+        self.events.publish(
+            &rs,
+            &self.config.namespace,
+            "Closed",
+            format!("closed through MCP by {owner}"),
+        );
         match self.rsessions.delete(id, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => return Err(ToolError::session_not_found(id)),

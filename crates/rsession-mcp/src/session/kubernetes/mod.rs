@@ -22,17 +22,20 @@
 //! Files, one job each: `backend.rs` (the [`crate::session::Backend`] over RSession objects),
 //! `status.rs` (progress and errors read from an RSession's status),
 //! `activity.rs` (activity stamps), `checkpoints.rs` (the checkpoint
-//! handshake before expiry, periodic checkpoint intervals), `errors.rs` (API failures as tool errors;
+//! handshake before expiry, periodic checkpoint intervals), `events.rs`
+//! (Events on the RSession: who created, closed or resumed it), `errors.rs` (API failures as tool errors;
 //! the owner label). Contract names (labels, annotations, condition types,
 //! readiness) come from `rsession-api`.
 //!
 //! Kubernetes API calls: `rsessions` patch (apply), get, list, watch, delete;
-//! `secrets` get — the verbs the chart's `rsession-mcp` Role grants.
+//! `secrets` get; `events.k8s.io` events create — the verbs the chart's
+//! `rsession-mcp` Role grants.
 
 mod activity;
 mod backend;
 mod checkpoints;
 mod errors;
+mod events;
 mod status;
 
 #[cfg(test)]
