@@ -30,16 +30,24 @@ fn rules(v: &Value) -> Vec<String> {
 
 #[test]
 fn committed_crd_yaml_matches_the_rust_types() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../crds/rsession.dev_rsessions.yaml"
-    );
-    let committed = std::fs::read_to_string(path).expect("crds/rsession.dev_rsessions.yaml exists");
     let generated = rsession_api::crd_yaml().expect("CRD renders as YAML");
-    assert!(
-        committed == generated,
-        "crds/rsession.dev_rsessions.yaml is stale: run `cargo run -p rsession-api --bin crdgen > crds/rsession.dev_rsessions.yaml`"
-    );
+    // The Helm chart carries its own copy (Helm installs only what is inside the chart).
+    for copy in ["crds", "charts/rsession/crds"] {
+        let path = format!(
+            "{}/../../{copy}/rsession.dev_rsessions.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let committed = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(
+            committed == generated,
+            "{copy}/rsession.dev_rsessions.yaml is stale: run `cargo run -p rsession-api --bin crdgen > crds/rsession.dev_rsessions.yaml && cp crds/rsession.dev_rsessions.yaml charts/rsession/crds/`"
+        );
+    }
+    let chart_crds: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../charts/rsession/crds"))
+        .expect("the chart has a crds folder")
+        .map(|e| e.expect("readable entry").file_name())
+        .collect();
+    assert_eq!(chart_crds, ["rsession.dev_rsessions.yaml"], "the chart installs exactly the generated CRD");
 }
 
 #[test]
