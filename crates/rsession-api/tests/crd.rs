@@ -43,11 +43,18 @@ fn committed_crd_yaml_matches_the_rust_types() {
             "{copy}/rsession.dev_rsessions.yaml is stale: run `cargo run -p rsession-api --bin crdgen > crds/rsession.dev_rsessions.yaml && cp crds/rsession.dev_rsessions.yaml charts/rsession/crds/`"
         );
     }
-    let chart_crds: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../charts/rsession/crds"))
-        .expect("the chart has a crds folder")
-        .map(|e| e.expect("readable entry").file_name())
-        .collect();
-    assert_eq!(chart_crds, ["rsession.dev_rsessions.yaml"], "the chart installs exactly the generated CRD");
+    let chart_crds: Vec<_> = std::fs::read_dir(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../charts/rsession/crds"
+    ))
+    .expect("the chart has a crds folder")
+    .map(|e| e.expect("readable entry").file_name())
+    .collect();
+    assert_eq!(
+        chart_crds,
+        ["rsession.dev_rsessions.yaml"],
+        "the chart installs exactly the generated CRD"
+    );
 }
 
 #[test]
