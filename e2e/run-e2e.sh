@@ -58,8 +58,8 @@ else
   (cd "$repo" && cargo build -p rsession-operator -p rsession-mcp)
   ln -s "$target/debug/rsession-operator" "$target/debug/rsession-mcp" "$bins/"
 fi
-log "images: r-sandbox:dev (cached OCI tarball reused), operator and mcp:$tag from the debug binaries"
-"$repo/images/build.sh" r-sandbox
+log "images: r-sandbox:dev and db-proxy:dev (cached OCI tarballs reused), operator and mcp:$tag from the debug binaries"
+"$repo/images/build.sh" r-sandbox db-proxy
 RSESSION_BIN_DIR="$bins" RSESSION_IMAGE_TAG="$tag" "$repo/images/build.sh" operator mcp
 
 # Session requests are lowered (defaults 250m CPU, 512Mi): the node has 2 CPUs, and the load
@@ -74,6 +74,8 @@ helm upgrade --install "$release" "$repo/charts/rsession" -n "$sys_ns" --create-
   --set mcp.image.repository=localhost/rsession/mcp,mcp.image.tag=$tag,mcp.image.pullPolicy=Never \
   --set operator.sessionDefaults.defaultImage=localhost/rsession/r-sandbox:dev \
   --set operator.sessionDefaults.defaultImagePullPolicy=Never \
+  --set operator.sessionDefaults.databaseProxy.image=localhost/rsession/db-proxy:dev \
+  --set operator.sessionDefaults.databaseProxy.imagePullPolicy=Never \
   --set operator.sessionDefaults.defaultResources.requests.cpu=25m \
   --set operator.sessionDefaults.defaultResources.requests.memory=128Mi \
   --set operator.watchNamespace="$sess_ns",sessions.namespace="$sess_ns" >&2

@@ -4,10 +4,10 @@
 # containerd's k8s.io namespace under localhost/rsession/<name>:<tag>.
 #
 # Usage: images/build.sh [--no-import] [target ...]
-#   targets: pause r-sandbox operator mcp coredns (default: pause r-sandbox)
+#   targets: pause r-sandbox db-proxy operator mcp coredns (default: pause r-sandbox)
 # Environment:
 #   RSESSION_CACHE      cache folder (default ~/.cache/rsession); images live under images/
-#   RSESSION_IMAGE_TAG  tag of the r-sandbox, operator and mcp images (default dev)
+#   RSESSION_IMAGE_TAG  tag of the r-sandbox, db-proxy, operator and mcp images (default dev)
 #   CONTAINERD_ADDRESS  containerd socket for the import (default /run/containerd/containerd.sock)
 #   DEBIAN_MIRROR       Debian mirror (default http://deb.debian.org/debian)
 #   RSESSION_BIN_DIR    folder holding release binaries rsession-operator / rsession-mcp
@@ -33,8 +33,8 @@ targets=()
 for arg in "$@"; do
   case "$arg" in
     --no-import) do_import=0 ;;
-    pause|r-sandbox|operator|mcp|coredns) targets+=("$arg") ;;
-    *) echo "usage: $0 [--no-import] [pause|r-sandbox|operator|mcp|coredns ...]" >&2; exit 2 ;;
+    pause|r-sandbox|db-proxy|operator|mcp|coredns) targets+=("$arg") ;;
+    *) echo "usage: $0 [--no-import] [pause|r-sandbox|db-proxy|operator|mcp|coredns ...]" >&2; exit 2 ;;
   esac
 done
 [ ${#targets[@]} -gt 0 ] || targets=(pause r-sandbox)
@@ -43,7 +43,9 @@ log() { echo "[images] $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap, chroot, containerd import)"
-for tool in debootstrap umoci ctr objdump sha256sum; do
+needed=(debootstrap umoci objdump sha256sum)
+[ "$do_import" -eq 0 ] || needed+=(ctr)   # only the import talks to containerd
+for tool in "${needed[@]}"; do
   command -v "$tool" >/dev/null || die "$tool not found (apt-get install debootstrap umoci containerd binutils)"
 done
 mkdir -p "$cache/oci" "$cache/rootfs" "$cache/work"
@@ -214,6 +216,46 @@ build_r_sandbox() {
   import_image r-sandbox "$tarball"
 }
 
+# db-proxy: the session pod's PostgreSQL credential proxy (PgBouncer from Debian) and its
+# entrypoint; uid 1001, so that it shares no user with the R container. Only PgBouncer's
+# binary is taken from its package (the package pulls in postgresql-common and perl, which the
+# proxy does not need); its libraries come from apt.
+build_db_proxy() {
+  local dir="$here/db-proxy" key tarball root start
+  key="$(inputs_key build_db_proxy ensure_base -- "$dir/entrypoint.sh")"
+  tarball="$cache/oci/db-proxy-$tag-$key.tar"
+  if [ ! -f "$tarball" ]; then
+    ensure_base
+    start=$(date +%s)
+    root="$cache/work/db-proxy-rootfs"
+    rm -rf "$root"
+    cp -a "$base" "$root"
+    rm -f "$root/.rsession-complete"
+    log "db-proxy: apt-get install PgBouncer's libraries, extract pgbouncer in a chroot..."
+    in_chroot "$root" sh -c 'apt-get update -q && apt-get install -y -q --no-install-recommends libc-ares2 libevent-2.1-7 \
+      && cd /tmp && apt-get download pgbouncer && dpkg-deb -x pgbouncer_*.deb /tmp/pgb \
+      && install -m 755 /tmp/pgb/usr/sbin/pgbouncer /usr/sbin/pgbouncer \
+      && install -D -m 644 /tmp/pgb/usr/share/doc/pgbouncer/copyright /usr/share/doc/pgbouncer/copyright \
+      && rm -rf /tmp/pgb /tmp/pgbouncer_*.deb && apt-get clean && /usr/sbin/pgbouncer --version' \
+      >"$cache/work/db-proxy-apt.log" 2>&1 || die "apt-get failed, see $cache/work/db-proxy-apt.log"
+    in_chroot "$root" sh -c 'groupadd -g 1001 dbproxy && useradd -u 1001 -g 1001 -d /nonexistent -M -s /usr/sbin/nologin dbproxy'
+    rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/var/log/* "$root/usr/sbin/policy-rc.d"
+    find "$root/usr/share/doc" -type f ! -name copyright -delete
+    rm -rf "$root/usr/share/man" "$root/usr/share/info" "$root/usr/share/locale"
+    mkdir -p "$root/run/db-proxy"
+    install -m 755 "$dir/entrypoint.sh" "$root/usr/local/bin/rsession-db-proxy"
+    pack db-proxy "$tag" "$root" "$tarball" \
+      --config.user 1001:1001 \
+      --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+      --config.exposedports 6432/tcp \
+      --config.entrypoint /usr/local/bin/rsession-db-proxy
+    log "db-proxy: built in $(( $(date +%s) - start ))s ($(du -h "$tarball" | cut -f1))"
+  else
+    log "db-proxy: cached tarball $tarball"
+  fi
+  import_image db-proxy "$tarball"
+}
+
 # copy_with_libs <binary> <rootfs>: copies the binary to /usr/local/bin and the shared
 # libraries it needs (DT_NEEDED, recursively) from the base rootfs.
 copy_with_libs() {
@@ -288,6 +330,7 @@ for t in "${targets[@]}"; do
   case "$t" in
     pause) build_pause ;;
     r-sandbox) build_r_sandbox ;;
+    db-proxy) build_db_proxy ;;
     operator|mcp) build_release_image "$t" ;;
     coredns) build_coredns_image ;;
   esac

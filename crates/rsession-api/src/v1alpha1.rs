@@ -262,18 +262,32 @@ pub struct EgressRule {
     pub ports: Vec<i32>,
 }
 
-/// A database the session may reach.
+/// A PostgreSQL database the session may reach, through a credential proxy: the pod gets a
+/// `db-proxy` sidecar (PgBouncer) that alone holds the Secret's password and listens on the
+/// pod's loopback, port 6432. R never sees the password.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseSpec {
     /// Secret in the RSession's namespace with the keys host (required), port (default 5432),
-    /// dbname, user, password and schema, and optionally vocabulary_schema, results_schema and
-    /// write_schema. In R they appear as PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD (libpq's
-    /// variables, so `DBI::dbConnect(RPostgres::Postgres())` needs no arguments), CDM_SCHEMA,
-    /// CDM_VOCABULARY_SCHEMA, CDM_RESULTS_SCHEMA and CDM_WRITE_SCHEMA. A schema marks the
-    /// database as an OMOP CDM: sessions started through the MCP frontend then hold `cdm`, a
-    /// handle on its tables (CDMConnector's, or lazy dbplyr tables).
+    /// dbname, user (required), password, sslmode (the proxy's TLS mode towards the server:
+    /// disable, allow, prefer (default), require, verify-ca, verify-full) and schema, and
+    /// optionally vocabulary_schema, results_schema and write_schema. Only the proxy sidecar
+    /// receives host, port, user, password and sslmode. In R, libpq's variables point at the
+    /// proxy (PGHOST=127.0.0.1, PGPORT=6432, PGSSLMODE=disable, with PGDATABASE and PGUSER from
+    /// the Secret and no PGPASSWORD), so `DBI::dbConnect(RPostgres::Postgres())` needs no
+    /// arguments; the schemas appear as CDM_SCHEMA, CDM_VOCABULARY_SCHEMA, CDM_RESULTS_SCHEMA
+    /// and CDM_WRITE_SCHEMA. A schema marks the database as an OMOP CDM: sessions started
+    /// through the MCP frontend then hold `cdm`, a handle on its tables (CDMConnector's, or
+    /// lazy dbplyr tables). The NetworkPolicy opens egress to host and port only.
     pub secret_ref: SecretReference,
+
+    /// When true (the default) every server connection of the proxy starts with
+    /// `default_transaction_read_only = on`, so a write from R fails with PostgreSQL's "cannot
+    /// execute INSERT in a read-only transaction". A guard against mistakes, not an access
+    /// control: code may turn the setting off for its own connection, so grant the database user
+    /// only what it needs (for example SELECT on the CDM schemas).
+    #[serde(default = "default_true")]
+    pub read_only: bool,
 }
 
 /// Reference to a Secret in the RSession's namespace.

@@ -68,10 +68,12 @@ pub mod database_keys {
     pub const PORT: &str = "port";
     /// Database name (optional).
     pub const DBNAME: &str = "dbname";
-    /// Database user (optional).
+    /// Database user (required: the credential proxy logs in as this user).
     pub const USER: &str = "user";
-    /// Database password (optional).
+    /// Database password (optional); only the credential proxy sidecar receives it.
     pub const PASSWORD: &str = "password";
+    /// libpq `sslmode` of the proxy's connection to the server (optional, default `prefer`).
+    pub const SSLMODE: &str = "sslmode";
     /// OMOP CDM schema name (optional).
     pub const SCHEMA: &str = "schema";
     /// Optional key: the OMOP CDM vocabulary schema (default: `schema`).
@@ -81,6 +83,9 @@ pub mod database_keys {
     /// Optional key: a schema the session may write to (default: `schema`).
     pub const WRITE_SCHEMA: &str = "write_schema";
 }
+
+/// Port of the session pod's database credential proxy on its loopback (PgBouncer's usual port).
+pub const DATABASE_PROXY_PORT: u16 = 6432;
 
 /// Default PostgreSQL port used when the database Secret has no `port` key.
 pub const DEFAULT_DATABASE_PORT: u16 = 5432;

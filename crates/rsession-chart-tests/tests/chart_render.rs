@@ -211,6 +211,15 @@ fn mcp_frontend_rbac_is_least_privilege() {
             )
         })
         .chain([("".into(), "secrets".into(), String::new(), "get".into())])
+        // Events naming the caller (kube's Recorder creates them, and patches a repeat).
+        .chain(["create", "patch"].map(|v| {
+            (
+                "events.k8s.io".into(),
+                "events".into(),
+                String::new(),
+                v.into(),
+            )
+        }))
         .collect();
     assert_eq!(
         grants,

@@ -35,7 +35,9 @@ local({
     if (inherits(x, "DBIConnection")) {
       if (nzchar(Sys.getenv("PGHOST")) && (inherits(x, "PqConnection") || inherits(x, "PostgreSQLConnection"))) {
         code <- if (inherits(x, "PqConnection")) "DBI::dbConnect(RPostgres::Postgres())"
-                else "DBI::dbConnect(RPostgreSQL::PostgreSQL(), host = Sys.getenv('PGHOST'), port = Sys.getenv('PGPORT', '5432'), dbname = Sys.getenv('PGDATABASE'), user = Sys.getenv('PGUSER'), password = Sys.getenv('PGPASSWORD'))"
+                else paste0("DBI::dbConnect(RPostgreSQL::PostgreSQL(), host = Sys.getenv('PGHOST'), port = Sys.getenv('PGPORT', '5432'), dbname = Sys.getenv('PGDATABASE'), user = Sys.getenv('PGUSER')",
+                            # In a cluster the pod's credential proxy holds the password and R has none.
+                            if (nzchar(Sys.getenv("PGPASSWORD"))) ", password = Sys.getenv('PGPASSWORD'))" else ")")
         return(sprintf("a connection to the session's database: open it again with %s <- %s", name, code))
       }
       return("a database connection: open it again with DBI::dbConnect() after the restore")

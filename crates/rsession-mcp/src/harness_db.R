@@ -4,7 +4,9 @@
 #
 # The session's database is the one the RSession's spec.database names; the
 # pod's R sees it through libpq's variables (PGHOST, PGPORT, PGDATABASE,
-# PGUSER and, while no credential proxy holds the password, PGPASSWORD). One
+# PGUSER), which in a cluster point at the pod's credential proxy on its
+# loopback: no password in R. The direct backend passes PGPASSWORD when the
+# user's environment has one. One
 # connection per R process, opened on first use and reopened when it broke.
 # Driver: RPostgres when installed, else RPostgreSQL. Results follow the
 # conventions of harness_data.R (I() for arrays, NA as null).

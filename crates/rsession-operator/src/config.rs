@@ -50,6 +50,8 @@ pub struct OperatorConfig {
     pub verify_egress_denied: bool,
     /// Seconds a new session pod waits for its egress to be denied before it fails.
     pub verify_egress_denied_secs: u32,
+    /// The credential proxy sidecar of sessions with `spec.database`.
+    pub database_proxy: DatabaseProxyConfig,
     /// Where cluster DNS runs, allowed as an egress destination only when a database host is a
     /// DNS name.
     pub dns: DnsConfig,
@@ -58,6 +60,19 @@ pub struct OperatorConfig {
     /// Most reconciles running at once (each makes up to about ten API calls). Bounds memory
     /// and apiserver load when many RSessions change together; 0 means unbounded.
     pub max_concurrent_reconciles: u16,
+}
+
+/// The `db-proxy` sidecar: PgBouncer holding a session's database credentials, so that R
+/// never receives them (see `build/db_proxy.rs`).
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct DatabaseProxyConfig {
+    /// Image of the sidecar (`images/build.sh db-proxy`, or `images/db-proxy/Dockerfile`).
+    pub image: String,
+    /// Its pull policy.
+    pub image_pull_policy: ImagePullPolicy,
+    /// Its requests and limits (it passes one analyst's queries through; small amounts do).
+    pub resources: SessionResources,
 }
 
 /// Location of the cluster DNS pods (kube-dns / CoreDNS).
@@ -113,9 +128,28 @@ impl Default for OperatorConfig {
                 .to_vec(),
             verify_egress_denied: true,
             verify_egress_denied_secs: 60,
+            database_proxy: DatabaseProxyConfig::default(),
             dns: DnsConfig::default(),
             leader_election: LeaderElectionConfig::default(),
             max_concurrent_reconciles: 16,
+        }
+    }
+}
+
+impl Default for DatabaseProxyConfig {
+    fn default() -> Self {
+        let amounts = |cpu: &str, memory: &str| ResourceAmounts {
+            cpu: Some(Quantity(cpu.into())),
+            memory: Some(Quantity(memory.into())),
+            ephemeral_storage: None,
+        };
+        Self {
+            image: "ghcr.io/rsession/db-proxy:latest".into(),
+            image_pull_policy: ImagePullPolicy::IfNotPresent,
+            resources: SessionResources {
+                requests: Some(amounts("10m", "16Mi")),
+                limits: Some(amounts("500m", "64Mi")),
+            },
         }
     }
 }
@@ -207,6 +241,19 @@ impl OperatorConfig {
         if self.default_image.trim().is_empty() {
             return Err(ConfigError::Invalid(
                 "defaultImage must not be empty".into(),
+            ));
+        }
+        if self.database_proxy.image.trim().is_empty() {
+            return Err(ConfigError::Invalid(
+                "databaseProxy.image must not be empty".into(),
+            ));
+        }
+        let proxy_limits = self.database_proxy.resources.limits.as_ref();
+        if proxy_limits.and_then(|l| l.cpu.as_ref()).is_none()
+            || proxy_limits.and_then(|l| l.memory.as_ref()).is_none()
+        {
+            return Err(ConfigError::Invalid(
+                "databaseProxy.resources.limits must set cpu and memory".into(),
             ));
         }
         let limits = self.default_resources.limits.as_ref();

@@ -62,7 +62,8 @@ pub struct Observed<'a> {
 pub enum PodState {
     /// Not scheduled to a node yet (reason, message from the PodScheduled condition).
     Unscheduled(String, String),
-    /// Scheduled; Rserve not ready yet (waiting reason such as ErrImagePull, if any).
+    /// Scheduled; Rserve not ready yet (what a container waits on, such as "R container
+    /// waiting: ErrImagePull", if any).
     Starting(Option<String>),
     /// Rserve passes its readiness probe at this `ip:6311` (see [`pod_endpoint`]).
     Ready(String),
@@ -180,8 +181,32 @@ pub fn pod_state(pod: &Pod) -> PodState {
     let waiting = container
         .and_then(|c| c.state)
         .and_then(|s| s.waiting)
-        .and_then(|w| w.reason);
+        .and_then(|w| w.reason)
+        .map(|reason| format!("R container waiting: {reason}"))
+        .or_else(|| proxy_waiting(&status));
     PodState::Starting(waiting)
+}
+
+/// Why the database proxy sidecar holds the pod back, if it does: its waiting reason (such as
+/// CrashLoopBackOff or ErrImagePull) with its last exit's message (the entrypoint names the
+/// Secret key it cannot use).
+fn proxy_waiting(status: &k8s_openapi::api::core::v1::PodStatus) -> Option<String> {
+    let proxy = status
+        .init_container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == crate::build::db_proxy::CONTAINER_NAME)?;
+    let reason = proxy.state.as_ref()?.waiting.as_ref()?.reason.clone()?;
+    let last = proxy
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .and_then(|t| t.message.as_deref())
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    Some(format!("db-proxy sidecar waiting: {reason}{last}"))
 }
 
 /// Sets condition `type_` in `conditions`, keeping its `lastTransitionTime` from `previous`
@@ -279,7 +304,7 @@ pub fn compute(obs: &Observed<'_>) -> RSessionStatus {
             Phase::Starting,
             "Starting",
             match waiting {
-                Some(w) => format!("R container waiting: {w}"),
+                Some(w) => w.clone(),
                 None => "Rserve is starting".to_owned(),
             },
         ),
@@ -720,6 +745,38 @@ mod tests {
             s.message
                 .as_deref()
                 .is_some_and(|m| m.contains("ErrImagePull"))
+        );
+    }
+
+    #[test]
+    fn a_failing_database_proxy_shows_with_its_message_while_starting() {
+        let mut p = pod_with("Pending", true, false);
+        p.status.as_mut().expect("status").init_container_statuses = Some(vec![ContainerStatus {
+            name: "db-proxy".into(),
+            state: Some(ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some("CrashLoopBackOff".into()),
+                    message: None,
+                }),
+                ..ContainerState::default()
+            }),
+            last_state: Some(ContainerState {
+                terminated: Some(k8s_openapi::api::core::v1::ContainerStateTerminated {
+                    exit_code: 1,
+                    message: Some("db-proxy: the database Secret has no 'host' key\n".into()),
+                    ..Default::default()
+                }),
+                ..ContainerState::default()
+            }),
+            ..ContainerStatus::default()
+        }]);
+        let s = compute(&obs(Some(&p), None, "2026-01-01T00:00:05Z"));
+        assert_eq!(s.phase, Some(Phase::Starting));
+        assert_eq!(
+            s.message.as_deref(),
+            Some(
+                "db-proxy sidecar waiting: CrashLoopBackOff: db-proxy: the database Secret has no 'host' key"
+            )
         );
     }
 

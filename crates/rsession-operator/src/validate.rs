@@ -59,6 +59,8 @@ pub struct DatabaseTarget {
     pub host: DatabaseHost,
     /// `port` key, default 5432.
     pub port: u16,
+    /// `spec.database.readOnly`: the credential proxy sets `default_transaction_read_only`.
+    pub read_only: bool,
 }
 
 /// The `host` key of a database Secret.
@@ -136,7 +138,7 @@ pub fn validate(
         Some(db) => {
             let secret = database_secret
                 .ok_or_else(|| SpecError::DatabaseSecretNotFound(db.secret_ref.name.clone()))?;
-            Some(database_target(&db.secret_ref.name, secret)?)
+            Some(database_target(&db.secret_ref.name, db.read_only, secret)?)
         }
     };
 
@@ -151,7 +153,7 @@ pub fn validate(
         image_pull_policy: spec
             .image_pull_policy
             .unwrap_or(config.default_image_pull_policy),
-        resources: merged_resources(spec.resources.as_ref(), config),
+        resources: merged_resources(spec.resources.as_ref(), &config.default_resources),
         workspace: spec.workspace.clone(),
         egress: spec
             .network
@@ -177,7 +179,21 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
         .cloned()
 }
 
-fn database_target(secret_name: &str, secret: &Secret) -> Result<DatabaseTarget, SpecError> {
+/// libpq `sslmode` values the credential proxy accepts (PgBouncer's `server_tls_sslmode`).
+const SSLMODES: [&str; 6] = [
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
+fn database_target(
+    secret_name: &str,
+    read_only: bool,
+    secret: &Secret,
+) -> Result<DatabaseTarget, SpecError> {
     let key_error = |key, problem| SpecError::DatabaseSecretKey {
         secret: secret_name.to_owned(),
         key,
@@ -206,10 +222,30 @@ fn database_target(secret_name: &str, secret: &Secret) -> Result<DatabaseTarget,
             .filter(|p| *p > 0)
             .ok_or_else(|| key_error(database_keys::PORT, "is not a TCP port (1-65535)"))?,
     };
+    // The credential proxy logs in as this user, and writes the values into its configuration
+    // one per line: checked here so that a bad Secret is an InvalidSpec condition, not a
+    // sidecar that keeps failing.
+    if secret_value(secret, database_keys::USER).is_none_or(|u| u.trim().is_empty()) {
+        return Err(key_error(database_keys::USER, "is missing or empty"));
+    }
+    for key in [database_keys::USER, database_keys::PASSWORD] {
+        if secret_value(secret, key).is_some_and(|v| v.contains(['\n', '\r'])) {
+            return Err(key_error(key, "holds a line break"));
+        }
+    }
+    if let Some(mode) = secret_value(secret, database_keys::SSLMODE)
+        && !SSLMODES.contains(&mode.trim())
+    {
+        return Err(key_error(
+            database_keys::SSLMODE,
+            "is not one of disable, allow, prefer, require, verify-ca, verify-full",
+        ));
+    }
     Ok(DatabaseTarget {
         secret_name: secret_name.to_owned(),
         host,
         port,
+        read_only,
     })
 }
 
@@ -227,11 +263,11 @@ fn is_dns_name(host: &str) -> bool {
         })
 }
 
-fn merged_resources(
+/// `spec`'s amounts, each missing one taken from `defaults`, as a container's resources.
+pub(crate) fn merged_resources(
     spec: Option<&rsession_api::SessionResources>,
-    config: &OperatorConfig,
+    defaults: &rsession_api::SessionResources,
 ) -> ResourceRequirements {
-    let defaults = &config.default_resources;
     let merge = |given: Option<&ResourceAmounts>, default: Option<&ResourceAmounts>| {
         let pick = |f: fn(&ResourceAmounts) -> Option<&Quantity>| {
             given.and_then(f).or_else(|| default.and_then(f)).cloned()
@@ -262,12 +298,13 @@ fn merged_resources(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fixtures::{database_secret, rsession};
+    use crate::build::fixtures::{database_secret, database_secret_exactly, rsession};
     use rsession_api::{DatabaseSpec, SecretReference, SessionResources};
 
     fn with_database(mut rs: RSession) -> RSession {
         rs.spec.database = Some(DatabaseSpec {
             secret_ref: SecretReference { name: "db".into() },
+            read_only: true,
         });
         rs
     }
@@ -367,5 +404,65 @@ mod tests {
             )
             .expect_err(bad);
         }
+    }
+
+    #[test]
+    fn database_secret_needs_a_user_for_the_proxy() {
+        for kvs in [
+            &[("host", "10.0.0.1")][..],
+            &[("host", "10.0.0.1"), ("user", " ")][..],
+        ] {
+            let secret = database_secret_exactly("db", kvs);
+            let err = validate(
+                &with_database(rsession("s")),
+                &OperatorConfig::default(),
+                Some(&secret),
+            )
+            .expect_err("no user");
+            assert_eq!(err.reason(), "InvalidDatabaseSecret");
+            assert!(err.to_string().contains("\"user\""), "{err}");
+        }
+    }
+
+    #[test]
+    fn database_password_with_a_line_break_is_named_not_shown() {
+        let secret = database_secret("db", &[("host", "10.0.0.1"), ("password", "s3cret\nx")]);
+        let err = validate(
+            &with_database(rsession("s")),
+            &OperatorConfig::default(),
+            Some(&secret),
+        )
+        .expect_err("line break");
+        let text = err.to_string();
+        assert!(
+            text.contains("\"password\"") && text.contains("line break"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("s3cret"),
+            "the value must not appear: {text}"
+        );
+    }
+
+    #[test]
+    fn database_sslmode_must_be_a_libpq_mode() {
+        let config = OperatorConfig::default();
+        let good = database_secret("db", &[("host", "10.0.0.1"), ("sslmode", "verify-full")]);
+        validate(&with_database(rsession("s")), &config, Some(&good)).expect("verify-full");
+        let bad = database_secret("db", &[("host", "10.0.0.1"), ("sslmode", "on")]);
+        let err = validate(&with_database(rsession("s")), &config, Some(&bad)).expect_err("on");
+        assert!(err.to_string().contains("\"sslmode\""), "{err}");
+    }
+
+    #[test]
+    fn read_only_is_carried_from_the_spec() {
+        let secret = database_secret("db", &[("host", "10.0.0.1")]);
+        let mut rs = with_database(rsession("s"));
+        let config = OperatorConfig::default();
+        let s = validate(&rs, &config, Some(&secret)).expect("valid");
+        assert!(s.database.expect("database").read_only);
+        rs.spec.database.as_mut().expect("database").read_only = false;
+        let s = validate(&rs, &config, Some(&secret)).expect("valid");
+        assert!(!s.database.expect("database").read_only);
     }
 }

@@ -631,6 +631,7 @@ async fn missing_database_secret_sets_failed_status_and_retries_later() {
         secret_ref: SecretReference {
             name: "omop".into(),
         },
+        read_only: true,
     });
     let rs2 = rs.clone();
     let err = run(rs, ctx, async move {

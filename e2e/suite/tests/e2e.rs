@@ -84,10 +84,16 @@ async fn sample_ready_and_mcp_session_runs_tidyverse_with_plot() -> Result<()> {
             Ok::<_, anyhow::Error>(r)
         }
     };
-    exec("library(dplyr); library(ggplot2); d <- tibble(a = 1:10) |> mutate(b = a * 2)").await?;
-    let r = exec("cat(sum(d$b), nrow(filter(d, b > 10)))").await?;
+    // Each is one audit event (checked below).
+    let codes = [
+        "library(dplyr); library(ggplot2); d <- tibble(a = 1:10) |> mutate(b = a * 2)",
+        "cat(sum(d$b), nrow(filter(d, b > 10)))",
+        "print(ggplot(d, aes(a, b)) + geom_point())",
+    ];
+    exec(codes[0]).await?;
+    let r = exec(codes[1]).await?;
     ensure!(text(&r).contains("110 5"), "state not kept: {}", text(&r));
-    let r = exec("print(ggplot(d, aes(a, b)) + geom_point())").await?;
+    let r = exec(codes[2]).await?;
     let imgs = images(&r);
     ensure!(
         imgs.len() == 1,
@@ -126,6 +132,53 @@ async fn sample_ready_and_mcp_session_runs_tidyverse_with_plot() -> Result<()> {
         },
     )
     .await?;
+
+    // The audit trail on the frontend's standard output, where a cluster log pipeline collects
+    // it: one event per evaluation, naming the agent's identity, with the code's SHA-256.
+    let frontends: Api<Pod> = Api::namespaced(client.clone(), &env("RSESSION_E2E_SYSTEM_NS")?);
+    let audited = poll_until(
+        "three audit events of the session in the frontend's log",
+        30,
+        std::time::Duration::from_millis(500),
+        || {
+            let (frontends, id) = (frontends.clone(), id.clone());
+            async move {
+                let mut events = Vec::new();
+                let mcp_pods =
+                    kube::api::ListParams::default().labels("app.kubernetes.io/component=mcp");
+                for pod in frontends.list(&mcp_pods).await?.items {
+                    let name = pod.metadata.name.unwrap_or_default();
+                    let log = frontends.logs(&name, &Default::default()).await?;
+                    events.extend(
+                        log.lines()
+                            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                            .filter(|e| {
+                                e["target"] == "audit"
+                                    && e["session_id"] == id.as_str()
+                                    && e["tool"] == "execute_in_session"
+                            }),
+                    );
+                }
+                Ok((events.len() >= codes.len()).then_some(events))
+            }
+        },
+    )
+    .await?;
+    ensure!(audited.len() == codes.len(), "audit events: {audited:#?}");
+    for (event, code) in audited.iter().zip(codes) {
+        use sha2::Digest;
+        let sha: String = sha2::Sha256::digest(code.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        ensure!(
+            event["caller"] == caller.as_str()
+                && event["code_sha256"] == sha.as_str()
+                && event["code"] == code
+                && event["status"] == "ok",
+            "audit event for {code:?}: {event}"
+        );
+    }
 
     let closed = call(&mcp, "close_session", json!({"session_id": id})).await?;
     ensure!(
@@ -315,8 +368,9 @@ fn psql_count(sql: &str) -> Result<i64> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
-/// Show 2 (database): the session reaches the PostgreSQL its database secretRef names and counts
-/// a cohort (type 2 diabetes with metformin after diagnosis) through DBI; psql agrees.
+/// Show 2 (database): the session reaches the PostgreSQL its database secretRef names through
+/// the pod's credential proxy (no password in R) and counts a cohort (type 2 diabetes with
+/// metformin after diagnosis) through DBI; psql agrees.
 #[tokio::test]
 #[ignore = "needs a cluster with the chart installed and e2e/local/omop-postgres.sh"]
 async fn session_queries_the_omop_database() -> Result<()> {
@@ -341,7 +395,7 @@ async fn session_queries_the_omop_database() -> Result<()> {
     let mut conn = connect_rserve(&client, &ns, &rs).await?;
     let got = eval_string(&mut conn, &format!(
         "con <- DBI::dbConnect(RPostgreSQL::PostgreSQL(), host = Sys.getenv('PGHOST'), port = as.integer(Sys.getenv('PGPORT')), \
-         dbname = Sys.getenv('PGDATABASE'), user = Sys.getenv('PGUSER'), password = Sys.getenv('PGPASSWORD')); \
+         dbname = Sys.getenv('PGDATABASE'), user = Sys.getenv('PGUSER')); \
          n <- DBI::dbGetQuery(con, \"{cohort}\")[[1]]; DBI::dbDisconnect(con); as.character(n)")).await?;
     ensure!(
         got == expected.to_string(),

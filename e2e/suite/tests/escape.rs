@@ -303,15 +303,12 @@ async fn first_evaluation_already_runs_under_the_policy() -> Result<()> {
     agent.finish().await
 }
 
-/// Positive control: a session with `spec.database.secretRef` reaches its PostgreSQL and
-/// queries it; the kubelet stays closed to it.
-#[tokio::test]
-#[ignore = "needs a cluster with the chart installed and e2e/local/omop-postgres.sh"]
-async fn database_session_reaches_postgres_and_nothing_else() -> Result<()> {
+/// An agent of its own (named `name`) holding one adopted session `name` whose spec names the
+/// synthetic OMOP CDM's Secret.
+async fn omop_session(name: &str) -> Result<Agent> {
     let client = client().await?;
-    let agent = Agent::new(&client, "e2e-escape-db").await?;
+    let agent = Agent::new(&client, name).await?;
     omop_secret(&client, &agent.ns).await?;
-    let name = "e2e-escape-db";
     adopted_session(
         &client,
         &agent,
@@ -319,12 +316,23 @@ async fn database_session_reaches_postgres_and_nothing_else() -> Result<()> {
         json!({"database": {"secretRef": {"name": OMOP_SECRET}}}),
     )
     .await?;
+    Ok(agent)
+}
+
+/// Positive control: a session with `spec.database.secretRef` reaches its PostgreSQL and
+/// queries it; the kubelet stays closed to it.
+#[tokio::test]
+#[ignore = "needs a cluster with the chart installed and e2e/local/omop-postgres.sh"]
+async fn database_session_reaches_postgres_and_nothing_else() -> Result<()> {
+    let name = "e2e-escape-db";
+    let agent = omop_session(name).await?;
+    let client = client().await?;
     let out = agent
         .eval(
             name,
             "con <- DBI::dbConnect(RPostgreSQL::PostgreSQL(), host = Sys.getenv('PGHOST'),
                  port = as.integer(Sys.getenv('PGPORT')), dbname = Sys.getenv('PGDATABASE'),
-                 user = Sys.getenv('PGUSER'), password = Sys.getenv('PGPASSWORD'))
+                 user = Sys.getenv('PGUSER'))
              cat('PERSONS', DBI::dbGetQuery(con, paste0('SELECT count(*) FROM ', Sys.getenv('CDM_SCHEMA'), '.person'))[[1]], '\\n')
              DBI::dbDisconnect(con)",
         )
@@ -360,6 +368,130 @@ async fn database_session_reaches_postgres_and_nothing_else() -> Result<()> {
         results[1..].iter().all(|r| !r.open),
         "the database session reached more than its database: {results:#?}"
     );
+    agent.finish().await
+}
+
+/// The database password stays in the pod's credential proxy: R, trying as an attacker would,
+/// finds it in no environment variable, no file it can read (a recursive grep of the whole
+/// filesystem), no `/proc/<pid>/environ` or `cmdline` it can see, and not in what the proxy's
+/// port answers; connecting to the real server without the proxy fails authentication; a write
+/// through the proxy is refused (`readOnly` defaults to true), while reads work.
+#[tokio::test]
+#[ignore = "needs a cluster with the chart installed and e2e/local/omop-postgres.sh"]
+async fn database_password_is_nowhere_r_can_read() -> Result<()> {
+    let name = "e2e-escape-dbpw";
+    let agent = omop_session(name).await?;
+    let password = env("RSESSION_E2E_PG_PASSWORD")?;
+    ensure!(
+        password.len() >= 8,
+        "the e2e password is too short to search for"
+    );
+    // The password reaches R as code points, so that no file holding this code (the
+    // harness's spool, a checkpoint) holds the password itself.
+    let points: Vec<String> = password.chars().map(|c| u32::from(c).to_string()).collect();
+    let code = format!(
+        r#"pw <- intToUtf8(c({points}))
+        env <- Sys.getenv()
+        cat("ENV_HITS", sum(grepl(pw, env, fixed = TRUE)) + sum(grepl(pw, names(env), fixed = TRUE)), "\n")
+        cat("PGPASSWORD_SET", nzchar(Sys.getenv("PGPASSWORD")), "\n")
+        cat("PGHOST", Sys.getenv("PGHOST"), "\n")
+        # every process R can see (no shared process namespace: R's own)
+        procs <- list.files("/proc", pattern = "^[0-9]+$", full.names = TRUE)
+        hits <- 0L
+        for (f in c(file.path(procs, "environ"), file.path(procs, "cmdline"))) {{
+          b <- tryCatch(readBin(f, "raw", 1e6), error = function(e) raw(0))
+          b[b == as.raw(0)] <- as.raw(10)
+          if (grepl(pw, rawToChar(b), fixed = TRUE, useBytes = TRUE)) hits <- hits + 1L
+        }}
+        cat("PROC_FILES", length(procs) * 2, "PROC_HITS", hits, "\n")
+        # every file R can read; the pattern travels in grep's argv only
+        found <- suppressWarnings(system2("grep", c("-rlsF", "--exclude-dir=proc", "--exclude-dir=sys",
+          "--exclude-dir=dev", "-e", shQuote(pw), "/"), stdout = TRUE))
+        cat("FILE_HITS", length(found), paste(found, collapse = " "), "\n")
+        # a file R wrote itself is found, so the search can find things
+        writeLines(paste0("x", pw), file.path(tempdir(), "canary"))
+        canary <- suppressWarnings(system2("grep", c("-rlsF", "-e", shQuote(pw), tempdir()), stdout = TRUE))
+        unlink(file.path(tempdir(), "canary"))
+        cat("CANARY_FOUND", length(canary), "\n")
+        # what the proxy's port says to a stranger
+        s <- socketConnection("127.0.0.1", 6432, open = "r+b", blocking = TRUE, timeout = 3)
+        writeBin(charToRaw("GET / HTTP/1.0\r\n\r\n"), s)
+        banner <- tryCatch(readBin(s, "raw", 4096), error = function(e) raw(0))
+        close(s)
+        cat("BANNER_BYTES", length(banner), "BANNER_HITS", grepl(pw, rawToChar(banner[banner != as.raw(0)]), fixed = TRUE), "\n")
+        # the real server, around the proxy, as the same user
+        direct <- tryCatch({{
+          con <- DBI::dbConnect(RPostgreSQL::PostgreSQL(), host = "{host}", port = {port},
+            dbname = Sys.getenv("PGDATABASE"), user = Sys.getenv("PGUSER"))
+          DBI::dbDisconnect(con); "connected"
+        }}, error = function(e) conditionMessage(e))
+        cat("DIRECT", gsub("\\s+", " ", direct), "\n")
+        con <- DBI::dbConnect(RPostgreSQL::PostgreSQL(), host = Sys.getenv("PGHOST"),
+          port = as.integer(Sys.getenv("PGPORT")), dbname = Sys.getenv("PGDATABASE"), user = Sys.getenv("PGUSER"))
+        cat("READ_ONLY", DBI::dbGetQuery(con, "SHOW default_transaction_read_only")[[1]], "\n")
+        write <- tryCatch({{ DBI::dbExecute(con, paste0("INSERT INTO ", Sys.getenv("CDM_SCHEMA"),
+          ".concept VALUES (1, 'x', 'x', 'x', 'x', NULL, 'x')")); "written" }},
+          error = function(e) conditionMessage(e))
+        cat("WRITE", gsub("\\s+", " ", write), "\n")
+        cat("PERSONS", DBI::dbGetQuery(con, paste0("SELECT count(*) FROM ", Sys.getenv("CDM_SCHEMA"), ".person"))[[1]], "\n")
+        DBI::dbDisconnect(con)"#,
+        points = points.join(", "),
+        host = env("RSESSION_E2E_PG_HOST")?,
+        port = env("RSESSION_E2E_PG_PORT")?,
+    );
+    let r = agent.exec_for(name, &code, 240).await?;
+    let out = ok_stdout(&r, &code)?;
+    println!("{out}");
+    ensure!(!out.contains(&password), "R printed the password: {out}");
+    let one = |key: &str| -> Result<String> {
+        field(&out, key)
+            .first()
+            .map(|v| (*v).to_owned())
+            .with_context(|| format!("no {key} in {out}"))
+    };
+    ensure!(
+        one("ENV_HITS")? == "0",
+        "the environment holds the password"
+    );
+    ensure!(one("PGPASSWORD_SET")? == "FALSE", "PGPASSWORD is set in R");
+    ensure!(one("PGHOST")? == "127.0.0.1", "PGHOST is not the proxy");
+    ensure!(
+        one("PROC_FILES")?.starts_with(|c: char| c != '0'),
+        "no /proc entries read"
+    );
+    ensure!(
+        one("PROC_FILES")?.ends_with("PROC_HITS 0"),
+        "a /proc file holds the password"
+    );
+    ensure!(
+        one("FILE_HITS")? == "0",
+        "files hold the password: {}",
+        one("FILE_HITS")?
+    );
+    ensure!(
+        one("CANARY_FOUND")? == "1",
+        "the file search cannot find a planted copy"
+    );
+    ensure!(
+        one("BANNER_BYTES")?.ends_with("BANNER_HITS FALSE"),
+        "the proxy's answer holds the password"
+    );
+    let direct = one("DIRECT")?;
+    ensure!(
+        direct.contains("password") && direct != "connected",
+        "a direct connection without the proxy: {direct}"
+    );
+    ensure!(
+        one("READ_ONLY")? == "on",
+        "default_transaction_read_only is not on"
+    );
+    let write = one("WRITE")?;
+    ensure!(
+        write.contains("read-only transaction"),
+        "an INSERT through the proxy: {write}"
+    );
+    let persons: i64 = one("PERSONS")?.parse()?;
+    ensure!(persons > 0, "no persons read through the proxy");
     agent.finish().await
 }
 

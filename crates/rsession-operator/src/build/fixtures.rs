@@ -19,8 +19,19 @@ pub fn rsession(name: &str) -> RSession {
     rs
 }
 
-/// A database Secret named `name` with the given string keys.
+/// A database Secret named `name` with the given string keys, plus `user: analyst` unless
+/// `kvs` names a user (the operator requires one; the tests about it use
+/// [`database_secret_exactly`]).
 pub fn database_secret(name: &str, kvs: &[(&str, &str)]) -> Secret {
+    let mut kvs = kvs.to_vec();
+    if !kvs.iter().any(|(k, _)| *k == "user") {
+        kvs.push(("user", "analyst"));
+    }
+    database_secret_exactly(name, &kvs)
+}
+
+/// A database Secret named `name` with exactly the given string keys.
+pub fn database_secret_exactly(name: &str, kvs: &[(&str, &str)]) -> Secret {
     Secret {
         metadata: ObjectMeta {
             name: Some(name.into()),

@@ -6,13 +6,14 @@
 //! | --- | --- |
 //! | Secret (Rserve credentials) | `<name>-credentials` |
 //! | ConfigMap (Rserve.conf, preload.R, verify-egress.R) | `<name>-rserve` |
-//! | Pod | `<name>-<n>`, `n` counting pod incarnations |
+//! | Pod | `<name>-<n>`, `n` counting pod incarnations (with a `db-proxy` sidecar when the spec has a database: `db_proxy.rs`) |
 //! | Service (port 6311) | `<name>` |
 //! | NetworkPolicy | `<name>` |
 //! | PVC (Persistent workspace) | `<name>-workspace` |
 
 pub mod children;
 pub mod config_map;
+pub mod db_proxy;
 pub mod network_policy;
 pub mod pod;
 pub mod pvc;

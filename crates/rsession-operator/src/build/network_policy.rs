@@ -152,6 +152,7 @@ mod tests {
         let mut rs = rsession("s");
         rs.spec.database = Some(DatabaseSpec {
             secret_ref: SecretReference { name: "db".into() },
+            read_only: true,
         });
         (
             rs,

@@ -3,19 +3,18 @@
 
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, KeyToPath, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
-    Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, TCPSocketAction,
-    Volume, VolumeMount,
+    KeyToPath, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe,
+    SeccompProfile, SecretVolumeSource, SecurityContext, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rsession_api::WorkspaceKind;
-use rsession_api::well_known::{self as wk, database_keys};
+use rsession_api::well_known as wk;
 
 use super::config_map::{
     CONFIG_DIR, PRELOAD_KEY, RSERVE_CONF_KEY, SECRET_DIR, VERIFY_EGRESS_ENV, VERIFY_EGRESS_KEY,
 };
-use super::{Component, config_map_name, owned_meta, pvc_name, secret_name};
+use super::{Component, config_map_name, db_proxy, owned_meta, pvc_name, secret_name};
 use crate::config::OperatorConfig;
 use crate::quantity::{self, MIB};
 use crate::validate::Session;
@@ -29,24 +28,6 @@ const VOLUME_WORKSPACE: &str = "workspace";
 const VOLUME_TMP: &str = "tmp";
 const VOLUME_CONFIG: &str = "rserve-config";
 const VOLUME_CREDENTIALS: &str = "rserve-credentials";
-
-/// Environment variables exposing the database Secret's keys to R, libpq's names first so that
-/// `DBI::dbConnect(RPostgres::Postgres())` needs no arguments: (variable, Secret key, optional).
-pub const DATABASE_ENV: [(&str, &str, bool); 9] = [
-    ("PGHOST", database_keys::HOST, false),
-    ("PGPORT", database_keys::PORT, true),
-    ("PGDATABASE", database_keys::DBNAME, true),
-    ("PGUSER", database_keys::USER, true),
-    ("PGPASSWORD", database_keys::PASSWORD, true),
-    ("CDM_SCHEMA", database_keys::SCHEMA, true),
-    (
-        "CDM_VOCABULARY_SCHEMA",
-        database_keys::VOCABULARY_SCHEMA,
-        true,
-    ),
-    ("CDM_RESULTS_SCHEMA", database_keys::RESULTS_SCHEMA, true),
-    ("CDM_WRITE_SCHEMA", database_keys::WRITE_SCHEMA, true),
-];
 
 /// The claim the workspace volume mounts, if the workspace is Persistent.
 pub fn workspace_claim(s: &Session) -> Option<String> {
@@ -109,18 +90,7 @@ fn environment(s: &Session, config: &OperatorConfig) -> Vec<EnvVar> {
         ));
     }
     if let Some(db) = &s.database {
-        vars.extend(DATABASE_ENV.iter().map(|(var, key, optional)| EnvVar {
-            name: (*var).into(),
-            value: None,
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: db.secret_name.clone(),
-                    key: (*key).into(),
-                    optional: Some(*optional),
-                }),
-                ..EnvVarSource::default()
-            }),
-        }));
+        vars.extend(db_proxy::r_environment(db));
     }
     vars
 }
@@ -164,7 +134,7 @@ fn volumes(s: &Session, tmp_size: Quantity) -> Vec<Volume> {
             ..Volume::default()
         },
     };
-    vec![
+    let mut volumes = vec![
         workspace,
         // tmpfs: Kubernetes sizes it from sizeLimit, so a full /tmp is ENOSPC for the writer,
         // not an eviction of the pod (which a disk-backed emptyDir over its limit gets).
@@ -200,7 +170,11 @@ fn volumes(s: &Session, tmp_size: Quantity) -> Vec<Volume> {
             }),
             ..Volume::default()
         },
-    ]
+    ];
+    if s.database.is_some() {
+        volumes.push(db_proxy::volume());
+    }
+    volumes
 }
 
 fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
@@ -289,6 +263,10 @@ pub fn build_pod(s: &Session, config: &OperatorConfig, pod_name: &str) -> Pod {
         metadata: owned_meta(s, pod_name.to_owned(), Component::Session),
         spec: Some(PodSpec {
             containers: vec![container],
+            init_containers: s
+                .database
+                .as_ref()
+                .map(|db| vec![db_proxy::container(db, config)]),
             volumes: Some(volumes(s, tmp_size)),
             restart_policy: Some("Never".into()),
             automount_service_account_token: Some(false),
@@ -315,7 +293,7 @@ pub fn build_pod(s: &Session, config: &OperatorConfig, pod_name: &str) -> Pod {
     }
 }
 
-fn runtime_default_seccomp() -> SeccompProfile {
+pub(super) fn runtime_default_seccomp() -> SeccompProfile {
     SeccompProfile {
         type_: "RuntimeDefault".into(),
         localhost_profile: None,
@@ -658,27 +636,136 @@ mod tests {
         );
     }
 
-    #[test]
-    fn database_secret_keys_become_libpq_environment_variables() {
+    fn pod_with_database(read_only: bool) -> Pod {
         let mut rs = rsession("s");
         rs.spec.database = Some(DatabaseSpec {
             secret_ref: SecretReference { name: "db".into() },
+            read_only,
         });
-        let secret = database_secret("db", &[("host", "10.0.0.1")]);
+        let secret = database_secret("db", &[("host", "10.0.0.1"), ("password", "pw")]);
         let s = validate(&rs, &OperatorConfig::default(), Some(&secret)).expect("valid");
-        let p = build_pod(&s, &OperatorConfig::default(), "s-1");
-        let env = container(&p).env.clone().expect("env");
-        let pghost = env.iter().find(|e| e.name == "PGHOST").expect("PGHOST");
-        let sel = pghost
-            .value_from
+        build_pod(&s, &OperatorConfig::default(), "s-1")
+    }
+
+    fn secret_key(e: &EnvVar) -> Option<(&str, &str)> {
+        e.value_from
             .as_ref()
             .and_then(|v| v.secret_key_ref.as_ref())
-            .expect("secretKeyRef");
-        assert_eq!((sel.name.as_str(), sel.key.as_str()), ("db", "host"));
-        assert!(env.iter().any(|e| e.name == "CDM_SCHEMA"));
+            .map(|k| (k.name.as_str(), k.key.as_str()))
+    }
+
+    fn proxy(p: &Pod) -> &Container {
+        let init = spec(p).init_containers.as_ref().expect("init containers");
+        assert_eq!(init.len(), 1);
+        &init[0]
+    }
+
+    #[test]
+    fn r_container_gets_libpq_variables_for_the_proxy_and_no_credentials() {
+        let p = pod_with_database(true);
+        let env = container(&p).env.clone().expect("env");
+        let value = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(value("PGHOST").as_deref(), Some("127.0.0.1"));
+        assert_eq!(value("PGPORT").as_deref(), Some("6432"));
+        assert_eq!(value("PGSSLMODE").as_deref(), Some("disable"));
+        assert!(env.iter().all(|e| e.name != "PGPASSWORD"));
+        let keys: Vec<&str> = env.iter().filter_map(secret_key).map(|(_, k)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "dbname",
+                "user",
+                "schema",
+                "vocabulary_schema",
+                "results_schema",
+                "write_schema"
+            ],
+            "R reads no host, port, password or sslmode from the Secret"
+        );
         assert!(
-            env.iter().all(|e| e.value.as_deref() != Some("10.0.0.1")),
+            container(&p)
+                .volume_mounts
+                .iter()
+                .flatten()
+                .all(|m| m.name != "db-proxy"),
+            "the proxy's folder is not mounted into R"
+        );
+    }
+
+    #[test]
+    fn database_credentials_go_to_a_restricted_native_sidecar_only() {
+        let p = pod_with_database(true);
+        let proxy = proxy(&p);
+        assert_eq!(proxy.name, "db-proxy");
+        assert_eq!(proxy.restart_policy.as_deref(), Some("Always"));
+        let env = proxy.env.clone().expect("env");
+        let password = env
+            .iter()
+            .find(|e| e.name == "DB_PASSWORD")
+            .expect("DB_PASSWORD");
+        assert_eq!(secret_key(password), Some(("db", "password")));
+        assert!(
+            env.iter().all(|e| e.value.as_deref() != Some("pw")),
             "values stay in the Secret"
+        );
+        let read_only = env.iter().find(|e| e.name == "DB_READ_ONLY").expect("flag");
+        assert_eq!(read_only.value.as_deref(), Some("true"));
+        let sc = proxy.security_context.clone().expect("securityContext");
+        assert_eq!(sc.run_as_user, Some(1001));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.capabilities.and_then(|c| c.drop),
+            Some(vec!["ALL".to_string()])
+        );
+        assert_eq!(
+            sc.seccomp_profile.map(|s| s.type_).as_deref(),
+            Some("RuntimeDefault")
+        );
+        let limits = proxy
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.clone())
+            .expect("limits");
+        assert!(limits.contains_key("cpu") && limits.contains_key("memory"));
+        let tmpfs = spec(&p)
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "db-proxy")
+            .and_then(|v| v.empty_dir.clone())
+            .expect("db-proxy emptyDir");
+        assert_eq!(tmpfs.medium.as_deref(), Some("Memory"));
+        assert_eq!(spec(&p).share_process_namespace, Some(false));
+    }
+
+    #[test]
+    fn read_only_false_reaches_the_proxy() {
+        let p = pod_with_database(false);
+        let env = proxy(&p).env.clone().expect("env");
+        let flag = env.iter().find(|e| e.name == "DB_READ_ONLY").expect("flag");
+        assert_eq!(flag.value.as_deref(), Some("false"));
+    }
+
+    #[test]
+    fn pod_without_database_has_no_proxy() {
+        let p = build_pod(
+            &session_of(&rsession("s")),
+            &OperatorConfig::default(),
+            "s-1",
+        );
+        assert!(spec(&p).init_containers.is_none());
+        assert!(
+            spec(&p)
+                .volumes
+                .iter()
+                .flatten()
+                .all(|v| v.name != "db-proxy")
         );
     }
 
