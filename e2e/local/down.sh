@@ -66,7 +66,9 @@ for table in nat filter mangle; do
         # iptables -S quotes comments; eval reads the rule back with the same quoting.
         eval "iptables -t $table ${rule/#-A/-D}" 2>/dev/null || true
       done || true
-  chains="$(iptables -t "$table" -S 2>/dev/null | awk '/^-N KUBE-/{print $2}')"
+  # `|| true`: on a fresh machine iptables is not installed yet (up.sh installs it), and a
+  # failed assignment would end this script silently under `set -e`.
+  chains="$(iptables -t "$table" -S 2>/dev/null | awk '/^-N KUBE-/{print $2}' || true)"
   for c in $chains; do iptables -t "$table" -F "$c" 2>/dev/null || true; done
   for c in $chains; do iptables -t "$table" -X "$c" 2>/dev/null || true; done
 done

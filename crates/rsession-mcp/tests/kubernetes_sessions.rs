@@ -207,7 +207,15 @@ async fn create_use_isolate_and_close_sessions_through_mcp_with_service_account_
             .filter(|e| e["responseStatus"]["code"] == 403)
             .collect();
         assert!(refused.is_empty(), "403s for the frontend: {refused:?}");
-        for resource in ["tokenreviews", "subjectaccessreviews", "rsessions", "secrets"] {
+        // events: the Created Event naming the caller, published in the background when the
+        // first session was made, long before this point.
+        for resource in [
+            "tokenreviews",
+            "subjectaccessreviews",
+            "rsessions",
+            "secrets",
+            "events",
+        ] {
             assert!(
                 by_frontend.iter().any(|e| e["objectRef"]["resource"] == resource),
                 "no {resource} request by the frontend in the audit log"

@@ -213,6 +213,9 @@ rules:
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
