@@ -368,6 +368,18 @@ fn psql_count(sql: &str) -> Result<i64> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
+/// The cohort the database tests count: persons with type 2 diabetes (201826) who took
+/// metformin (1503297) on or after the diagnosis, diagnosed within an observation period.
+fn cohort_sql(schema: &str) -> String {
+    format!(
+        "SELECT count(DISTINCT c.person_id) FROM {schema}.condition_occurrence c \
+         JOIN {schema}.drug_exposure d ON d.person_id = c.person_id AND d.drug_exposure_start_date >= c.condition_start_date \
+         JOIN {schema}.observation_period o ON o.person_id = c.person_id \
+         AND c.condition_start_date BETWEEN o.observation_period_start_date AND o.observation_period_end_date \
+         WHERE c.condition_concept_id = 201826 AND d.drug_concept_id = 1503297"
+    )
+}
+
 /// Show 2 (database): the session reaches the PostgreSQL its database secretRef names through
 /// the pod's credential proxy (no password in R) and counts a cohort (type 2 diabetes with
 /// metformin after diagnosis) through DBI; psql agrees.
@@ -382,14 +394,7 @@ async fn session_queries_the_omop_database() -> Result<()> {
         json!({"database": {"secretRef": {"name": OMOP_SECRET}}}),
     )
     .await?;
-    let schema = env("RSESSION_E2E_PG_SCHEMA")?;
-    let cohort = format!(
-        "SELECT count(DISTINCT c.person_id) FROM {schema}.condition_occurrence c \
-         JOIN {schema}.drug_exposure d ON d.person_id = c.person_id AND d.drug_exposure_start_date >= c.condition_start_date \
-         JOIN {schema}.observation_period o ON o.person_id = c.person_id \
-         AND c.condition_start_date BETWEEN o.observation_period_start_date AND o.observation_period_end_date \
-         WHERE c.condition_concept_id = 201826 AND d.drug_concept_id = 1503297"
-    );
+    let cohort = cohort_sql(&env("RSESSION_E2E_PG_SCHEMA")?);
     let expected = psql_count(&cohort)?;
     ensure!(expected > 0, "the synthetic cohort is empty");
     let mut conn = connect_rserve(&client, &ns, &rs).await?;
@@ -452,6 +457,25 @@ async fn mcp_describes_and_queries_the_session_database() -> Result<()> {
     ensure!(
         out.trim() == persons.to_string(),
         "R counted {out} persons through cdm, psql {persons}"
+    );
+    // The cohort, in dplyr over the lazy `cdm` tables (the SQL runs in PostgreSQL).
+    let code = "library(dplyr)
+        co <- cdm$condition_occurrence |> filter(condition_concept_id == 201826L)
+        de <- cdm$drug_exposure |> filter(drug_concept_id == 1503297L)
+        n <- co |> inner_join(de, by = 'person_id') |>
+          filter(drug_exposure_start_date >= condition_start_date) |>
+          inner_join(cdm$observation_period, by = 'person_id') |>
+          filter(condition_start_date >= observation_period_start_date,
+                 condition_start_date <= observation_period_end_date) |>
+          distinct(person_id) |> count() |> pull(n)
+        cat(n)";
+    let cohort = psql_count(&cohort_sql(&schema))?;
+    ensure!(cohort > 0, "the synthetic cohort is empty");
+    let counted = local_frontend::exec(&mcp, &id, code).await?;
+    let out = ok_stdout(&counted, code)?;
+    ensure!(
+        out.trim() == cohort.to_string(),
+        "R counted a cohort of {out} through cdm, psql {cohort}"
     );
 
     let described = call(

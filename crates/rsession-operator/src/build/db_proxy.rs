@@ -7,11 +7,10 @@
 //! process namespace, so R cannot read the proxy's `/proc` either.
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, Probe,
-    SecretKeySelector, SecurityContext, TCPSocketAction, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
+    Probe, SecretKeySelector, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rsession_api::well_known::{self as wk, database_keys};
 
 use crate::config::OperatorConfig;
@@ -103,7 +102,8 @@ fn proxy_environment(db: &DatabaseTarget) -> Vec<EnvVar> {
 }
 
 /// The sidecar container: restricted like the R container (non-root, read-only root, no
-/// capabilities, RuntimeDefault seccomp), Ready when PgBouncer listens.
+/// capabilities, RuntimeDefault seccomp), Ready when PgBouncer accepts a connection on the
+/// pod's loopback.
 pub fn container(db: &DatabaseTarget, config: &OperatorConfig) -> Container {
     let proxy = &config.database_proxy;
     Container {
@@ -120,10 +120,20 @@ pub fn container(db: &DatabaseTarget, config: &OperatorConfig) -> Container {
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
+        // The proxy listens on the pod's loopback only (anything that reaches its port may use
+        // the database), where the kubelet's TCP probes, which dial the pod IP, cannot see it:
+        // the probe connects from inside the container (bash's /dev/tcp; no client needed).
         readiness_probe: Some(Probe {
-            tcp_socket: Some(TCPSocketAction {
-                host: None,
-                port: IntOrString::Int(i32::from(wk::DATABASE_PROXY_PORT)),
+            exec: Some(ExecAction {
+                command: Some(
+                    [
+                        "/bin/bash",
+                        "-c",
+                        &format!("exec 3<>/dev/tcp/{PROXY_HOST}/{}", wk::DATABASE_PROXY_PORT),
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                ),
             }),
             period_seconds: Some(1),
             failure_threshold: Some(3),

@@ -742,6 +742,14 @@ mod tests {
             .expect("db-proxy emptyDir");
         assert_eq!(tmpfs.medium.as_deref(), Some("Memory"));
         assert_eq!(spec(&p).share_process_namespace, Some(false));
+        // Loopback only, so the readiness check runs inside the container, not from the kubelet.
+        let probe = proxy.readiness_probe.clone().expect("readiness probe");
+        assert!(probe.tcp_socket.is_none());
+        let command = probe.exec.and_then(|e| e.command).expect("exec probe");
+        assert_eq!(
+            command.last().map(String::as_str),
+            Some("exec 3<>/dev/tcp/127.0.0.1/6432")
+        );
     }
 
     #[test]
