@@ -43,6 +43,20 @@ local({
 
   utf8_ok <- isTRUE(l10n_info()[["UTF-8"]])
 
+  # Per-evaluation plumbing without base R's argument handling: sink() and
+  # sink.number() resolve `type` with match.arg() on every call, and
+  # file.size() builds a data frame of file.info() with three date columns;
+  # together about a third of the harness's own time per evaluation (Rprof of
+  # execute("1+1")). These make the .Internal calls base R's functions make
+  # (src/library/base/R/sink.R and files.R, unchanged since R 3.2) with the
+  # arguments fixed.
+  sink_output <- function(con) .Internal(sink(con, FALSE, FALSE, FALSE))
+  unsink_output <- function() .Internal(sink(-1L, FALSE, FALSE, FALSE))
+  sink_message <- function(con) .Internal(sink(con, FALSE, TRUE, FALSE))
+  output_sinks <- function() .Internal(sink.number(TRUE))
+  # Size in bytes of one file; NA when it does not exist.
+  file_size <- function(path) .Internal(file.info(path, FALSE))$size
+
   # Raw bytes -> UTF-8 string.
   h$as_text <- function(bytes) {
     if (length(bytes) == 0L) return("")
@@ -179,7 +193,7 @@ local({
   h$flush_out <- function(st, type = "stdout") {
     sp <- state$spool
     flush(sp$w)
-    size <- file.size(sp$path)
+    size <- file_size(sp$path)
     n <- size - sp$pos
     if (is.na(n) || n <= 0) return(invisible())
     budget <- st$head_left + st$tail_cap
@@ -266,8 +280,9 @@ local({
   # writer appends, so all of them go on at the new end.
   h$reset_spool <- function() {
     sp <- state$spool
-    if (is.null(sp) || !file.exists(sp$path)) return(h$open_spool())
-    if (sp$pos > 0 || file.size(sp$path) > 0) {
+    size <- if (is.null(sp)) NA else file_size(sp$path)
+    if (is.na(size)) return(h$open_spool())
+    if (sp$pos > 0 || size > 0) {
       flush(sp$w)
       file.create(sp$path)
       # The reading side is reopened: R's read buffer would otherwise hand
@@ -428,12 +443,12 @@ local({
     if (!dir.exists(state$plot_dir)) dir.create(state$plot_dir, recursive = TRUE)
     h$reset_spool()
     sp <- state$spool
-    sinks <- sink.number()
-    sink(sp$w)
-    sink(sp$w, type = "message")
+    sinks <- output_sinks()
+    sink_output(sp$w)
+    sink_message(sp$w)
     on.exit({
-      sink(type = "message")
-      while (sink.number() > sinks) sink()
+      sink_message(stderr())
+      while (output_sinks() > sinks) unsink_output()
     })
     status <- "ok"
     run_frame <- NA_integer_
@@ -476,8 +491,8 @@ local({
     # A second interrupt during the wrap-up below must not lose the result.
     tryCatch({
       h$flush_out(st, "stdout")
-      sink(type = "message")
-      while (sink.number() > sinks) sink()
+      sink_message(stderr())
+      while (output_sinks() > sinks) unsink_output()
       on.exit()
       if (length(state$devices)) {
         h$close_devices()
