@@ -19,12 +19,19 @@ umask 077
 
 die() { echo "db-proxy: $*" >&2; exit 1; }
 
+# trim <value>: without surrounding spaces, tabs and line breaks, as the operator reads the
+# Secret's host, port and sslmode when it validates them and writes the NetworkPolicy.
+# (sed joins all lines first, so that a leading or trailing line break goes too.)
+trim() { printf '%s' "$1" | sed -e ':a' -e '$!{N;ba' -e '}' -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//'; }
+
 dir="${PROXY_DIR:-/run/db-proxy}"
 port="${PROXY_PORT:-6432}"
-host="${DB_HOST:-}"
-db_port="${DB_PORT:-5432}"
+host="$(trim "${DB_HOST:-}")"
+db_port="$(trim "${DB_PORT:-}")"
+db_port="${db_port:-5432}"
 user="${DB_USER:-}"
-sslmode="${DB_SSLMODE:-prefer}"
+sslmode="$(trim "${DB_SSLMODE:-}")"
+sslmode="${sslmode:-prefer}"
 read_only="${DB_READ_ONLY:-true}"
 
 [ -n "$host" ] || die "the database Secret has no 'host' key"
@@ -33,9 +40,8 @@ read_only="${DB_READ_ONLY:-true}"
 # break would end the ini entry, so it is refused with a message naming the key (never the value).
 nl='
 '
-for key in DB_HOST DB_PORT DB_USER DB_PASSWORD DB_SSLMODE; do
-  eval "value=\${$key:-}"
-  case "$value" in *"$nl"*) die "the database Secret's value for $key holds a line break" ;; esac
+for value in "host:$host" "user:$user" "password:${DB_PASSWORD:-}"; do
+  case "$value" in *"$nl"*) die "the database Secret's '${value%%:*}' holds a line break" ;; esac
 done
 case "$db_port" in ''|*[!0-9]*) die "the database Secret's 'port' is not a number" ;; esac
 case "$sslmode" in disable|allow|prefer|require|verify-ca|verify-full) ;;
