@@ -173,26 +173,40 @@ build_pause() {
   import_image pause "$tarball"
 }
 
+# new_rootfs <name>: a fresh copy of the base rootfs at $cache/work/<name>-rootfs; prints its path.
+new_rootfs() {
+  local root="$cache/work/$1-rootfs"
+  rm -rf "$root"
+  cp -a "$base" "$root"
+  rm -f "$root/.rsession-complete"
+  echo "$root"
+}
+
+# finish_rootfs <root> <uid> <user> <home>: adds the image's user and group (uid = gid), then
+# drops what a running container never reads: apt's lists and caches, logs, the policy-rc.d
+# guard, documentation other than copyright notices, man and info pages.
+finish_rootfs() {
+  local root="$1" uid="$2" user="$3" home="$4"
+  in_chroot "$root" sh -c "groupadd -g $uid $user && useradd -u $uid -g $uid -d $home -M -s /usr/sbin/nologin $user"
+  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/var/log/* "$root/usr/sbin/policy-rc.d"
+  find "$root/usr/share/doc" -type f ! -name copyright -delete
+  rm -rf "$root/usr/share/man" "$root/usr/share/info"
+}
+
 # r-sandbox: R, Rserve and the packages in images/r-sandbox/apt-packages.txt; uid 1000.
 build_r_sandbox() {
   local dir="$here/r-sandbox" key tarball root pkgs start
-  key="$(inputs_key build_r_sandbox ensure_base -- "$dir/apt-packages.txt" "$dir/Rserve.conf")"
+  key="$(inputs_key build_r_sandbox ensure_base new_rootfs finish_rootfs -- "$dir/apt-packages.txt" "$dir/Rserve.conf")"
   tarball="$cache/oci/r-sandbox-$tag-$key.tar"
   if [ ! -f "$tarball" ]; then
     ensure_base
     start=$(date +%s)
-    root="$cache/work/r-sandbox-rootfs"
-    rm -rf "$root"
-    cp -a "$base" "$root"
-    rm -f "$root/.rsession-complete"
+    root="$(new_rootfs r-sandbox)"
     pkgs="$(grep -v '^\s*#' "$dir/apt-packages.txt" | xargs)"
     log "r-sandbox: apt-get install $(echo "$pkgs" | wc -w) packages in a chroot (a few minutes)..."
     in_chroot "$root" sh -c "apt-get update -q && apt-get install -y -q --no-install-recommends $pkgs && apt-get clean" \
       >"$cache/work/r-sandbox-apt.log" 2>&1 || die "apt-get failed, see $cache/work/r-sandbox-apt.log"
-    in_chroot "$root" sh -c 'groupadd -g 1000 rsession && useradd -u 1000 -g 1000 -d /workspace -M -s /usr/sbin/nologin rsession'
-    rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/var/log/* "$root/usr/sbin/policy-rc.d"
-    find "$root/usr/share/doc" -type f ! -name copyright -delete
-    rm -rf "$root/usr/share/man" "$root/usr/share/info"
+    finish_rootfs "$root" 1000 rsession /workspace
     mkdir -p "$root/workspace" "$root/etc/rserve"
     install -m 644 "$dir/Rserve.conf" "$root/etc/rserve/Rserve.conf"
     log "r-sandbox: rootfs ready in $(( $(date +%s) - start ))s, packing..."
@@ -222,15 +236,12 @@ build_r_sandbox() {
 # proxy does not need); its libraries come from apt.
 build_db_proxy() {
   local dir="$here/db-proxy" key tarball root start
-  key="$(inputs_key build_db_proxy ensure_base -- "$dir/entrypoint.sh")"
+  key="$(inputs_key build_db_proxy ensure_base new_rootfs finish_rootfs -- "$dir/entrypoint.sh")"
   tarball="$cache/oci/db-proxy-$tag-$key.tar"
   if [ ! -f "$tarball" ]; then
     ensure_base
     start=$(date +%s)
-    root="$cache/work/db-proxy-rootfs"
-    rm -rf "$root"
-    cp -a "$base" "$root"
-    rm -f "$root/.rsession-complete"
+    root="$(new_rootfs db-proxy)"
     log "db-proxy: apt-get install PgBouncer's libraries, extract pgbouncer in a chroot..."
     in_chroot "$root" sh -c 'apt-get update -q && apt-get install -y -q --no-install-recommends libc-ares2 libevent-2.1-7 \
       && cd /tmp && apt-get download pgbouncer && dpkg-deb -x pgbouncer_*.deb /tmp/pgb \
@@ -238,10 +249,9 @@ build_db_proxy() {
       && install -D -m 644 /tmp/pgb/usr/share/doc/pgbouncer/copyright /usr/share/doc/pgbouncer/copyright \
       && rm -rf /tmp/pgb /tmp/pgbouncer_*.deb && apt-get clean && /usr/sbin/pgbouncer --version' \
       >"$cache/work/db-proxy-apt.log" 2>&1 || die "apt-get failed, see $cache/work/db-proxy-apt.log"
-    in_chroot "$root" sh -c 'groupadd -g 1001 dbproxy && useradd -u 1001 -g 1001 -d /nonexistent -M -s /usr/sbin/nologin dbproxy'
-    rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/var/log/* "$root/usr/sbin/policy-rc.d"
-    find "$root/usr/share/doc" -type f ! -name copyright -delete
-    rm -rf "$root/usr/share/man" "$root/usr/share/info" "$root/usr/share/locale"
+    finish_rootfs "$root" 1001 dbproxy /nonexistent
+    # PgBouncer prints English only; R's message translations are kept in r-sandbox.
+    rm -rf "$root/usr/share/locale"
     mkdir -p "$root/run/db-proxy"
     install -m 755 "$dir/entrypoint.sh" "$root/usr/local/bin/rsession-db-proxy"
     pack db-proxy "$tag" "$root" "$tarball" \

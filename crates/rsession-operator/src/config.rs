@@ -103,17 +103,12 @@ pub struct LeaderElectionConfig {
 
 impl Default for OperatorConfig {
     fn default() -> Self {
-        let amounts = |cpu: &str, memory: &str, eph: &str| ResourceAmounts {
-            cpu: Some(Quantity(cpu.into())),
-            memory: Some(Quantity(memory.into())),
-            ephemeral_storage: Some(Quantity(eph.into())),
-        };
         Self {
             default_image: "ghcr.io/rsession/r-sandbox:latest".into(),
             default_image_pull_policy: ImagePullPolicy::IfNotPresent,
             default_resources: SessionResources {
-                requests: Some(amounts("250m", "512Mi", "256Mi")),
-                limits: Some(amounts("2", "2Gi", "2Gi")),
+                requests: Some(amounts("250m", "512Mi", Some("256Mi"))),
+                limits: Some(amounts("2", "2Gi", Some("2Gi"))),
             },
             frontend_pod_selector: BTreeMap::from([(
                 wk::LABEL_APP_NAME.into(),
@@ -136,19 +131,32 @@ impl Default for OperatorConfig {
     }
 }
 
+/// Default amounts: cpu, memory and (when given) ephemeral-storage as Kubernetes quantities.
+fn amounts(cpu: &str, memory: &str, ephemeral_storage: Option<&str>) -> ResourceAmounts {
+    ResourceAmounts {
+        cpu: Some(Quantity(cpu.into())),
+        memory: Some(Quantity(memory.into())),
+        ephemeral_storage: ephemeral_storage.map(|q| Quantity(q.into())),
+    }
+}
+
+/// Whether `resources` sets both a cpu and a memory limit (so a container built from them always
+/// has limits).
+fn limits_cpu_and_memory(resources: &SessionResources) -> bool {
+    resources
+        .limits
+        .as_ref()
+        .is_some_and(|l| l.cpu.is_some() && l.memory.is_some())
+}
+
 impl Default for DatabaseProxyConfig {
     fn default() -> Self {
-        let amounts = |cpu: &str, memory: &str| ResourceAmounts {
-            cpu: Some(Quantity(cpu.into())),
-            memory: Some(Quantity(memory.into())),
-            ephemeral_storage: None,
-        };
         Self {
             image: "ghcr.io/rsession/db-proxy:latest".into(),
             image_pull_policy: ImagePullPolicy::IfNotPresent,
             resources: SessionResources {
-                requests: Some(amounts("10m", "16Mi")),
-                limits: Some(amounts("500m", "64Mi")),
+                requests: Some(amounts("10m", "16Mi", None)),
+                limits: Some(amounts("500m", "64Mi", None)),
             },
         }
     }
@@ -248,18 +256,12 @@ impl OperatorConfig {
                 "databaseProxy.image must not be empty".into(),
             ));
         }
-        let proxy_limits = self.database_proxy.resources.limits.as_ref();
-        if proxy_limits.and_then(|l| l.cpu.as_ref()).is_none()
-            || proxy_limits.and_then(|l| l.memory.as_ref()).is_none()
-        {
+        if !limits_cpu_and_memory(&self.database_proxy.resources) {
             return Err(ConfigError::Invalid(
                 "databaseProxy.resources.limits must set cpu and memory".into(),
             ));
         }
-        let limits = self.default_resources.limits.as_ref();
-        if limits.and_then(|l| l.cpu.as_ref()).is_none()
-            || limits.and_then(|l| l.memory.as_ref()).is_none()
-        {
+        if !limits_cpu_and_memory(&self.default_resources) {
             return Err(ConfigError::Invalid(
                 "defaultResources.limits must set cpu and memory".into(),
             ));

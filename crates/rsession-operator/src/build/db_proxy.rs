@@ -7,12 +7,13 @@
 //! process namespace, so R cannot read the proxy's `/proc` either.
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
-    Probe, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, Probe,
+    SecretKeySelector, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use rsession_api::well_known::{self as wk, database_keys};
 
+use super::pod::{env, restricted};
 use crate::config::OperatorConfig;
 use crate::validate::{DatabaseTarget, merged_resources};
 
@@ -27,14 +28,6 @@ pub const PROXY_HOST: &str = "127.0.0.1";
 const VOLUME: &str = "db-proxy";
 /// Where the entrypoint writes PgBouncer's configuration (`PROXY_DIR`).
 const PROXY_DIR: &str = "/run/db-proxy";
-
-fn literal(name: &str, value: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        value_from: None,
-    }
-}
 
 fn from_secret(name: &str, secret: &str, key: &str, optional: bool) -> EnvVar {
     EnvVar {
@@ -58,10 +51,10 @@ fn from_secret(name: &str, secret: &str, key: &str, optional: bool) -> EnvVar {
 pub fn r_environment(db: &DatabaseTarget) -> Vec<EnvVar> {
     let secret = db.secret_name.as_str();
     vec![
-        literal("PGHOST", PROXY_HOST),
-        literal("PGPORT", &wk::DATABASE_PROXY_PORT.to_string()),
+        env("PGHOST", PROXY_HOST),
+        env("PGPORT", &wk::DATABASE_PROXY_PORT.to_string()),
         // Loopback inside the pod: the proxy speaks TLS to the server (the Secret's sslmode).
-        literal("PGSSLMODE", "disable"),
+        env("PGSSLMODE", "disable"),
         from_secret("PGDATABASE", secret, database_keys::DBNAME, true),
         from_secret("PGUSER", secret, database_keys::USER, false),
         from_secret("CDM_SCHEMA", secret, database_keys::SCHEMA, true),
@@ -95,9 +88,9 @@ fn proxy_environment(db: &DatabaseTarget) -> Vec<EnvVar> {
         from_secret("DB_USER", secret, database_keys::USER, false),
         from_secret("DB_PASSWORD", secret, database_keys::PASSWORD, true),
         from_secret("DB_SSLMODE", secret, database_keys::SSLMODE, true),
-        literal("DB_READ_ONLY", if db.read_only { "true" } else { "false" }),
-        literal("PROXY_DIR", PROXY_DIR),
-        literal("PROXY_PORT", &wk::DATABASE_PROXY_PORT.to_string()),
+        env("DB_READ_ONLY", if db.read_only { "true" } else { "false" }),
+        env("PROXY_DIR", PROXY_DIR),
+        env("PROXY_PORT", &wk::DATABASE_PROXY_PORT.to_string()),
     ]
 }
 
@@ -141,20 +134,7 @@ pub fn container(db: &DatabaseTarget, config: &OperatorConfig) -> Container {
             ..Probe::default()
         }),
         resources: Some(merged_resources(None, &proxy.resources)),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            privileged: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            run_as_user: Some(PROXY_UID),
-            run_as_group: Some(PROXY_UID),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            seccomp_profile: Some(super::pod::runtime_default_seccomp()),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted(PROXY_UID)),
         volume_mounts: Some(vec![VolumeMount {
             name: VOLUME.into(),
             mount_path: PROXY_DIR.into(),

@@ -61,7 +61,8 @@ pub fn command() -> Vec<String> {
     .to_vec()
 }
 
-fn env(name: &str, value: &str) -> EnvVar {
+/// An environment variable with a literal value.
+pub(super) fn env(name: &str, value: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: Some(value.into()),
@@ -234,20 +235,7 @@ pub fn build_pod(s: &Session, config: &OperatorConfig, pod_name: &str) -> Pod {
             ..Probe::default()
         }),
         resources: Some(resources),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            privileged: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            run_as_user: Some(SESSION_UID),
-            run_as_group: Some(SESSION_UID),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            seccomp_profile: Some(runtime_default_seccomp()),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted(SESSION_UID)),
         volume_mounts: Some(vec![
             mount(VOLUME_WORKSPACE, wk::WORKSPACE_PATH, false),
             mount(VOLUME_TMP, wk::TMP_PATH, false),
@@ -293,7 +281,28 @@ pub fn build_pod(s: &Session, config: &OperatorConfig, pod_name: &str) -> Pod {
     }
 }
 
-pub(super) fn runtime_default_seccomp() -> SeccompProfile {
+/// A container's security context under the "restricted" Pod Security Standard, running as
+/// `uid` (user and group): non-root, no privilege escalation, read-only root filesystem, all
+/// capabilities dropped, RuntimeDefault seccomp. Shared by the R container and the db-proxy
+/// sidecar.
+pub(super) fn restricted(uid: i64) -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..SecurityContext::default()
+    }
+}
+
+fn runtime_default_seccomp() -> SeccompProfile {
     SeccompProfile {
         type_: "RuntimeDefault".into(),
         localhost_profile: None,

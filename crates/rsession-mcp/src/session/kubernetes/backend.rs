@@ -57,7 +57,7 @@ impl KubernetesBackend {
         KubernetesBackend {
             activity: Activity::new(rsessions.clone(), &config),
             rsessions,
-            events: Events::new(client.clone()),
+            events: Events::new(client.clone(), &config.namespace),
             secrets: Api::namespaced(client, &config.namespace),
             config,
             checkpoints: std::sync::OnceLock::new(),
@@ -263,12 +263,8 @@ impl Backend for KubernetesBackend {
             .await
             .map_err(|e| api_error("create RSessions", &e))?;
         tracing::info!(session_id = id, namespace = %self.config.namespace, "RSession applied");
-        self.events.publish(
-            &rs,
-            &self.config.namespace,
-            "Created",
-            format!("created through MCP for {owner}"),
-        );
+        self.events
+            .publish(&rs, "Created", format!("created through MCP for {owner}"));
         progress
             .report(
                 0.0,
@@ -295,7 +291,6 @@ impl Backend for KubernetesBackend {
         if idled_out(&rs) {
             self.events.publish(
                 &rs,
-                &self.config.namespace,
                 "Resuming",
                 format!("a call through MCP by {owner} brings the idle session back"),
             );
@@ -333,12 +328,8 @@ impl Backend for KubernetesBackend {
 
     async fn close(&self, owner: &str, id: &str) -> Result<(), ToolError> {
         let rs = self.owned(owner, id).await?;
-        self.events.publish(
-            &rs,
-            &self.config.namespace,
-            "Closed",
-            format!("closed through MCP by {owner}"),
-        );
+        self.events
+            .publish(&rs, "Closed", format!("closed through MCP by {owner}"));
         match self.rsessions.delete(id, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => return Err(ToolError::session_not_found(id)),

@@ -12,15 +12,16 @@ use rsession_api::RSession;
 /// Controller name the Events are reported under.
 const REPORTER: &str = "rsession-mcp";
 
-/// The Event recorder of one backend.
+/// The Event recorder of one backend, for RSessions in its namespace.
 pub(super) struct Events {
     recorder: Recorder,
+    namespace: String,
 }
 
 impl Events {
     /// Events reported as `rsession-mcp`, with this pod's name (`POD_NAME`,
-    /// else `HOSTNAME`) as the instance when known.
-    pub(super) fn new(client: Client) -> Self {
+    /// else `HOSTNAME`) as the instance when known, on RSessions in `namespace`.
+    pub(super) fn new(client: Client, namespace: &str) -> Self {
         let instance = std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .ok()
@@ -33,14 +34,16 @@ impl Events {
                     instance,
                 },
             ),
+            namespace: namespace.to_string(),
         }
     }
 
-    /// Publish a Normal Event with `reason` and `note` about `rs` (in
-    /// `namespace`) in the background.
-    pub(super) fn publish(&self, rs: &RSession, namespace: &str, reason: &str, note: String) {
+    /// Publish a Normal Event with `reason` and `note` about `rs` in the
+    /// background.
+    pub(super) fn publish(&self, rs: &RSession, reason: &str, note: String) {
         let mut reference = rs.object_ref(&());
-        reference.namespace = Some(namespace.to_string());
+        // An object the API returned names its namespace; one built here may not.
+        reference.namespace = Some(self.namespace.clone());
         let recorder = self.recorder.clone();
         let event = Event {
             type_: EventType::Normal,
