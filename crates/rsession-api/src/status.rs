@@ -19,6 +19,11 @@ pub const CONDITION_EXPIRED: &str = "Expired";
 /// `PodReplaced`); kept once set.
 pub const CONDITION_STATE_RESET: &str = "StateReset";
 
+/// Condition type, only with `spec.poolRef`: True (reason `ClaimedWarm`) when the session was
+/// bound to a Ready pod of its RSessionPool, False (reason `PoolEmpty`) when the pool had none
+/// and a pod was started for it (a cold start).
+pub const CONDITION_CLAIMED: &str = "Claimed";
+
 /// `status` value of a condition that holds (Kubernetes API conventions: `True`, `False`,
 /// `Unknown`).
 pub const CONDITION_TRUE: &str = "True";

@@ -35,11 +35,18 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
     derive = "PartialEq",
     validation = Rule::new("self.metadata.name.size() <= 48 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
         .message("metadata.name must be a DNS-1035 label (lower-case letters, digits, '-', starting with a letter) of at most 48 characters: the session Service is named after it"),
+    validation = Rule::new("!has(self.spec.poolRef) || (!has(self.spec.image) && !has(self.spec.imagePullPolicy) && !has(self.spec.resources) && !has(self.spec.network) && !has(self.spec.database) && !has(self.spec.runtimeClassName) && !has(self.spec.nodeSelector) && !has(self.spec.tolerations))")
+        .message("with spec.poolRef the pod comes from the pool's template: leave image, imagePullPolicy, resources, network, database, runtimeClassName, nodeSelector and tolerations unset"),
+    validation = Rule::new("!has(self.spec.poolRef) || self.spec.workspace.kind == 'Ephemeral'")
+        .message("spec.poolRef needs an Ephemeral workspace: a Persistent session always starts cold"),
+    validation = Rule::new("has(self.spec.poolRef) == has(oldSelf.spec.poolRef) && (!has(self.spec.poolRef) || self.spec.poolRef.name == oldSelf.spec.poolRef.name)")
+        .message("spec.poolRef is immutable"),
     doc = "An R session for AI agents and people: a locked-down pod running Rserve (QAP1 on port 6311) with per-session credentials, a workspace at /workspace, network policy and idle/lifetime expiry. See spec and status for details.",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Lifecycle phase of the session"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the kubelet's readiness probe connected to Rserve at status.endpoint"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp", description = "Time since the RSession was created"),
     printcolumn(name = "Idle", type_ = "date", json_path = ".status.lastActivityTime", description = "Time since the last evaluation (from the rsession.dev/last-activity annotation)"),
+    printcolumn(name = "Warm", type_ = "string", json_path = ".status.claim.warm", priority = 1, description = "Whether the session was bound to a Ready pod of spec.poolRef (true) or started cold (false)"),
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint", priority = 1, description = "Pod IP and Rserve port (IP:6311) while Ready: the address the readiness probe connected to")
 )]
 #[serde(rename_all = "camelCase")]
@@ -92,6 +99,22 @@ pub struct RSessionSpec {
     /// Tolerations of the session pod; passed through to `pod.spec.tolerations`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerations: Option<Vec<Toleration>>,
+
+    /// An RSessionPool in the same namespace to take a Ready pod from (a warm start, bound in
+    /// one API call). The pod is built from the pool's template, so image, resources, network,
+    /// database, runtimeClassName, nodeSelector and tolerations must be left unset here. When
+    /// the pool has no Ready unclaimed pod the session starts cold from the same template
+    /// (condition Claimed False, reason PoolEmpty). Ephemeral workspaces only; immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_ref: Option<PoolReference>,
+}
+
+/// Reference to an RSessionPool in the RSession's namespace.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct PoolReference {
+    /// Name of the RSessionPool.
+    #[schemars(length(min = 1, max = 40))]
+    pub name: String,
 }
 
 /// Kubernetes image pull policy (`Always`, `IfNotPresent`, `Never`).
@@ -415,7 +438,7 @@ pub struct RSessionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
 
-    /// Conditions (Ready, PodScheduled, Expired, StateReset), one per type; a
+    /// Conditions (Ready, PodScheduled, Expired, StateReset, and Claimed with spec.poolRef), one per type; a
     /// condition's lastTransitionTime changes only when its status changes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
@@ -468,6 +491,32 @@ pub struct RSessionStatus {
     /// this exact value (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_requested_at: Option<Time>,
+
+    /// Set for sessions with spec.poolRef once the operator bound them: to a Ready pool pod
+    /// (warm) or, with the pool empty, to a pod started for them (cold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<ClaimStatus>,
+}
+
+/// How an RSession with spec.poolRef got its pod (`status.claim`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimStatus {
+    /// The RSessionPool (spec.poolRef.name).
+    pub pool: String,
+    /// True: bound to a pod the pool had Ready. False: the pool had none Ready and unclaimed, so
+    /// a pod was started for this session (a cold start).
+    pub warm: bool,
+    /// Name of the pool pod taken over (warm only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// When the operator bound the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_at: Option<Time>,
+    /// Milliseconds the operator's binding took: from the start of the reconcile that claimed
+    /// to the pool pod being relabelled (warm), or to the decision to start cold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_milliseconds: Option<i64>,
 }
 
 /// Lifecycle phase of an RSession (`status.phase`).

@@ -225,6 +225,7 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
             Handshake::Waiting { requested_at, .. } => Some(*requested_at),
             _ => None,
         },
+        claim: None,
         now,
     };
     let new_status = status::compute(&observed);

@@ -7,10 +7,10 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use rsession_api::status::{
-    CONDITION_EXPIRED, CONDITION_POD_SCHEDULED, CONDITION_READY, CONDITION_STATE_RESET,
+    CONDITION_CLAIMED, CONDITION_EXPIRED, CONDITION_POD_SCHEDULED, CONDITION_READY, CONDITION_STATE_RESET,
 };
 use rsession_api::well_known as wk;
-use rsession_api::{Phase, RSessionStatus};
+use rsession_api::{ClaimStatus, Phase, RSessionStatus};
 
 use crate::build::pod::CONTAINER_NAME;
 use crate::checkpoint::Ending;
@@ -53,6 +53,9 @@ pub struct Observed<'a> {
     /// Expiring, but the pod is held for the MCP frontend's checkpoint asked for at this time
     /// ([`crate::checkpoint`]): phase Checkpointing.
     pub checkpointing: Option<Timestamp>,
+    /// Set by the reconcile that bound a session with `spec.poolRef` (warm or cold); later
+    /// reconciles keep the stored one.
+    pub claim: Option<ClaimStatus>,
     /// Clock reading used for new transition times.
     pub now: Timestamp,
 }
@@ -407,6 +410,36 @@ pub fn compute(obs: &Observed<'_>) -> RSessionStatus {
         }
     }
 
+    let claim = obs
+        .claim
+        .clone()
+        .or_else(|| obs.previous.and_then(|p| p.claim.clone()));
+    if let Some(c) = &claim {
+        let (reason, message) = if c.warm {
+            (
+                "ClaimedWarm",
+                format!(
+                    "bound to Ready pod {} of RSessionPool {}",
+                    c.pod_name.as_deref().unwrap_or("?"),
+                    c.pool
+                ),
+            )
+        } else {
+            (
+                "PoolEmpty",
+                format!(
+                    "RSessionPool {} had no Ready unclaimed pod; started a pod for this session (cold start)",
+                    c.pool
+                ),
+            )
+        };
+        set_condition(
+            &mut conditions,
+            previous_conditions,
+            condition(CONDITION_CLAIMED, c.warm, reason, message, obs),
+        );
+    }
+
     let pod_uid = obs
         .pod
         .and_then(|p| p.metadata.uid.clone())
@@ -433,6 +466,7 @@ pub fn compute(obs: &Observed<'_>) -> RSessionStatus {
         last_activity_time: obs.last_activity.map(|t| Time(whole_seconds(t))),
         message: Some(message),
         checkpoint_requested_at: obs.checkpointing.map(Time),
+        claim,
     }
 }
 
