@@ -12,9 +12,9 @@ pub mod well_known;
 
 pub use pool::{RSessionPool, RSessionPoolSpec, RSessionPoolStatus, SessionTemplate};
 pub use v1alpha1::{
-    ClaimStatus, DatabaseSpec, EgressRule, ImagePullPolicy, LifecycleSpec, NetworkSpec, Phase, PoolReference, RSession,
-    RSessionSpec, RSessionStatus, ResourceAmounts, RetainPolicy, SecretReference, SessionResources,
-    WorkspaceKind, WorkspaceSpec,
+    ClaimStatus, DatabaseSpec, EgressRule, ImagePullPolicy, LifecycleSpec, NetworkSpec, Phase,
+    PoolReference, RSession, RSessionSpec, RSessionStatus, ResourceAmounts, RetainPolicy,
+    SecretReference, SessionResources, WorkspaceKind, WorkspaceSpec,
 };
 
 use kube::CustomResourceExt;

@@ -23,6 +23,17 @@ pub const APP_NAME: &str = "rsession";
 /// field manager.
 pub const MANAGER: &str = "rsession-operator";
 
+/// Label on every pod of an RSessionPool, value = the pool's name. A pod keeps it when an
+/// RSession claims it (the pool's NetworkPolicy keeps covering it), so a pool pod is unclaimed
+/// exactly when it also lacks [`LABEL_SESSION`].
+pub const LABEL_POOL: &str = "rsession.dev/pool";
+/// Label on every pool pod: a hash of the pod spec the pool's template produced, so the operator
+/// replaces unclaimed pods built from an older template.
+pub const LABEL_POOL_TEMPLATE: &str = "rsession.dev/pool-template";
+/// Annotation the operator puts on a pool pod when an RSession claims it: RFC 3339 time of the
+/// claim.
+pub const ANNOTATION_CLAIMED_AT: &str = "rsession.dev/claimed-at";
+
 /// Label the MCP frontend puts on each RSession it creates: `u-` and 48 hex digits of SHA-256
 /// of the creating caller's user name (a label value holds at most 63 characters from a small
 /// alphabet, so the name itself cannot be stored). Every MCP lookup checks it, so a caller

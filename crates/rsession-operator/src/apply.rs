@@ -16,10 +16,10 @@ use crate::error::Error;
 
 /// Status written with server-side apply: only `status`, under the operator's field manager.
 #[derive(Serialize, Debug)]
-struct StatusApply<'a> {
+struct StatusApply<'a, S> {
     #[serde(flatten)]
     types: TypeMeta,
-    status: &'a RSessionStatus,
+    status: &'a S,
 }
 
 fn apply_params() -> PatchParams {
@@ -57,7 +57,7 @@ pub(crate) async fn apply_children(
 }
 
 /// [`apply`] of a namespaced object of any type into `namespace`.
-async fn apply_in<K>(client: &Client, namespace: &str, obj: &K) -> Result<K, Error>
+pub(crate) async fn apply_in<K>(client: &Client, namespace: &str, obj: &K) -> Result<K, Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -83,11 +83,48 @@ pub(crate) async fn apply_status(
     name: &str,
     status: &RSessionStatus,
 ) -> Result<(), Error> {
-    let patch = StatusApply {
-        types: rsession_api::type_meta(),
-        status,
-    };
+    apply_status_of(api, name, rsession_api::type_meta(), status).await
+}
+
+/// Server-side applies `status` (of the resource whose `apiVersion` and `kind` are `types`) to
+/// the `status` subresource of object `name`.
+pub(crate) async fn apply_status_of<K, S>(
+    api: &Api<K>,
+    name: &str,
+    types: TypeMeta,
+    status: &S,
+) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: Serialize + std::fmt::Debug,
+{
+    let patch = StatusApply { types, status };
     api.patch_status(name, &apply_params(), &Patch::Apply(&patch))
         .await?;
     Ok(())
+}
+
+/// Deletes `name` only while its resourceVersion is still `resource_version` (when given):
+/// NotFound and a failed precondition (409 Conflict: the object changed, for example a pool pod
+/// claimed meanwhile) are expected answers, reported as `false`.
+pub(crate) async fn delete_unchanged<K>(
+    api: &Api<K>,
+    name: &str,
+    resource_version: Option<String>,
+) -> Result<bool, Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let params = DeleteParams {
+        preconditions: resource_version.map(|rv| kube::api::Preconditions {
+            resource_version: Some(rv),
+            uid: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }

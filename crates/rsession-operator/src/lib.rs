@@ -8,6 +8,8 @@
 //! - [`build`]: pure builders of every child (security invariants unit-tested by name), the
 //!   pod and one [`build::children::Children`] bundle of the rest;
 //! - [`status`]: pure status computation;
+//! - [`pool`]: the RSessionPool controller (warm pods), and [`claim`]: binding an RSession with
+//!   `spec.poolRef` to one of them;
 //! - [`quantity`]: byte amounts of Kubernetes quantities (sizing /tmp against memory);
 //! - [`mod@reconcile`]: drives the pipeline (fetch, the live check before replacing a pod,
 //!   events, error policy); `apply`: the server-side apply and delete calls; [`context`]:
@@ -20,6 +22,7 @@
 mod apply;
 pub mod build;
 pub mod checkpoint;
+pub mod claim;
 pub mod config;
 pub mod context;
 pub mod decide;
@@ -29,6 +32,7 @@ pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
 pub mod pod_plan;
+pub mod pool;
 pub mod quantity;
 pub mod reconcile;
 pub mod status;
@@ -43,9 +47,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Config as ControllerConfig;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
-use rsession_api::RSession;
 use rsession_api::well_known as wk;
+use rsession_api::{RSession, RSessionPool};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -162,13 +167,47 @@ pub async fn run(
         .owns(api_for::<Pod>(&client, namespace.as_deref()), children)
         .with_config(ControllerConfig::default().concurrency(config.max_concurrent_reconciles))
         .graceful_shutdown_on(controller_stop.clone().cancelled_owned())
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
             match result {
                 Ok((obj, _)) => tracing::debug!(session = %obj.name, "reconciled"),
                 Err(e) => tracing::debug!(error = %e, "reconcile error"),
             }
         });
+
+    // Pool pods keep the pool's label when claimed, so a claim (which moves the pod's owner to
+    // the RSession) still triggers the pool's reconcile, which starts a replacement.
+    let pool_pods = watcher::Config::default().labels(&format!(
+        "{},{}={}",
+        wk::LABEL_POOL,
+        wk::LABEL_MANAGED_BY,
+        wk::MANAGER
+    ));
+    let pool_controller = Controller::new(
+        api_for::<RSessionPool>(&client, namespace.as_deref()),
+        watcher::Config::default(),
+    )
+    .watches(
+        api_for::<Pod>(&client, namespace.as_deref()),
+        pool_pods,
+        |pod: Pod| {
+            let pool = pod.metadata.labels.as_ref()?.get(wk::LABEL_POOL)?.clone();
+            let ns = pod.metadata.namespace.clone()?;
+            Some(ObjectRef::<RSessionPool>::new(&pool).within(&ns))
+        },
+    )
+    .with_config(ControllerConfig::default().concurrency(config.max_concurrent_reconciles))
+    .graceful_shutdown_on(controller_stop.clone().cancelled_owned())
+    .run(
+        pool::reconcile::reconcile,
+        pool::reconcile::error_policy,
+        ctx.clone(),
+    )
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "pool reconcile error");
+        }
+    });
 
     let lease_loop = async {
         let Some(elector) = &elector else {
@@ -202,7 +241,7 @@ pub async fn run(
         }
     };
 
-    let (_, lease_result) = tokio::join!(controller, lease_loop);
+    let (_, _, lease_result) = tokio::join!(controller, pool_controller, lease_loop);
     runtime.metrics.leader.set(0);
     if let Some(elector) = &elector
         && lease_result.is_ok()

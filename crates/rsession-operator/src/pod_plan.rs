@@ -43,9 +43,18 @@ pub fn plan_pods(
     pods: &[Pod],
     want_pod: bool,
 ) -> PodPlan {
+    // A pod claimed from a pool keeps its pool name (`<pool>-<suffix>`, incarnation 0): it is
+    // the recorded pod, or, before status recorded it, the live pod labelled for the session.
     let recorded = previous
         .and_then(|s| s.pod_name.as_deref())
-        .and_then(|n| pod_incarnation(session, n).map(|i| (n.to_owned(), i)));
+        .map(|n| (n.to_owned(), pod_incarnation(session, n).unwrap_or(0)))
+        .or_else(|| {
+            pods.iter()
+                .filter(|p| is_live(p))
+                .map(name_of)
+                .find(|n| pod_incarnation(session, n).is_none())
+                .map(|n| (n.to_owned(), 0))
+        });
     let observed_before = previous.and_then(|s| s.pod_uid.as_ref()).is_some();
     let (mut name, incarnation) = recorded.unwrap_or_else(|| (pod_name(session, 1), 1));
 
@@ -218,6 +227,33 @@ mod tests {
                 create: true,
                 delete: vec![],
                 replaced: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_claimed_pool_pod_is_adopted_before_status_records_it_and_kept_after() {
+        let plan = plan_pods("s", None, &[pod("web-ab1cd", false)], true);
+        assert_eq!(
+            (plan.pod_name.as_str(), plan.create, plan.delete.len()),
+            ("web-ab1cd", false, 0)
+        );
+        let st = status("web-ab1cd", true, Phase::Ready);
+        let plan = plan_pods("s", Some(&st), &[pod("web-ab1cd", false)], true);
+        assert_eq!((plan.pod_name.as_str(), plan.create), ("web-ab1cd", false));
+    }
+
+    #[test]
+    fn a_lost_claimed_pod_is_replaced_by_the_first_incarnation() {
+        let st = status("web-ab1cd", true, Phase::Ready);
+        let plan = plan_pods("s", Some(&st), &[], true);
+        assert_eq!(
+            plan,
+            PodPlan {
+                pod_name: "s-1".into(),
+                create: true,
+                delete: vec![],
+                replaced: Some("web-ab1cd".into())
             }
         );
     }

@@ -21,22 +21,25 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use rsession_api::well_known as wk;
-use rsession_api::{Phase, RSession, RSessionStatus};
+use rsession_api::{ClaimStatus, Phase, RSession, RSessionPool, RSessionStatus};
 use tracing::{debug, info, warn};
 
 use crate::apply::{apply, apply_children, apply_status, delete_pod};
 use crate::build::{children::build_children, pod::build_pod, secret, secret_name};
 use crate::checkpoint::Handshake;
+use crate::claim;
 use crate::decide::{Facts, decide};
 use crate::error::Error;
+use crate::pool::build::{template_hash, template_session};
 use crate::status::{self, Observed};
-use crate::validate::{DatabaseHost, Session, SpecError, validate};
+use crate::validate::{DatabaseHost, Session, SpecError, effective_rsession, validate};
 
 // Kept importable from here, where they were defined before the context and decide steps got
 // their own modules.
@@ -50,8 +53,9 @@ pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Largest backoff after repeated transient errors.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
-/// Resolves a database host given as a DNS name; an IP address needs no lookup.
-async fn resolve_database(session: &Session) -> Result<Vec<IpAddr>, Error> {
+/// Resolves the database host of `session` when given as a DNS name; an IP address needs no
+/// lookup, and a session without a database has no addresses.
+pub(crate) async fn resolve_addresses(session: &Session) -> Result<Vec<IpAddr>, Error> {
     let Some(db) = &session.database else {
         return Ok(Vec::new());
     };
@@ -96,7 +100,7 @@ pub async fn reconcile(rs: Arc<RSession>, ctx: Arc<Context>) -> Result<Action, E
 /// exponentially from 1 s to 5 min per RSession.
 pub fn error_policy(rs: Arc<RSession>, error: &Error, ctx: Arc<Context>) -> Action {
     match error {
-        Error::InvalidSpec(SpecError::DatabaseSecretNotFound(_)) => {
+        Error::InvalidSpec(SpecError::DatabaseSecretNotFound(_) | SpecError::PoolNotFound(_)) => {
             Action::requeue(MISSING_SECRET_REQUEUE)
         }
         Error::InvalidSpec(_) => Action::await_change(),
@@ -119,6 +123,7 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
         // Garbage collection removes the children through their owner references.
         return Ok(Action::await_change());
     }
+    let started = Instant::now();
     let now = Timestamp::now();
     let name = rs.name_any();
     let namespace = rs
@@ -130,7 +135,20 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
 
     // fetch
-    let database_secret = match &rs.spec.database {
+    let pool = match &rs.spec.pool_ref {
+        Some(r) => {
+            Api::<RSessionPool>::namespaced(client.clone(), &namespace)
+                .get_opt(&r.name)
+                .await?
+        }
+        None => None,
+    };
+    let effective = effective_rsession(rs, pool.as_ref());
+    let database_secret = match effective
+        .as_ref()
+        .ok()
+        .and_then(|e| e.spec.database.as_ref())
+    {
         Some(db) => secrets.get_opt(&db.secret_ref.name).await?,
         None => None,
     };
@@ -139,7 +157,8 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
     let previous = previous_status.as_ref();
 
     // validate
-    let session = match validate(rs, &ctx.config, database_secret.as_ref()) {
+    let validated = effective.and_then(|e| validate(&e, &ctx.config, database_secret.as_ref()));
+    let session = match validated {
         Ok(s) => s,
         Err(e) => {
             let observed = Observed {
@@ -154,12 +173,56 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
             return Err(e.into());
         }
     };
-    let database_addresses = resolve_database(&session).await?;
+    let database_addresses = resolve_addresses(&session).await?;
     let credentials = secrets.get_opt(&secret_name(&name)).await?;
-    let session_pods = pods
+    let mut session_pods = pods
         .list(&ListParams::default().labels(&format!("{}={name}", wk::LABEL_SESSION)))
         .await?
         .items;
+
+    // claim a warm pod (spec.poolRef, first pod only)
+    let mut claim_status = None;
+    let mut claimed_password = None;
+    if let Some(pool) = &pool
+        && wants_claim(rs, previous, &session_pods)
+    {
+        let pool_name = pool.name_any();
+        let template =
+            template_session(pool, "pool-template", &ctx.config, database_secret.as_ref())?;
+        let hash = template_hash(&template, &ctx.config);
+        let claimed = claim::claim(client, &namespace, rs, &pool_name, &hash).await?;
+        let bind_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let warm = claimed.is_some();
+        claim_status = Some(ClaimStatus {
+            pool: pool_name.clone(),
+            warm,
+            pod_name: claimed.as_ref().map(|c| c.pod.name_any()),
+            claimed_at: Some(Time(status::whole_seconds(now))),
+            bind_milliseconds: Some(bind_ms),
+        });
+        match claimed {
+            Some(c) => {
+                let pod = c.pod.name_any();
+                info!(%pod, pool = %pool_name, bind_ms, "claimed a warm pool pod");
+                publish(
+                    ctx,
+                    rs,
+                    EventType::Normal,
+                    "ClaimedWarm",
+                    "Claim",
+                    format!("bound to Ready pod {pod} of RSessionPool {pool_name} in {bind_ms} ms"),
+                )
+                .await;
+                claimed_password = Some(c.password);
+                session_pods = vec![c.pod];
+            }
+            None => {
+                info!(pool = %pool_name, "pool has no Ready unclaimed pod; starting cold");
+                publish(ctx, rs, EventType::Warning, "PoolEmpty", "Claim",
+                    format!("RSessionPool {pool_name} had no Ready unclaimed pod; starting a pod for this session (cold start)")).await;
+            }
+        }
+    }
 
     // decide (pure)
     let decision = decide(&Facts {
@@ -180,9 +243,9 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
     }
 
     // build (pure)
-    let password = credentials
-        .as_ref()
-        .and_then(secret::existing_password)
+    // A claimed pod's Rserve already has its password: the session's Secret gets the same one.
+    let password = claimed_password
+        .or_else(|| credentials.as_ref().and_then(secret::existing_password))
         .unwrap_or_else(secret::generate_password);
     let children = build_children(&session, &ctx.config, &password, &database_addresses);
 
@@ -225,7 +288,7 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
             Handshake::Waiting { requested_at, .. } => Some(*requested_at),
             _ => None,
         },
-        claim: None,
+        claim: claim_status,
         now,
     };
     let new_status = status::compute(&observed);
@@ -277,6 +340,16 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
     let requeue = decision.requeue;
     debug!(phase = ?new_status.phase, requeue = ?requeue, "reconciled");
     Ok(Action::requeue(requeue))
+}
+
+/// Whether this reconcile should try to claim a pool pod: the RSession names a pool, has never
+/// been bound (no claim and no pod recorded, no pod labelled with its name: a reconcile that
+/// crashed after its claim finds the claimed pod by its label) and is not suspended.
+fn wants_claim(rs: &RSession, previous: Option<&RSessionStatus>, pods: &[Pod]) -> bool {
+    rs.spec.pool_ref.is_some()
+        && !rs.spec.lifecycle.suspend
+        && pods.is_empty()
+        && previous.is_none_or(|s| s.claim.is_none() && s.pod_name.is_none())
 }
 
 /// Whether the RSession `rs` still exists on the API server (same uid) and is not being

@@ -7,7 +7,8 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use rsession_api::status::{
-    CONDITION_CLAIMED, CONDITION_EXPIRED, CONDITION_POD_SCHEDULED, CONDITION_READY, CONDITION_STATE_RESET,
+    CONDITION_CLAIMED, CONDITION_EXPIRED, CONDITION_POD_SCHEDULED, CONDITION_READY,
+    CONDITION_STATE_RESET,
 };
 use rsession_api::well_known as wk;
 use rsession_api::{ClaimStatus, Phase, RSessionStatus};

@@ -83,6 +83,9 @@ pub enum SpecError {
     /// `spec.database.secretRef` names a Secret that does not exist.
     #[error("database Secret {0:?} not found in the RSession's namespace")]
     DatabaseSecretNotFound(String),
+    /// `spec.poolRef` names an RSessionPool that does not exist in the RSession's namespace.
+    #[error("RSessionPool {0:?} (spec.poolRef) not found in the RSession's namespace")]
+    PoolNotFound(String),
     /// The database Secret lacks a required key or has an unusable value.
     #[error("database Secret {secret:?}: key {key:?} {problem}")]
     DatabaseSecretKey {
@@ -101,9 +104,32 @@ impl SpecError {
         match self {
             Self::MissingMetadata(_) => "InvalidMetadata",
             Self::DatabaseSecretNotFound(_) => "DatabaseSecretNotFound",
+            Self::PoolNotFound(_) => "PoolNotFound",
             Self::DatabaseSecretKey { .. } => "InvalidDatabaseSecret",
         }
     }
+}
+
+/// The RSession as the operator realises it: with `spec.poolRef`, the pool's template supplies
+/// every pod-shaping field (the CRD's rules keep them unset on the RSession), the RSession keeps
+/// its workspace and lifecycle. Without a poolRef, `rs` itself.
+///
+/// # Errors
+/// [`SpecError::PoolNotFound`] when `spec.poolRef` is set and `pool` is `None`.
+pub fn effective_rsession<'a>(
+    rs: &'a RSession,
+    pool: Option<&rsession_api::RSessionPool>,
+) -> Result<std::borrow::Cow<'a, RSession>, SpecError> {
+    let Some(pool_ref) = &rs.spec.pool_ref else {
+        return Ok(std::borrow::Cow::Borrowed(rs));
+    };
+    let pool = pool.ok_or_else(|| SpecError::PoolNotFound(pool_ref.name.clone()))?;
+    let mut effective = rs.clone();
+    let mut spec = pool.spec.template.to_spec(rs.spec.lifecycle.clone());
+    spec.workspace = rs.spec.workspace.clone();
+    spec.pool_ref = rs.spec.pool_ref.clone();
+    effective.spec = spec;
+    Ok(std::borrow::Cow::Owned(effective))
 }
 
 /// Validates `rs` against the operator `config` and the database Secret (`None` when the spec

@@ -332,3 +332,93 @@ async fn immutable_workspace_fields_cannot_change() {
     .await
     .expect("temp namespace");
 }
+
+fn pool_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "rsession.dev",
+        "v1alpha1",
+        "RSessionPool",
+    ))
+}
+
+#[tokio::test]
+async fn pool_rules_are_enforced_and_explained_by_the_apiserver() {
+    let cp = ControlPlane::shared().await.expect("control plane");
+    install_crd(cp).await;
+    let explained = cp
+        .kubectl(&["explain", "rsessionpool.spec"])
+        .await
+        .expect("kubectl explain rsessionpool.spec");
+    for words in ["replicas", "template", "scale subresource"] {
+        assert!(
+            collapse(&explained).contains(words),
+            "{words:?} in {explained}"
+        );
+    }
+    cp.with_temp_ns("crd-pool", PodSecurity::Unlabelled, |client, ns| async move {
+        let sessions: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &ns, &rsession_resource());
+        let pools: Api<DynamicObject> = Api::namespaced_with(client, &ns, &pool_resource());
+        let reject = |err: kube::Error, words: &str, case: &str| {
+            let kube::Error::Api(status) = err else {
+                panic!("{case}: expected an API status, got {err}")
+            };
+            assert_eq!(status.code, 422, "{case}: {status:?}");
+            assert!(status.message.contains(words), "{case}: {words:?} not in {:?}", status.message);
+        };
+        for (case, spec, words) in [
+            (
+                "pool-with-image",
+                json!({"poolRef": {"name": "p"}, "image": "r:1"}),
+                "the pod comes from the pool's template",
+            ),
+            (
+                "pool-persistent",
+                json!({"poolRef": {"name": "p"}, "workspace": {"kind": "Persistent", "size": "1Gi"}}),
+                "needs an Ephemeral workspace",
+            ),
+        ] {
+            let err = sessions
+                .create(&PostParams::default(), &rsession(case, spec))
+                .await
+                .expect_err(case);
+            reject(err, words, case);
+        }
+        // poolRef can be neither added nor changed after creation.
+        let apply = PatchParams::apply("cluster-crd-test");
+        sessions
+            .patch("later", &apply, &Patch::Apply(&rsession("later", json!({}))))
+            .await
+            .expect("create without a pool");
+        let err = sessions
+            .patch("later", &apply, &Patch::Apply(&rsession("later", json!({"poolRef": {"name": "p"}}))))
+            .await
+            .expect_err("poolRef added");
+        reject(err, "spec.poolRef is immutable", "poolRef added");
+
+        let pool = |name: &str, spec: Value| {
+            let mut o = DynamicObject::new(name, &pool_resource());
+            o.data = json!({ "spec": spec });
+            o
+        };
+        for (case, name, spec, words) in [
+            ("too-many", "big", json!({"replicas": 201}), "spec.replicas"),
+            ("negative", "neg", json!({"replicas": -1}), "spec.replicas"),
+            ("long-name", "a-pool-name-that-is-much-longer-than-forty-chars", json!({"replicas": 1}), "at most 40 characters"),
+        ] {
+            let err = pools.create(&PostParams::default(), &pool(name, spec)).await.expect_err(case);
+            reject(err, words, case);
+        }
+        // Without the fault: accepted.
+        pools
+            .create(&PostParams::default(), &pool("ok", json!({"replicas": 3, "template": {"image": "r:1"}})))
+            .await
+            .expect("a valid pool");
+        sessions
+            .create(&PostParams::default(), &rsession("pooled", json!({"poolRef": {"name": "ok"}, "lifecycle": {"idleTimeout": "10m"}})))
+            .await
+            .expect("a valid pooled session");
+    })
+    .await
+    .expect("temp namespace");
+}

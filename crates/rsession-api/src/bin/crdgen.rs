@@ -7,7 +7,9 @@
 use std::io::Write;
 
 fn main() -> std::process::ExitCode {
-    let which = std::env::args().nth(1).unwrap_or_else(|| "rsessions".into());
+    let which = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "rsessions".into());
     let rendered = match which.as_str() {
         "rsessions" => rsession_api::crd_yaml(),
         "rsessionpools" => rsession_api::pool_crd_yaml(),

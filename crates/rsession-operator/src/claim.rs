@@ -1,0 +1,148 @@
+//! Claiming a warm pool pod for an RSession with `spec.poolRef` (see [`crate::pool`]).
+//!
+//! A claim is one JSON merge patch of the pool pod carrying the `resourceVersion` the operator
+//! listed: the apiserver applies it only while the pod is unchanged, so two RSessions (or two
+//! operator replicas) can never both claim one pod; the loser gets 409 Conflict and tries the
+//! next candidate. The patch, in one step, gives the pod the session's labels (the session's
+//! Service and NetworkPolicy select it from then on), replaces its owner (the pool) by the
+//! RSession, and stamps the claim time. The pod keeps its pool label, so the pool's
+//! NetworkPolicy covers it throughout; its credentials Secret and Rserve ConfigMap are owned by
+//! the pod itself and follow it.
+//!
+//! API calls of a claim: `LIST` of the pool's pods, then per candidate (Ready, unclaimed, of the
+//! pool's current template; tried in random order, at most [`MAX_CANDIDATES`]) a `GET` of its
+//! credentials Secret (the session's own Secret gets the same password) and the `PATCH`.
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use rand::seq::SliceRandom;
+use rsession_api::RSession;
+use rsession_api::well_known as wk;
+use serde_json::json;
+use tracing::debug;
+
+use crate::build::{controller_owner_reference, secret, secret_name};
+use crate::error::Error;
+use crate::pool::plan::is_claimable;
+
+/// Candidates tried before giving up and starting cold: each failed one was claimed by someone
+/// else between the list and the patch.
+pub const MAX_CANDIDATES: usize = 5;
+
+/// A pool pod now bound to the RSession.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    /// The pod as the patch returned it.
+    pub pod: Pod,
+    /// The Rserve password of the pod's credentials Secret.
+    pub password: String,
+}
+
+/// The merge patch that binds pool pod `pod` (listed at `resource_version`) to RSession `rs`.
+pub fn claim_patch(rs: &RSession, resource_version: &str, now: Timestamp) -> serde_json::Value {
+    let name = rs.name_any();
+    let owner = controller_owner_reference(&name, rs.metadata.uid.as_deref().unwrap_or_default());
+    json!({
+        "metadata": {
+            "resourceVersion": resource_version,
+            "labels": {
+                wk::LABEL_SESSION: name,
+                wk::LABEL_APP_INSTANCE: name,
+            },
+            "annotations": { wk::ANNOTATION_CLAIMED_AT: now.to_string() },
+            "ownerReferences": [owner],
+        }
+    })
+}
+
+/// Tries to bind `rs` to a Ready, unclaimed pod of pool `pool` whose template hash is `hash`.
+/// `Ok(None)`: none could be claimed (the pool is empty, still filling, or every candidate was
+/// taken first); the caller starts the session cold.
+///
+/// # Errors
+/// API errors other than the expected 404 and 409 answers.
+pub async fn claim(
+    client: &Client,
+    namespace: &str,
+    rs: &RSession,
+    pool: &str,
+    hash: &str,
+) -> Result<Option<Claimed>, Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let selector = format!(
+        "{}={pool},{}={hash},!{}",
+        wk::LABEL_POOL,
+        wk::LABEL_POOL_TEMPLATE,
+        wk::LABEL_SESSION
+    );
+    let mut candidates: Vec<Pod> = pods
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .into_iter()
+        .filter(is_claimable)
+        .collect();
+    candidates.shuffle(&mut rand::rng());
+    for candidate in candidates.into_iter().take(MAX_CANDIDATES) {
+        let name = candidate.name_any();
+        let Some(rv) = candidate.metadata.resource_version.as_deref() else {
+            continue;
+        };
+        let Some(password) = secrets
+            .get_opt(&secret_name(&name))
+            .await?
+            .as_ref()
+            .and_then(secret::existing_password)
+        else {
+            debug!(pod = %name, "pool pod has no usable credentials Secret yet");
+            continue;
+        };
+        let patch = claim_patch(rs, rv, Timestamp::now());
+        match pods
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(pod) => return Ok(Some(Claimed { pod, password })),
+            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
+                debug!(pod = %name, code = e.code, "pool pod taken first; trying the next");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_claim_patch_is_conditional_and_moves_labels_and_owner_in_one_step() {
+        let mut rs = RSession::new("s1", rsession_api::RSessionSpec::default());
+        rs.metadata.uid = Some("rs-uid".into());
+        let p = claim_patch(&rs, "42", "2026-01-01T00:00:00Z".parse().expect("ts"));
+        assert_eq!(p["metadata"]["resourceVersion"], "42");
+        assert_eq!(p["metadata"]["labels"][wk::LABEL_SESSION], "s1");
+        assert_eq!(p["metadata"]["labels"][wk::LABEL_APP_INSTANCE], "s1");
+        assert!(
+            p["metadata"]["labels"].get(wk::LABEL_POOL).is_none(),
+            "the pool label stays: the pool's NetworkPolicy keeps covering the pod"
+        );
+        let owners = p["metadata"]["ownerReferences"].as_array().expect("owners");
+        assert_eq!(
+            owners.len(),
+            1,
+            "the pool's reference is replaced, not kept"
+        );
+        assert_eq!(owners[0]["kind"], "RSession");
+        assert_eq!(owners[0]["uid"], "rs-uid");
+        assert_eq!(owners[0]["controller"], true);
+        assert_eq!(
+            p["metadata"]["annotations"][wk::ANNOTATION_CLAIMED_AT],
+            "2026-01-01T00:00:00Z"
+        );
+    }
+}

@@ -1,0 +1,328 @@
+//! Pure builders of an RSessionPool's children: its NetworkPolicy, and per pool pod the pod,
+//! credentials Secret and Rserve ConfigMap. Pool pods are built by the same builders as session
+//! pods ([`crate::build`]) from a session-shaped view of the template ([`template_session`]),
+//! then relabelled: they carry the pool's labels instead of a session's until claimed.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
+use rand::Rng;
+use rsession_api::well_known as wk;
+use rsession_api::{LifecycleSpec, RSession, RSessionPool};
+use sha2::{Digest, Sha256};
+
+use crate::build::config_map::build_config_map;
+use crate::build::network_policy::build_network_policy;
+use crate::build::pod::build_pod;
+use crate::build::secret::build_secret;
+use crate::config::OperatorConfig;
+use crate::validate::{Session, SpecError, validate};
+
+/// Name the template hash is computed with: pod specs name their Secret and ConfigMap after the
+/// pod, so hashing a pod built under one fixed name makes the hash depend on the template and the
+/// operator configuration only.
+const HASH_NAME: &str = "pool-template";
+
+/// Characters of the random suffix of pool pod names. At least one letter is forced, so a pool pod
+/// name never looks like a session pod's `<session>-<digits>`.
+const SUFFIX_LEN: usize = 5;
+
+/// Name of the pool's NetworkPolicy. The dot keeps it apart from every session NetworkPolicy,
+/// which is named after an RSession (a DNS-1035 label, no dots).
+pub fn network_policy_name(pool: &str) -> String {
+    format!("{pool}.rsessionpool")
+}
+
+/// A fresh pool pod name: `<pool>-<5 random lower-case letters and digits, one letter at least>`.
+pub fn pod_name(pool: &str) -> String {
+    let mut rng = rand::rng();
+    let alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut suffix: Vec<u8> = (0..SUFFIX_LEN)
+        .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+        .collect();
+    if suffix.iter().all(u8::is_ascii_digit) {
+        suffix[0] = alphabet[rng.random_range(0..26)];
+    }
+    format!("{pool}-{}", String::from_utf8_lossy(&suffix))
+}
+
+/// Labels of a pool's pods and their Secrets and ConfigMaps.
+pub fn pool_labels(pool: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (wk::LABEL_APP_NAME.to_owned(), wk::APP_NAME.to_owned()),
+        (wk::LABEL_APP_INSTANCE.to_owned(), pool.to_owned()),
+        (wk::LABEL_MANAGED_BY.to_owned(), wk::MANAGER.to_owned()),
+        (wk::LABEL_PART_OF.to_owned(), wk::APP_NAME.to_owned()),
+        (wk::LABEL_POOL.to_owned(), pool.to_owned()),
+    ])
+}
+
+/// Label selector of a pool's unclaimed pods (`status.selector`, the scale subresource's).
+pub fn unclaimed_selector(pool: &str) -> String {
+    format!("{}={pool},!{}", wk::LABEL_POOL, wk::LABEL_SESSION)
+}
+
+/// A controller owner reference to `pool` (the pool's NetworkPolicy and unclaimed pods).
+pub fn pool_owner_reference(pool: &RSessionPool) -> OwnerReference {
+    OwnerReference {
+        api_version: RSessionPool::api_version(&()).into_owned(),
+        kind: RSessionPool::kind(&()).into_owned(),
+        name: pool.metadata.name.clone().unwrap_or_default(),
+        uid: pool.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// An owner reference to pod `pod` (name, uid): a pool pod's Secret and ConfigMap are
+/// garbage-collected with it, whoever owns the pod by then.
+pub fn pod_owner_reference(name: &str, uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name: name.to_owned(),
+        uid: uid.to_owned(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// The template of `pool` validated as a session named `name` (a pool pod's name, or
+/// [`HASH_NAME`]), owned by the pool. `database_secret` is the Secret the template's database
+/// names, if any.
+///
+/// # Errors
+/// [`SpecError`] as for an RSession with the same spec (missing metadata, a missing or invalid
+/// database Secret).
+pub fn template_session(
+    pool: &RSessionPool,
+    name: &str,
+    config: &OperatorConfig,
+    database_secret: Option<&Secret>,
+) -> Result<Session, SpecError> {
+    let view = RSession {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: pool.metadata.namespace.clone(),
+            uid: pool.metadata.uid.clone(),
+            ..ObjectMeta::default()
+        },
+        spec: pool.spec.template.to_spec(LifecycleSpec::default()),
+        status: None,
+    };
+    let mut session = validate(&view, config, database_secret)?;
+    session.owner_reference = pool_owner_reference(pool);
+    Ok(session)
+}
+
+/// Hash (first 10 hex digits of SHA-256) of the pod spec `session` (from [`template_session`])
+/// produces under the operator's `config`: equal hashes mean interchangeable pool pods.
+pub fn template_hash(session: &Session, config: &OperatorConfig) -> String {
+    let mut s = session.clone();
+    s.name = HASH_NAME.into();
+    let pod = build_pod(&s, config, HASH_NAME);
+    let spec = serde_json::to_vec(&pod.spec).unwrap_or_default();
+    hex::encode(Sha256::digest(&spec))[..10].to_owned()
+}
+
+fn relabel(meta: &mut ObjectMeta, pool: &str, extra: &[(&str, &str)]) {
+    let mut labels = pool_labels(pool);
+    if let Some(component) = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(wk::LABEL_APP_COMPONENT))
+    {
+        labels.insert(wk::LABEL_APP_COMPONENT.to_owned(), component.clone());
+    }
+    for (k, v) in extra {
+        labels.insert((*k).to_owned(), (*v).to_owned());
+    }
+    meta.labels = Some(labels);
+}
+
+/// The pool pod `session.name` (a [`pod_name`]): the session pod the template describes, with
+/// the pool's labels and the template hash instead of a session's label.
+pub fn build_pool_pod(session: &Session, config: &OperatorConfig, pool: &str, hash: &str) -> Pod {
+    let mut pod = build_pod(session, config, &session.name);
+    relabel(&mut pod.metadata, pool, &[(wk::LABEL_POOL_TEMPLATE, hash)]);
+    pod
+}
+
+/// The credentials Secret and Rserve ConfigMap of pool pod `session.name`, owned by that pod
+/// (`owner`, see [`pod_owner_reference`]) so they go with it.
+pub fn build_pod_children(
+    session: &Session,
+    config: &OperatorConfig,
+    pool: &str,
+    password: &str,
+    owner: OwnerReference,
+) -> (Secret, ConfigMap) {
+    let mut secret = build_secret(session, password);
+    let mut config_map = build_config_map(session, &config.preload_packages);
+    for meta in [&mut secret.metadata, &mut config_map.metadata] {
+        relabel(meta, pool, &[]);
+        meta.owner_references = Some(vec![owner.clone()]);
+    }
+    (secret, config_map)
+}
+
+/// The pool's NetworkPolicy: the session NetworkPolicy of the template (ingress from the MCP
+/// frontend only, egress denied but for the database and the allow-list), selecting every pod of
+/// the pool, claimed or not. It is applied before the pool's first pod is created.
+pub fn build_pool_network_policy(
+    session: &Session,
+    config: &OperatorConfig,
+    pool: &str,
+    database_addresses: &[std::net::IpAddr],
+) -> NetworkPolicy {
+    let mut np = build_network_policy(session, config, database_addresses);
+    np.metadata.name = Some(network_policy_name(pool));
+    relabel(&mut np.metadata, pool, &[]);
+    if let Some(spec) = np.spec.as_mut() {
+        spec.pod_selector = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    wk::LABEL_POOL.to_owned(),
+                    pool.to_owned(),
+                )])),
+                match_expressions: None,
+            },
+        );
+    }
+    np
+}
+
+#[cfg(test)]
+mod tests {
+    use rsession_api::{EgressRule, NetworkSpec, RSessionPoolSpec, SessionTemplate};
+
+    use super::*;
+
+    pub(crate) fn pool(name: &str) -> RSessionPool {
+        let mut p = RSessionPool::new(
+            name,
+            RSessionPoolSpec {
+                replicas: 2,
+                template: SessionTemplate::default(),
+            },
+        );
+        p.metadata.namespace = Some("ns".into());
+        p.metadata.uid = Some("pool-uid".into());
+        p
+    }
+
+    fn session(p: &RSessionPool, name: &str) -> Session {
+        template_session(p, name, &OperatorConfig::default(), None).expect("valid template")
+    }
+
+    #[test]
+    fn pool_pod_names_never_look_like_session_pod_names() {
+        for _ in 0..200 {
+            let n = pod_name("web");
+            let suffix = n.strip_prefix("web-").expect("prefix");
+            assert_eq!(suffix.len(), SUFFIX_LEN);
+            assert!(suffix.bytes().any(|b| b.is_ascii_lowercase()), "{n}");
+            assert!(
+                suffix
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            );
+        }
+    }
+
+    #[test]
+    fn pool_pod_is_owned_by_the_pool_and_carries_pool_labels_not_a_session_label() {
+        let p = pool("web");
+        let s = session(&p, "web-ab1cd");
+        let pod = build_pool_pod(&s, &OperatorConfig::default(), "web", "h");
+        let labels = pod.metadata.labels.as_ref().expect("labels");
+        assert_eq!(labels.get(wk::LABEL_POOL).map(String::as_str), Some("web"));
+        assert_eq!(
+            labels.get(wk::LABEL_POOL_TEMPLATE).map(String::as_str),
+            Some("h")
+        );
+        assert_eq!(
+            labels.get(wk::LABEL_APP_COMPONENT).map(String::as_str),
+            Some("session")
+        );
+        assert!(!labels.contains_key(wk::LABEL_SESSION));
+        let owner = &pod.metadata.owner_references.as_ref().expect("owner")[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("RSessionPool", "pool-uid")
+        );
+        assert_eq!(pod.metadata.name.as_deref(), Some("web-ab1cd"));
+    }
+
+    #[test]
+    fn pod_children_are_owned_by_the_pod_and_named_after_it() {
+        let p = pool("web");
+        let s = session(&p, "web-ab1cd");
+        let (secret, cm) = build_pod_children(
+            &s,
+            &OperatorConfig::default(),
+            "web",
+            "pw",
+            pod_owner_reference("web-ab1cd", "pod-uid"),
+        );
+        assert_eq!(
+            secret.metadata.name.as_deref(),
+            Some("web-ab1cd-credentials")
+        );
+        assert_eq!(cm.metadata.name.as_deref(), Some("web-ab1cd-rserve"));
+        for meta in [&secret.metadata, &cm.metadata] {
+            let owner = &meta.owner_references.as_ref().expect("owner")[0];
+            assert_eq!(
+                (owner.kind.as_str(), owner.uid.as_str()),
+                ("Pod", "pod-uid")
+            );
+            assert!(
+                !meta
+                    .labels
+                    .as_ref()
+                    .expect("labels")
+                    .contains_key(wk::LABEL_SESSION)
+            );
+        }
+    }
+
+    #[test]
+    fn template_hash_ignores_pod_names_and_follows_the_template() {
+        let mut p = pool("web");
+        let config = OperatorConfig::default();
+        let a = template_hash(&session(&p, "web-aaaaa"), &config);
+        let b = template_hash(&session(&p, "web-bbbbb"), &config);
+        assert_eq!(a, b);
+        p.spec.template.image = Some("other:1".into());
+        assert_ne!(a, template_hash(&session(&p, "web-aaaaa"), &config));
+    }
+
+    #[test]
+    fn pool_network_policy_selects_every_pool_pod_and_keeps_egress_denied() {
+        let mut p = pool("web");
+        p.spec.template.network = Some(NetworkSpec {
+            egress: vec![EgressRule {
+                cidr: "10.1.2.3/32".into(),
+                ports: vec![443],
+            }],
+        });
+        let s = session(&p, HASH_NAME);
+        let np = build_pool_network_policy(&s, &OperatorConfig::default(), "web", &[]);
+        assert_eq!(np.metadata.name.as_deref(), Some("web.rsessionpool"));
+        let spec = np.spec.expect("spec");
+        assert_eq!(
+            spec.pod_selector.and_then(|s| s.match_labels),
+            Some(BTreeMap::from([(
+                wk::LABEL_POOL.to_owned(),
+                "web".to_owned()
+            )]))
+        );
+        let types = spec.policy_types.unwrap_or_default();
+        assert!(types.contains(&"Egress".to_owned()) && types.contains(&"Ingress".to_owned()));
+        let egress = serde_json::to_string(&spec.egress).expect("json");
+        assert!(egress.contains("10.1.2.3/32"), "{egress}");
+    }
+}

@@ -1,0 +1,16 @@
+//! Warm pools: the RSessionPool controller keeps `spec.replicas` Ready, unclaimed session pods
+//! so that an RSession with `spec.poolRef` is bound to one in a single API call ([`crate::claim`])
+//! instead of waiting for a pod to be scheduled, R to start and the readiness probe to pass.
+//!
+//! Per pool: one NetworkPolicy (`<pool>.rsessionpool`, applied before any pod exists) selecting
+//! every pod with the pool's label; per pool pod (`<pool>-<5 characters>`): the pod (owned by the
+//! pool until claimed), its credentials Secret and Rserve ConfigMap (owned by the pod, so they go
+//! with it whoever owns it). Unclaimed pool pods never expire; failed ones and ones built from an
+//! older template are replaced; claimed ones are the RSession's and are never touched here.
+//!
+//! Layout, as for sessions: [`build`] (pure builders), [`plan`] (pure decision and counts),
+//! [`reconcile`] (the API calls).
+
+pub mod build;
+pub mod plan;
+pub mod reconcile;

@@ -1,0 +1,236 @@
+//! One reconcile of an RSessionPool. API calls, in order:
+//! 1. `GET` the database Secret (only when the template has a database);
+//! 2. server-side apply of the pool's NetworkPolicy;
+//! 3. `LIST` pods labelled `rsession.dev/pool=<pool>`;
+//! 4. `DELETE` (precondition: the resourceVersion listed) of unclaimed pods to replace or
+//!    remove ([`super::plan`]);
+//! 5. per pod to create: server-side apply of the pod, then of its credentials Secret and Rserve
+//!    ConfigMap (owned by the pod, so created after it; the kubelet mounts them as they appear);
+//! 6. server-side apply of `status` when it changed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, ListParams};
+use kube::core::TypeMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use rsession_api::status::CONDITION_READY;
+use rsession_api::well_known as wk;
+use rsession_api::{RSessionPool, RSessionPoolStatus};
+use tracing::{info, warn};
+
+use super::build::{
+    build_pod_children, build_pool_network_policy, build_pool_pod, pod_name, pod_owner_reference,
+    template_hash, template_session, unclaimed_selector,
+};
+use super::plan::{PoolPlan, plan_pool};
+use crate::apply::{apply, apply_in, apply_status_of, delete_unchanged};
+use crate::build::secret::generate_password;
+use crate::context::Context;
+use crate::decide::MAX_REQUEUE;
+use crate::error::Error;
+use crate::reconcile::{MISSING_SECRET_REQUEUE, resolve_addresses};
+use crate::validate::SpecError;
+
+/// Name the template is validated under for the pool's NetworkPolicy and hash.
+const TEMPLATE_NAME: &str = "pool-template";
+
+/// Retry delay after a transient error of a pool reconcile.
+pub const POOL_RETRY: Duration = Duration::from_secs(5);
+
+/// Reconciles one RSessionPool. Called by the kube-runtime controller.
+///
+/// # Errors
+/// [`Error`]; [`error_policy`] decides when to retry.
+#[tracing::instrument(skip_all, fields(pool = %pool.name_any(), namespace = pool.namespace().unwrap_or_default()))]
+pub async fn reconcile(pool: Arc<RSessionPool>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if pool.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let name = pool.name_any();
+    let namespace = pool
+        .namespace()
+        .ok_or(SpecError::MissingMetadata("namespace"))?;
+    let client = &ctx.client;
+    let pools: Api<RSessionPool> = Api::namespaced(client.clone(), &namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+
+    let database_secret = match &pool.spec.template.database {
+        Some(db) => secrets.get_opt(&db.secret_ref.name).await?,
+        None => None,
+    };
+    let template =
+        match template_session(&pool, TEMPLATE_NAME, &ctx.config, database_secret.as_ref()) {
+            Ok(t) => t,
+            Err(e) => {
+                let status = invalid_status(&pool, &e);
+                write_status(&pools, &pool, &status).await?;
+                publish(
+                    &ctx,
+                    &pool,
+                    EventType::Warning,
+                    "InvalidTemplate",
+                    e.to_string(),
+                )
+                .await;
+                return Err(e.into());
+            }
+        };
+    let hash = template_hash(&template, &ctx.config);
+    let addresses = resolve_addresses(&template).await?;
+    apply_in::<NetworkPolicy>(
+        client,
+        &namespace,
+        &build_pool_network_policy(&template, &ctx.config, &name, &addresses),
+    )
+    .await?;
+
+    let listed = pods
+        .list(&ListParams::default().labels(&format!("{}={name}", wk::LABEL_POOL)))
+        .await?
+        .items;
+    let plan = plan_pool(pool.spec.replicas, &hash, &listed);
+    for (pod, resource_version) in &plan.delete {
+        if delete_unchanged(&pods, pod, resource_version.clone()).await? {
+            info!(%pod, "deleted pool pod (older template, failed, or above spec.replicas)");
+        }
+    }
+    for _ in 0..plan.create {
+        let pod_name = pod_name(&name);
+        let session = template_session(&pool, &pod_name, &ctx.config, database_secret.as_ref())?;
+        let created = apply(&pods, &build_pool_pod(&session, &ctx.config, &name, &hash)).await?;
+        let owner = pod_owner_reference(
+            &pod_name,
+            created.metadata.uid.as_deref().unwrap_or_default(),
+        );
+        let (secret, config_map) =
+            build_pod_children(&session, &ctx.config, &name, &generate_password(), owner);
+        apply_in(client, &namespace, &secret).await?;
+        apply_in(client, &namespace, &config_map).await?;
+        info!(pod = %pod_name, "created pool pod");
+    }
+
+    write_status(&pools, &pool, &pool_status(&pool, &plan, Timestamp::now())).await?;
+    Ok(Action::requeue(MAX_REQUEUE))
+}
+
+/// Retries a failed pool reconcile: a missing database Secret after 30 s, another invalid
+/// template on the next change, anything else after [`POOL_RETRY`].
+pub fn error_policy(pool: Arc<RSessionPool>, error: &Error, _ctx: Arc<Context>) -> Action {
+    match error {
+        Error::InvalidSpec(SpecError::DatabaseSecretNotFound(_)) => {
+            Action::requeue(MISSING_SECRET_REQUEUE)
+        }
+        Error::InvalidSpec(_) => Action::await_change(),
+        _ => {
+            warn!(pool = %pool.name_any(), error = %error, "pool reconcile failed");
+            Action::requeue(POOL_RETRY)
+        }
+    }
+}
+
+fn pool_types() -> TypeMeta {
+    TypeMeta::resource::<RSessionPool>()
+}
+
+/// The Ready condition, keeping the previous transition time while its status is unchanged.
+fn ready_condition(
+    pool: &RSessionPool,
+    ready: bool,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) -> Condition {
+    let status = if ready { "True" } else { "False" };
+    let since = pool
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == CONDITION_READY))
+        .filter(|c| c.status == status)
+        .map_or_else(
+            || Time(crate::status::whole_seconds(now)),
+            |c| c.last_transition_time.clone(),
+        );
+    Condition {
+        type_: CONDITION_READY.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: pool.metadata.generation,
+        last_transition_time: since,
+    }
+}
+
+/// The status after `plan` is carried out.
+pub fn pool_status(pool: &RSessionPool, plan: &PoolPlan, now: Timestamp) -> RSessionPoolStatus {
+    let want = pool.spec.replicas;
+    let replicas = plan.kept + i32::try_from(plan.create).unwrap_or(i32::MAX);
+    let ready = plan.ready >= want;
+    let message = format!(
+        "{} of {want} unclaimed pods Ready; {} claimed",
+        plan.ready, plan.claimed
+    );
+    RSessionPoolStatus {
+        replicas,
+        ready_replicas: plan.ready,
+        claimed_replicas: plan.claimed,
+        selector: Some(unclaimed_selector(&pool.name_any())),
+        observed_generation: pool.metadata.generation,
+        conditions: vec![ready_condition(
+            pool,
+            ready,
+            if ready { "PoolReady" } else { "Filling" },
+            message.clone(),
+            now,
+        )],
+        message: Some(message),
+    }
+}
+
+fn invalid_status(pool: &RSessionPool, e: &SpecError) -> RSessionPoolStatus {
+    let previous = pool.status.clone().unwrap_or_default();
+    RSessionPoolStatus {
+        observed_generation: pool.metadata.generation,
+        conditions: vec![ready_condition(
+            pool,
+            false,
+            "InvalidTemplate",
+            e.to_string(),
+            Timestamp::now(),
+        )],
+        message: Some(format!("spec.template cannot be realised: {e}")),
+        selector: Some(unclaimed_selector(&pool.name_any())),
+        ..previous
+    }
+}
+
+async fn write_status(
+    api: &Api<RSessionPool>,
+    pool: &RSessionPool,
+    status: &RSessionPoolStatus,
+) -> Result<(), Error> {
+    if pool.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    apply_status_of(api, &pool.name_any(), pool_types(), status).await
+}
+
+async fn publish(ctx: &Context, pool: &RSessionPool, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &pool.object_ref(&())).await {
+        warn!(error = %e, reason, "could not publish event");
+    }
+}
