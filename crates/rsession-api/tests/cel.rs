@@ -168,3 +168,63 @@ fn session_name_must_fit_a_service_name() {
         "metadata.name must be a DNS-1035 label",
     );
 }
+
+#[test]
+fn pool_ref_leaves_the_pod_fields_to_the_pool() {
+    let pool = json!({"name": "warm"});
+    assert_eq!(
+        errors("s", json!({"poolRef": pool}), None),
+        Vec::<String>::new()
+    );
+    for (field, value) in [
+        ("image", json!("r:4")),
+        ("resources", json!({"limits": {"cpu": "1"}})),
+        ("network", json!({"egress": [{"cidr": "10.0.0.0/8"}]})),
+        ("runtimeClassName", json!("gvisor")),
+        ("nodeSelector", json!({"pool": "r"})),
+    ] {
+        let mut spec = json!({"poolRef": pool});
+        spec[field] = value;
+        assert_rejected(
+            "s",
+            spec,
+            None,
+            "with spec.poolRef the pod comes from the pool's template",
+        );
+    }
+}
+
+#[test]
+fn pool_ref_needs_an_ephemeral_workspace() {
+    assert_rejected(
+        "s",
+        json!({"poolRef": {"name": "warm"},
+               "workspace": {"kind": "Persistent", "size": "1Gi", "retainPolicy": "Delete"}}),
+        None,
+        "spec.poolRef needs an Ephemeral workspace",
+    );
+}
+
+#[test]
+fn pool_ref_is_immutable() {
+    let with = json!({"poolRef": {"name": "warm"}});
+    assert_rejected(
+        "s",
+        json!({"poolRef": {"name": "other"}}),
+        Some(with.clone()),
+        "spec.poolRef is immutable",
+    );
+    assert_rejected(
+        "s",
+        json!({}),
+        Some(with.clone()),
+        "spec.poolRef is immutable",
+    );
+    assert_rejected(
+        "s",
+        with.clone(),
+        Some(json!({})),
+        "spec.poolRef is immutable",
+    );
+    assert_eq!(errors("s", with.clone(), Some(with)), Vec::<String>::new());
+}
