@@ -66,8 +66,10 @@ RSESSION_BIN_DIR="$bins" RSESSION_IMAGE_TAG="$tag" "$repo/images/build.sh" opera
 # and fault tests run 10-20 sessions at once.
 # Helm installs the chart's crds/ once and never upgrades them; a changed CRD is applied here
 # (as on any Helm upgrade of a cluster), before the new binaries that expect it start.
-log "CRD: server-side apply of crds/"
-kubectl apply --server-side --force-conflicts -f "$repo/crds/rsession.dev_rsessions.yaml" >&2
+log "CRDs: server-side apply of crds/ (RSession, RSessionPool)"
+crd_files=()
+for crd in "$repo"/crds/rsession.dev_*.yaml; do crd_files+=(-f "$crd"); done
+kubectl apply --server-side --force-conflicts "${crd_files[@]}" >&2
 log "chart: release $release in $sys_ns, sessions in $sess_ns"
 helm upgrade --install "$release" "$repo/charts/rsession" -n "$sys_ns" --create-namespace --wait --timeout 5m \
   --set operator.image.repository=localhost/rsession/operator,operator.image.tag=$tag,operator.image.pullPolicy=Never \

@@ -124,6 +124,9 @@ app.kubernetes.io/component: mcp
 {{- if and .Values.mcp.enabled .Values.operator.watchNamespace (ne .Values.operator.watchNamespace .Values.sessions.namespace) -}}
 {{- fail "operator.watchNamespace must equal sessions.namespace while the MCP frontend is enabled (the operator would never see the sessions the frontend creates)" -}}
 {{- end -}}
+{{- if and .Values.pool.enabled .Values.operator.watchNamespace (ne .Values.operator.watchNamespace .Values.sessions.namespace) -}}
+{{- fail "operator.watchNamespace must equal sessions.namespace while pool.enabled is true (the operator would never fill the pool)" -}}
+{{- end -}}
 {{- if ge (int .Values.operator.leaderElection.renewIntervalSeconds) (int .Values.operator.leaderElection.leaseDurationSeconds) -}}
 {{- fail "operator.leaderElection.renewIntervalSeconds must be below leaseDurationSeconds" -}}
 {{- end -}}

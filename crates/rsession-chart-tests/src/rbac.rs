@@ -42,6 +42,96 @@ pub fn grants(rules: &[PolicyRule]) -> BTreeSet<Grant> {
     out
 }
 
+/// The grants of rules written as `(apiGroup, resources, verbs)` triples, for pinning what a
+/// Role or ClusterRole must grant: `expand(&[("", &["pods"], &["get", "list"])])`.
+pub fn expand(rules: &[(&str, &[&str], &[&str])]) -> BTreeSet<Grant> {
+    let mut out = BTreeSet::new();
+    for (group, resources, verbs) in rules {
+        for resource in *resources {
+            for verb in *verbs {
+                out.insert((
+                    (*group).to_owned(),
+                    (*resource).to_owned(),
+                    String::new(),
+                    (*verb).to_owned(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// What the operator's ClusterRole (`charts/rsession/templates/operator-rbac.yaml`, and
+/// `config/rbac/role.yaml`) grants: the RSession and RSessionPool controllers' watches, reads
+/// and status writes; the children they server-side apply; pods and pool Secrets they delete;
+/// Events.
+pub fn operator_grants() -> BTreeSet<Grant> {
+    expand(&[
+        ("rsession.dev", &["rsessions"], &["get", "list", "watch"]),
+        ("rsession.dev", &["rsessions/status"], &["patch"]),
+        (
+            "rsession.dev",
+            &["rsessionpools"],
+            &["get", "list", "watch"],
+        ),
+        (
+            "rsession.dev",
+            &["rsessionpools/status"],
+            &["get", "patch", "update"],
+        ),
+        (
+            "",
+            &["pods", "secrets"],
+            &["get", "list", "watch", "create", "patch", "delete"],
+        ),
+        (
+            "",
+            &["configmaps", "services", "persistentvolumeclaims"],
+            &["create", "patch"],
+        ),
+        (
+            "networking.k8s.io",
+            &["networkpolicies"],
+            &["create", "patch"],
+        ),
+        ("events.k8s.io", &["events"], &["create", "patch"]),
+    ])
+}
+
+/// What the MCP frontend's Role in the sessions namespace grants: RSessions it manages, the
+/// RSessionPool a `create_session` names (read only), the sessions' credentials Secrets (get
+/// only), and Events naming the caller (kube's Recorder creates them and patches a repeat).
+pub fn mcp_grants() -> BTreeSet<Grant> {
+    expand(&[
+        (
+            "rsession.dev",
+            &["rsessions"],
+            &["create", "get", "list", "watch", "delete", "patch"],
+        ),
+        ("rsession.dev", &["rsessionpools"], &["get", "list"]),
+        ("", &["secrets"], &["get"]),
+        ("events.k8s.io", &["events"], &["create", "patch"]),
+    ])
+}
+
+/// What the user ClusterRole (`<fullname>-user`, for callers of the MCP frontend and people
+/// with kubectl) grants: RSessions and RSessionPools alike, and the pools' scale subresource;
+/// no status, no Secrets.
+pub fn user_grants() -> BTreeSet<Grant> {
+    expand(&[
+        (
+            "rsession.dev",
+            &["rsessions", "rsessionpools"],
+            &["create", "get", "list", "watch", "delete", "patch"],
+        ),
+        (
+            "rsession.dev",
+            &["rsessionpools/scale"],
+            &["get", "update", "patch"],
+        ),
+    ])
+}
+
 /// [`grants`] of the `rules` of a rendered Role or ClusterRole (no `rules` means none).
 ///
 /// # Errors
@@ -101,6 +191,77 @@ mod tests {
         ];
         assert_eq!(grants(&a), grants(&b));
         assert_eq!(diff(&grants(&a), &grants(&b)), "");
+    }
+
+    #[test]
+    fn expand_equals_the_same_rules_written_out() {
+        let written = [
+            rule(&["rsession.dev"], &["rsessionpools"], &["get", "list"]),
+            rule(&[""], &["pods", "secrets"], &["delete"]),
+        ];
+        let expanded = expand(&[
+            ("rsession.dev", &["rsessionpools"], &["list", "get"]),
+            ("", &["secrets", "pods"], &["delete"]),
+        ]);
+        assert_eq!(grants(&written), expanded);
+        assert_eq!(expanded.len(), 4);
+    }
+
+    #[test]
+    fn operator_grants_cover_pools_and_pool_children() {
+        let grants = operator_grants();
+        let has = |g: &str, r: &str, v: &str| {
+            grants.contains(&(g.to_owned(), r.to_owned(), String::new(), v.to_owned()))
+        };
+        for verb in ["get", "list", "watch"] {
+            assert!(has("rsession.dev", "rsessionpools", verb), "{verb} pools");
+        }
+        for verb in ["get", "patch", "update"] {
+            assert!(
+                has("rsession.dev", "rsessionpools/status", verb),
+                "{verb} pool status"
+            );
+        }
+        for verb in ["get", "list", "watch", "create", "patch", "delete"] {
+            assert!(has("", "pods", verb), "{verb} pods");
+            assert!(has("", "secrets", verb), "{verb} secrets");
+        }
+        // The operator never writes specs: pools and sessions are the users'.
+        for verb in ["create", "update", "patch", "delete"] {
+            assert!(!has("rsession.dev", "rsessionpools", verb), "{verb} pools");
+            assert!(!has("rsession.dev", "rsessions", verb), "{verb} sessions");
+        }
+        assert!(!has("rsession.dev", "rsessionpools/scale", "update"));
+    }
+
+    #[test]
+    fn mcp_and_user_grants_on_pools() {
+        let mcp = mcp_grants();
+        let pool = |v: &str| {
+            (
+                "rsession.dev".to_owned(),
+                "rsessionpools".to_owned(),
+                String::new(),
+                v.to_owned(),
+            )
+        };
+        assert!(mcp.contains(&pool("get")) && mcp.contains(&pool("list")));
+        assert!(!mcp.contains(&pool("create")) && !mcp.contains(&pool("patch")));
+        let user = user_grants();
+        for verb in ["create", "get", "list", "watch", "delete", "patch"] {
+            assert!(user.contains(&pool(verb)), "user {verb} pools");
+        }
+        assert!(user.contains(&(
+            "rsession.dev".into(),
+            "rsessionpools/scale".into(),
+            String::new(),
+            "update".into()
+        )));
+        assert!(
+            !user
+                .iter()
+                .any(|g| g.1.ends_with("/status") || g.1 == "secrets")
+        );
     }
 
     #[test]

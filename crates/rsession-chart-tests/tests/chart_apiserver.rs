@@ -347,9 +347,29 @@ async fn operator_service_account_has_what_the_operator_uses_and_no_more() {
                 "rsessions/status",
                 Some("team-a"),
             ),
+            (true, "watch", "rsession.dev", "rsessionpools", None),
+            (true, "get", "rsession.dev", "rsessionpools", Some("team-a")),
+            (
+                true,
+                "patch",
+                "rsession.dev",
+                "rsessionpools/status",
+                Some("team-a"),
+            ),
+            (
+                true,
+                "update",
+                "rsession.dev",
+                "rsessionpools/status",
+                Some("team-a"),
+            ),
             (true, "create", "", "pods", Some("team-a")),
+            (true, "get", "", "pods", Some("team-a")),
+            (true, "patch", "", "pods", Some("team-a")),
             (true, "delete", "", "pods", Some("team-a")),
             (true, "get", "", "secrets", Some("team-a")),
+            (true, "watch", "", "secrets", None),
+            (true, "delete", "", "secrets", Some("team-a")),
             (
                 true,
                 "patch",
@@ -373,7 +393,28 @@ async fn operator_service_account_has_what_the_operator_uses_and_no_more() {
                 Some("kube-system"),
             ),
             (false, "patch", "rsession.dev", "rsessions", Some("team-a")),
-            (false, "delete", "", "secrets", Some("team-a")),
+            (
+                false,
+                "patch",
+                "rsession.dev",
+                "rsessionpools",
+                Some("team-a"),
+            ),
+            (
+                false,
+                "delete",
+                "rsession.dev",
+                "rsessionpools",
+                Some("team-a"),
+            ),
+            (
+                false,
+                "update",
+                "rsession.dev",
+                "rsessionpools/scale",
+                Some("team-a"),
+            ),
+            (false, "delete", "", "configmaps", Some("team-a")),
             (false, "get", "", "nodes", None),
             (
                 false,
@@ -428,6 +469,41 @@ async fn mcp_service_account_is_limited_to_the_sessions_namespace() {
                 Some(SESSIONS_NAMESPACE),
             ),
             (true, "get", "", "secrets", Some(SESSIONS_NAMESPACE)),
+            (
+                true,
+                "get",
+                "rsession.dev",
+                "rsessionpools",
+                Some(SESSIONS_NAMESPACE),
+            ),
+            (
+                true,
+                "list",
+                "rsession.dev",
+                "rsessionpools",
+                Some(SESSIONS_NAMESPACE),
+            ),
+            (
+                false,
+                "create",
+                "rsession.dev",
+                "rsessionpools",
+                Some(SESSIONS_NAMESPACE),
+            ),
+            (
+                false,
+                "patch",
+                "rsession.dev",
+                "rsessionpools/scale",
+                Some(SESSIONS_NAMESPACE),
+            ),
+            (
+                false,
+                "get",
+                "rsession.dev",
+                "rsessionpools",
+                Some("default"),
+            ),
             (
                 true,
                 "create",
@@ -603,7 +679,92 @@ async fn user_cluster_role_grants_an_agent_rsessions_in_the_sessions_namespace()
                 "rsessions/status",
                 Some(SESSIONS_NAMESPACE),
             ),
+            (
+                true,
+                "create",
+                "rsession.dev",
+                "rsessionpools",
+                Some(SESSIONS_NAMESPACE),
+            ),
+            (
+                true,
+                "update",
+                "rsession.dev",
+                "rsessionpools/scale",
+                Some(SESSIONS_NAMESPACE),
+            ),
+            (
+                true,
+                "patch",
+                "rsession.dev",
+                "rsessionpools/scale",
+                Some(SESSIONS_NAMESPACE),
+            ),
+            (
+                false,
+                "patch",
+                "rsession.dev",
+                "rsessionpools/status",
+                Some(SESSIONS_NAMESPACE),
+            ),
+            (
+                false,
+                "create",
+                "rsession.dev",
+                "rsessionpools",
+                Some("default"),
+            ),
         ],
     )
     .await;
+}
+
+/// The RSessionPool the chart renders with `pool.enabled` (and a template) passes the
+/// RSessionPool CRD's schema and CEL rules on the real apiserver (server-side dry-run apply,
+/// after the install put the chart's CRDs in place).
+#[tokio::test]
+async fn rendered_session_pool_is_accepted_by_the_apiserver() {
+    installed().await;
+    let cp = control_plane().await;
+    let tools = Tools::locate().unwrap_or_else(|e| panic!("{e}"));
+    let text = render_chart(
+        &tools,
+        &[
+            "--set",
+            "pool.enabled=true",
+            "--set",
+            "pool.name=warm",
+            "--set-json",
+            r#"pool.template={"image":"ghcr.io/rsession/r-sandbox:0.1.0","imagePullPolicy":"IfNotPresent","resources":{"limits":{"cpu":"1","memory":"1Gi"}},"network":{"egress":[{"cidr":"10.0.0.0/8","ports":[443]}]},"nodeSelector":{"rsession.dev/pool":"warm"},"tolerations":[{"key":"rsession.dev/pool","operator":"Exists","effect":"NoSchedule"}]}"#,
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let pools: Vec<_> = parse_manifests("helm template", &text)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .filter(|o| o["kind"] == "RSessionPool")
+        .collect();
+    assert_eq!(pools.len(), 1, "one RSessionPool rendered");
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    std::io::Write::write_all(
+        &mut file,
+        serde_json::to_string(&pools[0]).expect("json").as_bytes(),
+    )
+    .expect("write the pool");
+    let path = file.path().to_string_lossy().into_owned();
+    let out = cp
+        .kubectl(&[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "--field-manager=rsession-testenv",
+            "-f",
+            &path,
+        ])
+        .await
+        .unwrap_or_else(|e| panic!("the apiserver refuses the chart's RSessionPool: {e}"));
+    assert!(
+        out.contains("rsessionpool.rsession.dev/warm serverside-applied (server dry run)"),
+        "{out}"
+    );
 }
