@@ -63,8 +63,9 @@ pub fn expand(rules: &[(&str, &[&str], &[&str])]) -> BTreeSet<Grant> {
 
 /// What the operator's ClusterRole (`charts/rsession/templates/operator-rbac.yaml`, and
 /// `config/rbac/role.yaml`) grants: the RSession and RSessionPool controllers' watches, reads
-/// and status writes; the children they server-side apply; pods and pool Secrets they delete;
-/// Events.
+/// and status writes; the children they server-side apply; the pods they delete; Events; and,
+/// for the pool controller ahead of use, get on pods, list/watch/delete on Secrets and
+/// get/update on `rsessionpools/status`.
 pub fn operator_grants() -> BTreeSet<Grant> {
     expand(&[
         ("rsession.dev", &["rsessions"], &["get", "list", "watch"]),
