@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end run on the local from-source cluster: cluster up, images from debug binaries,
 # chart installed, synthetic OMOP PostgreSQL, the Rust suite (e2e/suite: the test files e2e,
-# escape, faults and load, each with --ignored --test-threads=1), a summary. Exits non-zero
+# checkpoint, pool, escape, faults and load, each with --ignored --test-threads=1), a summary. Exits non-zero
 # when any test fails. NetworkPolicy must be enforced: the policy tests fail (never skip)
 # on a cluster without an enforcer.
 #
@@ -114,14 +114,14 @@ out=/tmp/rsession-e2e.log
 status=0
 (cd "$repo" && cargo test -p rsession-e2e --no-run) 2>&1 | tail -n 20 >&2 || status=$?
 if [ "$status" = 0 ]; then
-  for t in e2e checkpoint escape faults load; do
+  for t in e2e checkpoint pool escape faults load; do
     log "suite: $t"
     (cd "$repo" && cargo test -p rsession-e2e --test "$t" -- --ignored --test-threads=1 --nocapture "${extra[@]}") 2>&1 \
       | tee -a "$out" || status=1
   done
 fi
 if [ "$bench" = 1 ]; then
-  (cd "$repo" && cargo test -p rsession-e2e --test bench --test resume_bench -- --ignored --nocapture) 2>&1 | tee -a "$out" || status=1
+  (cd "$repo" && cargo test -p rsession-e2e --test bench --test pool_bench --test resume_bench -- --ignored --nocapture) 2>&1 | tee -a "$out" || status=1
 fi
 log "summary"
 # Prefixed, so that a caller counting "test result:" lines (e2e/test.sh) counts each once.

@@ -13,19 +13,26 @@
 //! pool's current template; tried in random order, at most [`MAX_CANDIDATES`]) a `GET` of its
 //! credentials Secret (the session's own Secret gets the same password) and the `PATCH`.
 
+use std::time::Instant;
+
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::events::EventType;
 use kube::{Client, ResourceExt};
 use rand::seq::SliceRandom;
-use rsession_api::RSession;
 use rsession_api::well_known as wk;
+use rsession_api::{ClaimStatus, RSession, RSessionPool, RSessionStatus};
 use serde_json::json;
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::build::{controller_owner_reference, secret, secret_name};
+use crate::context::Context;
 use crate::error::Error;
+use crate::pool::build::{template_hash, template_session};
 use crate::pool::plan::is_claimable;
+use crate::status::whole_seconds;
 
 /// Candidates tried before giving up and starting cold: each failed one was claimed by someone
 /// else between the list and the patch.
@@ -38,6 +45,101 @@ pub struct Claimed {
     pub pod: Pod,
     /// The Rserve password of the pod's credentials Secret.
     pub password: String,
+}
+
+/// The outcome of binding an RSession with `spec.poolRef`: its `status.claim`, and the pod when
+/// it was warm.
+#[derive(Clone, Debug)]
+pub struct Bound {
+    /// What `status.claim` records.
+    pub status: ClaimStatus,
+    /// The claimed pool pod; `None` for a cold start.
+    pub claimed: Option<Claimed>,
+}
+
+impl Bound {
+    /// The Event that reports the binding: `ClaimedWarm` (Normal) or `PoolEmpty` (Warning).
+    pub fn event(&self) -> (EventType, &'static str, String) {
+        let pool = &self.status.pool;
+        let ms = self.status.bind_milliseconds.unwrap_or_default();
+        match &self.status.pod_name {
+            Some(pod) if self.status.warm => (
+                EventType::Normal,
+                "ClaimedWarm",
+                format!("bound to Ready pod {pod} of RSessionPool {pool} in {ms} ms"),
+            ),
+            _ => (
+                EventType::Warning,
+                "PoolEmpty",
+                format!(
+                    "RSessionPool {pool} had no Ready unclaimed pod; starting a pod for this session (cold start)"
+                ),
+            ),
+        }
+    }
+}
+
+/// Binds `rs` to a Ready pod of `pool` ([`claim`]), or records a cold start when there is none.
+/// `started` is when the reconcile began (for `bindMilliseconds`); `database_secret` is the
+/// Secret the pool's template names, if any.
+///
+/// # Errors
+/// An invalid pool template ([`Error::InvalidSpec`]) and API errors of [`claim`].
+pub async fn bind(
+    ctx: &Context,
+    namespace: &str,
+    rs: &RSession,
+    pool: &RSessionPool,
+    database_secret: Option<&Secret>,
+    started: Instant,
+    now: Timestamp,
+) -> Result<Bound, Error> {
+    let pool_name = pool.name_any();
+    let template = template_session(pool, "pool-template", &ctx.config, database_secret)?;
+    let hash = template_hash(&template, &ctx.config);
+    let claimed = claim(&ctx.client, namespace, rs, &pool_name, &hash).await?;
+    let bind_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+    match &claimed {
+        Some(c) => {
+            info!(pod = %c.pod.name_any(), pool = %pool_name, bind_ms, "claimed a warm pool pod")
+        }
+        None => info!(pool = %pool_name, "pool has no Ready unclaimed pod; starting cold"),
+    }
+    Ok(Bound {
+        status: ClaimStatus {
+            pool: pool_name,
+            warm: claimed.is_some(),
+            pod_name: claimed.as_ref().map(|c| c.pod.name_any()),
+            claimed_at: Some(Time(whole_seconds(now))),
+            bind_milliseconds: Some(bind_ms),
+        },
+        claimed,
+    })
+}
+
+/// `status.claim` for a pod claimed by an earlier reconcile that ended before it wrote status:
+/// the session's pod still carries its pool label. `None` in every other case.
+pub fn adopted(
+    rs: &RSession,
+    previous: Option<&RSessionStatus>,
+    pod: Option<&Pod>,
+) -> Option<ClaimStatus> {
+    let pool = rs.spec.pool_ref.as_ref()?;
+    if previous.is_some_and(|s| s.claim.is_some()) {
+        return None;
+    }
+    let pod = pod?;
+    (pod.labels().get(wk::LABEL_POOL) == Some(&pool.name)).then(|| ClaimStatus {
+        pool: pool.name.clone(),
+        warm: true,
+        pod_name: Some(pod.name_any()),
+        claimed_at: pod
+            .annotations()
+            .get(wk::ANNOTATION_CLAIMED_AT)
+            .and_then(|t| t.parse().ok())
+            .map(Time),
+        bind_milliseconds: None,
+    })
 }
 
 /// The merge patch that binds pool pod `pod` (listed at `resource_version`) to RSession `rs`.

@@ -21,14 +21,13 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use rsession_api::well_known as wk;
-use rsession_api::{ClaimStatus, Phase, RSession, RSessionPool, RSessionStatus};
+use rsession_api::{Phase, RSession, RSessionPool, RSessionStatus};
 use tracing::{debug, info, warn};
 
 use crate::apply::{apply, apply_children, apply_status, delete_pod};
@@ -37,7 +36,6 @@ use crate::checkpoint::Handshake;
 use crate::claim;
 use crate::decide::{Facts, decide};
 use crate::error::Error;
-use crate::pool::build::{template_hash, template_session};
 use crate::status::{self, Observed};
 use crate::validate::{DatabaseHost, Session, SpecError, effective_rsession, validate};
 
@@ -181,47 +179,24 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
         .items;
 
     // claim a warm pod (spec.poolRef, first pod only)
-    let mut claim_status = None;
-    let mut claimed_password = None;
+    let mut bound = None;
     if let Some(pool) = &pool
         && wants_claim(rs, previous, &session_pods)
     {
-        let pool_name = pool.name_any();
-        let template =
-            template_session(pool, "pool-template", &ctx.config, database_secret.as_ref())?;
-        let hash = template_hash(&template, &ctx.config);
-        let claimed = claim::claim(client, &namespace, rs, &pool_name, &hash).await?;
-        let bind_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-        let warm = claimed.is_some();
-        claim_status = Some(ClaimStatus {
-            pool: pool_name.clone(),
-            warm,
-            pod_name: claimed.as_ref().map(|c| c.pod.name_any()),
-            claimed_at: Some(Time(status::whole_seconds(now))),
-            bind_milliseconds: Some(bind_ms),
-        });
-        match claimed {
-            Some(c) => {
-                let pod = c.pod.name_any();
-                info!(%pod, pool = %pool_name, bind_ms, "claimed a warm pool pod");
-                publish(
-                    ctx,
-                    rs,
-                    EventType::Normal,
-                    "ClaimedWarm",
-                    "Claim",
-                    format!("bound to Ready pod {pod} of RSessionPool {pool_name} in {bind_ms} ms"),
-                )
-                .await;
-                claimed_password = Some(c.password);
-                session_pods = vec![c.pod];
-            }
-            None => {
-                info!(pool = %pool_name, "pool has no Ready unclaimed pod; starting cold");
-                publish(ctx, rs, EventType::Warning, "PoolEmpty", "Claim",
-                    format!("RSessionPool {pool_name} had no Ready unclaimed pod; starting a pod for this session (cold start)")).await;
-            }
+        let b = claim::bind(
+            ctx,
+            &namespace,
+            rs,
+            pool,
+            database_secret.as_ref(),
+            started,
+            now,
+        )
+        .await?;
+        if let Some(c) = &b.claimed {
+            session_pods = vec![c.pod.clone()];
         }
+        bound = Some(b);
     }
 
     // decide (pure)
@@ -244,7 +219,10 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
 
     // build (pure)
     // A claimed pod's Rserve already has its password: the session's Secret gets the same one.
-    let password = claimed_password
+    let password = bound
+        .as_ref()
+        .and_then(|b| b.claimed.as_ref())
+        .map(|c| c.password.clone())
         .or_else(|| credentials.as_ref().and_then(secret::existing_password))
         .unwrap_or_else(secret::generate_password);
     let children = build_children(&session, &ctx.config, &password, &database_addresses);
@@ -288,11 +266,19 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
             Handshake::Waiting { requested_at, .. } => Some(*requested_at),
             _ => None,
         },
-        claim: claim_status,
+        claim: bound
+            .as_ref()
+            .map(|b| b.status.clone())
+            .or_else(|| claim::adopted(rs, previous, current_pod.as_ref())),
         now,
     };
     let new_status = status::compute(&observed);
     write_status(rs, ctx, &rsessions, previous, &new_status).await?;
+    // After the status write, which is what the MCP frontend waits for.
+    if let Some(b) = &bound {
+        let (type_, reason, note) = b.event();
+        publish(ctx, rs, type_, reason, "Claim", note).await;
+    }
     if let Some(old) = &plan.replaced {
         publish(
             ctx,

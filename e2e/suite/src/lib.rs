@@ -42,12 +42,14 @@ pub mod local_frontend;
 mod net;
 mod node;
 mod sessions;
+mod stats;
 
 pub use agent::*;
 pub use forward::mcp_url;
 pub use net::*;
 pub use node::*;
 pub use sessions::*;
+pub use stats::percentile;
 
 pub use rsession_api::well_known::LABEL_OWNER;
 pub use rsession_testkit::mcp::{

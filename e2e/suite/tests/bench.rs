@@ -45,12 +45,6 @@ fn first(slot: &mut Option<Instant>, cond: bool, now: Instant) {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    // nearest-rank percentile
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted[rank.min(sorted.len()) - 1]
-}
-
 #[tokio::test]
 #[ignore = "benchmark; needs a cluster with the chart installed (e2e/run-e2e.sh --bench)"]
 async fn session_startup_benchmark() -> Result<()> {

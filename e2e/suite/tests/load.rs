@@ -15,15 +15,6 @@ const AGENTS: usize = 20;
 const EVALUATIONS: usize = 50;
 const DEADLINE: Duration = Duration::from_secs(600);
 
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted[rank.min(sorted.len()) - 1]
-}
-
 /// What one agent saw: session creation time, evaluation latencies (ms), errors.
 #[derive(Default)]
 struct AgentRun {
