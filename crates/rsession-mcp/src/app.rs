@@ -81,6 +81,7 @@ impl App {
                 k.ready_timeout = args.ready_timeout().map_err(StartError::Config)?;
                 k.activity_interval = args.activity_interval().map_err(StartError::Config)?;
                 k.spec = args.session_spec().map_err(StartError::Config)?;
+                k.default_pool = args.default_pool().map_err(StartError::Config)?;
                 if let Some(root) = &args.plain_workspace_root() {
                     k.workspace = root.clone();
                 }
@@ -188,6 +189,11 @@ impl App {
                 (Arc::new(backend), None)
             }
         };
+        if args.backend != BackendKind::Kubernetes && args.default_pool.is_some() {
+            tracing::warn!(
+                "--default-pool is ignored: warm pools exist only on the kubernetes backend"
+            );
+        }
         if auth.is_none() && args.auth_mode() == AuthMode::Kubernetes {
             return Err(StartError::Config(
                 "--auth kubernetes needs --backend kubernetes (the reviews use its cluster connection)".into(),

@@ -254,6 +254,14 @@ pub struct Args {
     #[arg(long, value_name = "FILE", env = "RSESSION_SESSION_SPEC")]
     pub session_spec: Option<std::path::PathBuf>,
 
+    /// RSessionPool (in `--namespace`) new sessions start from when
+    /// `create_session` names no `pool` (kubernetes backend): a warm start
+    /// from its Ready pods. Not used for sessions it cannot serve (a
+    /// `--session-spec` with a Persistent workspace or pod-shaping fields)
+    /// nor while it does not exist (logged once): those start cold.
+    #[arg(long, value_name = "NAME", env = "RSESSION_DEFAULT_POOL")]
+    pub default_pool: Option<String>,
+
     /// Seconds `create_session` waits for an RSession to become Ready before
     /// answering `session_not_ready` (kubernetes backend).
     #[arg(long, default_value_t = 120.0, env = "RSESSION_READY_TIMEOUT_SECS")]
@@ -380,6 +388,21 @@ impl Args {
                 path.display()
             )
         })
+    }
+
+    /// `--default-pool`, `None` when unset or empty.
+    /// Errors: not an RSessionPool name.
+    pub fn default_pool(&self) -> Result<Option<String>, String> {
+        match self.default_pool.as_deref() {
+            None | Some("") => Ok(None),
+            Some(name) if crate::session::kubernetes::valid_pool_name(name) => {
+                Ok(Some(name.to_string()))
+            }
+            Some(name) => Err(format!(
+                "--default-pool {name:?} is not an RSessionPool name (lower-case letters, digits and '-', starting with a letter, at most {} characters)",
+                crate::session::kubernetes::MAX_POOL_NAME
+            )),
+        }
     }
 
     /// `--ready-timeout-secs` as a duration.
@@ -529,6 +552,25 @@ mod tests {
         assert_eq!(stdio.auth_mode(), AuthMode::None);
         let direct = Args::try_parse_from(["rsession-mcp", "--transport", "http"]).unwrap();
         assert_eq!(direct.auth_mode(), AuthMode::None);
+    }
+
+    #[test]
+    fn default_pool_is_a_pool_name_and_empty_means_none() {
+        let parse = |args: &[&str]| {
+            Args::try_parse_from([&["rsession-mcp"], args].concat())
+                .unwrap()
+                .default_pool()
+        };
+        assert_eq!(parse(&[]), Ok(None));
+        assert_eq!(parse(&["--default-pool", ""]), Ok(None));
+        assert_eq!(
+            parse(&["--default-pool", "warm-r"]),
+            Ok(Some("warm-r".to_string()))
+        );
+        for bad in ["Warm", "warm/../x", "-warm", "warm-", &"w".repeat(41)] {
+            let e = parse(&[&format!("--default-pool={bad}")]).unwrap_err();
+            assert!(e.contains("--default-pool"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub enum ErrorCode {
     SessionNotFound,
     /// The session exists but its R is not reachable yet.
     SessionNotReady,
+    /// The RSessionPool named in `create_session`'s `pool` does not exist in
+    /// the sessions namespace (kubernetes backend).
+    PoolNotFound,
     /// Another call is running in this session; calls are serialised, a
     /// concurrent one is refused at once instead of queued.
     SessionBusy,
@@ -54,6 +57,7 @@ impl ErrorCode {
         match self {
             ErrorCode::SessionNotFound => "session_not_found",
             ErrorCode::SessionNotReady => "session_not_ready",
+            ErrorCode::PoolNotFound => "pool_not_found",
             ErrorCode::SessionBusy => "session_busy",
             ErrorCode::SessionLost => "session_lost",
             ErrorCode::ExecutionTimeout => "execution_timeout",
@@ -82,7 +86,7 @@ impl ErrorCode {
 }
 
 /// A failure of a tool call, shaped for the agent.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{}: {message}", code.as_str())]
 pub struct ToolError {
     /// Stable code.
@@ -180,6 +184,7 @@ mod tests {
         for code in [
             ErrorCode::SessionNotFound,
             ErrorCode::SessionNotReady,
+            ErrorCode::PoolNotFound,
             ErrorCode::SessionBusy,
             ErrorCode::SessionLost,
             ErrorCode::ExecutionTimeout,

@@ -20,7 +20,8 @@ use rsession_mcp::local_rserve::{LocalRserve, LocalRserveOptions};
 use rsession_mcp::metrics::Metrics;
 use rsession_mcp::session::direct::DirectBackend;
 use rsession_mcp::session::{
-    Backend, BackendSession, Endpoint, ManagerConfig, Progress, SessionManager, WorkspaceCleanup,
+    Backend, BackendSession, Created, Endpoint, ManagerConfig, PoolRequest, Progress,
+    SessionManager, WorkspaceCleanup,
 };
 
 struct Flaky {
@@ -52,10 +53,11 @@ impl Backend for Flaky {
         &self,
         owner: &str,
         id: &str,
+        pool: &PoolRequest,
         progress: &Progress,
-    ) -> Result<Endpoint, ToolError> {
+    ) -> Result<Created, ToolError> {
         self.check()?;
-        self.inner.create(owner, id, progress).await
+        self.inner.create(owner, id, pool, progress).await
     }
 
     fn record_activity(&self, owner: &str, id: &str) {

@@ -65,6 +65,11 @@ async fn create_use_isolate_and_close_sessions_through_mcp_with_service_account_
         let created = call(&alice, "create_session", json!({})).await;
         assert_eq!(error_code(&created), None, "{}", text(&created));
         let id = structured(&created)["session_id"].as_str().expect("session_id").to_string();
+        // No pool: a cold start, and the time to Ready the frontend measured.
+        let start = &structured(&created)["start"];
+        assert_eq!(start["warm"], false, "{start}");
+        assert!(start["ready_ms"].as_u64().is_some(), "{start}");
+        assert!(text(&created).contains("Started cold (a new pod); Ready in "), "{}", text(&created));
         let progress = alice.service().progress();
         let messages: Vec<String> = progress.iter().filter_map(|p| p.message.clone()).collect();
         let position = |prefix: &str| {
@@ -84,6 +89,11 @@ async fn create_use_isolate_and_close_sessions_through_mcp_with_service_account_
             progress.iter().all(|p| p.progress_token == progress[0].progress_token),
             "one progress token, the request's: {progress:?}"
         );
+
+        // A pool that does not exist, named: a structured error naming it.
+        let nope = call(&alice, "create_session", json!({"pool": "nope"})).await;
+        assert_eq!(error_code(&nope).as_deref(), Some("pool_not_found"), "{}", text(&nope));
+        assert_eq!(structured(&nope)["details"]["pool"], "nope");
 
         // The RSession is labelled with alice's hashed identity, applied by rsession-mcp.
         let rs = rsessions.get(&id).await.expect("RSession exists");
@@ -277,6 +287,113 @@ async fn a_session_that_never_gets_ready_answers_session_not_ready() {
             .await
             .expect("deleted in time")
             .expect("watch");
+            teardown_identities(&admin, &ns).await;
+        },
+    )
+    .await
+    .expect("control plane setup");
+}
+
+#[tokio::test]
+async fn a_session_from_a_pool_passes_the_crd_rules_and_reports_its_warm_claim() {
+    use kube::api::PostParams;
+    use rsession_api::{RSessionPool, RSessionPoolSpec};
+    use rsession_mcp::session::PoolRequest;
+    use rsession_mcp::session::kubernetes::{KubernetesBackend, KubernetesConfig};
+
+    let cp = control_plane().await;
+    cp.with_temp_ns(
+        "mcp-k8s-pool",
+        PodSecurity::Restricted,
+        |admin, ns| async move {
+            setup_identities(&admin, &ns).await;
+            let pool = RSessionPool::new(
+                "warm",
+                RSessionPoolSpec {
+                    replicas: 1,
+                    ..RSessionPoolSpec::default()
+                },
+            );
+            Api::<RSessionPool>::namespaced(admin.clone(), &ns)
+                .create(&PostParams::default(), &pool)
+                .await
+                .expect("RSessionPool warm");
+            let stand_in = StandIn::start(admin.clone(), &ns);
+            let workspace = tempfile::tempdir().expect("workspace dir");
+            let client = cp
+                .impersonate_service_account(&ns, "rsession-mcp")
+                .expect("client");
+            let mut config = KubernetesConfig::new(&ns);
+            config.workspace = workspace.path().join("ws").display().to_string();
+            config.default_pool = Some("gone".into());
+            let manager = rsession_mcp::session::SessionManager::new(
+                std::sync::Arc::new(KubernetesBackend::new(client, config)),
+                Default::default(),
+                std::sync::Arc::new(rsession_mcp::metrics::Metrics::new()),
+            );
+            let owner = service_account_user(&ns, "alice");
+            let rsessions: Api<RSession> = Api::namespaced(admin.clone(), &ns);
+
+            // Named: the apiserver's CEL rules accept the RSession (poolRef, no pod fields).
+            let warm = manager
+                .create_with_pool(
+                    &owner,
+                    &PoolRequest::Named("warm".into()),
+                    &Progress::none(),
+                )
+                .await
+                .expect("a session from pool warm");
+            let start = warm.start.clone().expect("how it started");
+            assert!(start.warm, "{start:?}");
+            assert_eq!(start.pool.as_deref(), Some("warm"));
+            assert_eq!(start.pod_name.as_deref(), Some("warm-stand"));
+            let rs = rsessions.get(&warm.session_id).await.expect("RSession");
+            assert_eq!(
+                rs.spec.pool_ref.as_ref().map(|p| p.name.as_str()),
+                Some("warm")
+            );
+            assert!(
+                rsession_mcp::session::kubernetes::pod_fields_set(&rs.spec).is_empty(),
+                "{:?}",
+                rs.spec
+            );
+            let two = manager
+                .execute(&owner, &warm.session_id, "1 + 1", None, None)
+                .await
+                .expect("R answers in the pooled session");
+            assert_eq!(
+                two.outcome.status,
+                rsession_mcp::harness::ExecStatus::Ok,
+                "{two:?}"
+            );
+
+            // A pool that does not exist, named: pool_not_found, nothing created.
+            let e = manager
+                .create_with_pool(
+                    &owner,
+                    &PoolRequest::Named("nope".into()),
+                    &Progress::none(),
+                )
+                .await
+                .expect_err("no pool nope");
+            assert_eq!(e.code.as_str(), "pool_not_found", "{e}");
+            assert_eq!(e.details["pool"], "nope");
+
+            // The default pool does not exist: a cold start, no poolRef.
+            let cold = manager
+                .create(&owner, &Progress::none())
+                .await
+                .expect("a cold start despite the missing default pool");
+            let start = cold.start.clone().expect("how it started");
+            assert!(!start.warm && start.pool.is_none(), "{start:?}");
+            let rs = rsessions.get(&cold.session_id).await.expect("RSession");
+            assert!(rs.spec.pool_ref.is_none());
+            assert_eq!(manager.list(&owner).await.expect("list").len(), 2);
+
+            for id in [&warm.session_id, &cold.session_id] {
+                manager.close(&owner, id).await.expect("close");
+            }
+            stand_in.stop().await;
             teardown_identities(&admin, &ns).await;
         },
     )

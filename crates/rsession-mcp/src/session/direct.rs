@@ -11,7 +11,10 @@ use async_trait::async_trait;
 
 use crate::errors::ToolError;
 use crate::session::registry::Registry;
-use crate::session::{Backend, BackendSession, Credentials, Endpoint, Progress, WorkspaceCleanup};
+use crate::session::{
+    Backend, BackendSession, Created, Credentials, Endpoint, PoolRequest, Progress, SessionStart,
+    WorkspaceCleanup,
+};
 
 /// One Rserve to place sessions on.
 #[derive(Debug, Clone)]
@@ -73,11 +76,21 @@ impl Backend for DirectBackend {
         &self,
         owner: &str,
         id: &str,
+        _pool: &PoolRequest,
         _progress: &Progress,
-    ) -> Result<Endpoint, ToolError> {
+    ) -> Result<Created, ToolError> {
+        let started = tokio::time::Instant::now();
         let target = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
         self.sessions.insert(owner, id, target);
-        Ok(self.endpoint_for(id, target))
+        Ok(Created {
+            endpoint: self.endpoint_for(id, target),
+            // Rserve forks the session's R when the manager connects.
+            start: SessionStart::without_pool(
+                false,
+                started.elapsed(),
+                "a new R process forked by Rserve",
+            ),
+        })
     }
 
     async fn endpoint(&self, owner: &str, id: &str) -> Result<Endpoint, ToolError> {
@@ -135,8 +148,17 @@ mod tests {
     #[tokio::test]
     async fn places_round_robin_with_workspace_per_session() {
         let b = backend();
-        let e1 = b.create("alice", "s1", &Progress::none()).await.unwrap();
-        let e2 = b.create("alice", "s2", &Progress::none()).await.unwrap();
+        let create = |id: &'static str| {
+            let b = &b;
+            async move {
+                b.create("alice", id, &PoolRequest::Default, &Progress::none())
+                    .await
+                    .unwrap()
+                    .endpoint
+            }
+        };
+        let e1 = create("s1").await;
+        let e2 = create("s2").await;
         assert_eq!(e1.addr, "127.0.0.1:1");
         assert_eq!(e2.addr, "127.0.0.1:2");
         assert_eq!(e1.workspace, "/ws/s1");
@@ -146,7 +168,9 @@ mod tests {
     #[tokio::test]
     async fn owners_do_not_see_each_other() {
         let b = backend();
-        b.create("alice", "s1", &Progress::none()).await.unwrap();
+        b.create("alice", "s1", &PoolRequest::Default, &Progress::none())
+            .await
+            .unwrap();
         assert_eq!(
             b.endpoint("bob", "s1").await.unwrap_err().code,
             ErrorCode::SessionNotFound

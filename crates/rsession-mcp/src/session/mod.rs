@@ -85,6 +85,86 @@ pub struct BackendSession {
     pub phase: Option<String>,
 }
 
+/// What `create_session` asked for about warm pools (its `pool` argument).
+/// Only the kubernetes backend has pools ([`Backend::pools`]): there a pool
+/// is an RSessionPool in the sessions namespace whose Ready pods a new
+/// session takes over instead of starting one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PoolRequest {
+    /// No `pool` argument: the server's default pool (`--default-pool`), if
+    /// any and if it can serve this session; else a cold start.
+    #[default]
+    Default,
+    /// `pool: ""`: no pool, a cold start.
+    Cold,
+    /// `pool: "<name>"`: that pool; an error when it cannot be used.
+    Named(String),
+}
+
+impl PoolRequest {
+    /// The request a `pool` argument makes: absent → [`PoolRequest::Default`],
+    /// `""` → [`PoolRequest::Cold`], else [`PoolRequest::Named`].
+    pub fn from_argument(pool: Option<&str>) -> Self {
+        match pool {
+            None => PoolRequest::Default,
+            Some("") => PoolRequest::Cold,
+            Some(name) => PoolRequest::Named(name.to_string()),
+        }
+    }
+}
+
+/// How a new session got its R, as `create_session` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct SessionStart {
+    /// True: the session took over an R that was already running
+    /// (kubernetes: a Ready pod of `pool`; sandboxed direct backend: the
+    /// spare sandbox started in advance). False: a cold start, R was started
+    /// for this session.
+    pub warm: bool,
+    /// The RSessionPool the session was created with (`spec.poolRef`); with
+    /// `warm: false` the pool had no Ready pod to give.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// The session pod (warm: the pool pod taken over), kubernetes only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// Milliseconds from the start of the create (before its first API call)
+    /// to the moment this server saw the session Ready (kubernetes: the watch
+    /// event with the `Ready` condition True), as this server measured them.
+    pub ready_ms: u64,
+    /// Why the start was what it was, in a few words, e.g. `"pool warm had
+    /// no Ready pod"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl SessionStart {
+    /// A start without a pool, ready `elapsed` after the create began.
+    pub fn without_pool(warm: bool, elapsed: Duration, note: impl Into<String>) -> Self {
+        SessionStart {
+            warm,
+            pool: None,
+            pod_name: None,
+            ready_ms: millis(elapsed),
+            note: Some(note.into()),
+        }
+    }
+}
+
+/// `d` in whole milliseconds (saturating).
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A session a backend created: where it is and how it started.
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// Where its R is.
+    pub endpoint: Endpoint,
+    /// How it started.
+    pub start: SessionStart,
+}
+
 /// What may watch or stop one harness call while R runs: the caller's
 /// cancellation (MCP `notifications/cancelled`, spec 2025-06-18
 /// "Utilities" → "Cancellation") and its progress sink.
@@ -190,16 +270,26 @@ pub trait Backend: Send + Sync + 'static {
     /// Short name shown in results and metrics, e.g. `"direct"`.
     fn kind(&self) -> &'static str;
 
-    /// Create a session `id` for `owner` and return its endpoint once it is
-    /// ready to accept a QAP1 connection, reporting readable steps (with the
-    /// backend's own total) to `progress` while the session starts. The
-    /// session manager reports the final step (R connected) at that total.
+    /// Create a session `id` for `owner` and return its endpoint, and how it
+    /// started, once it is ready to accept a QAP1 connection, reporting
+    /// readable steps (with the backend's own total) to `progress` while the
+    /// session starts. The session manager reports the final step (R
+    /// connected) at that total. `pool` is [`PoolRequest::Named`] only on a
+    /// backend with [`Backend::pools`] (the manager refuses it elsewhere);
+    /// other backends ignore it.
     async fn create(
         &self,
         owner: &str,
         id: &str,
+        pool: &PoolRequest,
         progress: &Progress,
-    ) -> Result<Endpoint, ToolError>;
+    ) -> Result<Created, ToolError>;
+
+    /// Whether `create_session` may name a warm pool (kubernetes:
+    /// RSessionPools). Default: no.
+    fn pools(&self) -> bool {
+        false
+    }
 
     /// Note that the session just evaluated code (for idle expiry). Must not
     /// block: a backend that records it remotely does so in the background.

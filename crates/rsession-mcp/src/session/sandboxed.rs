@@ -30,7 +30,10 @@ use crate::local_rserve::{LocalRserve, LocalRserveOptions, SandboxedAt};
 use crate::sandbox::{SandboxMode, SandboxPolicy, bwrap};
 use crate::session::oom::{KilledBy, OomKill};
 use crate::session::registry::Registry;
-use crate::session::{Backend, BackendSession, Endpoint, Progress, WorkspaceCleanup};
+use crate::session::{
+    Backend, BackendSession, Created, Endpoint, PoolRequest, Progress, SessionStart,
+    WorkspaceCleanup,
+};
 
 /// A session's Rserve; `None` after close.
 type Slot = Arc<tokio::sync::Mutex<Option<LocalRserve>>>;
@@ -288,9 +291,13 @@ impl Backend for SandboxedBackend {
         &self,
         owner: &str,
         id: &str,
+        _pool: &PoolRequest,
         progress: &Progress,
-    ) -> Result<Endpoint, ToolError> {
-        let rserve = match self.take_spare(id).await {
+    ) -> Result<Created, ToolError> {
+        let started = tokio::time::Instant::now();
+        let spare = self.take_spare(id).await;
+        let warm = spare.is_some();
+        let rserve = match spare {
             Some(r) => r,
             None => {
                 progress
@@ -322,7 +329,13 @@ impl Backend for SandboxedBackend {
         let endpoint = Self::endpoint_of(&rserve);
         self.sessions
             .insert(owner, id, Arc::new(tokio::sync::Mutex::new(Some(rserve))));
-        Ok(endpoint)
+        let note = if warm {
+            "the spare sandbox started in advance"
+        } else {
+            "a new sandbox and R"
+        };
+        let start = SessionStart::without_pool(warm, started.elapsed(), note);
+        Ok(Created { endpoint, start })
     }
 
     async fn endpoint(&self, owner: &str, id: &str) -> Result<Endpoint, ToolError> {

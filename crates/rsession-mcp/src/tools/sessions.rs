@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::{Call, Hints, NoArgs, Paging, RSessionServer, ToolDef, structured, tool};
 use crate::errors::ToolError;
+use crate::session::{PoolRequest, SessionStart};
 
 /// Arguments naming one session.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -31,7 +32,7 @@ pub(super) fn routes() -> Vec<ToolRoute<RSessionServer>> {
 const CREATE_SESSION: ToolDef = ToolDef {
     name: "create_session",
     title: "Create an R session",
-    description: "Start a new R session (a fresh R process with its own workspace directory as working directory). Returns session_id for the other tools. With `resume`, bring back an earlier session of yours that a server restart kept, with its R state restored from its checkpoint.",
+    description: "Start a new R session (a fresh R process with its own workspace directory as working directory). Returns session_id for the other tools, and how it started: warm (an R already running, taken from a pool) or cold, and the milliseconds until it was Ready. With `resume`, bring back an earlier session of yours that a server restart kept, with its R state restored from its checkpoint. On Kubernetes, `pool` names the warm pool to start from.",
     hints: Hints::ADDITIVE,
     paging: Paging::Whole,
     task: false,
@@ -83,9 +84,52 @@ pub struct CreateSession {
     /// R objects, packages and datasets come back; the result says what did.
     #[serde(default)]
     pub resume: Option<String>,
+    /// Kubernetes backend: the warm pool to start from, the name of an
+    /// RSessionPool in the sessions namespace. A pool keeps R pods Ready, so
+    /// the session takes one over instead of waiting for a new pod to start
+    /// (when the pool is empty it starts cold). Left out: the server's
+    /// default pool (`--default-pool`), if any. `""`: no pool, a cold start.
+    /// Only for new sessions with an Ephemeral workspace (not with `resume`);
+    /// other backends have no pools.
+    #[serde(default)]
+    pub pool: Option<String>,
+}
+
+/// The pool request of `create_session`'s arguments.
+///
+/// Errors: `invalid_argument` for a named pool with `resume` (resuming
+/// brings back an existing session and its workspace; a pool only gives new
+/// sessions an Ephemeral one).
+fn pool_request(p: &CreateSession) -> Result<PoolRequest, ToolError> {
+    let request = PoolRequest::from_argument(p.pool.as_deref());
+    if let (Some(id), PoolRequest::Named(pool)) = (p.resume.as_deref(), &request) {
+        return Err(ToolError::invalid(format!(
+            "resume brings back the existing session {id} with its own workspace, so it cannot come from pool {pool:?} (pools give new sessions a fresh Ephemeral workspace); leave pool out to resume, or resume out for a new session from the pool"
+        ))
+        .with_details(json!({"resume": id, "pool": pool})));
+    }
+    Ok(request)
+}
+
+/// What an agent reads about how a session started, e.g. `Started warm from
+/// pool warm (pod warm-x7k2q); Ready in 180 ms.`
+fn start_sentence(start: &SessionStart) -> String {
+    let how = match (start.warm, &start.pool, &start.pod_name, &start.note) {
+        (true, Some(pool), Some(pod), _) => format!("warm from pool {pool} (pod {pod})"),
+        (true, Some(pool), None, _) => format!("warm from pool {pool}"),
+        (warm, _, _, note) => format!(
+            "{}{}",
+            if warm { "warm" } else { "cold" },
+            note.as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        ),
+    };
+    format!("Started {how}; Ready in {} ms.", start.ready_ms)
 }
 
 async fn create(call: Call, p: CreateSession) -> Result<CallToolResult, ToolError> {
+    let pool = pool_request(&p)?;
     if let Some(id) = p.resume.as_deref() {
         let (info, notice) = call.manager.resume(&call.owner, id).await?;
         let restored = notice
@@ -98,7 +142,10 @@ async fn create(call: Call, p: CreateSession) -> Result<CallToolResult, ToolErro
         value["restore_notice"] = json!(notice);
         return Ok(structured(text, value));
     }
-    let info = call.manager.create(&call.owner, &call.progress).await?;
+    let info = call
+        .manager
+        .create_with_pool(&call.owner, &pool, &call.progress)
+        .await?;
     let mut text = format!(
         "Created session {} ({}). Working directory: {}. Use execute_in_session with session_id \"{}\".",
         info.session_id,
@@ -106,6 +153,10 @@ async fn create(call: Call, p: CreateSession) -> Result<CallToolResult, ToolErro
         info.workspace.as_deref().unwrap_or("?"),
         info.session_id
     );
+    if let Some(start) = &info.start {
+        text.push(' ');
+        text.push_str(&start_sentence(start));
+    }
     if let Some(cdm) = &info.cdm {
         text.push(' ');
         text.push_str(&cdm_sentence(cdm));
@@ -187,6 +238,86 @@ async fn reset(call: Call, p: SessionRef) -> Result<CallToolResult, ToolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn args(resume: Option<&str>, pool: Option<&str>) -> CreateSession {
+        CreateSession {
+            resume: resume.map(Into::into),
+            pool: pool.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn the_pool_argument_is_default_cold_or_named() {
+        assert_eq!(pool_request(&args(None, None)), Ok(PoolRequest::Default));
+        assert_eq!(pool_request(&args(None, Some(""))), Ok(PoolRequest::Cold));
+        assert_eq!(
+            pool_request(&args(None, Some("warm"))),
+            Ok(PoolRequest::Named("warm".into()))
+        );
+        assert_eq!(
+            pool_request(&args(Some("rs-1"), Some(""))),
+            Ok(PoolRequest::Cold),
+            "resume without a pool"
+        );
+    }
+
+    #[test]
+    fn resume_with_a_named_pool_is_an_invalid_argument_naming_both() {
+        let e = pool_request(&args(Some("rs-1"), Some("warm"))).unwrap_err();
+        assert_eq!(e.code, crate::errors::ErrorCode::InvalidArgument);
+        assert!(
+            e.message.contains("rs-1") && e.message.contains("\"warm\""),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.details, json!({"resume": "rs-1", "pool": "warm"}));
+    }
+
+    #[test]
+    fn the_pool_argument_is_in_the_schema_with_a_description() {
+        let schema = super::super::call::input_schema::<CreateSession>();
+        let pool = &schema["properties"]["pool"];
+        let description = pool["description"].as_str().unwrap_or_default();
+        assert!(
+            description.contains("RSessionPool") && description.contains("--default-pool"),
+            "{pool}"
+        );
+    }
+
+    #[test]
+    fn the_start_sentence_says_warm_or_cold_the_pool_and_the_milliseconds() {
+        let warm = SessionStart {
+            warm: true,
+            pool: Some("warm".into()),
+            pod_name: Some("warm-x7k2q".into()),
+            ready_ms: 180,
+            note: None,
+        };
+        assert_eq!(
+            start_sentence(&warm),
+            "Started warm from pool warm (pod warm-x7k2q); Ready in 180 ms."
+        );
+        let empty = SessionStart {
+            warm: false,
+            pool: Some("warm".into()),
+            pod_name: Some("rs-1".into()),
+            ready_ms: 9321,
+            note: Some("pool warm had no Ready pod, so a new pod was started".into()),
+        };
+        assert_eq!(
+            start_sentence(&empty),
+            "Started cold (pool warm had no Ready pod, so a new pod was started); Ready in 9321 ms."
+        );
+        let spare = SessionStart::without_pool(
+            true,
+            std::time::Duration::from_millis(4),
+            "the spare sandbox started in advance",
+        );
+        assert_eq!(
+            start_sentence(&spare),
+            "Started warm (the spare sandbox started in advance); Ready in 4 ms."
+        );
+    }
 
     #[test]
     fn the_cdm_sentence_names_the_handle_version_and_persons_or_the_error() {

@@ -7,7 +7,8 @@
 //! (`rserve::testing`, with a generated password), writes the credentials
 //! Secret in the operator's key layout (`username`, `password`, `rserve.pwd`),
 //! and sets `status` Pending → Starting → Ready with `endpoint
-//! 127.0.0.1:<port>` through the status subresource. Everything the MCP
+//! 127.0.0.1:<port>` through the status subresource (for an RSession with
+//! `spec.poolRef`, with a warm `status.claim` as the operator writes it). Everything the MCP
 //! frontend does — server-side apply, watch, Secret read, QAP1, activity
 //! stamps, TokenReview, SubjectAccessReview, RBAC, deletion — is real. The
 //! real operator + kubelet path is covered by the node e2e suite (`e2e/`).
@@ -36,7 +37,7 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 use rserve::testing::{FixtureConfig, RserveFixture};
 use rsession_api::well_known as wk;
-use rsession_api::{Phase, RSession, RSessionStatus};
+use rsession_api::{ClaimStatus, Phase, RSession, RSessionStatus};
 use rsession_testenv::{ControlPlane, apply_yaml};
 use rsession_testkit::mcp;
 use rsession_testkit::status::{ReadyStatus, StatusApply};
@@ -188,6 +189,14 @@ async fn start_session(api: &Api<RSession>, secrets: &Api<Secret>, rs: &RSession
         .observed_generation(generation)
         .condition_message("stand-in Rserve listens")
         .apply_to(&mut status);
+    // A session naming a pool is bound warm to a made-up pool pod, as the operator's claim
+    // reports it.
+    status.claim = rs.spec.pool_ref.as_ref().map(|pool| ClaimStatus {
+        pool: pool.name.clone(),
+        warm: true,
+        pod_name: Some(format!("{}-stand", pool.name)),
+        ..ClaimStatus::default()
+    });
     set_status(api, &name, &status).await;
     fixture
 }
@@ -210,6 +219,9 @@ rules:
 - apiGroups: [rsession.dev]
   resources: [rsessions]
   verbs: [create, get, list, watch, delete, patch]
+- apiGroups: [rsession.dev]
+  resources: [rsessionpools]
+  verbs: [get]
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]

@@ -17,6 +17,7 @@ use super::activity::Activity;
 use super::checkpoints::{Checkpoints, answer};
 use super::errors::{api_error, is_not_found};
 use super::events::Events;
+use super::pools::{Plan, Pools, spec_for, start_of};
 use super::status::{idled_out, not_ready, progress_step, terminal_state};
 use super::{
     ANNOTATION_OWNER_NAME, FIELD_MANAGER, KubernetesConfig, LABEL_OWNER, PROGRESS_TOTAL,
@@ -24,7 +25,8 @@ use super::{
 };
 use crate::errors::{ErrorCode, ToolError};
 use crate::session::{
-    Backend, BackendSession, CheckpointRequest, Credentials, Endpoint, Progress, WorkspaceCleanup,
+    Backend, BackendSession, CheckpointRequest, Created, Credentials, Endpoint, PoolRequest,
+    Progress, WorkspaceCleanup,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -37,6 +39,8 @@ pub struct KubernetesBackend {
     pub(super) activity: Activity,
     /// Events on the RSessions: who created, closed or resumed them.
     events: Events,
+    /// RSessionPool lookups before a create.
+    pools: Pools,
     /// The checkpoint watch, started when the session manager asks for its
     /// requests ([`Backend::checkpoint_requests`]).
     checkpoints: std::sync::OnceLock<std::sync::Arc<Checkpoints>>,
@@ -58,6 +62,12 @@ impl KubernetesBackend {
             activity: Activity::new(rsessions.clone(), &config),
             rsessions,
             events: Events::new(client.clone(), &config.namespace),
+            pools: Pools::new(
+                Api::namespaced(client.clone(), &config.namespace),
+                &config.namespace,
+                config.default_pool.clone(),
+                &config.spec,
+            ),
             secrets: Api::namespaced(client, &config.namespace),
             config,
             checkpoints: std::sync::OnceLock::new(),
@@ -118,8 +128,10 @@ impl KubernetesBackend {
         })
     }
 
-    fn new_rsession(&self, owner: &str, id: &str) -> RSession {
-        let mut rs = RSession::new(id, self.config.spec.clone());
+    /// The RSession of a new session `id` of `owner`, from `pool` if any
+    /// ([`spec_for`]).
+    pub(super) fn new_rsession(&self, owner: &str, id: &str, pool: Option<&str>) -> RSession {
+        let mut rs = RSession::new(id, spec_for(&self.config.spec, pool));
         rs.metadata.namespace = Some(self.config.namespace.clone());
         rs.metadata.labels = Some(BTreeMap::from([
             (LABEL_OWNER.to_string(), owner_label_value(owner)),
@@ -230,6 +242,15 @@ impl KubernetesBackend {
     }
 }
 
+/// The progress words naming the pool of `plan`, e.g. `", from pool warm (3 Ready)"`.
+fn from_pool(plan: &Plan) -> String {
+    match (&plan.pool, plan.ready_replicas) {
+        (Some(pool), Some(ready)) => format!(", from pool {pool} ({ready} Ready)"),
+        (Some(pool), None) => format!(", from pool {pool}"),
+        (None, _) => String::new(),
+    }
+}
+
 /// Rserve login from a credentials Secret (keys [`wk::SECRET_KEY_USERNAME`]
 /// and [`wk::SECRET_KEY_PASSWORD`], UTF-8).
 pub fn credentials_from(secret: &Secret) -> Option<Credentials> {
@@ -254,9 +275,14 @@ impl Backend for KubernetesBackend {
         &self,
         owner: &str,
         id: &str,
+        pool: &PoolRequest,
         progress: &Progress,
-    ) -> Result<Endpoint, ToolError> {
-        let rs = self.new_rsession(owner, id);
+    ) -> Result<Created, ToolError> {
+        // Time to Ready counts from here: the pool lookup, the apply, the
+        // operator's bind or pod start, up to the watch event showing Ready.
+        let started = Instant::now();
+        let plan = self.pools.resolve(pool, &self.config.spec).await?;
+        let rs = self.new_rsession(owner, id, plan.pool.as_deref());
         let rs = self
             .rsessions
             .patch(id, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&rs))
@@ -270,13 +296,30 @@ impl Backend for KubernetesBackend {
                 0.0,
                 Some(PROGRESS_TOTAL),
                 format!(
-                    "Submitted RSession {id} in namespace {}",
-                    self.config.namespace
+                    "Submitted RSession {id} in namespace {}{}",
+                    self.config.namespace,
+                    from_pool(&plan)
                 ),
             )
             .await;
         let rs = self.await_ready(id, progress).await?;
-        self.endpoint_of(&rs).await
+        let start = start_of(&rs, &plan, started.elapsed());
+        tracing::info!(
+            session_id = id,
+            warm = start.warm,
+            pool = start.pool.as_deref(),
+            pod = start.pod_name.as_deref(),
+            ready_ms = start.ready_ms,
+            "RSession Ready"
+        );
+        Ok(Created {
+            endpoint: self.endpoint_of(&rs).await?,
+            start,
+        })
+    }
+
+    fn pools(&self) -> bool {
+        true
     }
 
     fn record_activity(&self, owner: &str, id: &str) {

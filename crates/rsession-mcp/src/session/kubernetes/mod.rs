@@ -7,6 +7,11 @@
 //!   progress; then the endpoint (`status.endpoint`) and the Rserve login from
 //!   the Secret named by `status.credentialsSecret` (keys `username`,
 //!   `password`).
+//! - pools: with a pool (`create_session`'s `pool`, else `--default-pool`)
+//!   the RSessionPool is read first and the RSession names it in
+//!   `spec.poolRef` with the pod-shaping fields unset; the operator binds
+//!   it to a Ready pool pod (warm) or starts a pod (cold, the pool was
+//!   empty), and `status.claim` says which (`pools.rs`).
 //! - every lookup checks the owner label, so another caller's session is
 //!   `session_not_found`, never revealed.
 //! - activity: after evaluations the annotation `rsession.dev/last-activity`
@@ -21,6 +26,7 @@
 //!
 //! Files, one job each: `backend.rs` (the [`crate::session::Backend`] over RSession objects),
 //! `status.rs` (progress and errors read from an RSession's status),
+//! `pools.rs` (the pool of a new session and how it started),
 //! `activity.rs` (activity stamps), `checkpoints.rs` (the checkpoint
 //! handshake before expiry, periodic checkpoint intervals), `events.rs`
 //! (Events on the RSession: who created, closed or resumed it), `errors.rs` (API failures as tool errors;
@@ -28,7 +34,7 @@
 //! readiness) come from `rsession-api`.
 //!
 //! Kubernetes API calls: `rsessions` patch (apply), get, list, watch, delete;
-//! `secrets` get; `events.k8s.io` events create — the verbs the chart's
+//! `rsessionpools` get; `secrets` get; `events.k8s.io` events create — the verbs the chart's
 //! `rsession-mcp` Role grants.
 
 mod activity;
@@ -36,10 +42,13 @@ mod backend;
 mod checkpoints;
 mod errors;
 mod events;
+mod pools;
 mod status;
 
 #[cfg(test)]
 mod outage_tests;
+#[cfg(test)]
+mod pool_tests;
 #[cfg(test)]
 mod tests;
 
@@ -50,6 +59,7 @@ use rsession_api::well_known as wk;
 
 pub use backend::{KubernetesBackend, credentials_from};
 pub use errors::{api_error_code, owner_label_value};
+pub use pools::{MAX_POOL_NAME, pod_fields_set, pool_conflicts, valid_pool_name};
 pub use rsession_api::well_known::{ANNOTATION_OWNER_NAME, LABEL_OWNER};
 pub use status::{PROGRESS_TOTAL, progress_step};
 
@@ -80,12 +90,16 @@ pub struct KubernetesConfig {
     pub activity_retry_window: Duration,
     /// Spec of new RSessions (empty: the operator's defaults).
     pub spec: RSessionSpec,
+    /// RSessionPool new sessions come from when `create_session` names none
+    /// (`--default-pool`); not used for sessions whose spec it cannot serve
+    /// ([`pool_conflicts`]), nor while it does not exist.
+    pub default_pool: Option<String>,
 }
 
 impl KubernetesConfig {
     /// Defaults for `namespace`: 120 s ready timeout, `/workspace`, stamps at
     /// most every 10 s (a failed one retried from 1 s on, for up to an hour),
-    /// default spec.
+    /// default spec, no default pool.
     pub fn new(namespace: impl Into<String>) -> Self {
         KubernetesConfig {
             namespace: namespace.into(),
@@ -95,6 +109,7 @@ impl KubernetesConfig {
             activity_retry_delay: Duration::from_secs(1),
             activity_retry_window: Duration::from_secs(3600),
             spec: RSessionSpec::default(),
+            default_pool: None,
         }
     }
 }

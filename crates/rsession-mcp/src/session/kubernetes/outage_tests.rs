@@ -13,7 +13,7 @@ use rsession_api::{RSession, RSessionSpec};
 use super::errors::api_error;
 use super::*;
 use crate::errors::ErrorCode;
-use crate::session::{Backend, Progress};
+use crate::session::{Backend, PoolRequest, Progress};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
@@ -121,7 +121,7 @@ fn closed_port() -> u16 {
 async fn create_and_list_while_the_apiserver_is_down_are_retryable_backend_unavailable() {
     let backend = KubernetesBackend::new(client_at(closed_port()), KubernetesConfig::new("ns"));
     let e = backend
-        .create("alice", "rs-down", &Progress::none())
+        .create("alice", "rs-down", &PoolRequest::Default, &Progress::none())
         .await
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::BackendUnavailable, "{e:?}");

@@ -41,6 +41,15 @@ pub(super) fn too_many_sessions(max: usize) -> ToolError {
     )
 }
 
+/// `invalid_argument`: `create_session` named pool `pool` on a backend of
+/// `kind` without pools.
+pub(super) fn no_pools(pool: &str, kind: &str) -> ToolError {
+    ToolError::invalid(format!(
+        "pool {pool:?}: warm pools (RSessionPools) exist only on the kubernetes backend, and this server runs the {kind} backend; leave pool out"
+    ))
+    .with_details(json!({"pool": pool, "backend": kind}))
+}
+
 /// `code_too_large`: `len` bytes of code, `max` allowed.
 pub(super) fn code_too_large(len: usize, max: usize) -> ToolError {
     ToolError::new(

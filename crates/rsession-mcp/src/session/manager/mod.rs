@@ -29,7 +29,9 @@ use tokio_util::sync::CancellationToken;
 use crate::errors::ToolError;
 use crate::metrics::Metrics;
 use crate::session::conn::RConn;
-use crate::session::{Backend, Endpoint, Progress, Watch, WorkspaceCleanup};
+use crate::session::{
+    Backend, Endpoint, PoolRequest, Progress, SessionStart, Watch, WorkspaceCleanup,
+};
 
 pub use limits::{FileLimits, Limits, ManagerConfig};
 
@@ -62,6 +64,10 @@ pub struct SessionInfo {
     /// `cdm_version`, `persons`, or `error`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cdm: Option<serde_json::Value>,
+    /// How the session started (warm or cold, pool, time to Ready); filled
+    /// by `create_session` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<SessionStart>,
 }
 
 #[derive(Default)]
@@ -228,17 +234,39 @@ impl SessionManager {
         Ok(slot)
     }
 
-    /// Create a session: place it on the backend (which reports its steps
-    /// to `progress`), connect, install the harness, create and enter its
-    /// workspace; the connect is reported as the last step.
-    ///
-    /// Errors: `backend_unavailable`, `forbidden` (session limit reached).
+    /// Create a session with the server's default pool, if any: see
+    /// [`Self::create_with_pool`].
     pub async fn create(&self, owner: &str, progress: &Progress) -> Result<SessionInfo, ToolError> {
+        self.create_with_pool(owner, &PoolRequest::Default, progress)
+            .await
+    }
+
+    /// Create a session: place it on the backend (which reports its steps
+    /// to `progress`), from `pool` where the backend has pools, connect,
+    /// install the harness, create and enter its workspace; the connect is
+    /// reported as the last step. The info says how it started
+    /// ([`SessionInfo::start`]).
+    ///
+    /// Errors: `invalid_argument` (a named pool on a backend without pools,
+    /// or one the session cannot use), `pool_not_found`,
+    /// `backend_unavailable`, `forbidden` (session limit reached).
+    pub async fn create_with_pool(
+        &self,
+        owner: &str,
+        pool: &PoolRequest,
+        progress: &Progress,
+    ) -> Result<SessionInfo, ToolError> {
+        if let PoolRequest::Named(name) = pool
+            && !self.backend.pools()
+        {
+            return Err(messages::no_pools(name, self.backend.kind()));
+        }
         if self.map().len() >= self.config.max_sessions {
             return Err(messages::too_many_sessions(self.config.max_sessions));
         }
         let id = new_session_id();
-        let endpoint = self.backend.create(owner, &id, progress).await?;
+        let created = self.backend.create(owner, &id, pool, progress).await?;
+        let (endpoint, start) = (created.endpoint, created.start);
         let conn = match self.connect(&endpoint).await {
             Ok(c) => {
                 progress
@@ -265,8 +293,11 @@ impl SessionManager {
         ));
         self.map().insert(id.clone(), session.clone());
         self.metrics.set_sessions(self.map().len());
-        tracing::info!(session_id = %id, owner, "session created");
-        Ok(self.info(&session).await)
+        tracing::info!(session_id = %id, owner, warm = start.warm, pool = start.pool.as_deref(), ready_ms = start.ready_ms, "session created");
+        Ok(SessionInfo {
+            start: Some(start),
+            ..self.info(&session).await
+        })
     }
 
     async fn info(&self, s: &Session) -> SessionInfo {
@@ -296,6 +327,7 @@ impl SessionManager {
             r_version,
             phase: None,
             cdm,
+            start: None,
         }
     }
 
@@ -328,6 +360,7 @@ impl SessionManager {
                     r_version: None,
                     phase: k.phase,
                     cdm: None,
+                    start: None,
                 }),
             }
         }
@@ -450,6 +483,36 @@ const SHUTDOWN_CHECKPOINT: Duration = Duration::from_secs(30);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_named_pool_on_a_backend_without_pools_is_an_invalid_argument() {
+        let backend = crate::session::direct::DirectBackend::new(
+            vec![crate::session::direct::RserveTarget {
+                addr: "127.0.0.1:1".into(),
+                credentials: None,
+            }],
+            "/ws",
+        )
+        .unwrap();
+        let m = SessionManager::new(
+            Arc::new(backend),
+            ManagerConfig::default(),
+            Arc::new(Metrics::new()),
+        );
+        let e = m
+            .create_with_pool(
+                "alice",
+                &PoolRequest::Named("warm".into()),
+                &Progress::none(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, crate::errors::ErrorCode::InvalidArgument);
+        assert!(e.message.contains("kubernetes backend"), "{}", e.message);
+        assert_eq!(e.details["pool"], "warm");
+        assert_eq!(e.details["backend"], "direct");
+        assert!(m.map().is_empty());
+    }
 
     #[test]
     fn session_ids_are_distinct_and_shaped() {
