@@ -75,16 +75,9 @@ pub fn operator_grants() -> BTreeSet<Grant> {
             &["rsessionpools"],
             &["get", "list", "watch"],
         ),
-        (
-            "rsession.dev",
-            &["rsessionpools/status"],
-            &["get", "patch", "update"],
-        ),
-        (
-            "",
-            &["pods", "secrets"],
-            &["get", "list", "watch", "create", "patch", "delete"],
-        ),
+        ("rsession.dev", &["rsessionpools/status"], &["patch"]),
+        ("", &["pods"], &["list", "watch", "create", "patch", "delete"]),
+        ("", &["secrets"], &["get", "create", "patch"]),
         (
             "",
             &["configmaps", "services", "persistentvolumeclaims"],
@@ -217,15 +210,16 @@ mod tests {
         for verb in ["get", "list", "watch"] {
             assert!(has("rsession.dev", "rsessionpools", verb), "{verb} pools");
         }
-        for verb in ["get", "patch", "update"] {
-            assert!(
-                has("rsession.dev", "rsessionpools/status", verb),
-                "{verb} pool status"
-            );
-        }
-        for verb in ["get", "list", "watch", "create", "patch", "delete"] {
+        assert!(has("rsession.dev", "rsessionpools/status", "patch"));
+        for verb in ["list", "watch", "create", "patch", "delete"] {
             assert!(has("", "pods", verb), "{verb} pods");
+        }
+        for verb in ["get", "create", "patch"] {
             assert!(has("", "secrets", verb), "{verb} secrets");
+        }
+        // Pool pods' Secrets go with their pod (owner reference): no delete, list or watch.
+        for verb in ["list", "watch", "delete"] {
+            assert!(!has("", "secrets", verb), "{verb} secrets");
         }
         // The operator never writes specs: pools and sessions are the users'.
         for verb in ["create", "update", "patch", "delete"] {
