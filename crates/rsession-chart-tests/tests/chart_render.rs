@@ -905,7 +905,6 @@ fn pool_values_schema_follows_the_rsessionpool_crd() {
 
 /// The `--default-pool` flag the chart passes with `pool.enabled` parses as rsession-mcp's.
 #[test]
-#[ignore = "until rsession-mcp has --default-pool (the frontend's pool argument, in progress)"]
 fn mcp_default_pool_flag_is_accepted_by_rsession_mcp() {
     let argv = mcp_argv(&render(
         &tools(),
