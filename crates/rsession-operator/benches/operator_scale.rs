@@ -8,6 +8,9 @@
 //! cargo bench -p rsession-operator --bench operator_scale [-- --sessions 1000]
 //! ```
 //!
+//! With `--pool-replicas N` (default 50) an RSessionPool of N is applied with the sessions, and
+//! "settled" also waits for its N pods, each with its credentials Secret and Rserve ConfigMap.
+//!
 //! Not a test: it prints a report (and one JSON line) for docs/benchmarks.md. The baseline in
 //! the same run is the time the apiserver takes to accept the N RSessions themselves.
 
@@ -47,6 +50,9 @@ struct Args {
     /// Every this many sessions has a Persistent workspace (a PVC as sixth child); 0 for none.
     #[arg(long, default_value_t = 4)]
     persistent_every: usize,
+    /// Replicas of an RSessionPool applied with the sessions (0: no pool).
+    #[arg(long, default_value_t = 50)]
+    pool_replicas: usize,
     /// Extra argument for the operator binary (repeatable), for example
     /// `--operator-arg=--config --operator-arg=operator.yaml`.
     #[arg(long = "operator-arg", allow_hyphen_values = true)]
@@ -182,6 +188,34 @@ impl Observer {
     }
 }
 
+/// Whether the pool has `replicas` pods, each with its Secret and ConfigMap (children of pool pods
+/// carry the pool label too). Only asked once the sessions settled, so it adds few requests.
+async fn pool_settled(
+    client: &Client,
+    ns: &str,
+    selector: &str,
+    replicas: usize,
+) -> anyhow::Result<bool> {
+    if replicas == 0 {
+        return Ok(true);
+    }
+    let lp = kube::api::ListParams::default().labels(selector);
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list_metadata(&lp)
+        .await?;
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns)
+        .list_metadata(&lp)
+        .await?;
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .list_metadata(&lp)
+        .await?;
+    Ok([
+        pods.items.len(),
+        secrets.items.len(),
+        config_maps.items.len(),
+    ] == [replicas; 3])
+}
+
 fn vm_field(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
@@ -308,6 +342,18 @@ async fn main() -> anyhow::Result<()> {
     .try_collect::<Vec<_>>()
     .await
     .context("apply RSessions")?;
+    if args.pool_replicas > 0 {
+        let pools: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            &ns,
+            &ApiResource::erase::<rsession_api::RSessionPool>(&()),
+        );
+        let pool = serde_json::json!({
+            "apiVersion": "rsession.dev/v1alpha1", "kind": "RSessionPool",
+            "metadata": {"name": "bench"}, "spec": {"replicas": args.pool_replicas},
+        });
+        pools.patch("bench", &apply, &Patch::Apply(pool)).await?;
+    }
     let applied = t0.elapsed();
     eprintln!(
         "[bench] {} RSessions accepted by the apiserver in {:.2} s",
@@ -320,10 +366,13 @@ async fn main() -> anyhow::Result<()> {
     let open_fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
     let mut peak_fds = open_fds();
     let mut last_report = Instant::now();
+    let pool_selector = format!("{}=bench", wk::LABEL_POOL);
     let (settled_at, counts) = loop {
         let (settled, total, counts) = observer.progress(&expected);
         peak_fds = peak_fds.max(open_fds());
-        if settled == total {
+        if settled == total
+            && pool_settled(&client, &ns, &pool_selector, args.pool_replicas).await?
+        {
             break (t0.elapsed(), counts);
         }
         if let Some(status) = operator.try_wait()? {
@@ -367,8 +416,8 @@ async fn main() -> anyhow::Result<()> {
     let children: usize = counts.values().sum();
     let settle = settled_at.as_secs_f64();
     println!(
-        "Operator at scale: {} RSessions ({persistent} Persistent), {children} children",
-        args.sessions
+        "Operator at scale: {} RSessions ({persistent} Persistent), {children} children; a pool of {}",
+        args.sessions, args.pool_replicas
     );
     println!(
         "  apiserver accepted the RSessions (baseline): {:8.2} s",
@@ -412,6 +461,7 @@ async fn main() -> anyhow::Result<()> {
         "{}",
         serde_json::json!({
             "sessions": args.sessions, "persistent": persistent, "children": children,
+            "pool_replicas": args.pool_replicas,
             "apply_seconds": applied.as_secs_f64(), "settle_seconds": settle,
             "peak_rss_bytes": peak_kib * 1024, "failed_reconciles": failed_reconciles,
             "children_by_kind": counts,
