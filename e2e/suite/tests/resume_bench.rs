@@ -33,7 +33,7 @@ async fn resume_benchmark() -> Result<()> {
         &ns,
         &format!(
             "workspace: {{kind: Persistent, size: 1Gi, storageClassName: {HOSTPATH_CLASS}}}\n\
-             lifecycle: {{idleTimeout: 5s}}\n"
+             lifecycle: {{idleTimeout: 10s}}\n"
         ),
     )
     .await?;
