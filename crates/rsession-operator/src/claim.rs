@@ -9,9 +9,9 @@
 //! NetworkPolicy covers it throughout; its credentials Secret and Rserve ConfigMap are owned by
 //! the pod itself and follow it.
 //!
-//! API calls of a claim: `LIST` of the pool's pods, then per candidate (Ready, unclaimed, of the
-//! pool's current template; tried in random order, at most [`MAX_CANDIDATES`]) a `GET` of its
-//! credentials Secret (the session's own Secret gets the same password) and the `PATCH`.
+//! API calls of a claim: `LIST` of the pool's pods, then the `PATCH` of each candidate (Ready,
+//! unclaimed, of the pool's current template; in random order) until one succeeds, then a `GET`
+//! of that pod's credentials Secret (the session's own Secret gets the same password).
 
 use std::time::Instant;
 
@@ -33,10 +33,6 @@ use crate::error::Error;
 use crate::pool::build::{template_hash, template_session};
 use crate::pool::plan::is_claimable;
 use crate::status::whole_seconds;
-
-/// Candidates tried before giving up and starting cold: each failed one was claimed by someone
-/// else between the list and the patch.
-pub const MAX_CANDIDATES: usize = 5;
 
 /// A pool pod now bound to the RSession.
 #[derive(Clone, Debug)]
@@ -163,6 +159,10 @@ pub fn claim_patch(rs: &RSession, resource_version: &str, now: Timestamp) -> ser
 /// `Ok(None)`: none could be claimed (the pool is empty, still filling, or every candidate was
 /// taken first); the caller starts the session cold.
 ///
+/// Candidates are tried in random order (concurrent claimants spread over the pool) until one
+/// patch succeeds; a candidate another claimant took first costs one refused request. The pod's
+/// credentials Secret is read after the claim: a Ready pool pod has it (the pod mounts it).
+///
 /// # Errors
 /// API errors other than the expected 404 and 409 answers.
 pub async fn claim(
@@ -173,7 +173,6 @@ pub async fn claim(
     hash: &str,
 ) -> Result<Option<Claimed>, Error> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let selector = format!(
         "{}={pool},{}={hash},!{}",
         wk::LABEL_POOL,
@@ -188,18 +187,9 @@ pub async fn claim(
         .filter(is_claimable)
         .collect();
     candidates.shuffle(&mut rand::rng());
-    for candidate in candidates.into_iter().take(MAX_CANDIDATES) {
+    for candidate in candidates {
         let name = candidate.name_any();
         let Some(rv) = candidate.metadata.resource_version.as_deref() else {
-            continue;
-        };
-        let Some(password) = secrets
-            .get_opt(&secret_name(&name))
-            .await?
-            .as_ref()
-            .and_then(secret::existing_password)
-        else {
-            debug!(pod = %name, "pool pod has no usable credentials Secret yet");
             continue;
         };
         let patch = claim_patch(rs, rv, Timestamp::now());
@@ -207,7 +197,10 @@ pub async fn claim(
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(pod) => return Ok(Some(Claimed { pod, password })),
+            Ok(pod) => {
+                let password = pool_pod_password(client, namespace, &name).await?;
+                return Ok(Some(Claimed { pod, password }));
+            }
             Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
                 debug!(pod = %name, code = e.code, "pool pod taken first; trying the next");
             }
@@ -215,6 +208,26 @@ pub async fn claim(
         }
     }
     Ok(None)
+}
+
+/// The Rserve password of pool pod `pod` (its `<pod>-credentials` Secret). A claimed pod's
+/// Rserve already runs with it, so the session's own Secret must hold the same one.
+///
+/// # Errors
+/// API errors; [`Error::PoolPodCredentials`] when the Secret is missing or unusable (retried;
+/// it cannot happen for a pod that became Ready, which mounts the Secret).
+pub async fn pool_pod_password(
+    client: &Client,
+    namespace: &str,
+    pod: &str,
+) -> Result<String, Error> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    secrets
+        .get_opt(&secret_name(pod))
+        .await?
+        .as_ref()
+        .and_then(secret::existing_password)
+        .ok_or_else(|| Error::PoolPodCredentials(pod.to_owned()))
 }
 
 #[cfg(test)]

@@ -12,6 +12,10 @@ pub enum Error {
     /// RSession changes, or later for a missing database Secret).
     #[error("invalid RSession spec: {0}")]
     InvalidSpec(#[from] SpecError),
+    /// A claimed pool pod's credentials Secret is missing or holds no usable password
+    /// (transient: retried with backoff).
+    #[error("the credentials Secret of pool pod {0:?} is missing or holds no usable password")]
+    PoolPodCredentials(String),
     /// The database host is a DNS name that did not resolve (transient: retried with backoff).
     #[error("database host {host:?} did not resolve: {reason}")]
     DatabaseHostUnresolved {
@@ -29,6 +33,7 @@ impl Error {
             Self::Kube(_) => "kube_api",
             Self::InvalidSpec(_) => "invalid_spec",
             Self::DatabaseHostUnresolved { .. } => "database_dns",
+            Self::PoolPodCredentials(_) => "pool_pod_credentials",
         }
     }
 }

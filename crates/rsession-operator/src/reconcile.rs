@@ -10,7 +10,9 @@
 //!    then, only when the recorded pod was lost, a live `GET` of the RSession itself (a
 //!    stale cache shows a deleted RSession's pod as lost; see `still_wanted`);
 //! 4. server-side apply (`PATCH`, field manager `rsession-operator`) of the Secret, ConfigMap,
-//!    Service, NetworkPolicy and (Persistent workspace) PVC;
+//!    Service, NetworkPolicy and (Persistent workspace) PVC (with `spec.poolRef`, first the
+//!    claim of `crate::claim`; a warm claim applies only the Secret here and the others after
+//!    the status write of step 6);
 //! 5. `DELETE` of pods no longer wanted, then server-side apply of a pod to create;
 //! 6. server-side apply of `status` when it changed;
 //! 7. `POST` of an Event for each transition a user cares about.
@@ -30,7 +32,9 @@ use rsession_api::well_known as wk;
 use rsession_api::{Phase, RSession, RSessionPool, RSessionStatus};
 use tracing::{debug, info, warn};
 
-use crate::apply::{apply, apply_children, apply_status, delete_pod};
+use crate::apply::{
+    apply, apply_children, apply_children_after_secret, apply_in, apply_status, delete_pod,
+};
 use crate::build::{children::build_children, pod::build_pod, secret, secret_name};
 use crate::checkpoint::Handshake;
 use crate::claim;
@@ -102,7 +106,7 @@ pub fn error_policy(rs: Arc<RSession>, error: &Error, ctx: Arc<Context>) -> Acti
             Action::requeue(MISSING_SECRET_REQUEUE)
         }
         Error::InvalidSpec(_) => Action::await_change(),
-        Error::Kube(_) | Error::DatabaseHostUnresolved { .. } => {
+        Error::Kube(_) | Error::DatabaseHostUnresolved { .. } | Error::PoolPodCredentials(_) => {
             let mut failures = ctx.failures();
             let n = failures.entry(ObjectRef::from_obj(&*rs)).or_insert(0);
             *n = n.saturating_add(1);
@@ -219,16 +223,32 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
 
     // build (pure)
     // A claimed pod's Rserve already has its password: the session's Secret gets the same one.
-    let password = bound
+    let claimed_password = bound
         .as_ref()
         .and_then(|b| b.claimed.as_ref())
-        .map(|c| c.password.clone())
+        .map(|c| c.password.clone());
+    let password = match claimed_password
         .or_else(|| credentials.as_ref().and_then(secret::existing_password))
-        .unwrap_or_else(secret::generate_password);
+    {
+        Some(p) => p,
+        // A pool pod claimed by a reconcile that ended before it wrote the session's Secret.
+        None => match decision
+            .kept_pod
+            .filter(|p| p.labels().contains_key(wk::LABEL_POOL))
+        {
+            Some(pod) => claim::pool_pod_password(client, &namespace, &pod.name_any()).await?,
+            None => secret::generate_password(),
+        },
+    };
     let children = build_children(&session, &ctx.config, &password, &database_addresses);
 
-    // apply
-    apply_children(client, &namespace, &children).await?;
+    // apply (a warm claim writes status right after the Secret: see apply_children_after_secret)
+    let warm = bound.as_ref().is_some_and(|b| b.claimed.is_some());
+    if warm {
+        apply_in(client, &namespace, &children.secret).await?;
+    } else {
+        apply_children(client, &namespace, &children).await?;
+    }
     for stale in &plan.delete {
         info!(pod = %stale, "deleting session pod");
         delete_pod(&pods, stale).await?;
@@ -274,6 +294,9 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
     };
     let new_status = status::compute(&observed);
     write_status(rs, ctx, &rsessions, previous, &new_status).await?;
+    if warm {
+        apply_children_after_secret(client, &namespace, &children).await?;
+    }
     // After the status write, which is what the MCP frontend waits for.
     if let Some(b) = &bound {
         let (type_, reason, note) = b.event();

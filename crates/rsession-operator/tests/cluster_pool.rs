@@ -451,3 +451,80 @@ async fn concurrent_claims_bind_each_pool_pod_at_most_once() {
     .await
     .expect("temp namespace");
 }
+
+#[tokio::test]
+async fn a_claim_cut_short_before_status_is_adopted_with_the_pods_password() {
+    let cp = control_plane().await;
+    cp.with_temp_ns(
+        "poolcut",
+        PodSecurity::Restricted,
+        |client, ns| async move {
+            let operator = Operator::start(client.clone(), config_for(Some(&ns)));
+            apply(&client, &ns, &pool_yaml("cut", 1)).await;
+            let pod = fill_ready(&client, &ns, "cut", 1, 40).await.remove(0);
+            operator.stop().await;
+
+            // What an operator that crashed right after its claim patch leaves: the pod bound to
+            // the RSession, no status, no session Secret.
+            let rs: RSession = Api::<RSession>::namespaced(client.clone(), &ns)
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(json!({
+                        "apiVersion": "rsession.dev/v1alpha1", "kind": "RSession",
+                        "metadata": {"name": "dave"}, "spec": {"poolRef": {"name": "cut"}},
+                    }))
+                    .expect("rsession"),
+                )
+                .await
+                .expect("create");
+            let pool = Api::<RSessionPool>::namespaced(client.clone(), &ns)
+                .get("cut")
+                .await
+                .expect("pool");
+            let config = config_for(Some(&ns));
+            let template = rsession_operator::pool::build::template_session(
+                &pool,
+                "pool-template",
+                &config,
+                None,
+            )
+            .expect("template");
+            let hash = rsession_operator::pool::build::template_hash(&template, &config);
+            let claimed = rsession_operator::claim::claim(&client, &ns, &rs, "cut", &hash)
+                .await
+                .expect("claim")
+                .expect("a Ready pod");
+            assert_eq!(claimed.pod.name_any(), pod);
+
+            // The next operator adopts the pod (no second claim, no cold pod) and gives the session
+            // the password the pod's Rserve runs with.
+            let operator = Operator::start(client.clone(), config_for(Some(&ns)));
+            let dave = claimed_status(&client, &ns, "dave").await;
+            let st = dave.status.as_ref().expect("status");
+            assert_eq!(st.pod_name.as_deref(), Some(pod.as_str()));
+            let claim = st.claim.as_ref().expect("claim");
+            assert!(
+                claim.warm && claim.pod_name.as_deref() == Some(pod.as_str()),
+                "{claim:?}"
+            );
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+            let ours = eventually("dave-credentials", || async {
+                secrets.get_opt("dave-credentials").await.expect("get")
+            })
+            .await;
+            let theirs = secrets
+                .get(&format!("{pod}-credentials"))
+                .await
+                .expect("pod secret");
+            assert_eq!(password_of(&ours), password_of(&theirs));
+            let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+            assert!(
+                pods.get_opt("dave-1").await.expect("get").is_none(),
+                "no cold pod"
+            );
+            operator.stop().await;
+        },
+    )
+    .await
+    .expect("temp namespace");
+}

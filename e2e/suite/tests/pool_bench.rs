@@ -111,7 +111,10 @@ async fn pool_startup_benchmark() -> Result<()> {
                     && rs.is_ready()
                 {
                     let name = kube::ResourceExt::name_any(&rs);
-                    seen.lock().expect("lock").entry(name).or_insert_with(Instant::now);
+                    seen.lock()
+                        .expect("lock")
+                        .entry(name)
+                        .or_insert_with(Instant::now);
                 }
             }
         }
@@ -207,6 +210,10 @@ async fn pool_startup_benchmark() -> Result<()> {
         "Warm claims: {n} sequential `create_session` with `pool` (pool of 3, full and Ready before each, untimed); milliseconds from the call.\n\n\
          | warm | p50 | p95 | max | samples |\n|---|---|---|---|---|\n"
     );
+    out.push_str(&summary(
+        "RSession Ready (operator status, seen by a watch)",
+        status_ready,
+    ));
     out.push_str(&summary(
         "create_session returned (Ready, connected)",
         to_ready,
