@@ -637,3 +637,30 @@ async fn child_process_output_comes_back_in_order_with_rs_own() {
     assert!(!text.contains("before"), "{text}");
     assert!(text.len() < 4000, "{} bytes came back", text.len());
 }
+
+/// The harness runs with R's JIT off (compiling its own closures cost the first evaluations of
+/// every session ~150 ms), user code with R's default level: a closure the user defines is
+/// compiled when called, as outside RSession.
+#[tokio::test]
+async fn user_code_keeps_rs_jit_while_the_harness_runs_without() {
+    let f = fixture(|_| {}).await;
+    let m = &f.manager;
+    let sid = m.create(OWNER, &Progress::none()).await.unwrap().session_id;
+    run(
+        m,
+        &sid,
+        "f <- function(n) { s <- 0; for (i in seq_len(n)) s <- s + i; s }; f(10); f(10)",
+    )
+    .await;
+    let r = run(
+        m,
+        &sid,
+        "cat(compiler::enableJIT(-1), typeof(.Internal(bodyCode(f))), typeof(.Internal(bodyCode(get('.rsession', 'rsession:harness')$execute))))",
+    )
+    .await;
+    assert_eq!(
+        r.outcome.events,
+        vec![Event::Stdout("3 bytecode language".into())],
+        "user code: JIT level 3 and a compiled closure; the harness: not compiled"
+    );
+}
