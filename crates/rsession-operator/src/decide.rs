@@ -8,6 +8,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
+use rsession_api::status::CONDITION_READY;
 use rsession_api::well_known as wk;
 use rsession_api::{Phase, RSession, RSessionStatus};
 
@@ -61,8 +62,8 @@ pub struct Decision<'a> {
 /// Decides one reconcile from `facts`.
 ///
 /// Idle time counts from the latest of the RSession's creation, the activity annotation, the
-/// recorded pod's creation (else the recorded `startTime`) and, when the session was just
-/// resumed, now.
+/// recorded pod's creation (else the recorded `startTime`), when the session last became Ready
+/// and, while it has not been Ready yet (Pending, Starting) or was just resumed, now.
 pub fn decide<'a>(facts: &Facts<'a>) -> Decision<'a> {
     let Facts {
         rs,
@@ -88,11 +89,20 @@ pub fn decide<'a>(facts: &Facts<'a>) -> Decision<'a> {
     // Resuming counts as activity: the new pod must not expire for idleness accrued while
     // suspended.
     let resumed = !suspended && previous.and_then(|s| s.phase) == Some(Phase::Suspended);
+    // A session is idle only while it can be used: not before its pod is first Ready (a slow
+    // start must not use up the idle timeout), and counting from when it became Ready.
+    let phase = previous.and_then(|s| s.phase);
+    let starting = matches!(phase, None | Some(Phase::Pending | Phase::Starting));
+    let ready_since = previous
+        .and_then(|s| s.condition(CONDITION_READY))
+        .filter(|c| c.status == "True")
+        .map(|c| c.last_transition_time.0);
     let active_since = [
         Some(created),
         last_activity,
         pod_started,
-        resumed.then_some(now),
+        ready_since,
+        (resumed || starting).then_some(now),
     ]
     .into_iter()
     .flatten()
@@ -241,7 +251,9 @@ mod tests {
 
     #[test]
     fn requeue_follows_a_deadline_nearer_than_the_maximum() {
-        let case = Case::new(60);
+        let case = Case::new(60)
+            .recorded(Phase::Ready, "s-1")
+            .pod("s-1", CREATED);
         let d = case.at("2026-01-01T00:00:10Z");
         assert_eq!(d.requeue, Duration::from_secs(50));
     }
@@ -303,6 +315,38 @@ mod tests {
             ..RSessionStatus::default()
         });
         assert_eq!(case.at("2026-01-01T00:16:00Z").timers.expired, None);
+    }
+
+    #[test]
+    fn a_slow_start_does_not_use_up_the_idle_timeout() {
+        // Starting for 15 minutes with a 10 minute idle timeout: not expired.
+        let case = Case::new(600)
+            .recorded(Phase::Starting, "s-1")
+            .pod("s-1", CREATED);
+        assert_eq!(case.at("2026-01-01T00:15:00Z").timers.expired, None);
+    }
+
+    #[test]
+    fn idle_time_counts_from_when_the_session_became_ready() {
+        let mut case = Case::new(600)
+            .recorded(Phase::Ready, "s-1")
+            .pod("s-1", CREATED);
+        let status = case.previous.as_mut().expect("status");
+        status
+            .conditions
+            .push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: CONDITION_READY.into(),
+                status: "True".into(),
+                last_transition_time: Time(t("2026-01-01T00:12:00Z")),
+                message: String::new(),
+                reason: "RserveReady".into(),
+                observed_generation: None,
+            });
+        assert_eq!(case.at("2026-01-01T00:21:00Z").timers.expired, None);
+        assert_eq!(
+            case.at("2026-01-01T00:23:00Z").timers.expired,
+            Some(ExpiryReason::IdleTimeout)
+        );
     }
 
     #[test]
