@@ -76,7 +76,11 @@ pub fn operator_grants() -> BTreeSet<Grant> {
             &["get", "list", "watch"],
         ),
         ("rsession.dev", &["rsessionpools/status"], &["patch"]),
-        ("", &["pods"], &["list", "watch", "create", "patch", "delete"]),
+        (
+            "",
+            &["pods"],
+            &["list", "watch", "create", "patch", "delete"],
+        ),
         ("", &["secrets"], &["get", "create", "patch"]),
         (
             "",
