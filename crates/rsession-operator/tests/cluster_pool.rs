@@ -127,6 +127,55 @@ async fn claimed_status(client: &Client, ns: &str, name: &str) -> RSession {
     .await
 }
 
+/// A pool of `n` Ready pods made by the operator, which is then stopped, so that only what the
+/// test does next acts on them. Returns the pods' names.
+async fn ready_pool_then_stop(
+    client: &Client,
+    ns: &str,
+    pool: &str,
+    n: usize,
+    first_ip: u8,
+) -> Vec<String> {
+    let operator = Operator::start(client.clone(), config_for(Some(ns)));
+    apply(client, ns, &pool_yaml(pool, i32::try_from(n).expect("n"))).await;
+    let pods = fill_ready(client, ns, pool, n, first_ip).await;
+    operator.stop().await;
+    pods
+}
+
+/// Creates RSession `name` bound to `pool` (suspended: no reconcile starts a pod for it).
+async fn create_pooled(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    pool: &str,
+    suspend: bool,
+) -> RSession {
+    let rs: RSession = serde_json::from_value(json!({
+        "apiVersion": "rsession.dev/v1alpha1", "kind": "RSession",
+        "metadata": {"name": name},
+        "spec": {"poolRef": {"name": pool}, "lifecycle": {"suspend": suspend}},
+    }))
+    .expect("rsession");
+    Api::<RSession>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &rs)
+        .await
+        .expect("create")
+}
+
+/// The template hash of `pool` as the operator computes it (what a claim selects on).
+async fn pool_hash(client: &Client, ns: &str, pool: &str) -> String {
+    let pool = Api::<RSessionPool>::namespaced(client.clone(), ns)
+        .get(pool)
+        .await
+        .expect("pool");
+    let config = config_for(Some(ns));
+    let template =
+        rsession_operator::pool::build::template_session(&pool, "pool-template", &config, None)
+            .expect("template");
+    rsession_operator::pool::build::template_hash(&template, &config)
+}
+
 fn password_of(secret: &Secret) -> Vec<u8> {
     secret.data.as_ref().expect("data")[wk::SECRET_KEY_PASSWORD]
         .0
@@ -378,42 +427,14 @@ async fn concurrent_claims_bind_each_pool_pod_at_most_once() {
         PodSecurity::Restricted,
         |client, ns| async move {
             // The pool controller makes the pods; then it is stopped, so only the claims act.
-            let operator = Operator::start(client.clone(), config_for(Some(&ns)));
-            apply(&client, &ns, &pool_yaml("race", 4)).await;
-            fill_ready(&client, &ns, "race", 4, 20).await;
-            operator.stop().await;
-
-            // Eight claimants (suspended RSessions, so no reconcile starts pods for them) against
-            // four Ready pods, all at once, as two operator replicas would.
-            let rsessions: Api<RSession> = Api::namespaced(client.clone(), &ns);
+            ready_pool_then_stop(&client, &ns, "race", 4, 20).await;
+            // Eight claimants against four Ready pods, all at once, as two operator replicas
+            // would.
             let mut claimants = Vec::new();
             for i in 0..8 {
-                let rs: RSession = serde_json::from_value(json!({
-                    "apiVersion": "rsession.dev/v1alpha1", "kind": "RSession",
-                    "metadata": {"name": format!("c{i}")},
-                    "spec": {"poolRef": {"name": "race"}, "lifecycle": {"suspend": true}},
-                }))
-                .expect("rsession");
-                claimants.push(
-                    rsessions
-                        .create(&PostParams::default(), &rs)
-                        .await
-                        .expect("create"),
-                );
+                claimants.push(create_pooled(&client, &ns, &format!("c{i}"), "race", true).await);
             }
-            let pool = Api::<RSessionPool>::namespaced(client.clone(), &ns)
-                .get("race")
-                .await
-                .expect("pool");
-            let config = config_for(Some(&ns));
-            let template = rsession_operator::pool::build::template_session(
-                &pool,
-                "pool-template",
-                &config,
-                None,
-            )
-            .expect("template");
-            let hash = rsession_operator::pool::build::template_hash(&template, &config);
+            let hash = pool_hash(&client, &ns, "race").await;
             let results = futures::future::join_all(claimants.iter().map(|rs| {
                 let client = client.clone();
                 let ns = ns.clone();
@@ -459,37 +480,13 @@ async fn a_claim_cut_short_before_status_is_adopted_with_the_pods_password() {
         "poolcut",
         PodSecurity::Restricted,
         |client, ns| async move {
-            let operator = Operator::start(client.clone(), config_for(Some(&ns)));
-            apply(&client, &ns, &pool_yaml("cut", 1)).await;
-            let pod = fill_ready(&client, &ns, "cut", 1, 40).await.remove(0);
-            operator.stop().await;
-
+            let pod = ready_pool_then_stop(&client, &ns, "cut", 1, 40)
+                .await
+                .remove(0);
             // What an operator that crashed right after its claim patch leaves: the pod bound to
             // the RSession, no status, no session Secret.
-            let rs: RSession = Api::<RSession>::namespaced(client.clone(), &ns)
-                .create(
-                    &PostParams::default(),
-                    &serde_json::from_value(json!({
-                        "apiVersion": "rsession.dev/v1alpha1", "kind": "RSession",
-                        "metadata": {"name": "dave"}, "spec": {"poolRef": {"name": "cut"}},
-                    }))
-                    .expect("rsession"),
-                )
-                .await
-                .expect("create");
-            let pool = Api::<RSessionPool>::namespaced(client.clone(), &ns)
-                .get("cut")
-                .await
-                .expect("pool");
-            let config = config_for(Some(&ns));
-            let template = rsession_operator::pool::build::template_session(
-                &pool,
-                "pool-template",
-                &config,
-                None,
-            )
-            .expect("template");
-            let hash = rsession_operator::pool::build::template_hash(&template, &config);
+            let rs = create_pooled(&client, &ns, "dave", "cut", false).await;
+            let hash = pool_hash(&client, &ns, "cut").await;
             let claimed = rsession_operator::claim::claim(&client, &ns, &rs, "cut", &hash)
                 .await
                 .expect("claim")
