@@ -134,7 +134,9 @@ local({
       datasets = unname(.rsession_data$registry()),
       options = options()[intersect(cp$options_kept, names(options()))],
       rng_kind = RNGkind(),
-      wd = if (startsWith(wd, ws)) substring(wd, nchar(ws) + 2L) else "")
+      # getwd() is NULL when the working directory was removed under R.
+      wd = if (is.character(wd) && is.character(ws) && startsWith(wd, ws))
+        substring(wd, nchar(ws) + 2L) else "")
     saveRDS(manifest, file.path(tmp, "manifest.rds"))
     # Swap in the new checkpoint only now that it is complete.
     old <- file.path(parent, sprintf(".%s.old-%d", basename(dir), Sys.getpid()))

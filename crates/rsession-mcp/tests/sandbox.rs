@@ -353,16 +353,30 @@ async fn a_session_s_processes_end_with_it() {
     let c = host.server(&[]).await;
     let sid = c.create_session().await;
     c.exec(&sid, "system('sleep 600 > /dev/null 2>&1 &')").await;
-    let sleepers: Vec<u32> = descendants(c.pid)
-        .into_iter()
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|n| n.trim() == "sleep")
-        })
-        .collect();
+    // `system()` returns once the shell has forked its background child,
+    // which may not have exec'd `sleep` yet: await it instead of reading once.
+    let started = tokio::time::Instant::now() + Duration::from_secs(10);
+    let sleepers: Vec<u32> = loop {
+        let found: Vec<u32> = descendants(c.pid)
+            .into_iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|n| n.trim() == "sleep")
+            })
+            .collect();
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(
+            tokio::time::Instant::now() < started,
+            "the background sleep never appeared under the server's process tree"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(
         sleepers.len(),
         1,
-        "the background sleep runs in the sandbox"
+        "exactly one background sleep runs in the sandbox"
     );
     let r = c.call("close_session", json!({"session_id": sid})).await;
     assert_eq!(r.is_error, Some(false));
