@@ -10,8 +10,9 @@
 //! the pod itself and follow it.
 //!
 //! API calls of a claim: `LIST` of the pool's pods, then the `PATCH` of each candidate (Ready,
-//! unclaimed, of the pool's current template; in random order) until one succeeds, then a `GET`
-//! of that pod's credentials Secret (the session's own Secret gets the same password).
+//! unclaimed, of the pool's current template; in random order) until one succeeds. The session's
+//! own Secret gets the claimed pod's password: from memory when this replica created the pod
+//! ([`crate::pool::passwords`]), else a `GET` of the pod's credentials Secret.
 
 use std::time::Instant;
 
@@ -93,7 +94,13 @@ pub async fn bind(
     let pool_name = pool.name_any();
     let template = template_session(pool, "pool-template", &ctx.config, database_secret)?;
     let hash = template_hash(&template, &ctx.config);
-    let claimed = claim(&ctx.client, namespace, rs, &pool_name, &hash).await?;
+    let claimed = match claim(&ctx.client, namespace, rs, &pool_name, &hash).await? {
+        Some(pod) => Some(Claimed {
+            password: pool_pod_password(ctx, namespace, &pod.name_any()).await?,
+            pod,
+        }),
+        None => None,
+    };
     let bind_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     match &claimed {
         Some(c) => {
@@ -160,8 +167,8 @@ pub fn claim_patch(rs: &RSession, resource_version: &str, now: Timestamp) -> ser
 /// taken first); the caller starts the session cold.
 ///
 /// Candidates are tried in random order (concurrent claimants spread over the pool) until one
-/// patch succeeds; a candidate another claimant took first costs one refused request. The pod's
-/// credentials Secret is read after the claim: a Ready pool pod has it (the pod mounts it).
+/// patch succeeds; a candidate another claimant took first costs one refused request. Returns the
+/// claimed pod as the patch returned it.
 ///
 /// # Errors
 /// API errors other than the expected 404 and 409 answers.
@@ -171,7 +178,7 @@ pub async fn claim(
     rs: &RSession,
     pool: &str,
     hash: &str,
-) -> Result<Option<Claimed>, Error> {
+) -> Result<Option<Pod>, Error> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let selector = format!(
         "{}={pool},{}={hash},!{}",
@@ -197,10 +204,7 @@ pub async fn claim(
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(pod) => {
-                let password = pool_pod_password(client, namespace, &name).await?;
-                return Ok(Some(Claimed { pod, password }));
-            }
+            Ok(pod) => return Ok(Some(pod)),
             Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
                 debug!(pod = %name, code = e.code, "pool pod taken first; trying the next");
             }
@@ -210,18 +214,18 @@ pub async fn claim(
     Ok(None)
 }
 
-/// The Rserve password of pool pod `pod` (its `<pod>-credentials` Secret). A claimed pod's
-/// Rserve already runs with it, so the session's own Secret must hold the same one.
+/// The Rserve password of pool pod `pod`: remembered when this replica created the pod, else read
+/// from its `<pod>-credentials` Secret. A claimed pod's Rserve already runs with it, so the
+/// session's own Secret must hold the same one.
 ///
 /// # Errors
 /// API errors; [`Error::PoolPodCredentials`] when the Secret is missing or unusable (retried;
 /// it cannot happen for a pod that became Ready, which mounts the Secret).
-pub async fn pool_pod_password(
-    client: &Client,
-    namespace: &str,
-    pod: &str,
-) -> Result<String, Error> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+pub async fn pool_pod_password(ctx: &Context, namespace: &str, pod: &str) -> Result<String, Error> {
+    if let Some(password) = ctx.pool_passwords.take(namespace, pod) {
+        return Ok(password);
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     secrets
         .get_opt(&secret_name(pod))
         .await?

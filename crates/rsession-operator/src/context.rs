@@ -1,6 +1,7 @@
 //! Shared state of all reconciles: the client, the event recorder, metrics, configuration,
 //! and what this replica remembers between reconciles (failure counts for backoff, the status
-//! it last wrote).
+//! it last wrote, the pool controller's cache of RSessionPools, the passwords of the pool pods
+//! it created).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use rsession_api::well_known as wk;
-use rsession_api::{RSession, RSessionStatus};
+use rsession_api::{RSession, RSessionPool, RSessionStatus};
 
 use crate::config::OperatorConfig;
 use crate::metrics::Metrics;
+use crate::pool::passwords::PoolPasswords;
 
 /// Shared state of all reconciles.
 pub struct Context {
@@ -33,6 +35,12 @@ pub struct Context {
     /// count a pod replacement twice or drop a condition. Entries older than
     /// [`WRITTEN_STATUS_TTL`] are ignored and pruned: by then the cache has caught up.
     written: Mutex<HashMap<String, (Instant, RSessionStatus)>>,
+    /// The pool controller's cache of RSessionPools, when it runs: a claim reads the pool from
+    /// here instead of a `GET` on the path to a warm session's first result.
+    pools: Option<Store<RSessionPool>>,
+    /// Rserve passwords of the pool pods this replica created and nobody claimed yet: a claim
+    /// takes it from here instead of a `GET` of the pod's Secret.
+    pub(crate) pool_passwords: PoolPasswords,
 }
 
 /// How long a status this replica wrote is preferred over the controller cache's copy.
@@ -61,7 +69,24 @@ impl Context {
             config,
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
+            pools: None,
+            pool_passwords: PoolPasswords::default(),
         }
+    }
+
+    /// This context with the pool controller's cache of RSessionPools ([`Context::cached_pool`]).
+    #[must_use]
+    pub fn with_pool_store(mut self, pools: Store<RSessionPool>) -> Self {
+        self.pools = Some(pools);
+        self
+    }
+
+    /// RSessionPool `name` in `namespace` from the pool controller's cache; `None` when there
+    /// is no cache or it does not hold the pool (the caller then asks the API server).
+    pub fn cached_pool(&self, namespace: &str, name: &str) -> Option<Arc<RSessionPool>> {
+        self.pools
+            .as_ref()?
+            .get(&ObjectRef::new(name).within(namespace))
     }
 
     /// The freshest known status of `rs`: the one this replica wrote within

@@ -151,12 +151,19 @@ pub async fn run(
     runtime.metrics.leader.set(1);
 
     let controller_stop = shutdown.child_token();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        config.clone(),
-        runtime.metrics.clone(),
-        Some(identity.clone()),
-    ));
+    let pool_controller = Controller::new(
+        api_for::<RSessionPool>(&client, namespace.as_deref()),
+        watcher::Config::default(),
+    );
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            config.clone(),
+            runtime.metrics.clone(),
+            Some(identity.clone()),
+        )
+        .with_pool_store(pool_controller.store()),
+    );
     // Only pod changes trigger reconciles: the pod's status drives the RSession's status.
     // The other children are re-applied on every reconcile (at least every MAX_REQUEUE), so a
     // hand-deleted Service or NetworkPolicy comes back within 5 minutes; not watching them keeps
@@ -183,31 +190,28 @@ pub async fn run(
         wk::LABEL_MANAGED_BY,
         wk::MANAGER
     ));
-    let pool_controller = Controller::new(
-        api_for::<RSessionPool>(&client, namespace.as_deref()),
-        watcher::Config::default(),
-    )
-    .watches(
-        api_for::<Pod>(&client, namespace.as_deref()),
-        pool_pods,
-        |pod: Pod| {
-            let pool = pod.metadata.labels.as_ref()?.get(wk::LABEL_POOL)?.clone();
-            let ns = pod.metadata.namespace.clone()?;
-            Some(ObjectRef::<RSessionPool>::new(&pool).within(&ns))
-        },
-    )
-    .with_config(ControllerConfig::default().concurrency(config.max_concurrent_reconciles))
-    .graceful_shutdown_on(controller_stop.clone().cancelled_owned())
-    .run(
-        pool::reconcile::reconcile,
-        pool::reconcile::error_policy,
-        ctx.clone(),
-    )
-    .for_each(|result| async move {
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "pool reconcile error");
-        }
-    });
+    let pool_controller = pool_controller
+        .watches(
+            api_for::<Pod>(&client, namespace.as_deref()),
+            pool_pods,
+            |pod: Pod| {
+                let pool = pod.metadata.labels.as_ref()?.get(wk::LABEL_POOL)?.clone();
+                let ns = pod.metadata.namespace.clone()?;
+                Some(ObjectRef::<RSessionPool>::new(&pool).within(&ns))
+            },
+        )
+        .with_config(ControllerConfig::default().concurrency(config.max_concurrent_reconciles))
+        .graceful_shutdown_on(controller_stop.clone().cancelled_owned())
+        .run(
+            pool::reconcile::reconcile,
+            pool::reconcile::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "pool reconcile error");
+            }
+        });
 
     let lease_loop = async {
         let Some(elector) = &elector else {

@@ -4,8 +4,9 @@
 //! computes it, pure).
 //!
 //! API calls of one reconcile, in order (the scenario tests in `tests/api_calls.rs` pin them):
+//! 0. with `spec.poolRef`, `GET` the RSessionPool when the pool controller's cache lacks it;
 //! 1. `GET` the database Secret (only when `spec.database` is set);
-//! 2. `GET` the credentials Secret (to reuse its password);
+//! 2. `GET` the credentials Secret (to reuse its password) and, sent at the same time,
 //! 3. `LIST` pods labelled `rsession.dev/session=<name>`;
 //!    then, only when the recorded pod was lost, a live `GET` of the RSession itself (a
 //!    stale cache shows a deleted RSession's pod as lost; see `still_wanted`);
@@ -137,12 +138,16 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
 
     // fetch
+    // The pool controller's cache first: this is on the way to a warm session's first result.
     let pool = match &rs.spec.pool_ref {
-        Some(r) => {
-            Api::<RSessionPool>::namespaced(client.clone(), &namespace)
-                .get_opt(&r.name)
-                .await?
-        }
+        Some(r) => match ctx.cached_pool(&namespace, &r.name) {
+            Some(cached) => Some(RSessionPool::clone(&cached)),
+            None => {
+                Api::<RSessionPool>::namespaced(client.clone(), &namespace)
+                    .get_opt(&r.name)
+                    .await?
+            }
+        },
         None => None,
     };
     let effective = effective_rsession(rs, pool.as_ref());
@@ -176,11 +181,14 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
         }
     };
     let database_addresses = resolve_addresses(&session).await?;
-    let credentials = secrets.get_opt(&secret_name(&name)).await?;
-    let mut session_pods = pods
-        .list(&ListParams::default().labels(&format!("{}={name}", wk::LABEL_SESSION)))
-        .await?
-        .items;
+    // Independent reads, sent together (one round trip on the path to Ready, not two).
+    let session_pods_of = ListParams::default().labels(&format!("{}={name}", wk::LABEL_SESSION));
+    let credentials_name = secret_name(&name);
+    let (credentials, listed) = tokio::try_join!(
+        secrets.get_opt(&credentials_name),
+        pods.list(&session_pods_of),
+    )?;
+    let mut session_pods = listed.items;
 
     // claim a warm pod (spec.poolRef, first pod only)
     let mut bound = None;
@@ -236,7 +244,7 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
             .kept_pod
             .filter(|p| p.labels().contains_key(wk::LABEL_POOL))
         {
-            Some(pod) => claim::pool_pod_password(client, &namespace, &pod.name_any()).await?,
+            Some(pod) => claim::pool_pod_password(ctx, &namespace, &pod.name_any()).await?,
             None => secret::generate_password(),
         },
     };

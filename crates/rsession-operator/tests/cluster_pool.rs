@@ -443,7 +443,7 @@ async fn concurrent_claims_bind_each_pool_pod_at_most_once() {
                     rsession_operator::claim::claim(&client, &ns, rs, "race", &hash)
                         .await
                         .expect("claim")
-                        .map(|c| c.pod.name_any())
+                        .map(|pod| pod.name_any())
                 }
             }))
             .await;
@@ -491,7 +491,7 @@ async fn a_claim_cut_short_before_status_is_adopted_with_the_pods_password() {
                 .await
                 .expect("claim")
                 .expect("a Ready pod");
-            assert_eq!(claimed.pod.name_any(), pod);
+            assert_eq!(claimed.name_any(), pod);
 
             // The next operator adopts the pod (no second claim, no cold pod) and gives the session
             // the password the pod's Rserve runs with.

@@ -9,8 +9,10 @@
 //! older template are replaced; claimed ones are the RSession's and are never touched here.
 //!
 //! Layout, as for sessions: [`build`] (pure builders), [`plan`] (pure decision and counts),
-//! [`reconcile`] (the API calls).
+//! [`reconcile`] (the API calls), [`passwords`] (the passwords of pods this replica created, so
+//! a claim need not read them back).
 
 pub mod build;
+pub mod passwords;
 pub mod plan;
 pub mod reconcile;

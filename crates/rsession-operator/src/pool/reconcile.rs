@@ -102,6 +102,8 @@ pub async fn reconcile(pool: Arc<RSessionPool>, ctx: Arc<Context>) -> Result<Act
             info!(%pod, "deleted pool pod (older template, failed, or above spec.replicas)");
         }
     }
+    let live: Vec<String> = listed.iter().map(ResourceExt::name_any).collect();
+    ctx.pool_passwords.retain(&namespace, &name, &live);
     for _ in 0..plan.create {
         let pod_name = pod_name(&name);
         let session = template_session(&pool, &pod_name, &ctx.config, database_secret.as_ref())?;
@@ -110,9 +112,14 @@ pub async fn reconcile(pool: Arc<RSessionPool>, ctx: Arc<Context>) -> Result<Act
             &pod_name,
             created.metadata.uid.as_deref().unwrap_or_default(),
         );
+        let password = generate_password();
         let (secret, config_map) =
-            build_pod_children(&session, &ctx.config, &name, &generate_password(), owner);
+            build_pod_children(&session, &ctx.config, &name, &password, owner);
         apply_in(client, &namespace, &secret).await?;
+        // A claim takes it from memory instead of reading the Secret back (one API call less
+        // on the way to a warm session's first result).
+        ctx.pool_passwords
+            .remember(&namespace, &name, &pod_name, &password);
         apply_in(client, &namespace, &config_map).await?;
         info!(pod = %pod_name, "created pool pod");
     }
