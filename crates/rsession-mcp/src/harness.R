@@ -295,6 +295,9 @@ local({
 
   # ---- plots ------------------------------------------------------------------
 
+  # grDevices' PNG device when ragg is not there (or does not load): cairo where R has it.
+  h$base_png_backend <- function() if (isTRUE(capabilities("cairo"))) "cairo" else "png"
+
   # options(device=) target: opens a PNG device writing one file per page.
   h$device <- function(...) {
     dir <- state$plot_dir
@@ -302,6 +305,9 @@ local({
     state$plot_seq <- state$plot_seq + 1L
     file <- file.path(dir, sprintf("plot-%05d-%%03d.png", state$plot_seq))
     o <- state$plot_opts
+    if (identical(state$png_backend, "ragg") && !requireNamespace("ragg", quietly = TRUE)) {
+      state$png_backend <- h$base_png_backend()
+    }
     if (identical(state$png_backend, "ragg")) {
       ragg::agg_png(file, width = o$width, height = o$height, units = "px", res = o$res)
     } else {
@@ -416,7 +422,9 @@ local({
       }
     }
     state$plot_opts <- list(width = as.integer(plot_width), height = as.integer(plot_height), res = as.integer(plot_res))
-    state$png_backend <- if (requireNamespace("ragg", quietly = TRUE)) "ragg" else if (isTRUE(capabilities("cairo"))) "cairo" else "png"
+    # Whether ragg is installed, not loaded: loading it here cost every new session ~25 ms
+    # before its first result; the first plot loads it (h$device).
+    state$png_backend <- if (nzchar(system.file(package = "ragg"))) "ragg" else h$base_png_backend()
     state$plot_dir <- tempfile("rsession-plots-")
     dir.create(state$plot_dir)
     h$open_spool()

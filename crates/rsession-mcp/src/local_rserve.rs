@@ -59,6 +59,10 @@ pub struct LocalRserveOptions {
     /// Run it inside a sandbox of this policy with this workspace (then
     /// `port` is ignored: it listens on a Unix socket).
     pub sandbox: Option<SandboxedAt>,
+    /// One line of R the Rserve parent evaluates before it listens (Rserve's `eval`
+    /// configuration key), so every forked connection inherits what it loads; a session pod
+    /// preloads its packages the same way.
+    pub preload: Option<String>,
 }
 
 /// Where a sandboxed Rserve runs: its policy and the host directory bound as
@@ -78,6 +82,7 @@ impl Default for LocalRserveOptions {
             port: None,
             startup_timeout: Duration::from_secs(30),
             sandbox: None,
+            preload: None,
         }
     }
 }
@@ -153,9 +158,13 @@ impl LocalRserve {
             dir.path().join("Rserv.conf"),
             format!(
                 "{listen}\nremote disable\nauth required\nplaintext enable\npwdfile {}\n\
-                 daemon disable\nworkdir {}\nencoding utf8\ninteractive no\nshutdown disable\n",
+                 daemon disable\nworkdir {}\nencoding utf8\ninteractive no\nshutdown disable\n{}",
                 seen.join("passwords").display(),
-                workdir.display()
+                workdir.display(),
+                match &opts.preload {
+                    Some(code) => format!("eval {}\n", code.replace('\n', " ")),
+                    None => String::new(),
+                }
             ),
         )?;
         let argv: Vec<String> = vec![

@@ -1,0 +1,100 @@
+//! What opening a session's R costs on the frontend's side, by stage: the QAP1 connect (TCP,
+//! Rserve's fork of its parent R, the ID string, the login), the harness install (evaluating
+//! `harness::HARNESS_R`), the workspace `init` call and the `cdm` set-up call, as
+//! `RConn::open` does them. With `--preload` (the default, as session pods do) the Rserve parent
+//! attaches the operator's default preload packages before it forks.
+//!
+//! ```text
+//! cargo bench -p rsession-mcp --bench session_connect [-- --connections 50 --no-preload]
+//! ```
+//!
+//! Prints p50/p95 per stage as a Markdown table.
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use rserve::{ConnectOptions, Connection};
+use rsession_mcp::harness::{HARNESS_R, HarnessCall, init_call};
+use rsession_mcp::local_rserve::{LocalRserve, LocalRserveOptions};
+
+/// The operator's default `preloadPackages` (rsession-operator `config.rs`).
+const PRELOAD: &str = r#"for (p in c("dplyr", "tidyr", "readr", "ggplot2", "DBI", "jsonlite")) if (requireNamespace(p, quietly = TRUE)) suppressPackageStartupMessages(library(p, character.only = TRUE))"#;
+
+#[derive(Parser)]
+struct Args {
+    /// Connections to open, one after another.
+    #[arg(long, default_value_t = 50)]
+    connections: usize,
+    /// Do not attach the preload packages in the Rserve parent.
+    #[arg(long)]
+    no_preload: bool,
+    /// Ignored (cargo bench passes it).
+    #[arg(long)]
+    bench: bool,
+}
+
+fn percentile(v: &mut [Duration], q: f64) -> f64 {
+    v.sort();
+    let i = ((v.len() as f64 * q) as usize).min(v.len() - 1);
+    v[i].as_secs_f64() * 1e3
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let rserve = LocalRserve::start(&LocalRserveOptions {
+        // Rserve's parent sources this before it listens, as the pod command does.
+        preload: (!args.no_preload).then(|| PRELOAD.to_string()),
+        ..LocalRserveOptions::default()
+    })
+    .await
+    .expect("Rserve");
+    let opts = ConnectOptions {
+        username: Some(rserve.credentials().username.clone()),
+        password: Some(rserve.credentials().password.clone()),
+        ..ConnectOptions::default()
+    };
+    let ws = rserve.dir().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let init = init_call(&ws.display().to_string()).unwrap();
+    let cdm = HarnessCall::CdmSetup.render().unwrap();
+    let names = [
+        "connect + login",
+        "harness install",
+        "init",
+        "cdm setup",
+        "total",
+    ];
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); names.len()];
+    for _ in 0..args.connections {
+        let t0 = Instant::now();
+        let mut c = Connection::connect(rserve.addr(), &opts)
+            .await
+            .expect("connect");
+        let t1 = Instant::now();
+        c.void_eval(HARNESS_R).await.expect("harness");
+        let t2 = Instant::now();
+        c.eval(&init).await.expect("init");
+        let t3 = Instant::now();
+        c.eval(&cdm).await.expect("cdm");
+        let t4 = Instant::now();
+        for (i, d) in [t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0]
+            .into_iter()
+            .enumerate()
+        {
+            samples[i].push(d);
+        }
+        drop(c);
+    }
+    println!(
+        "session connect, {} connections, preload {}\n\n| stage | p50 (ms) | p95 (ms) |\n|---|---|---|",
+        args.connections, !args.no_preload
+    );
+    for (name, v) in names.iter().zip(samples.iter_mut()) {
+        println!(
+            "| {name} | {:.1} | {:.1} |",
+            percentile(v, 0.5),
+            percentile(v, 0.95)
+        );
+    }
+}
