@@ -102,7 +102,10 @@ impl App {
                 local_owner =
                     crate::auth::local_identity(&client, kubeconfig_user.as_deref()).await;
                 tracing::info!(%namespace, owner = %local_owner, "kubernetes backend");
-                (Arc::new(KubernetesBackend::new(client, k)), None)
+                (
+                    Arc::new(KubernetesBackend::new(client, k).with_pool_watch()),
+                    None,
+                )
             }
             BackendKind::Direct if args.rserve.is_empty() && args.sandbox.is_sandboxed() => {
                 let policy = args.sandbox_policy();

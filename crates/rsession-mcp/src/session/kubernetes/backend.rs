@@ -40,7 +40,7 @@ pub struct KubernetesBackend {
     /// Events on the RSessions: who created, closed or resumed them.
     events: Events,
     /// RSessionPool lookups before a create.
-    pools: Pools,
+    pub(super) pools: Pools,
     /// The checkpoint watch, started when the session manager asks for its
     /// requests ([`Backend::checkpoint_requests`]).
     checkpoints: std::sync::OnceLock<std::sync::Arc<Checkpoints>>,
@@ -72,6 +72,14 @@ impl KubernetesBackend {
             config,
             checkpoints: std::sync::OnceLock::new(),
         }
+    }
+
+    /// This backend with RSessionPools read from a watch-fed cache rather than a GET per
+    /// `create_session` (needs `list` and `watch` on rsessionpools; falls back to the GET).
+    /// Must run inside a Tokio runtime.
+    pub fn with_pool_watch(mut self) -> Self {
+        self.pools.watch();
+        self
     }
 
     /// The namespace sessions live in.

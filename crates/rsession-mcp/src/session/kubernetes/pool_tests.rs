@@ -612,3 +612,32 @@ async fn the_default_pool_is_not_read_for_a_persistent_session_spec_nor_for_an_e
     );
     assert!(api.applied("rs-3")["spec"].get("poolRef").is_none());
 }
+
+#[tokio::test]
+async fn a_pool_in_the_watch_cache_is_not_read_again_and_one_missing_from_it_is() {
+    let api = FakeApi::new(Some(pool("warm", 2)), Some(claim(true, Some("warm-x7k2q"))));
+    let mut b = backend(api.clone(), KubernetesConfig::new(NS)).await;
+    let (store, mut writer) = kube::runtime::reflector::store();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(pool("warm", 3)));
+    b.pools.set_cache(store, None);
+    let (progress, messages) = recorded();
+    let created = b
+        .create("alice", "rs-1", &named("warm"), &progress)
+        .await
+        .expect("created");
+    assert!(created.start.warm);
+    assert_eq!(api.calls(), create_calls("rs-1"), "no GET of the pool");
+    assert!(
+        messages.lock().unwrap()[0].contains("from pool warm (3 Ready)"),
+        "the cached pool's counts"
+    );
+
+    // A pool the cache does not hold (created a moment ago) is read with a GET.
+    api.calls.lock().unwrap().clear();
+    let e = b
+        .create("alice", "rs-2", &named("cold"), &Progress::none())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::PoolNotFound);
+    assert_eq!(api.calls(), [format!("GET {POOLS}/cold")]);
+}

@@ -6,13 +6,18 @@
 //! spec of new sessions → a pool or a cold start, or `invalid_argument`),
 //! [`spec_for`] (the RSession spec: `poolRef` set and the pod-shaping fields
 //! unset, as the CRD's CEL rules demand), [`start_of`] (`status.claim` →
-//! [`SessionStart`]). [`Pools::resolve`] adds the one API call: a GET of the
-//! chosen pool before the RSession is created.
+//! [`SessionStart`]). [`Pools::resolve`] reads the chosen pool before the
+//! RSession is created: from a watch-fed cache of the namespace's pools when
+//! one runs ([`Pools::watch`]; one API call less on the way to a warm
+//! session's first result), else, or when the cache lacks it, with a GET.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures::StreamExt;
 use kube::Api;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use rsession_api::{PoolReference, RSession, RSessionPool, RSessionSpec, WorkspaceKind};
 use serde_json::json;
 
@@ -186,6 +191,10 @@ pub(super) struct Pools {
     /// was logged; cleared when it is read again, so each outage of the
     /// default pool is logged once rather than on every create.
     default_warned: AtomicBool,
+    /// The namespace's RSessionPools as a watch last showed them ([`Pools::watch`]).
+    cache: Option<Store<RSessionPool>>,
+    /// The task feeding `cache`; ends with these lookups.
+    _watch: Option<tokio_util::task::AbortOnDropHandle<()>>,
 }
 
 impl Pools {
@@ -208,7 +217,52 @@ impl Pools {
             namespace: namespace.to_string(),
             default,
             default_warned: AtomicBool::new(false),
+            cache: None,
+            _watch: None,
         }
+    }
+
+    /// These lookups answered from a cache of the namespace's RSessionPools, fed by a watch
+    /// (`list` and `watch` on rsessionpools; a pool the cache does not hold yet, or every pool
+    /// while the watch is refused, is still read with a GET). Must run inside a Tokio runtime.
+    pub(super) fn watch(&mut self) {
+        let (store, writer) = reflector::store();
+        let api = self.api.clone();
+        let feed = async move {
+            let mut refused_logged = false;
+            let events = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .reflect(writer);
+            let mut events = std::pin::pin!(events);
+            while let Some(event) = events.next().await {
+                if let Err(e) = event
+                    && !std::mem::replace(&mut refused_logged, true)
+                {
+                    tracing::warn!(error = %e, "watching RSessionPools failed (RBAC: list and watch rsessionpools?); pools are read with a GET per create_session");
+                }
+            }
+        };
+        self.set_cache(
+            store,
+            Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(feed))),
+        );
+    }
+
+    /// These lookups with `cache` in front of the GET.
+    pub(super) fn set_cache(
+        &mut self,
+        cache: Store<RSessionPool>,
+        watch: Option<tokio_util::task::AbortOnDropHandle<()>>,
+    ) {
+        self.cache = Some(cache);
+        self._watch = watch;
+    }
+
+    /// Pool `name` from the cache, if there is one and it holds the pool.
+    fn cached(&self, name: &str) -> Option<std::sync::Arc<RSessionPool>> {
+        self.cache
+            .as_ref()?
+            .get(&ObjectRef::new(name).within(&self.namespace))
     }
 
     /// The pool a session created with `request` and `spec` names, read
@@ -228,17 +282,11 @@ impl Pools {
             Choice::Cold => return Ok(Plan::default()),
             Choice::Pool { name, explicit } => (name, explicit),
         };
+        if let Some(pool) = self.cached(&name) {
+            return Ok(self.found(name, &pool, explicit));
+        }
         match self.api.get(&name).await {
-            Ok(pool) => {
-                if !explicit {
-                    self.default_warned.store(false, Ordering::Relaxed);
-                }
-                Ok(Plan {
-                    pool: Some(name),
-                    ready_replicas: pool.status.map(|s| s.ready_replicas),
-                    note: None,
-                })
-            }
+            Ok(pool) => Ok(self.found(name, &pool, explicit)),
             Err(e) if explicit && is_not_found(&e) => Err(ToolError::new(
                 ErrorCode::PoolNotFound,
                 format!(
@@ -264,6 +312,20 @@ impl Pools {
                 })
             }
             Err(e) => Err(api_error("read RSessionPools", &e)),
+        }
+    }
+}
+
+impl Pools {
+    /// The plan for pool `name`, read as `pool`.
+    fn found(&self, name: String, pool: &RSessionPool, explicit: bool) -> Plan {
+        if !explicit {
+            self.default_warned.store(false, Ordering::Relaxed);
+        }
+        Plan {
+            pool: Some(name),
+            ready_replicas: pool.status.as_ref().map(|s| s.ready_replicas),
+            note: None,
         }
     }
 }
