@@ -456,6 +456,14 @@ pub struct RSessionStatus {
     #[serde(default, rename = "podUID", skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<String>,
 
+    /// IP address of the current session pod (its status.podIP), set while the phase is Starting
+    /// or Ready. Rserve listens on port 6311 there once R has started, its packages are loaded
+    /// and the egress check passed, which can be up to a readiness-probe period (1 s) before
+    /// the phase turns Ready: a client holding the session's credentials may connect from then
+    /// on (the MCP frontend does, so a cold start does not wait for the probe).
+    #[serde(default, rename = "podIP", skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<String>,
+
     /// Number of times a session pod was replaced (R state lost) since the RSession was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_resets: Option<i32>,

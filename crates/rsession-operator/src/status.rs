@@ -92,6 +92,13 @@ fn condition_true(pod: &Pod, type_: &str) -> Option<bool> {
 /// when the pod is Ready the address accepts connections; unlike the Service's ClusterIP it
 /// needs no kube-proxy programming first. `None` while the pod has no IP.
 pub fn pod_endpoint(pod: &Pod) -> Option<String> {
+    let ip: IpAddr = pod_ip(pod)?.parse().ok()?;
+    let port = u16::try_from(wk::RSERVE_PORT).ok()?;
+    Some(SocketAddr::new(ip, port).to_string())
+}
+
+/// The pod's `status.podIP` when it is an IP address.
+pub fn pod_ip(pod: &Pod) -> Option<String> {
     let ip: IpAddr = pod
         .status
         .as_ref()?
@@ -100,8 +107,7 @@ pub fn pod_endpoint(pod: &Pod) -> Option<String> {
         .trim()
         .parse()
         .ok()?;
-    let port = u16::try_from(wk::RSERVE_PORT).ok()?;
-    Some(SocketAddr::new(ip, port).to_string())
+    Some(ip.to_string())
 }
 
 /// The memory limit of the R container, as written in the pod (for example `2Gi`).
@@ -457,6 +463,11 @@ pub fn compute(obs: &Observed<'_>) -> RSessionStatus {
         pod_name: obs.pod_name.clone(),
         pod_uid,
         state_resets: (state_resets > 0).then_some(state_resets),
+        // The current pod's address while it starts or serves; nothing stale once it is gone.
+        pod_ip: match phase {
+            Phase::Starting | Phase::Ready => obs.pod.and_then(pod_ip),
+            _ => None,
+        },
         // Only a Ready pod's address: what the readiness probe reached, nothing stale.
         endpoint: match (&pod_state, phase) {
             (Some(PodState::Ready(endpoint)), Phase::Ready) => Some(endpoint.clone()),
@@ -641,6 +652,38 @@ mod tests {
         assert_eq!(
             compute(&obs(Some(&failed), None, "2026-01-01T00:00:02Z")).endpoint,
             None
+        );
+    }
+
+    #[test]
+    fn pod_ip_is_the_current_pods_while_it_starts_or_serves_and_gone_after() {
+        let starting = pod_with("Pending", true, false);
+        let s = compute(&obs(Some(&starting), None, "2026-01-01T00:00:02Z"));
+        assert_eq!(s.phase, Some(Phase::Starting));
+        assert_eq!(s.pod_ip.as_deref(), Some("10.244.0.7"), "before Ready");
+        assert_eq!(s.endpoint, None);
+        let ready = pod_with("Running", true, true);
+        let s = compute(&obs(Some(&ready), None, "2026-01-01T00:00:05Z"));
+        assert_eq!(s.pod_ip.as_deref(), Some("10.244.0.7"));
+        let unscheduled = pod_with("Pending", false, false);
+        assert_eq!(
+            compute(&obs(Some(&unscheduled), None, "2026-01-01T00:00:02Z")).pod_ip,
+            None,
+            "no IP before the sandbox exists"
+        );
+        let failed = terminated(pod_with("Failed", true, false), 1, "Error", None);
+        assert_eq!(
+            compute(&obs(Some(&failed), None, "2026-01-01T00:00:02Z")).pod_ip,
+            None,
+            "a failed pod's address is not offered"
+        );
+        let mut v6 = pod_with("Pending", true, false);
+        v6.status.as_mut().expect("status").pod_ip = Some("fd00:10:244::7".into());
+        assert_eq!(
+            compute(&obs(Some(&v6), None, "2026-01-01T00:00:02Z"))
+                .pod_ip
+                .as_deref(),
+            Some("fd00:10:244::7")
         );
     }
 

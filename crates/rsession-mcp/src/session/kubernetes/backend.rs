@@ -8,13 +8,14 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::{Client, ResourceExt};
-use rsession_api::RSession;
 use rsession_api::well_known as wk;
+use rsession_api::{Phase, RSession};
 use serde_json::json;
 use tokio::time::Instant;
 
 use super::activity::Activity;
 use super::checkpoints::{Checkpoints, answer};
+use super::early;
 use super::errors::{api_error, is_not_found};
 use super::events::Events;
 use super::pools::{Plan, Pools, spec_for, start_of};
@@ -103,11 +104,24 @@ impl KubernetesBackend {
 
     /// Endpoint and login of a Ready RSession.
     async fn endpoint_of(&self, rs: &RSession) -> Result<Endpoint, ToolError> {
-        let id = rs.name_any();
         let status = rs.status.as_ref().ok_or_else(|| not_ready(rs))?;
         let (Some(addr), Some(secret_name)) = (&status.endpoint, &status.credentials_secret) else {
             return Err(not_ready(rs));
         };
+        Ok(Endpoint {
+            addr: addr.clone(),
+            credentials: Some(self.credentials(rs, secret_name).await?),
+            workspace: self.config.workspace.clone(),
+        })
+    }
+
+    /// The Rserve login in `rs`'s credentials Secret `secret_name`.
+    async fn credentials(
+        &self,
+        rs: &RSession,
+        secret_name: &str,
+    ) -> Result<Credentials, ToolError> {
+        let id = rs.name_any();
         let secret = self
             .secrets
             .get_opt(secret_name)
@@ -122,18 +136,35 @@ impl KubernetesBackend {
                 )
                 .with_details(json!({"session_id": id}))
             })?;
-        let credentials = credentials_from(&secret).ok_or_else(|| {
+        credentials_from(&secret).ok_or_else(|| {
             ToolError::internal(format!(
                 "the credentials Secret {secret_name} lacks the keys {} and {}",
                 wk::SECRET_KEY_USERNAME,
                 wk::SECRET_KEY_PASSWORD
             ))
-        })?;
-        Ok(Endpoint {
-            addr: addr.clone(),
-            credentials: Some(credentials),
-            workspace: self.config.workspace.clone(),
         })
+    }
+
+    /// Where a Starting RSession's Rserve will answer, once it logs in ([`early::first_login`]
+    /// at `status.podIP`); `None` when its status names no pod IP or Secret yet, or when the
+    /// login fails other than by not listening yet (then Ready is awaited as usual).
+    async fn answers_before_ready(&self, rs: &RSession) -> Option<Endpoint> {
+        let status = rs.status.as_ref()?;
+        let ip: std::net::IpAddr = status.pod_ip.as_deref()?.parse().ok()?;
+        let secret_name = status.credentials_secret.as_deref()?;
+        let credentials = self.credentials(rs, secret_name).await.ok()?;
+        let addr = std::net::SocketAddr::new(ip, self.config.rserve_port).to_string();
+        match early::first_login(&addr, &credentials).await {
+            Ok(()) => Some(Endpoint {
+                addr,
+                credentials: Some(credentials),
+                workspace: self.config.workspace.clone(),
+            }),
+            Err(e) => {
+                tracing::debug!(session_id = %rs.name_any(), %addr, error = %e, "no login before Ready; waiting for the readiness probe");
+                None
+            }
+        }
     }
 
     /// The RSession of a new session `id` of `owner`, from `pool` if any
@@ -155,7 +186,7 @@ impl KubernetesBackend {
     /// Bring back a session whose pod ended for idleness (phase Expired by
     /// IdleTimeout, or Checkpointing on the way there): a fresh activity
     /// stamp makes the operator start a new pod; wait until it is Ready.
-    async fn revive(&self, owner: &str, id: &str) -> Result<RSession, ToolError> {
+    async fn revive(&self, owner: &str, id: &str) -> Result<Endpoint, ToolError> {
         tracing::info!(
             session_id = id,
             "resuming a session that idled out: stamping activity and waiting for its new pod"
@@ -164,26 +195,36 @@ impl KubernetesBackend {
             .stamp_now(owner, id)
             .await
             .map_err(|e| ToolError::internal(format!("activity stamp task failed: {e}")))?;
-        self.await_ready_or_revived(id, &Progress::none(), true)
+        self.await_usable_or_revived(id, &Progress::none(), true)
             .await
+            .map(|(_, endpoint)| endpoint)
     }
 
-    /// Watch `id` until Ready, reporting phase changes; bounded by the ready timeout.
-    async fn await_ready(&self, id: &str, progress: &Progress) -> Result<RSession, ToolError> {
-        self.await_ready_or_revived(id, progress, false).await
+    /// Watch `id` until it is usable, reporting phase changes; bounded by the ready timeout.
+    async fn await_usable(
+        &self,
+        id: &str,
+        progress: &Progress,
+    ) -> Result<(RSession, Endpoint), ToolError> {
+        self.await_usable_or_revived(id, progress, false).await
     }
 
-    /// [`Self::await_ready`]; `reviving`: an Expired or Checkpointing phase is
-    /// a step on the way back (the operator has not seen the new activity
-    /// yet), not the end.
-    async fn await_ready_or_revived(
+    /// [`Self::await_usable`]: until Ready, or until its Rserve accepted a login while Starting
+    /// (whichever comes first); returns the RSession as last seen and where to connect.
+    /// `reviving`: an Expired or Checkpointing phase is a step on the way back (the operator has
+    /// not seen the new activity yet), not the end.
+    async fn await_usable_or_revived(
         &self,
         id: &str,
         progress: &Progress,
         reviving: bool,
-    ) -> Result<RSession, ToolError> {
+    ) -> Result<(RSession, Endpoint), ToolError> {
         let mut last_step: Option<String> = None;
         let mut last_seen: Option<RSession> = None;
+        // The login attempt at the pod IP of the Starting session, restarted when the IP changes.
+        let mut early: std::pin::Pin<Box<dyn Future<Output = Option<Endpoint>> + Send + '_>> =
+            Box::pin(std::future::pending());
+        let mut early_ip: Option<String> = None;
         // With backoff, so an unreachable apiserver is retried calmly rather
         // than in a busy loop until the deadline.
         let watch =
@@ -191,7 +232,20 @@ impl KubernetesBackend {
         let mut watch = std::pin::pin!(watch);
         let deadline = Instant::now() + self.config.ready_timeout;
         loop {
-            let next = match tokio::time::timeout_at(deadline, watch.next()).await {
+            let next = tokio::select! {
+                next = tokio::time::timeout_at(deadline, watch.next()) => next,
+                answered = &mut early => {
+                    early = Box::pin(std::future::pending());
+                    match (answered, &last_seen) {
+                        (Some(endpoint), Some(rs)) => {
+                            tracing::info!(session_id = id, addr = %endpoint.addr, "Rserve answered before the pod turned Ready");
+                            return Ok((rs.clone(), endpoint));
+                        }
+                        _ => continue,
+                    }
+                }
+            };
+            let next = match next {
                 Ok(next) => next,
                 Err(_) => {
                     let phase = last_seen
@@ -237,11 +291,19 @@ impl KubernetesBackend {
                         last_step = Some(message);
                     }
                     if rs.is_ready() {
-                        return Ok(rs);
+                        let endpoint = self.endpoint_of(&rs).await?;
+                        return Ok((rs, endpoint));
                     }
                     let on_the_way_back = reviving && idled_out(&rs);
                     if let Some(e) = terminal_state(&rs).filter(|_| !on_the_way_back) {
                         return Err(e);
+                    }
+                    let pod_ip = rs.status.as_ref().and_then(|s| s.pod_ip.clone());
+                    if rs.phase() == Some(Phase::Starting) && pod_ip.is_some() && pod_ip != early_ip
+                    {
+                        early_ip = pod_ip;
+                        let starting = rs.clone();
+                        early = Box::pin(async move { self.answers_before_ready(&starting).await });
                     }
                     last_seen = Some(rs);
                 }
@@ -310,7 +372,7 @@ impl Backend for KubernetesBackend {
                 ),
             )
             .await;
-        let rs = self.await_ready(id, progress).await?;
+        let (rs, endpoint) = self.await_usable(id, progress).await?;
         let start = start_of(&rs, &plan, started.elapsed());
         tracing::info!(
             session_id = id,
@@ -320,10 +382,7 @@ impl Backend for KubernetesBackend {
             ready_ms = start.ready_ms,
             "RSession Ready"
         );
-        Ok(Created {
-            endpoint: self.endpoint_of(&rs).await?,
-            start,
-        })
+        Ok(Created { endpoint, start })
     }
 
     fn pools(&self) -> bool {
@@ -345,8 +404,7 @@ impl Backend for KubernetesBackend {
                 "Resuming",
                 format!("a call through MCP by {owner} brings the idle session back"),
             );
-            let rs = self.revive(owner, id).await?;
-            return self.endpoint_of(&rs).await;
+            return self.revive(owner, id).await;
         }
         Err(not_ready(&rs))
     }

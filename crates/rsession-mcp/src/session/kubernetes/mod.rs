@@ -6,7 +6,9 @@
 //!   watch on it until its `Ready` condition is `True`, reporting each phase as
 //!   progress; then the endpoint (`status.endpoint`) and the Rserve login from
 //!   the Secret named by `status.credentialsSecret` (keys `username`,
-//!   `password`).
+//!   `password`). A Starting session whose status names its pod IP is logged
+//!   in to there meanwhile, and is usable as soon as that succeeds, up to a
+//!   readiness-probe period before Ready (`early.rs`).
 //! - pools: with a pool (`create_session`'s `pool`, else `--default-pool`)
 //!   the RSessionPool is read first and the RSession names it in
 //!   `spec.poolRef` with the pod-shaping fields unset; the operator binds
@@ -26,7 +28,8 @@
 //!
 //! Files, one job each: `backend.rs` (the [`crate::session::Backend`] over RSession objects),
 //! `status.rs` (progress and errors read from an RSession's status),
-//! `pools.rs` (the pool of a new session and how it started),
+//! `pools.rs` (the pool of a new session and how it started), `early.rs` (the login before
+//! Ready),
 //! `activity.rs` (activity stamps), `checkpoints.rs` (the checkpoint
 //! handshake before expiry, periodic checkpoint intervals), `events.rs`
 //! (Events on the RSession: who created, closed or resumed it), `errors.rs` (API failures as tool errors;
@@ -34,12 +37,13 @@
 //! readiness) come from `rsession-api`.
 //!
 //! Kubernetes API calls: `rsessions` patch (apply), get, list, watch, delete;
-//! `rsessionpools` get; `secrets` get; `events.k8s.io` events create — the verbs the chart's
+//! `rsessionpools` get, list, watch; `secrets` get; `events.k8s.io` events create — the verbs the chart's
 //! `rsession-mcp` Role grants.
 
 mod activity;
 mod backend;
 mod checkpoints;
+mod early;
 mod errors;
 mod events;
 mod pools;
@@ -94,6 +98,9 @@ pub struct KubernetesConfig {
     /// (`--default-pool`); not used for sessions whose spec it cannot serve
     /// ([`pool_conflicts`]), nor while it does not exist.
     pub default_pool: Option<String>,
+    /// Rserve's port at a session pod's IP ([`wk::RSERVE_PORT`]), where a Starting session is
+    /// logged in to before the pod turns Ready (`early.rs`).
+    pub rserve_port: u16,
 }
 
 impl KubernetesConfig {
@@ -110,6 +117,7 @@ impl KubernetesConfig {
             activity_retry_window: Duration::from_secs(3600),
             spec: RSessionSpec::default(),
             default_pool: None,
+            rserve_port: u16::try_from(wk::RSERVE_PORT).unwrap_or(6311),
         }
     }
 }

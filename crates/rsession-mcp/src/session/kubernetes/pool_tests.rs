@@ -284,6 +284,9 @@ struct FakeApi {
     claim: Option<ClaimStatus>,
     /// How long after the watch opens the Ready event comes.
     ready_after: Duration,
+    /// When set, the watch first shows the session Starting with this `status.podIP`, and the
+    /// credentials Secret holds this login.
+    starting: Option<(String, crate::session::Credentials)>,
 }
 
 impl FakeApi {
@@ -295,6 +298,7 @@ impl FakeApi {
             pool,
             claim,
             ready_after: Duration::from_millis(300),
+            starting: None,
         }
     }
 
@@ -397,15 +401,31 @@ async fn handler(
                     .unwrap_or_else(|| selected.clone()),
             );
             status.claim = api.claim.clone();
+            let mut starting_rs = rs.clone();
             rs.status = Some(status);
-            rs.metadata.resource_version = Some("2".into());
+            rs.metadata.resource_version = Some("3".into());
             let event = format!("{}\n", json!({"type": "MODIFIED", "object": rs}));
             let delay = api.ready_after;
-            let events = futures::stream::once(async move {
-                tokio::time::sleep(delay).await;
-                Ok::<_, std::convert::Infallible>(Bytes::from(event))
-            })
-            .chain(futures::stream::pending());
+            let first = api.starting.as_ref().map(|(ip, _)| {
+                starting_rs.status = Some(RSessionStatus {
+                    phase: Some(rsession_api::Phase::Starting),
+                    pod_name: Some(selected.clone()),
+                    pod_ip: Some(ip.clone()),
+                    credentials_secret: Some(format!("{selected}-credentials")),
+                    ..RSessionStatus::default()
+                });
+                starting_rs.metadata.resource_version = Some("2".into());
+                Ok::<_, std::convert::Infallible>(Bytes::from(format!(
+                    "{}\n",
+                    json!({"type": "MODIFIED", "object": starting_rs})
+                )))
+            });
+            let events = futures::stream::iter(first)
+                .chain(futures::stream::once(async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, std::convert::Infallible>(Bytes::from(event))
+                }))
+                .chain(futures::stream::pending());
             Body::from_stream(events).into_response()
         }
         "GET" if path.contains("/secrets/") => axum::Json(Secret {
@@ -414,10 +434,22 @@ async fn handler(
                 namespace: Some(NS.into()),
                 ..Default::default()
             },
-            data: Some(BTreeMap::from([
-                ("username".into(), ByteString(b"rsession".to_vec())),
-                ("password".into(), ByteString(b"pw".to_vec())),
-            ])),
+            data: Some(BTreeMap::from(match &api.starting {
+                Some((_, login)) => [
+                    (
+                        "username".into(),
+                        ByteString(login.username.clone().into_bytes()),
+                    ),
+                    (
+                        "password".into(),
+                        ByteString(login.password.clone().into_bytes()),
+                    ),
+                ],
+                None => [
+                    ("username".into(), ByteString(b"rsession".to_vec())),
+                    ("password".into(), ByteString(b"pw".to_vec())),
+                ],
+            })),
             ..Secret::default()
         })
         .into_response(),
@@ -640,4 +672,58 @@ async fn a_pool_in_the_watch_cache_is_not_read_again_and_one_missing_from_it_is(
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::PoolNotFound);
     assert_eq!(api.calls(), [format!("GET {POOLS}/cold")]);
+}
+
+#[tokio::test]
+async fn a_starting_session_whose_rserve_answers_is_usable_before_ready() {
+    let rserve = crate::local_rserve::LocalRserve::start(&Default::default())
+        .await
+        .expect("Rserve");
+    let (ip, port) = rserve.addr().rsplit_once(':').expect("host:port");
+    let mut api = FakeApi::new(None, None);
+    api.starting = Some((ip.to_string(), rserve.credentials().clone()));
+    // Ready comes much later than Rserve answers.
+    api.ready_after = Duration::from_secs(60);
+    let mut config = KubernetesConfig::new(NS);
+    config.rserve_port = port.parse().unwrap();
+    let b = backend(api.clone(), config).await;
+    let created = tokio::time::timeout(
+        Duration::from_secs(20),
+        b.create("alice", "rs-1", &PoolRequest::Cold, &Progress::none()),
+    )
+    .await
+    .expect("usable without the Ready event")
+    .expect("created");
+    assert_eq!(created.endpoint.addr, rserve.addr());
+    assert_eq!(
+        created.endpoint.credentials.as_ref(),
+        Some(rserve.credentials())
+    );
+    assert!(created.start.ready_ms < 20_000, "{:?}", created.start);
+}
+
+#[tokio::test]
+async fn a_starting_session_whose_rserve_does_not_answer_waits_for_ready() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut api = FakeApi::new(None, None);
+    api.starting = Some((
+        "127.0.0.1".into(),
+        crate::session::Credentials {
+            username: "rsession".into(),
+            password: "pw".into(),
+        },
+    ));
+    let mut config = KubernetesConfig::new(NS);
+    config.rserve_port = port;
+    let b = backend(api.clone(), config).await;
+    let created = b
+        .create("alice", "rs-1", &PoolRequest::Cold, &Progress::none())
+        .await
+        .expect("created");
+    assert_eq!(
+        created.endpoint.addr, "10.0.0.9:6311",
+        "the Ready status's endpoint"
+    );
 }
