@@ -31,7 +31,7 @@ use tracing::{debug, info};
 use crate::build::{controller_owner_reference, secret, secret_name};
 use crate::context::Context;
 use crate::error::Error;
-use crate::pool::build::{template_hash, template_session};
+use crate::pool::build::{TEMPLATE_NAME, template_hash, template_session};
 use crate::pool::plan::is_claimable;
 use crate::status::whole_seconds;
 
@@ -92,7 +92,7 @@ pub async fn bind(
     now: Timestamp,
 ) -> Result<Bound, Error> {
     let pool_name = pool.name_any();
-    let template = template_session(pool, "pool-template", &ctx.config, database_secret)?;
+    let template = template_session(pool, TEMPLATE_NAME, &ctx.config, database_secret)?;
     let hash = template_hash(&template, &ctx.config);
     let claimed = match claim(&ctx.client, namespace, rs, &pool_name, &hash).await? {
         Some(pod) => Some(Claimed {

@@ -170,9 +170,13 @@ async fn pool_hash(client: &Client, ns: &str, pool: &str) -> String {
         .await
         .expect("pool");
     let config = config_for(Some(ns));
-    let template =
-        rsession_operator::pool::build::template_session(&pool, "pool-template", &config, None)
-            .expect("template");
+    let template = rsession_operator::pool::build::template_session(
+        &pool,
+        rsession_operator::pool::build::TEMPLATE_NAME,
+        &config,
+        None,
+    )
+    .expect("template");
     rsession_operator::pool::build::template_hash(&template, &config)
 }
 

@@ -21,10 +21,11 @@ use crate::build::secret::build_secret;
 use crate::config::OperatorConfig;
 use crate::validate::{Session, SpecError, validate};
 
-/// Name the template hash is computed with: pod specs name their Secret and ConfigMap after the
-/// pod, so hashing a pod built under one fixed name makes the hash depend on the template and the
+/// Name a pool's template is validated and hashed under (for its NetworkPolicy, the template hash
+/// and a claim's candidate selection): pod specs name their Secret and ConfigMap after the pod, so
+/// hashing a pod built under one fixed name makes the hash depend on the template and the
 /// operator configuration only.
-const HASH_NAME: &str = "pool-template";
+pub const TEMPLATE_NAME: &str = "pool-template";
 
 /// Characters of the random suffix of pool pod names. At least one letter is forced, so a pool pod
 /// name never looks like a session pod's `<session>-<digits>`.
@@ -91,7 +92,7 @@ pub fn pod_owner_reference(name: &str, uid: &str) -> OwnerReference {
 }
 
 /// The template of `pool` validated as a session named `name` (a pool pod's name, or
-/// [`HASH_NAME`]), owned by the pool. `database_secret` is the Secret the template's database
+/// [`TEMPLATE_NAME`]), owned by the pool. `database_secret` is the Secret the template's database
 /// names, if any.
 ///
 /// # Errors
@@ -122,8 +123,8 @@ pub fn template_session(
 /// produces under the operator's `config`: equal hashes mean interchangeable pool pods.
 pub fn template_hash(session: &Session, config: &OperatorConfig) -> String {
     let mut s = session.clone();
-    s.name = HASH_NAME.into();
-    let pod = build_pod(&s, config, HASH_NAME);
+    s.name = TEMPLATE_NAME.into();
+    let pod = build_pod(&s, config, TEMPLATE_NAME);
     let spec = serde_json::to_vec(&pod.spec).unwrap_or_default();
     hex::encode(Sha256::digest(&spec))[..10].to_owned()
 }
@@ -309,7 +310,7 @@ mod tests {
                 ports: vec![443],
             }],
         });
-        let s = session(&p, HASH_NAME);
+        let s = session(&p, TEMPLATE_NAME);
         let np = build_pool_network_policy(&s, &OperatorConfig::default(), "web", &[]);
         assert_eq!(np.metadata.name.as_deref(), Some("web.rsessionpool"));
         let spec = np.spec.expect("spec");

@@ -26,8 +26,8 @@ use rsession_api::{RSessionPool, RSessionPoolStatus};
 use tracing::{info, warn};
 
 use super::build::{
-    build_pod_children, build_pool_network_policy, build_pool_pod, pod_name, pod_owner_reference,
-    template_hash, template_session, unclaimed_selector,
+    TEMPLATE_NAME, build_pod_children, build_pool_network_policy, build_pool_pod, pod_name,
+    pod_owner_reference, template_hash, template_session, unclaimed_selector,
 };
 use super::plan::{PoolPlan, plan_pool};
 use crate::apply::{apply, apply_in, apply_status_of, delete_unchanged};
@@ -37,9 +37,6 @@ use crate::decide::MAX_REQUEUE;
 use crate::error::Error;
 use crate::reconcile::{MISSING_SECRET_REQUEUE, resolve_addresses};
 use crate::validate::SpecError;
-
-/// Name the template is validated under for the pool's NetworkPolicy and hash.
-const TEMPLATE_NAME: &str = "pool-template";
 
 /// Retry delay after a transient error of a pool reconcile.
 pub const POOL_RETRY: Duration = Duration::from_secs(5);
