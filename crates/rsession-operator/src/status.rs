@@ -222,14 +222,40 @@ fn proxy_waiting(status: &k8s_openapi::api::core::v1::PodStatus) -> Option<Strin
 /// Sets condition `type_` in `conditions`, keeping its `lastTransitionTime` from `previous`
 /// when the status did not change (Kubernetes API conventions, "Typical status properties").
 pub fn set_condition(conditions: &mut Vec<Condition>, previous: &[Condition], new: Condition) {
-    let mut new = new;
+    let new = since_last_change(new, previous);
+    conditions.retain(|c| c.type_ != new.type_);
+    conditions.push(new);
+}
+
+/// `new` with the `lastTransitionTime` of the same condition in `previous` when its status did
+/// not change.
+pub fn since_last_change(mut new: Condition, previous: &[Condition]) -> Condition {
     if let Some(old) = previous.iter().find(|c| c.type_ == new.type_)
         && old.status == new.status
     {
         new.last_transition_time = old.last_transition_time.clone();
     }
-    conditions.retain(|c| c.type_ != new.type_);
-    conditions.push(new);
+    new
+}
+
+/// A condition of `type_` (status `True` or `False`) observed at `generation`, transitioning
+/// `now` (see [`since_last_change`] to keep an earlier transition time).
+pub fn new_condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if status { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: Time(whole_seconds(now)),
+    }
 }
 
 fn condition(
@@ -239,14 +265,7 @@ fn condition(
     message: impl Into<String>,
     obs: &Observed<'_>,
 ) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: if status { "True" } else { "False" }.into(),
-        reason: reason.into(),
-        message: message.into(),
-        observed_generation: obs.generation,
-        last_transition_time: Time(whole_seconds(obs.now)),
-    }
+    new_condition(type_, status, reason, message, obs.generation, obs.now)
 }
 
 /// Computes the new status from `obs`.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, ListParams};
 use kube::core::TypeMeta;
 use kube::runtime::controller::Action;
@@ -36,6 +36,7 @@ use crate::context::Context;
 use crate::decide::MAX_REQUEUE;
 use crate::error::Error;
 use crate::reconcile::{MISSING_SECRET_REQUEUE, resolve_addresses};
+use crate::status::{new_condition, since_last_change};
 use crate::validate::SpecError;
 
 /// Retry delay after a transient error of a pool reconcile.
@@ -152,24 +153,22 @@ fn ready_condition(
     message: String,
     now: Timestamp,
 ) -> Condition {
-    let status = if ready { "True" } else { "False" };
-    let since = pool
+    let previous = pool
         .status
         .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == CONDITION_READY))
-        .filter(|c| c.status == status)
-        .map_or_else(
-            || Time(crate::status::whole_seconds(now)),
-            |c| c.last_transition_time.clone(),
-        );
-    Condition {
-        type_: CONDITION_READY.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message,
-        observed_generation: pool.metadata.generation,
-        last_transition_time: since,
-    }
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    since_last_change(
+        new_condition(
+            CONDITION_READY,
+            ready,
+            reason,
+            message,
+            pool.metadata.generation,
+            now,
+        ),
+        previous,
+    )
 }
 
 /// The status after `plan` is carried out.
