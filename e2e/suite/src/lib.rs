@@ -41,6 +41,7 @@ mod forward;
 pub mod local_frontend;
 mod net;
 mod node;
+mod ready_times;
 mod sessions;
 mod stats;
 
@@ -48,6 +49,7 @@ pub use agent::*;
 pub use forward::mcp_url;
 pub use net::*;
 pub use node::*;
+pub use ready_times::ReadyTimes;
 pub use sessions::*;
 pub use stats::percentile;
 

@@ -35,7 +35,6 @@ struct Seen {
     scheduled: Option<Instant>,
     started: Option<Instant>,
     pod_ready: Option<Instant>,
-    rs_ready: Option<Instant>,
 }
 
 /// Sets `slot` to `now` the first time `cond` holds.
@@ -107,21 +106,7 @@ async fn session_startup_benchmark() -> Result<()> {
             first(&mut e.pod_ready, ready, now);
         }
     });
-    let rsessions: Api<rsession_api::RSession> = Api::namespaced(client.clone(), &ns);
-    let rs_seen = seen.clone();
-    let rs_watch = tokio::spawn(async move {
-        let mut stream = watcher(rsessions, watcher::Config::default()).boxed();
-        while let Some(ev) = stream.next().await {
-            let Ok(watcher::Event::Apply(rs) | watcher::Event::InitApply(rs)) = ev else {
-                continue;
-            };
-            let now = Instant::now();
-            let ready = has_condition(&rs, "Ready");
-            let name = kube::ResourceExt::name_any(&rs);
-            let mut map = rs_seen.lock().expect("lock");
-            first(&mut map.entry(name).or_default().rs_ready, ready, now);
-        }
-    });
+    let rs_ready = ReadyTimes::watch(Api::namespaced(client.clone(), &ns));
 
     // Per start: the watched stages (None when a watch missed one), then create_session and
     // the first eval, in seconds from the create_session call.
@@ -160,7 +145,7 @@ async fn session_startup_benchmark() -> Result<()> {
                 since(s.scheduled),
                 since(s.started),
                 since(s.pod_ready),
-                since(s.rs_ready),
+                since(rs_ready.get(&id)),
             ],
             t_ready,
             t_eval,
@@ -168,7 +153,7 @@ async fn session_startup_benchmark() -> Result<()> {
         call(&mcp, "close_session", json!({"session_id": id})).await?;
     }
     watch.abort();
-    rs_watch.abort();
+    drop(rs_ready);
     mcp.cancel().await?;
 
     let stat = |mut v: Vec<f64>| -> (f64, f64, usize) {

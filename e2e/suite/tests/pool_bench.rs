@@ -15,12 +15,7 @@
 //! and prints it.
 //! `cargo test -p rsession-e2e --test bench --test pool_bench -- --ignored --nocapture`
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-use futures::StreamExt;
-use kube::runtime::watcher;
 
 use anyhow::{Context, Result, ensure};
 use kube::api::{Api, Patch, PatchParams};
@@ -100,25 +95,7 @@ async fn pool_startup_benchmark() -> Result<()> {
     ready_at_least(&pools, 3, 300).await?;
 
     // When each RSession's Ready status reached this machine (a watch, ms resolution).
-    let ready_seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let seen = ready_seen.clone();
-    let rs_watch = tokio::spawn({
-        let rsessions = rsessions.clone();
-        async move {
-            let mut stream = watcher(rsessions, watcher::Config::default()).boxed();
-            while let Some(ev) = stream.next().await {
-                if let Ok(watcher::Event::Apply(rs) | watcher::Event::InitApply(rs)) = ev
-                    && rs.is_ready()
-                {
-                    let name = kube::ResourceExt::name_any(&rs);
-                    seen.lock()
-                        .expect("lock")
-                        .entry(name)
-                        .or_insert_with(Instant::now);
-                }
-            }
-        }
-    });
+    let ready_seen = ReadyTimes::watch(rsessions.clone());
 
     // Warm, sequential.
     let (mut to_ready, mut to_eval, mut bind) = (Vec::new(), Vec::new(), Vec::new());
@@ -152,7 +129,7 @@ async fn pool_startup_benchmark() -> Result<()> {
             .and_then(|s| s.claim)
             .context("status.claim")?;
         if claim.warm {
-            if let Some(at) = ready_seen.lock().expect("lock").get(&id) {
+            if let Some(at) = ready_seen.get(&id) {
                 status_ready.push(at.saturating_duration_since(t0).as_secs_f64() * 1000.0);
             }
             to_ready.push(t_ready);
@@ -201,7 +178,7 @@ async fn pool_startup_benchmark() -> Result<()> {
         call(&mcp, "close_session", json!({"session_id": id})).await?;
     }
     let all_ready = burst_ms.iter().copied().fold(0.0, f64::max);
-    rs_watch.abort();
+    drop(ready_seen);
     scale(&pools, 0).await?;
     pools.delete(POOL, &Default::default()).await?;
     mcp.cancel().await?;

@@ -1,0 +1,53 @@
+//! When each RSession of a namespace was first seen Ready, from a watch started before the
+//! sessions are created: how the benches time the operator's Ready status as this machine sees it
+//! (millisecond resolution, unlike status timestamps).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::watcher;
+use rsession_api::RSession;
+use std::time::Instant;
+
+/// The first time each RSession was seen with `Ready=True`; the watch ends when this is dropped.
+pub struct ReadyTimes {
+    seen: Arc<Mutex<HashMap<String, Instant>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReadyTimes {
+    /// Starts watching `api`'s RSessions.
+    pub fn watch(api: Api<RSession>) -> Self {
+        let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let record = seen.clone();
+        let task = tokio::spawn(async move {
+            let mut stream = watcher(api, watcher::Config::default()).boxed();
+            while let Some(ev) = stream.next().await {
+                if let Ok(watcher::Event::Apply(rs) | watcher::Event::InitApply(rs)) = ev
+                    && rs.is_ready()
+                {
+                    let now = Instant::now();
+                    record
+                        .lock()
+                        .expect("lock")
+                        .entry(kube::ResourceExt::name_any(&rs))
+                        .or_insert(now);
+                }
+            }
+        });
+        ReadyTimes { seen, task }
+    }
+
+    /// When RSession `name` was first seen Ready, if it was.
+    pub fn get(&self, name: &str) -> Option<Instant> {
+        self.seen.lock().expect("lock").get(name).copied()
+    }
+}
+
+impl Drop for ReadyTimes {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
