@@ -491,4 +491,46 @@ mod tests {
         let s = validate(&rs, &config, Some(&secret)).expect("valid");
         assert!(!s.database.expect("database").read_only);
     }
+
+    #[test]
+    fn a_pooled_session_without_its_pool_is_pool_not_found_and_waits_for_it() {
+        let mut rs = rsession("s1");
+        rs.spec.pool_ref = Some(rsession_api::PoolReference {
+            name: "warm".into(),
+        });
+        let e = effective_rsession(&rs, None).unwrap_err();
+        assert_eq!(e, SpecError::PoolNotFound("warm".into()));
+        assert_eq!(e.reason(), "PoolNotFound");
+        assert!(e.to_string().contains("warm"), "{e}");
+        // Retried like a missing database Secret, not reported as a broken spec for good.
+        let err = crate::error::Error::InvalidSpec(e);
+        assert_eq!(err.metric_label(), "invalid_spec");
+    }
+
+    #[test]
+    fn a_pooled_session_runs_with_the_pools_template_and_its_own_lifecycle() {
+        let mut pool =
+            rsession_api::RSessionPool::new("warm", rsession_api::RSessionPoolSpec::default());
+        pool.spec.template.image = Some("registry.example/r:4.4".into());
+        let mut rs = rsession("s1");
+        rs.spec.pool_ref = Some(rsession_api::PoolReference {
+            name: "warm".into(),
+        });
+        rs.spec.lifecycle.suspend = true;
+        let effective = effective_rsession(&rs, Some(&pool)).expect("effective");
+        assert_eq!(
+            effective.spec.image.as_deref(),
+            Some("registry.example/r:4.4")
+        );
+        assert!(
+            effective.spec.lifecycle.suspend,
+            "the session's own lifecycle"
+        );
+        assert_eq!(effective.spec.pool_ref, rs.spec.pool_ref);
+        let plain = rsession("s2");
+        assert!(matches!(
+            effective_rsession(&plain, None).expect("no pool needed"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 }

@@ -662,6 +662,49 @@ async fn missing_database_secret_sets_failed_status_and_retries_later() {
     );
 }
 
+#[tokio::test]
+async fn a_missing_pool_is_pool_not_found_in_status_and_retried_in_30_s() {
+    let (ctx, mut v) = context();
+    let mut rs = rsession("s");
+    rs.spec.pool_ref = Some(rsession_api::PoolReference {
+        name: "warm".into(),
+    });
+    let rs2 = rs.clone();
+    let err = run(rs, ctx, async move {
+        v.next(
+            Method::GET,
+            &format!("/apis/rsession.dev/v1alpha1/namespaces/{NS}/rsessionpools/warm"),
+        )
+        .await
+        .reply_not_found();
+        let status = v.status("s").await;
+        assert_eq!(status["phase"], "Failed");
+        let ready = status["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(ready["reason"], "PoolNotFound", "{status}");
+        assert!(
+            status["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("warm")),
+            "{status}"
+        );
+        v.event("Failed").await;
+        v.done().await;
+    })
+    .await
+    .expect_err("a missing pool is an error");
+    assert_eq!(err.metric_label(), "invalid_spec");
+    let (ctx, _idle) = context();
+    assert_eq!(
+        error_policy(Arc::new(rs2), &err, ctx),
+        Action::requeue(Duration::from_secs(30)),
+        "the pool may yet be created; pools are not watched per session"
+    );
+}
+
 #[test]
 fn phase_names_match_the_crd() {
     assert_eq!(

@@ -75,10 +75,15 @@ impl ReadyStatus {
         }
     }
 
-    /// Turns `status` Ready: phase `Ready`, message [`READY_MESSAGE`], `endpoint`,
-    /// `credentialsSecret`, `observedGeneration`, and the Ready condition as the only
-    /// condition; other fields stay.
+    /// Turns `status` Ready: phase `Ready`, message [`READY_MESSAGE`], `endpoint`, `podIP` (the
+    /// endpoint's IP, as the operator writes both), `credentialsSecret`, `observedGeneration`,
+    /// and the Ready condition as the only condition; other fields stay.
     pub fn apply_to(self, status: &mut RSessionStatus) {
+        status.pod_ip = self
+            .endpoint
+            .parse::<std::net::SocketAddr>()
+            .ok()
+            .map(|a| a.ip().to_string());
         status.conditions = vec![self.condition()];
         status.phase = Some(Phase::Ready);
         status.message = Some(READY_MESSAGE.into());
