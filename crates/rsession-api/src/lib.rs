@@ -10,7 +10,9 @@ pub mod status;
 pub mod v1alpha1;
 pub mod well_known;
 
-pub use pool::{RSessionPool, RSessionPoolSpec, RSessionPoolStatus, SessionTemplate};
+pub use pool::{
+    DEFAULT_MAX_STARTING, RSessionPool, RSessionPoolSpec, RSessionPoolStatus, SessionTemplate,
+};
 pub use v1alpha1::{
     ClaimStatus, DatabaseSpec, EgressRule, ImagePullPolicy, LifecycleSpec, NetworkSpec, Phase,
     PoolReference, RSession, RSessionSpec, RSessionStatus, ResourceAmounts, RetainPolicy,

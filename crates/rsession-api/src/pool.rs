@@ -53,11 +53,23 @@ pub struct RSessionPoolSpec {
     #[schemars(range(min = 0, max = 200))]
     pub replicas: i32,
 
+    /// How many pool pods may be starting (created, not Ready yet) at once, 1 to 200; default
+    /// 3 ([`DEFAULT_MAX_STARTING`]). Each starting pod starts R and loads its packages, about a
+    /// CPU-second; capping them keeps a refill after a burst of claims from taking the CPU the
+    /// claims, the operator and the API server need at that moment. Raise it on many nodes to
+    /// fill a large pool faster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 200))]
+    pub max_starting: Option<i32>,
+
     /// The pod-shaping part of an RSession spec that every pool pod is built from. Changing it
     /// replaces the unclaimed pods; pods already claimed are never touched.
     #[serde(default)]
     pub template: SessionTemplate,
 }
+
+/// `spec.maxStarting` when it is not set.
+pub const DEFAULT_MAX_STARTING: i32 = 3;
 
 /// The pod-shaping fields of an RSession spec (see `kubectl explain rsession.spec` for each):
 /// what a pool pod is built from, and what an RSession with `spec.poolRef` runs with.

@@ -348,9 +348,10 @@ async fn main() -> anyhow::Result<()> {
             &ns,
             &ApiResource::erase::<rsession_api::RSessionPool>(&()),
         );
+        // No kubelet: pool pods never turn Ready, so no start cap (spec.maxStarting).
         let pool = serde_json::json!({
             "apiVersion": "rsession.dev/v1alpha1", "kind": "RSessionPool",
-            "metadata": {"name": "bench"}, "spec": {"replicas": args.pool_replicas},
+            "metadata": {"name": "bench"}, "spec": {"replicas": args.pool_replicas, "maxStarting": 200},
         });
         pools.patch("bench", &apply, &Patch::Apply(pool)).await?;
     }

@@ -46,9 +46,11 @@ async fn apply(client: &Client, ns: &str, yaml: &str) {
         .expect("apply");
 }
 
+/// A pool of `replicas` whose pods may all start at once: with no kubelet here, pods turn Ready
+/// only when a test says so, so `spec.maxStarting` would hold the rest back.
 fn pool_yaml(name: &str, replicas: i32) -> String {
     format!(
-        "apiVersion: rsession.dev/v1alpha1\nkind: RSessionPool\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n"
+        "apiVersion: rsession.dev/v1alpha1\nkind: RSessionPool\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  maxStarting: 200\n"
     )
 }
 

@@ -198,7 +198,7 @@ pub fn build_pool_network_policy(
 
 #[cfg(test)]
 mod tests {
-    use rsession_api::{EgressRule, NetworkSpec, RSessionPoolSpec, SessionTemplate};
+    use rsession_api::{EgressRule, NetworkSpec, RSessionPoolSpec};
 
     use super::*;
 
@@ -207,7 +207,7 @@ mod tests {
             name,
             RSessionPoolSpec {
                 replicas: 2,
-                template: SessionTemplate::default(),
+                ..RSessionPoolSpec::default()
             },
         );
         p.metadata.namespace = Some("ns".into());

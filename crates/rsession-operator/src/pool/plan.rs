@@ -7,7 +7,8 @@
 //! - unclaimed pods of an older template and failed unclaimed pods are deleted at once (a
 //!   template change rolls the pool; claimed pods are never touched);
 //! - extra current pods (after a scale-down) are deleted, not-Ready ones and the newest first;
-//! - the shortfall is created.
+//! - the shortfall is created, but only so many that at most `spec.maxStarting` current,
+//!   unclaimed pods are starting at once (the rest follow as those turn Ready).
 
 use k8s_openapi::api::core::v1::Pod;
 use rsession_api::well_known as wk;
@@ -66,9 +67,9 @@ fn doomed(p: &Pod) -> (String, Option<String>) {
     (name_of(p), p.metadata.resource_version.clone())
 }
 
-/// Plans a pool of `replicas` whose template hashes to `hash`, from `pods` (every pod labelled
-/// with the pool's name).
-pub fn plan_pool(replicas: i32, hash: &str, pods: &[Pod]) -> PoolPlan {
+/// Plans a pool of `replicas` whose template hashes to `hash`, with at most `max_starting` pods
+/// starting at once, from `pods` (every pod labelled with the pool's name).
+pub fn plan_pool(replicas: i32, max_starting: i32, hash: &str, pods: &[Pod]) -> PoolPlan {
     let want = usize::try_from(replicas).unwrap_or(0);
     let claimed = pods.iter().filter(|p| is_live(p) && is_claimed(p)).count();
     let mut delete = Vec::new();
@@ -94,9 +95,13 @@ pub fn plan_pool(replicas: i32, hash: &str, pods: &[Pod]) -> PoolPlan {
         delete.extend(current.drain(..extra).map(doomed));
     }
     let ready = current.iter().filter(|p| is_claimable(p)).count();
+    let starting = current.len() - ready;
+    let may_start = usize::try_from(max_starting.max(1))
+        .unwrap_or(1)
+        .saturating_sub(starting);
     let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
     PoolPlan {
-        create: want.saturating_sub(current.len()),
+        create: want.saturating_sub(current.len()).min(may_start),
         delete,
         kept: count(current.len()),
         ready: count(ready),
@@ -187,8 +192,28 @@ mod tests {
     const T1: &str = "2026-01-01T00:01:00Z";
 
     #[test]
+    fn at_most_max_starting_pods_start_at_once() {
+        let plan = plan_pool(10, 3, "h", &[]);
+        assert_eq!(plan.create, 3, "an empty pool of 10 starts 3 first");
+        let pods = [
+            pod("web-a", "h", S::Ready, None, T0),
+            pod("web-b", "h", S::Starting, None, T0),
+            pod("web-c", "h", S::Starting, None, T1),
+            pod("web-d", "h", S::Ready, Some("s1"), T0),
+        ];
+        let plan = plan_pool(10, 3, "h", &pods);
+        assert_eq!(
+            plan.create, 1,
+            "two are starting; a claimed pod does not count"
+        );
+        let plan = plan_pool(3, 3, "h", &pods);
+        assert_eq!(plan.create, 0, "the shortfall caps it too");
+        assert_eq!(plan_pool(10, 0, "h", &[]).create, 1, "never below one");
+    }
+
+    #[test]
     fn an_empty_pool_creates_every_replica() {
-        let plan = plan_pool(3, "h", &[]);
+        let plan = plan_pool(3, 200, "h", &[]);
         assert_eq!((plan.create, plan.kept, plan.ready), (3, 0, 0));
         assert!(plan.delete.is_empty());
     }
@@ -199,7 +224,7 @@ mod tests {
             pod("web-a", "h", S::Ready, Some("s1"), T0),
             pod("web-b", "h", S::Ready, None, T0),
         ];
-        let plan = plan_pool(2, "h", &pods);
+        let plan = plan_pool(2, 200, "h", &pods);
         assert_eq!(
             (plan.create, plan.kept, plan.ready, plan.claimed),
             (1, 1, 1, 1)
@@ -214,7 +239,7 @@ mod tests {
             pod("web-b", "old", S::Ready, None, T0),
             pod("web-c", "old", S::Starting, None, T0),
         ];
-        let plan = plan_pool(2, "new", &pods);
+        let plan = plan_pool(2, 200, "new", &pods);
         assert_eq!(
             plan.delete,
             vec![
@@ -228,7 +253,7 @@ mod tests {
     #[test]
     fn a_failed_unclaimed_pod_is_replaced() {
         let pods = [pod("web-a", "h", S::Failed, None, T0)];
-        let plan = plan_pool(1, "h", &pods);
+        let plan = plan_pool(1, 200, "h", &pods);
         assert_eq!(plan.delete.len(), 1);
         assert_eq!(plan.create, 1);
     }
@@ -240,7 +265,7 @@ mod tests {
             pod("web-new", "h", S::Ready, None, T1),
             pod("web-starting", "h", S::Starting, None, T0),
         ];
-        let plan = plan_pool(1, "h", &pods);
+        let plan = plan_pool(1, 200, "h", &pods);
         let names: Vec<&str> = plan.delete.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["web-starting", "web-new"]);
         assert_eq!((plan.create, plan.kept, plan.ready), (0, 1, 1));
@@ -250,7 +275,7 @@ mod tests {
     fn terminating_pods_count_for_nothing() {
         let mut gone = pod("web-a", "h", S::Ready, None, T0);
         gone.metadata.deletion_timestamp = Some(Time(T1.parse().expect("ts")));
-        let plan = plan_pool(1, "h", &[gone]);
+        let plan = plan_pool(1, 200, "h", &[gone]);
         assert_eq!((plan.create, plan.kept), (1, 0));
         assert!(plan.delete.is_empty());
     }

@@ -94,7 +94,11 @@ pub async fn reconcile(pool: Arc<RSessionPool>, ctx: Arc<Context>) -> Result<Act
         .list(&ListParams::default().labels(&format!("{}={name}", wk::LABEL_POOL)))
         .await?
         .items;
-    let plan = plan_pool(pool.spec.replicas, &hash, &listed);
+    let max_starting = pool
+        .spec
+        .max_starting
+        .unwrap_or(rsession_api::DEFAULT_MAX_STARTING);
+    let plan = plan_pool(pool.spec.replicas, max_starting, &hash, &listed);
     for (pod, resource_version) in &plan.delete {
         if delete_unchanged(&pods, pod, resource_version.clone()).await? {
             info!(%pod, "deleted pool pod (older template, failed, or above spec.replicas)");
