@@ -97,7 +97,7 @@ pub fn operator_grants() -> BTreeSet<Grant> {
 }
 
 /// What the MCP frontend's Role in the sessions namespace grants: RSessions it manages, the
-/// RSessionPool a `create_session` names (read only), the sessions' credentials Secrets (get
+/// RSessionPool a `create_session` names (read only; watched for a cache), the sessions' credentials Secrets (get
 /// only), and Events naming the caller (kube's Recorder creates them and patches a repeat).
 pub fn mcp_grants() -> BTreeSet<Grant> {
     expand(&[
@@ -106,7 +106,11 @@ pub fn mcp_grants() -> BTreeSet<Grant> {
             &["rsessions"],
             &["create", "get", "list", "watch", "delete", "patch"],
         ),
-        ("rsession.dev", &["rsessionpools"], &["get", "list"]),
+        (
+            "rsession.dev",
+            &["rsessionpools"],
+            &["get", "list", "watch"],
+        ),
         ("", &["secrets"], &["get"]),
         ("events.k8s.io", &["events"], &["create", "patch"]),
     ])

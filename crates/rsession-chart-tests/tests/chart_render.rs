@@ -824,7 +824,7 @@ fn session_pool_and_default_pool_flag_only_when_enabled() {
                     "app.kubernetes.io/version": "0.1.0",
                 },
             },
-            "spec": {"replicas": 3, "template": template},
+            "spec": {"replicas": 3, "maxStarting": 3, "template": template},
         })
     );
     assert_eq!(
@@ -839,7 +839,10 @@ fn session_pool_and_default_pool_flag_only_when_enabled() {
         pool.pointer("/metadata/name"),
         Some(&Value::from("default"))
     );
-    assert_eq!(pool["spec"], serde_json::json!({"replicas": 2}));
+    assert_eq!(
+        pool["spec"],
+        serde_json::json!({"replicas": 2, "maxStarting": 3})
+    );
     assert_eq!(
         mcp_args(&chart),
         Some(serde_json::json!(["--default-pool", "default"]))
