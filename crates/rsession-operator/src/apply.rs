@@ -47,17 +47,6 @@ pub(crate) async fn apply_children(
     children: &Children,
 ) -> Result<(), Error> {
     apply_in(client, namespace, &children.secret).await?;
-    apply_children_after_secret(client, namespace, children).await
-}
-
-/// The children of [`apply_children`] but the Secret. A warm claim applies the Secret, writes
-/// the Ready status (what the MCP frontend waits for: it reads the Secret, connects to the
-/// claimed pod, which the pool's NetworkPolicy covers) and then these.
-pub(crate) async fn apply_children_after_secret(
-    client: &Client,
-    namespace: &str,
-    children: &Children,
-) -> Result<(), Error> {
     apply_in(client, namespace, &children.config_map).await?;
     apply_in(client, namespace, &children.service).await?;
     apply_in(client, namespace, &children.network_policy).await?;

@@ -145,6 +145,18 @@ pub fn adopted(
     })
 }
 
+/// The Secret holding the Rserve login of session `session` whose current pod is `pod`
+/// (`status.credentialsSecret`): a claimed pool pod's own `<pod>-credentials`, which its Rserve
+/// reads and which the claim made the session's along with the pod (so a warm claim's Ready status
+/// needs no Secret written first); else the session's `<session>-credentials`. Both hold the
+/// same password once the session's own Secret is written.
+pub fn credentials_secret(session: &str, pod: Option<&Pod>) -> String {
+    match pod {
+        Some(p) if p.labels().contains_key(wk::LABEL_POOL) => secret_name(&p.name_any()),
+        _ => secret_name(session),
+    }
+}
+
 /// The merge patch that binds pool pod `pod` (listed at `resource_version`) to RSession `rs`.
 pub fn claim_patch(rs: &RSession, resource_version: &str, now: Timestamp) -> serde_json::Value {
     let name = rs.name_any();
@@ -237,6 +249,19 @@ pub async fn pool_pod_password(ctx: &Context, namespace: &str, pod: &str) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claimed_pool_pods_own_secret_holds_the_login_else_the_sessions() {
+        let mut pod = Pod::default();
+        pod.metadata.name = Some("warm-x7k2q".into());
+        assert_eq!(credentials_secret("s1", Some(&pod)), "s1-credentials");
+        pod.metadata.labels = Some([(wk::LABEL_POOL.to_owned(), "warm".to_owned())].into());
+        assert_eq!(
+            credentials_secret("s1", Some(&pod)),
+            "warm-x7k2q-credentials"
+        );
+        assert_eq!(credentials_secret("s1", None), "s1-credentials");
+    }
 
     #[test]
     fn the_claim_patch_is_conditional_and_moves_labels_and_owner_in_one_step() {

@@ -12,8 +12,7 @@
 //!    stale cache shows a deleted RSession's pod as lost; see `still_wanted`);
 //! 4. server-side apply (`PATCH`, field manager `rsession-operator`) of the Secret, ConfigMap,
 //!    Service, NetworkPolicy and (Persistent workspace) PVC (with `spec.poolRef`, first the
-//!    claim of `crate::claim`; a warm claim applies only the Secret here and the others after
-//!    the status write of step 6);
+//!    claim of `crate::claim`; a warm claim applies them after the status write of step 6);
 //! 5. `DELETE` of pods no longer wanted, then server-side apply of a pod to create;
 //! 6. server-side apply of `status` when it changed;
 //! 7. `POST` of an Event for each transition a user cares about.
@@ -33,9 +32,7 @@ use rsession_api::well_known as wk;
 use rsession_api::{Phase, RSession, RSessionPool, RSessionStatus};
 use tracing::{debug, info, warn};
 
-use crate::apply::{
-    apply, apply_children, apply_children_after_secret, apply_in, apply_status, delete_pod,
-};
+use crate::apply::{apply, apply_children, apply_status, delete_pod};
 use crate::build::{children::build_children, pod::build_pod, secret, secret_name};
 use crate::checkpoint::Handshake;
 use crate::claim;
@@ -250,11 +247,10 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
     };
     let children = build_children(&session, &ctx.config, &password, &database_addresses);
 
-    // apply (a warm claim writes status right after the Secret: see apply_children_after_secret)
+    // apply (a warm claim writes its Ready status first: the claimed pod, its Secret and the
+    // pool's NetworkPolicy already serve the session, and the MCP frontend waits for that status)
     let warm = bound.as_ref().is_some_and(|b| b.claimed.is_some());
-    if warm {
-        apply_in(client, &namespace, &children.secret).await?;
-    } else {
+    if !warm {
         apply_children(client, &namespace, &children).await?;
     }
     for stale in &plan.delete {
@@ -288,7 +284,7 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
         pod_name: Some(plan.pod_name.clone()),
         pod: current_pod.as_ref(),
         replaced_pod: plan.replaced.clone(),
-        credentials_secret: Some(secret_name(&name)),
+        credentials_secret: Some(claim::credentials_secret(&name, current_pod.as_ref())),
         last_activity: decision.last_activity,
         checkpointing: match &decision.checkpoint {
             Handshake::Waiting { requested_at, .. } => Some(*requested_at),
@@ -303,7 +299,7 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
     let new_status = status::compute(&observed);
     write_status(rs, ctx, &rsessions, previous, &new_status).await?;
     if warm {
-        apply_children_after_secret(client, &namespace, &children).await?;
+        apply_children(client, &namespace, &children).await?;
     }
     // After the status write, which is what the MCP frontend waits for.
     if let Some(b) = &bound {
