@@ -9,8 +9,10 @@
 //! NetworkPolicy covers it throughout; its credentials Secret and Rserve ConfigMap are owned by
 //! the pod itself and follow it.
 //!
-//! API calls of a claim: `LIST` of the pool's pods, then the `PATCH` of each candidate (Ready,
-//! unclaimed, of the pool's current template; in random order) until one succeeds. The session's
+//! API calls of a claim: the `PATCH` of each candidate (Ready, unclaimed, of the pool's current
+//! template, as the operator's watch-fed cache of pool pods shows them; in random order) until one
+//! succeeds; when none did (the cache was stale or empty), a `LIST` of the pool's pods and the
+//! same again. The session's
 //! own Secret gets the claimed pod's password: from memory when this replica created the pod
 //! ([`crate::pool::passwords`]), else a `GET` of the pod's credentials Secret.
 
@@ -94,7 +96,15 @@ pub async fn bind(
     let pool_name = pool.name_any();
     let template = template_session(pool, TEMPLATE_NAME, &ctx.config, database_secret)?;
     let hash = template_hash(&template, &ctx.config);
-    let claimed = match claim(&ctx.client, namespace, rs, &pool_name, &hash).await? {
+    // The pool controller's cache of pool pods first (no LIST on the way to a warm session); a
+    // candidate it shows stale costs one refused patch, and when none of them could be claimed
+    // the pool's pods are listed afresh.
+    let cached = ctx.cached_pool_pods(namespace, &pool_name, &hash);
+    let mut won = claim_among(&ctx.client, namespace, rs, cached).await?;
+    if won.is_none() {
+        won = claim(&ctx.client, namespace, rs, &pool_name, &hash).await?;
+    }
+    let claimed = match won {
         Some(pod) => Some(Claimed {
             password: pool_pod_password(ctx, namespace, &pod.name_any()).await?,
             pod,
@@ -198,13 +208,29 @@ pub async fn claim(
         wk::LABEL_POOL_TEMPLATE,
         wk::LABEL_SESSION
     );
-    let mut candidates: Vec<Pod> = pods
+    let candidates: Vec<Pod> = pods
         .list(&ListParams::default().labels(&selector))
         .await?
         .items
         .into_iter()
         .filter(is_claimable)
         .collect();
+    claim_among(client, namespace, rs, candidates).await
+}
+
+/// Tries to bind `rs` to one of `candidates` (pool pods believed Ready and unclaimed, each with
+/// the resourceVersion it was read at), in random order, until one patch succeeds.
+/// `Ok(None)`: every candidate had changed or was taken first.
+///
+/// # Errors
+/// API errors other than the expected 404 and 409 answers.
+pub async fn claim_among(
+    client: &Client,
+    namespace: &str,
+    rs: &RSession,
+    mut candidates: Vec<Pod>,
+) -> Result<Option<Pod>, Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     candidates.shuffle(&mut rand::rng());
     for candidate in candidates {
         let name = candidate.name_any();

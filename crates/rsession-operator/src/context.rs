@@ -16,6 +16,9 @@ use rsession_api::{RSession, RSessionPool, RSessionStatus};
 use crate::config::OperatorConfig;
 use crate::metrics::Metrics;
 use crate::pool::passwords::PoolPasswords;
+use crate::pool::plan::is_claimable;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 
 /// Shared state of all reconciles.
 pub struct Context {
@@ -38,6 +41,9 @@ pub struct Context {
     /// The pool controller's cache of RSessionPools, when it runs: a claim reads the pool from
     /// here instead of a `GET` on the path to a warm session's first result.
     pools: Option<Store<RSessionPool>>,
+    /// A watch-fed cache of pool pods, when the operator runs one: a claim picks its candidates
+    /// here instead of a `LIST`.
+    pool_pods: Option<Store<Pod>>,
     /// Rserve passwords of the pool pods this replica created and nobody claimed yet: a claim
     /// takes it from here instead of a `GET` of the pod's Secret.
     pub(crate) pool_passwords: PoolPasswords,
@@ -70,6 +76,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             pools: None,
+            pool_pods: None,
             pool_passwords: PoolPasswords::default(),
         }
     }
@@ -79,6 +86,34 @@ impl Context {
     pub fn with_pool_store(mut self, pools: Store<RSessionPool>) -> Self {
         self.pools = Some(pools);
         self
+    }
+
+    /// This context with a cache of pool pods ([`Context::cached_pool_pods`]).
+    #[must_use]
+    pub fn with_pool_pod_store(mut self, pods: Store<Pod>) -> Self {
+        self.pool_pods = Some(pods);
+        self
+    }
+
+    /// The pods of pool `pool` in `namespace` that the cache shows claimable (Ready, unclaimed,
+    /// live) with template hash `hash`; empty without a cache. They may be stale: a claim's
+    /// resourceVersion precondition refuses a pod that changed since.
+    pub fn cached_pool_pods(&self, namespace: &str, pool: &str, hash: &str) -> Vec<Pod> {
+        let Some(store) = &self.pool_pods else {
+            return Vec::new();
+        };
+        store
+            .state()
+            .into_iter()
+            .filter(|p| {
+                let labels = p.labels();
+                p.namespace().as_deref() == Some(namespace)
+                    && labels.get(wk::LABEL_POOL).map(String::as_str) == Some(pool)
+                    && labels.get(wk::LABEL_POOL_TEMPLATE).map(String::as_str) == Some(hash)
+                    && is_claimable(p)
+            })
+            .map(|p| Pod::clone(&p))
+            .collect()
     }
 
     /// RSessionPool `name` in `namespace` from the pool controller's cache; `None` when there

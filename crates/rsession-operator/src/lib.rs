@@ -47,8 +47,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Config as ControllerConfig;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use rsession_api::well_known as wk;
 use rsession_api::{RSession, RSessionPool};
 use tokio_util::sync::CancellationToken;
@@ -151,6 +151,23 @@ pub async fn run(
     runtime.metrics.leader.set(1);
 
     let controller_stop = shutdown.child_token();
+    // Pool pods keep the pool's label when claimed, so a claim (which moves the pod's owner to
+    // the RSession) still triggers the pool's reconcile, which starts a replacement.
+    let pool_pods = watcher::Config::default().labels(&format!(
+        "{},{}={}",
+        wk::LABEL_POOL,
+        wk::LABEL_MANAGED_BY,
+        wk::MANAGER
+    ));
+    // Claims pick their candidates from this cache rather than a LIST.
+    let (pool_pod_store, pool_pod_writer) = reflector::store();
+    let pool_pod_cache = watcher(
+        api_for::<Pod>(&client, namespace.as_deref()),
+        pool_pods.clone(),
+    )
+    .default_backoff()
+    .reflect(pool_pod_writer)
+    .for_each(|_| std::future::ready(()));
     let pool_controller = Controller::new(
         api_for::<RSessionPool>(&client, namespace.as_deref()),
         watcher::Config::default(),
@@ -162,7 +179,8 @@ pub async fn run(
             runtime.metrics.clone(),
             Some(identity.clone()),
         )
-        .with_pool_store(pool_controller.store()),
+        .with_pool_store(pool_controller.store())
+        .with_pool_pod_store(pool_pod_store),
     );
     // Only pod changes trigger reconciles: the pod's status drives the RSession's status.
     // The other children are re-applied on every reconcile (at least every MAX_REQUEUE), so a
@@ -182,14 +200,6 @@ pub async fn run(
             }
         });
 
-    // Pool pods keep the pool's label when claimed, so a claim (which moves the pod's owner to
-    // the RSession) still triggers the pool's reconcile, which starts a replacement.
-    let pool_pods = watcher::Config::default().labels(&format!(
-        "{},{}={}",
-        wk::LABEL_POOL,
-        wk::LABEL_MANAGED_BY,
-        wk::MANAGER
-    ));
     let pool_controller = pool_controller
         .watches(
             api_for::<Pod>(&client, namespace.as_deref()),
@@ -245,7 +255,14 @@ pub async fn run(
         }
     };
 
-    let (_, _, lease_result) = tokio::join!(controller, pool_controller, lease_loop);
+    let pool_pod_cache = async {
+        tokio::select! {
+            () = controller_stop.cancelled() => {}
+            () = pool_pod_cache => {}
+        }
+    };
+    let (_, _, _, lease_result) =
+        tokio::join!(controller, pool_controller, pool_pod_cache, lease_loop);
     runtime.metrics.leader.set(0);
     if let Some(elector) = &elector
         && lease_result.is_ok()
