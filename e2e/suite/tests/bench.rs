@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use futures::StreamExt;
@@ -64,8 +64,11 @@ async fn session_startup_benchmark() -> Result<()> {
     let mcp = mcp_connect(&mcp_url()?, Some(&token)).await?;
 
     let seen: Arc<Mutex<HashMap<String, Seen>>> = Arc::default();
+    // Told of every pod event, so the loop below can await a pod's Ready without polling.
+    let pod_event = Arc::new(tokio::sync::Notify::new());
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let watch_seen = seen.clone();
+    let watch_event = pod_event.clone();
     let watch = tokio::spawn(async move {
         let mut stream =
             watcher(pods, watcher::Config::default().labels(wk::LABEL_SESSION)).boxed();
@@ -104,6 +107,8 @@ async fn session_startup_benchmark() -> Result<()> {
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
             first(&mut e.pod_ready, ready, now);
+            drop(map);
+            watch_event.notify_waiters();
         }
     });
     let rs_ready = ReadyTimes::watch(Api::namespaced(client.clone(), &ns));
@@ -132,6 +137,21 @@ async fn session_startup_benchmark() -> Result<()> {
         .await?;
         let t_eval = t0.elapsed().as_secs_f64();
         ensure!(text(&r).contains('2'), "eval {i}: {}", text(&r));
+        // create_session may return before the pod is Ready (the frontend logs in to a starting
+        // pod's Rserve); wait for Ready, up to 5 s, so the table still has that stage.
+        let pod_ready = || {
+            seen.lock()
+                .expect("lock")
+                .get(&id)
+                .and_then(|s| s.pod_ready)
+        };
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        while pod_ready().is_none() {
+            let notified = pod_event.notified();
+            if pod_ready().is_some() || tokio::time::timeout_at(until, notified).await.is_err() {
+                break;
+            }
+        }
         let s = seen
             .lock()
             .expect("lock")
