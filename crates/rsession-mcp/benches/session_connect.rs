@@ -1,7 +1,7 @@
 //! What opening a session's R costs on the frontend's side, by stage: the QAP1 connect (TCP,
 //! Rserve's fork of its parent R, the ID string, the login), the harness install (evaluating
 //! `harness::HARNESS_R`), the workspace `init` call and the `cdm` set-up call, as
-//! `RConn::open` does them. With `--preload` (the default, as session pods do) the Rserve parent
+//! `RConn::open` does them, then the first and second `1 + 1` through the harness. With `--preload` (the default, as session pods do) the Rserve parent
 //! attaches the operator's default preload packages before it forks.
 //!
 //! ```text
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use rserve::{ConnectOptions, Connection};
-use rsession_mcp::harness::{HARNESS_R, HarnessCall, init_call};
+use rsession_mcp::harness::{ExecLimits, HARNESS_R, HarnessCall, execute_call, init_call};
 use rsession_mcp::local_rserve::{LocalRserve, LocalRserveOptions};
 
 /// The operator's default `preloadPackages` (rsession-operator `config.rs`).
@@ -58,12 +58,15 @@ async fn main() {
     std::fs::create_dir_all(&ws).unwrap();
     let init = init_call(&ws.display().to_string()).unwrap();
     let cdm = HarnessCall::CdmSetup.render().unwrap();
+    let first = execute_call("1 + 1", &ExecLimits::default()).unwrap();
     let names = [
         "connect + login",
         "harness install",
         "init",
         "cdm setup",
-        "total",
+        "total (session usable)",
+        "first execute `1 + 1`",
+        "second execute `1 + 1`",
     ];
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); names.len()];
     for _ in 0..args.connections {
@@ -78,9 +81,21 @@ async fn main() {
         let t3 = Instant::now();
         c.eval(&cdm).await.expect("cdm");
         let t4 = Instant::now();
-        for (i, d) in [t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0]
-            .into_iter()
-            .enumerate()
+        c.eval(&first).await.expect("first execute");
+        let t5 = Instant::now();
+        c.eval(&first).await.expect("second execute");
+        let t6 = Instant::now();
+        for (i, d) in [
+            t1 - t0,
+            t2 - t1,
+            t3 - t2,
+            t4 - t3,
+            t4 - t0,
+            t5 - t4,
+            t6 - t5,
+        ]
+        .into_iter()
+        .enumerate()
         {
             samples[i].push(d);
         }
