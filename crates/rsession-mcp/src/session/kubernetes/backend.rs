@@ -299,7 +299,10 @@ impl KubernetesBackend {
                         return Err(e);
                     }
                     let pod_ip = rs.status.as_ref().and_then(|s| s.pod_ip.clone());
-                    if rs.phase() == Some(Phase::Starting) && pod_ip.is_some() && pod_ip != early_ip
+                    if rs.phase() == Some(Phase::Starting)
+                        && logs_in_before_ready(&rs)
+                        && pod_ip.is_some()
+                        && pod_ip != early_ip
                     {
                         early_ip = pod_ip;
                         let starting = rs.clone();
@@ -310,6 +313,14 @@ impl KubernetesBackend {
             }
         }
     }
+}
+
+/// Whether a Starting `rs` may be used as soon as its Rserve accepts a login. Not with a
+/// database (or a pool, whose template may have one): R can start before the database proxy
+/// sidecar is ready, and the pod's Ready, which waits for both, is what says the `cdm` handle
+/// set up at connect time can reach the database.
+fn logs_in_before_ready(rs: &RSession) -> bool {
+    rs.spec.database.is_none() && rs.spec.pool_ref.is_none()
 }
 
 /// The progress words naming the pool of `plan`, e.g. `", from pool warm (3 Ready)"`.

@@ -727,3 +727,30 @@ async fn a_starting_session_whose_rserve_does_not_answer_waits_for_ready() {
         "the Ready status's endpoint"
     );
 }
+
+#[tokio::test]
+async fn a_starting_session_with_a_database_waits_for_ready_even_when_rserve_answers() {
+    let rserve = crate::local_rserve::LocalRserve::start(&Default::default())
+        .await
+        .expect("Rserve");
+    let (ip, port) = rserve.addr().rsplit_once(':').expect("host:port");
+    let mut api = FakeApi::new(None, None);
+    api.starting = Some((ip.to_string(), rserve.credentials().clone()));
+    let mut config = KubernetesConfig::new(NS);
+    config.rserve_port = port.parse().unwrap();
+    config.spec.database = Some(rsession_api::DatabaseSpec {
+        secret_ref: rsession_api::SecretReference {
+            name: "omop".into(),
+        },
+        read_only: true,
+    });
+    let b = backend(api.clone(), config).await;
+    let created = b
+        .create("alice", "rs-1", &PoolRequest::Cold, &Progress::none())
+        .await
+        .expect("created");
+    assert_eq!(
+        created.endpoint.addr, "10.0.0.9:6311",
+        "Ready's endpoint: the database proxy may not be ready before the pod is"
+    );
+}
