@@ -460,7 +460,8 @@ pub struct RSessionStatus {
     /// or Ready. Rserve listens on port 6311 there once R has started, its packages are loaded
     /// and the egress check passed, which can be up to a readiness-probe period (1 s) before
     /// the phase turns Ready: a client holding the session's credentials may connect from then
-    /// on (the MCP frontend does, so a cold start does not wait for the probe).
+    /// on (the MCP frontend does for sessions without a database, whose proxy sidecar may still
+    /// be starting, so a cold start does not wait for the probe).
     #[serde(default, rename = "podIP", skip_serializing_if = "Option::is_none")]
     pub pod_ip: Option<String>,
 
