@@ -221,7 +221,7 @@ rules:
   verbs: [create, get, list, watch, delete, patch]
 - apiGroups: [rsession.dev]
   resources: [rsessionpools]
-  verbs: [get]
+  verbs: [get, list, watch]
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
