@@ -159,15 +159,13 @@ pub async fn run(
         wk::LABEL_MANAGED_BY,
         wk::MANAGER
     ));
-    // Claims pick their candidates from this cache rather than a LIST.
+    // One watch of pool pods feeds both the pool controller and a cache that claims pick their
+    // candidates from (rather than a LIST). Deleted pods count too: the pool refills.
     let (pool_pod_store, pool_pod_writer) = reflector::store();
-    let pool_pod_cache = watcher(
-        api_for::<Pod>(&client, namespace.as_deref()),
-        pool_pods.clone(),
-    )
-    .default_backoff()
-    .reflect(pool_pod_writer)
-    .for_each(|_| std::future::ready(()));
+    let pool_pod_events = watcher(api_for::<Pod>(&client, namespace.as_deref()), pool_pods)
+        .default_backoff()
+        .reflect(pool_pod_writer)
+        .touched_objects();
     let pool_controller = Controller::new(
         api_for::<RSessionPool>(&client, namespace.as_deref()),
         watcher::Config::default(),
@@ -201,15 +199,11 @@ pub async fn run(
         });
 
     let pool_controller = pool_controller
-        .watches(
-            api_for::<Pod>(&client, namespace.as_deref()),
-            pool_pods,
-            |pod: Pod| {
-                let pool = pod.metadata.labels.as_ref()?.get(wk::LABEL_POOL)?.clone();
-                let ns = pod.metadata.namespace.clone()?;
-                Some(ObjectRef::<RSessionPool>::new(&pool).within(&ns))
-            },
-        )
+        .watches_stream(pool_pod_events, |pod: Pod| {
+            let pool = pod.metadata.labels.as_ref()?.get(wk::LABEL_POOL)?.clone();
+            let ns = pod.metadata.namespace.clone()?;
+            Some(ObjectRef::<RSessionPool>::new(&pool).within(&ns))
+        })
         .with_config(ControllerConfig::default().concurrency(config.max_concurrent_reconciles))
         .graceful_shutdown_on(controller_stop.clone().cancelled_owned())
         .run(
@@ -255,14 +249,7 @@ pub async fn run(
         }
     };
 
-    let pool_pod_cache = async {
-        tokio::select! {
-            () = controller_stop.cancelled() => {}
-            () = pool_pod_cache => {}
-        }
-    };
-    let (_, _, _, lease_result) =
-        tokio::join!(controller, pool_controller, pool_pod_cache, lease_loop);
+    let (_, _, lease_result) = tokio::join!(controller, pool_controller, lease_loop);
     runtime.metrics.leader.set(0);
     if let Some(elector) = &elector
         && lease_result.is_ok()
