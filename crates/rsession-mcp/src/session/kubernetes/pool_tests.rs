@@ -674,18 +674,26 @@ async fn a_pool_in_the_watch_cache_is_not_read_again_and_one_missing_from_it_is(
     assert_eq!(api.calls(), [format!("GET {POOLS}/cold")]);
 }
 
-#[tokio::test]
-async fn a_starting_session_whose_rserve_answers_is_usable_before_ready() {
+/// A local Rserve standing in for a starting pod's, and a fake apiserver whose watch shows the
+/// session Starting at its IP (with its login in the Secret), with a config pointing at its port.
+async fn starting_pod_that_answers() -> (crate::local_rserve::LocalRserve, FakeApi, KubernetesConfig)
+{
     let rserve = crate::local_rserve::LocalRserve::start(&Default::default())
         .await
         .expect("Rserve");
     let (ip, port) = rserve.addr().rsplit_once(':').expect("host:port");
     let mut api = FakeApi::new(None, None);
     api.starting = Some((ip.to_string(), rserve.credentials().clone()));
-    // Ready comes much later than Rserve answers.
-    api.ready_after = Duration::from_secs(60);
     let mut config = KubernetesConfig::new(NS);
     config.rserve_port = port.parse().unwrap();
+    (rserve, api, config)
+}
+
+#[tokio::test]
+async fn a_starting_session_whose_rserve_answers_is_usable_before_ready() {
+    let (rserve, mut api, config) = starting_pod_that_answers().await;
+    // Ready comes much later than Rserve answers.
+    api.ready_after = Duration::from_secs(60);
     let b = backend(api.clone(), config).await;
     let created = tokio::time::timeout(
         Duration::from_secs(20),
@@ -730,14 +738,7 @@ async fn a_starting_session_whose_rserve_does_not_answer_waits_for_ready() {
 
 #[tokio::test]
 async fn a_starting_session_with_a_database_waits_for_ready_even_when_rserve_answers() {
-    let rserve = crate::local_rserve::LocalRserve::start(&Default::default())
-        .await
-        .expect("Rserve");
-    let (ip, port) = rserve.addr().rsplit_once(':').expect("host:port");
-    let mut api = FakeApi::new(None, None);
-    api.starting = Some((ip.to_string(), rserve.credentials().clone()));
-    let mut config = KubernetesConfig::new(NS);
-    config.rserve_port = port.parse().unwrap();
+    let (_rserve, api, mut config) = starting_pod_that_answers().await;
     config.spec.database = Some(rsession_api::DatabaseSpec {
         secret_ref: rsession_api::SecretReference {
             name: "omop".into(),

@@ -265,6 +265,18 @@ impl Pools {
             .get(&ObjectRef::new(name).within(&self.namespace))
     }
 
+    /// The plan for pool `name`, read as `pool`.
+    fn found(&self, name: String, pool: &RSessionPool, explicit: bool) -> Plan {
+        if !explicit {
+            self.default_warned.store(false, Ordering::Relaxed);
+        }
+        Plan {
+            pool: Some(name),
+            ready_replicas: pool.status.as_ref().map(|s| s.ready_replicas),
+            note: None,
+        }
+    }
+
     /// The pool a session created with `request` and `spec` names, read
     /// from the API when there is one ([`choose`], then a GET).
     ///
@@ -312,20 +324,6 @@ impl Pools {
                 })
             }
             Err(e) => Err(api_error("read RSessionPools", &e)),
-        }
-    }
-}
-
-impl Pools {
-    /// The plan for pool `name`, read as `pool`.
-    fn found(&self, name: String, pool: &RSessionPool, explicit: bool) -> Plan {
-        if !explicit {
-            self.default_warned.store(false, Ordering::Relaxed);
-        }
-        Plan {
-            pool: Some(name),
-            ready_replicas: pool.status.as_ref().map(|s| s.ready_replicas),
-            note: None,
         }
     }
 }
