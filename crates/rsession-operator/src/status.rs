@@ -92,22 +92,14 @@ fn condition_true(pod: &Pod, type_: &str) -> Option<bool> {
 /// when the pod is Ready the address accepts connections; unlike the Service's ClusterIP it
 /// needs no kube-proxy programming first. `None` while the pod has no IP.
 pub fn pod_endpoint(pod: &Pod) -> Option<String> {
-    let ip: IpAddr = pod_ip(pod)?.parse().ok()?;
+    let ip = pod_ip(pod)?;
     let port = u16::try_from(wk::RSERVE_PORT).ok()?;
     Some(SocketAddr::new(ip, port).to_string())
 }
 
 /// The pod's `status.podIP` when it is an IP address.
-pub fn pod_ip(pod: &Pod) -> Option<String> {
-    let ip: IpAddr = pod
-        .status
-        .as_ref()?
-        .pod_ip
-        .as_deref()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(ip.to_string())
+pub fn pod_ip(pod: &Pod) -> Option<IpAddr> {
+    pod.status.as_ref()?.pod_ip.as_deref()?.trim().parse().ok()
 }
 
 /// The memory limit of the R container, as written in the pod (for example `2Gi`).
@@ -484,7 +476,7 @@ pub fn compute(obs: &Observed<'_>) -> RSessionStatus {
         state_resets: (state_resets > 0).then_some(state_resets),
         // The current pod's address while it starts or serves; nothing stale once it is gone.
         pod_ip: match phase {
-            Phase::Starting | Phase::Ready => obs.pod.and_then(pod_ip),
+            Phase::Starting | Phase::Ready => obs.pod.and_then(pod_ip).map(|ip| ip.to_string()),
             _ => None,
         },
         // Only a Ready pod's address: what the readiness probe reached, nothing stale.
