@@ -103,7 +103,11 @@ impl App {
                     crate::auth::local_identity(&client, kubeconfig_user.as_deref()).await;
                 tracing::info!(%namespace, owner = %local_owner, "kubernetes backend");
                 (
-                    Arc::new(KubernetesBackend::new(client, k).with_pool_watch()),
+                    Arc::new(
+                        KubernetesBackend::new(client, k)
+                            .with_pool_watch()
+                            .with_session_watch(),
+                    ),
                     None,
                 )
             }

@@ -231,6 +231,21 @@ async fn create_use_isolate_and_close_sessions_through_mcp_with_service_account_
                 "no {resource} request by the frontend in the audit log"
             );
         }
+        // create_session waited for Ready on the frontend's one shared watch of its RSessions
+        // (label rsession.dev/owner), not on a LIST and WATCH of its own RSession.
+        let rsession_reads = |verb: &str, query: &str| {
+            by_frontend
+                .iter()
+                .filter(|e| {
+                    e["objectRef"]["resource"] == "rsessions"
+                        && e["verb"] == verb
+                        && e["requestURI"].as_str().is_some_and(|u| u.contains(query))
+                })
+                .count()
+        };
+        assert_eq!(rsession_reads("list", "fieldSelector=metadata.name"), 0, "a per-session LIST");
+        assert_eq!(rsession_reads("watch", "fieldSelector=metadata.name"), 0, "a per-session WATCH");
+        assert!(rsession_reads("watch", "labelSelector=rsession.dev%2Fowner") >= 1, "no shared watch");
         teardown_identities(&admin, &ns).await;
     })
     .await

@@ -19,6 +19,7 @@ use super::early;
 use super::errors::{api_error, is_not_found};
 use super::events::Events;
 use super::pools::{Plan, Pools, spec_for, start_of};
+use super::session_watch::SessionWatch;
 use super::status::{idled_out, not_ready, progress_step, terminal_state};
 use super::{
     ANNOTATION_OWNER_NAME, FIELD_MANAGER, KubernetesConfig, LABEL_OWNER, PROGRESS_TOTAL,
@@ -30,6 +31,10 @@ use crate::session::{
     Progress, WorkspaceCleanup,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
+
+/// How long a wait for Ready waits for a newly started shared watch's first list before
+/// watching its RSession on its own.
+const SESSION_WATCH_FIRST_LIST: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Sessions as RSession objects in one namespace.
 pub struct KubernetesBackend {
@@ -45,6 +50,9 @@ pub struct KubernetesBackend {
     /// The checkpoint watch, started when the session manager asks for its
     /// requests ([`Backend::checkpoint_requests`]).
     checkpoints: std::sync::OnceLock<std::sync::Arc<Checkpoints>>,
+    /// The shared watch of MCP-created RSessions that waits for Ready read from
+    /// ([`Self::with_session_watch`]); `None`: each wait watches its own RSession.
+    sessions: Option<SessionWatch>,
 }
 
 impl std::fmt::Debug for KubernetesBackend {
@@ -72,7 +80,20 @@ impl KubernetesBackend {
             secrets: Api::namespaced(client, &config.namespace),
             config,
             checkpoints: std::sync::OnceLock::new(),
+            sessions: None,
         }
+    }
+
+    /// This backend waiting for sessions to be usable through one shared watch of its
+    /// MCP-created RSessions rather than a LIST and a WATCH per wait (`session_watch.rs`;
+    /// falls back to those while the shared watch is not in sync). Must run inside a Tokio
+    /// runtime.
+    pub fn with_session_watch(mut self) -> Self {
+        self.sessions = Some(SessionWatch::start(
+            self.rsessions.clone(),
+            &self.config.namespace,
+        ));
+        self
     }
 
     /// This backend with RSessionPools read from a watch-fed cache rather than a GET per
@@ -225,11 +246,18 @@ impl KubernetesBackend {
         let mut early: std::pin::Pin<Box<dyn Future<Output = Option<Endpoint>> + Send + '_>> =
             Box::pin(std::future::pending());
         let mut early_ip: Option<String> = None;
-        // With backoff, so an unreachable apiserver is retried calmly rather
-        // than in a busy loop until the deadline.
-        let watch =
-            kube::runtime::watcher::watch_object(self.rsessions.clone(), id).default_backoff();
-        let mut watch = std::pin::pin!(watch);
+        let shared = match &self.sessions {
+            Some(w) if w.in_sync(SESSION_WATCH_FIRST_LIST).await => Some(w),
+            _ => None,
+        };
+        let mut watch: std::pin::Pin<Box<dyn futures::Stream<Item = _> + Send>> = match shared {
+            Some(shared) => Box::pin(shared.object(id)),
+            // With backoff, so an unreachable apiserver is retried calmly rather
+            // than in a busy loop until the deadline.
+            None => Box::pin(
+                kube::runtime::watcher::watch_object(self.rsessions.clone(), id).default_backoff(),
+            ),
+        };
         let deadline = Instant::now() + self.config.ready_timeout;
         loop {
             let next = tokio::select! {

@@ -8,7 +8,8 @@
 //!   the Secret named by `status.credentialsSecret` (keys `username`,
 //!   `password`). A Starting session whose status names its pod IP is logged
 //!   in to there meanwhile, and is usable as soon as that succeeds, up to a
-//!   readiness-probe period before Ready (`early.rs`).
+//!   readiness-probe period before Ready (`early.rs`). The in-cluster server reads those
+//!   states from one shared watch of its RSessions (`session_watch.rs`).
 //! - pools: with a pool (`create_session`'s `pool`, else `--default-pool`)
 //!   the RSessionPool is read first and the RSession names it in
 //!   `spec.poolRef` with the pod-shaping fields unset; the operator binds
@@ -47,6 +48,7 @@ mod early;
 mod errors;
 mod events;
 mod pools;
+mod session_watch;
 mod status;
 
 #[cfg(test)]
