@@ -10,7 +10,7 @@
 //! 3. `LIST` pods labelled `rsession.dev/session=<name>`;
 //!    then, only when the recorded pod was lost, a live `GET` of the RSession itself (a
 //!    stale cache shows a deleted RSession's pod as lost; see `still_wanted`);
-//! 4. server-side apply (`PATCH`, field manager `rsession-operator`) of the Secret, ConfigMap,
+//! 4. server-side apply (`PATCH`, field manager `rsession-operator`), all sent at once, of the Secret, ConfigMap,
 //!    Service, NetworkPolicy and (Persistent workspace) PVC (with `spec.poolRef`, first the
 //!    claim of `crate::claim`; a warm claim applies them after the status write of step 6);
 //! 5. `DELETE` of pods no longer wanted, then server-side apply of a pod to create;

@@ -154,6 +154,7 @@ async fn pool_startup_benchmark() -> Result<()> {
     }))
     .await;
     let mut burst_ms = Vec::new();
+    let (mut burst_status_ready, mut burst_bind) = (Vec::new(), Vec::new());
     let mut burst_warm = 0;
     for r in results {
         let (r, ms) = r?;
@@ -166,14 +167,13 @@ async fn pool_startup_benchmark() -> Result<()> {
             .and_then(|v| v.as_str().map(str::to_owned))
             .context("session_id")?;
         burst_ms.push(ms);
-        if rsessions
-            .get(&id)
-            .await?
-            .status
-            .and_then(|s| s.claim)
-            .is_some_and(|c| c.warm)
-        {
+        if let Some(at) = ready_seen.get(&id) {
+            burst_status_ready.push(at.saturating_duration_since(t0).as_secs_f64() * 1000.0);
+        }
+        let claim = rsessions.get(&id).await?.status.and_then(|s| s.claim);
+        if let Some(c) = claim.filter(|c| c.warm) {
             burst_warm += 1;
+            burst_bind.extend(c.bind_milliseconds.map(|ms| ms as f64));
         }
         call(&mcp, "close_session", json!({"session_id": id})).await?;
     }
@@ -207,7 +207,15 @@ async fn pool_startup_benchmark() -> Result<()> {
         "\nBurst: {burst} `create_session` at once against a pool of {burst} Ready pods: all returned Ready within {all_ready:.0} ms; {burst_warm} of {burst} warm.\n\n\
          | burst | p50 | p95 | max | samples |\n|---|---|---|---|---|\n"
     ));
+    out.push_str(&summary(
+        "RSession Ready (operator status, seen by a watch)",
+        burst_status_ready,
+    ));
     out.push_str(&summary("create_session returned", burst_ms));
+    out.push_str(&summary(
+        "operator binding (status.claim.bindMilliseconds)",
+        burst_bind,
+    ));
     let path = std::env::var("RSESSION_E2E_POOL_BENCH_OUT").unwrap_or_else(|_| {
         std::env::temp_dir()
             .join("rsession-bench-pool.md")
