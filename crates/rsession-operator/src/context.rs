@@ -1,7 +1,7 @@
 //! Shared state of all reconciles: the client, the event recorder, metrics, configuration,
 //! and what this replica remembers between reconciles (failure counts for backoff, the status
 //! it last wrote, the pool controller's cache of RSessionPools, the passwords of the pool pods
-//! it created).
+//! it created, the children it applied recently).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,6 +13,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use rsession_api::well_known as wk;
 use rsession_api::{RSession, RSessionPool, RSessionStatus};
 
+use crate::applied::AppliedChildren;
 use crate::config::OperatorConfig;
 use crate::metrics::Metrics;
 use crate::pool::passwords::PoolPasswords;
@@ -47,6 +48,9 @@ pub struct Context {
     /// Rserve passwords of the pool pods this replica created and nobody claimed yet: a claim
     /// takes it from here instead of a `GET` of the pod's Secret.
     pub(crate) pool_passwords: PoolPasswords,
+    /// The children this replica applied recently, per RSession: reconciles in quick
+    /// succession skip re-sending them unchanged.
+    pub(crate) applied_children: AppliedChildren,
 }
 
 /// How long a status this replica wrote is preferred over the controller cache's copy.
@@ -78,6 +82,7 @@ impl Context {
             pools: None,
             pool_pods: None,
             pool_passwords: PoolPasswords::default(),
+            applied_children: AppliedChildren::default(),
         }
     }
 

@@ -19,6 +19,7 @@
 //! Embedding: `rsession_operator::run(client, config, runtime, shutdown)` runs the controller
 //! (with leader election when `config.leaderElection.enabled`) until `shutdown` is cancelled.
 
+pub mod applied;
 mod apply;
 pub mod build;
 pub mod checkpoint;
@@ -181,9 +182,10 @@ pub async fn run(
         .with_pool_pod_store(pool_pod_store),
     );
     // Only pod changes trigger reconciles: the pod's status drives the RSession's status.
-    // The other children are re-applied on every reconcile (at least every MAX_REQUEUE), so a
-    // hand-deleted Service or NetworkPolicy comes back within 5 minutes; not watching them keeps
-    // memory flat and avoids one extra reconcile per created child (measured: 1000 sessions).
+    // The other children are re-applied by the reconciles at least every MAX_REQUEUE (those
+    // within APPLIED_CHILDREN_TTL of an identical apply skip it), so a hand-deleted Service or
+    // NetworkPolicy comes back within 5 minutes; not watching them keeps memory flat and avoids
+    // one extra reconcile per created child (measured: 1000 sessions).
     let children =
         watcher::Config::default().labels(&format!("{}={}", wk::LABEL_MANAGED_BY, wk::MANAGER));
     let controller = Controller::new(rsessions, watcher::Config::default())

@@ -10,9 +10,11 @@
 //! 3. `LIST` pods labelled `rsession.dev/session=<name>`;
 //!    then, only when the recorded pod was lost, a live `GET` of the RSession itself (a
 //!    stale cache shows a deleted RSession's pod as lost; see `still_wanted`);
-//! 4. server-side apply (`PATCH`, field manager `rsession-operator`), all sent at once, of the Secret, ConfigMap,
-//!    Service, NetworkPolicy and (Persistent workspace) PVC (with `spec.poolRef`, first the
-//!    claim of `crate::claim`; a warm claim applies them after the status write of step 6);
+//! 4. server-side apply (`PATCH`, field manager `rsession-operator`), all sent at once, of the
+//!    Secret, ConfigMap, Service, NetworkPolicy and (Persistent workspace) PVC, unless this
+//!    replica applied the very same children within the last minute (`crate::applied`) (with
+//!    `spec.poolRef`, first the claim of `crate::claim`; a warm claim applies them after the
+//!    status write of step 6);
 //! 5. `DELETE` of pods no longer wanted, then server-side apply of a pod to create;
 //! 6. server-side apply of `status` when it changed;
 //! 7. `POST` of an Event for each transition a user cares about.
@@ -250,8 +252,11 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
     // apply (a warm claim writes its Ready status first: the claimed pod, its Secret and the
     // pool's NetworkPolicy already serve the session, and the MCP frontend waits for that status)
     let warm = bound.as_ref().is_some_and(|b| b.claimed.is_some());
-    if !warm {
+    let uid = rs.metadata.uid.clone().unwrap_or_default();
+    let children_due = !ctx.applied_children.fresh(&uid, &children);
+    if !warm && children_due {
         apply_children(client, &namespace, &children).await?;
+        ctx.applied_children.record(&uid, &children);
     }
     for stale in &plan.delete {
         info!(pod = %stale, "deleting session pod");
@@ -298,8 +303,9 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
     };
     let new_status = status::compute(&observed);
     write_status(rs, ctx, &rsessions, previous, &new_status).await?;
-    if warm {
+    if warm && children_due {
         apply_children(client, &namespace, &children).await?;
+        ctx.applied_children.record(&uid, &children);
     }
     // After the status write, which is what the MCP frontend waits for.
     if let Some(b) = &bound {
