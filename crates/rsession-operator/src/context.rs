@@ -13,7 +13,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use rsession_api::well_known as wk;
 use rsession_api::{RSession, RSessionPool, RSessionStatus};
 
-use crate::applied::AppliedChildren;
+use crate::applied::Applied;
 use crate::config::OperatorConfig;
 use crate::metrics::Metrics;
 use crate::pool::passwords::PoolPasswords;
@@ -48,9 +48,9 @@ pub struct Context {
     /// Rserve passwords of the pool pods this replica created and nobody claimed yet: a claim
     /// takes it from here instead of a `GET` of the pod's Secret.
     pub(crate) pool_passwords: PoolPasswords,
-    /// The children this replica applied recently, per RSession: reconciles in quick
-    /// succession skip re-sending them unchanged.
-    pub(crate) applied_children: AppliedChildren,
+    /// What this replica applied recently, per owner uid (an RSession's children, a pool's
+    /// NetworkPolicy): reconciles in quick succession skip re-sending it unchanged.
+    pub(crate) applied: Applied,
 }
 
 /// How long a status this replica wrote is preferred over the controller cache's copy.
@@ -82,7 +82,7 @@ impl Context {
             pools: None,
             pool_pods: None,
             pool_passwords: PoolPasswords::default(),
-            applied_children: AppliedChildren::default(),
+            applied: Applied::default(),
         }
     }
 

@@ -183,7 +183,7 @@ pub async fn run(
     );
     // Only pod changes trigger reconciles: the pod's status drives the RSession's status.
     // The other children are re-applied by the reconciles at least every MAX_REQUEUE (those
-    // within APPLIED_CHILDREN_TTL of an identical apply skip it), so a hand-deleted Service or
+    // within APPLIED_TTL of an identical apply skip it), so a hand-deleted Service or
     // NetworkPolicy comes back within 5 minutes; not watching them keeps memory flat and avoids
     // one extra reconcile per created child (measured: 1000 sessions).
     let children =

@@ -253,10 +253,10 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
     // pool's NetworkPolicy already serve the session, and the MCP frontend waits for that status)
     let warm = bound.as_ref().is_some_and(|b| b.claimed.is_some());
     let uid = rs.metadata.uid.clone().unwrap_or_default();
-    let children_due = !ctx.applied_children.fresh(&uid, &children);
+    let children_due = !ctx.applied.fresh(&uid, &children);
     if !warm && children_due {
         apply_children(client, &namespace, &children).await?;
-        ctx.applied_children.record(&uid, &children);
+        ctx.applied.record(&uid, &children);
     }
     for stale in &plan.delete {
         info!(pod = %stale, "deleting session pod");
@@ -305,7 +305,7 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
     write_status(rs, ctx, &rsessions, previous, &new_status).await?;
     if warm && children_due {
         apply_children(client, &namespace, &children).await?;
-        ctx.applied_children.record(&uid, &children);
+        ctx.applied.record(&uid, &children);
     }
     // After the status write, which is what the MCP frontend waits for.
     if let Some(b) = &bound {

@@ -16,7 +16,7 @@ use crate::config::OperatorConfig;
 use crate::validate::Session;
 
 /// The children every session has, whatever its phase (they outlive suspend and expiry).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Children {
     /// Rserve credentials (`<name>-credentials`).
     pub secret: Secret,

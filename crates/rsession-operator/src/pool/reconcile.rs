@@ -1,6 +1,7 @@
 //! One reconcile of an RSessionPool. API calls, in order:
 //! 1. `GET` the database Secret (only when the template has a database);
-//! 2. server-side apply of the pool's NetworkPolicy;
+//! 2. server-side apply of the pool's NetworkPolicy (unless this replica applied the very same
+//!    policy within the last minute, `crate::applied`);
 //! 3. `LIST` pods labelled `rsession.dev/pool=<pool>`;
 //! 4. `DELETE` (precondition: the resourceVersion listed) of unclaimed pods to replace or
 //!    remove ([`super::plan`]);
@@ -83,12 +84,14 @@ pub async fn reconcile(pool: Arc<RSessionPool>, ctx: Arc<Context>) -> Result<Act
         };
     let hash = template_hash(&template, &ctx.config);
     let addresses = resolve_addresses(&template).await?;
-    apply_in::<NetworkPolicy>(
-        client,
-        &namespace,
-        &build_pool_network_policy(&template, &ctx.config, &name, &addresses),
-    )
-    .await?;
+    // Every pool pod event (claims, starts, Ready) reconciles the pool; the policy is sent again
+    // only when it changed or a minute has passed (`crate::applied`).
+    let policy = build_pool_network_policy(&template, &ctx.config, &name, &addresses);
+    let uid = pool.metadata.uid.clone().unwrap_or_default();
+    if !ctx.applied.fresh(&uid, &policy) {
+        apply_in::<NetworkPolicy>(client, &namespace, &policy).await?;
+        ctx.applied.record(&uid, &policy);
+    }
 
     let listed = pods
         .list(&ListParams::default().labels(&format!("{}={name}", wk::LABEL_POOL)))
