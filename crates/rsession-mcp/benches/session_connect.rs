@@ -1,11 +1,14 @@
 //! What opening a session's R costs on the frontend's side, by stage: the QAP1 connect (TCP,
 //! Rserve's fork of its parent R, the ID string, the login), the harness install (evaluating
 //! `harness::HARNESS_R`), the workspace `init` call and the `cdm` set-up call, as
-//! `RConn::open` does them, then the first and second `1 + 1` through the harness. With `--preload` (the default, as session pods do) the Rserve parent
-//! attaches the operator's default preload packages before it forks.
+//! `RConn::open` does them, then the first and second `1 + 1` through the harness. The Rserve
+//! parent attaches the operator's default preload packages before it forks, as session pods do
+//! (`--no-preload`: not). With `--harness-preloaded` it also sources the harness first, as pool
+//! pods do (`rsession_harness::preload_r`): then there is no install, and `init` is the one call
+//! that asks whether the harness is there and runs.
 //!
 //! ```text
-//! cargo bench -p rsession-mcp --bench session_connect [-- --connections 50 --no-preload]
+//! cargo bench -p rsession-mcp --bench session_connect [-- --connections 50 --no-preload --harness-preloaded]
 //! ```
 //!
 //! Prints p50/p95 per stage as a Markdown table.
@@ -28,6 +31,9 @@ struct Args {
     /// Do not attach the preload packages in the Rserve parent.
     #[arg(long)]
     no_preload: bool,
+    /// The Rserve parent preloads the harness too (as pool pods do).
+    #[arg(long)]
+    harness_preloaded: bool,
     /// Ignored (cargo bench passes it).
     #[arg(long)]
     bench: bool,
@@ -42,9 +48,21 @@ fn percentile(v: &mut [Duration], q: f64) -> f64 {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    let harness_dir = tempfile::tempdir().expect("temp dir");
+    let harness_file = harness_dir.path().join("harness.R");
+    std::fs::write(&harness_file, HARNESS_R).expect("harness file");
+    let mut preload: Vec<String> = Vec::new();
+    if !args.no_preload {
+        preload.push(PRELOAD.to_string());
+    }
+    if args.harness_preloaded {
+        preload.push(rsession_harness::preload_r(
+            &harness_file.display().to_string(),
+        ));
+    }
     let rserve = LocalRserve::start(&LocalRserveOptions {
-        // Rserve's parent sources this before it listens, as the pod command does.
-        preload: (!args.no_preload).then(|| PRELOAD.to_string()),
+        // Rserve's parent evaluates this before it listens, as the pod command does.
+        preload: (!preload.is_empty()).then(|| preload.join("; ")),
         ..LocalRserveOptions::default()
     })
     .await
@@ -57,12 +75,21 @@ async fn main() {
     let ws = rserve.dir().join("ws");
     std::fs::create_dir_all(&ws).unwrap();
     let init = init_call(&ws.display().to_string()).unwrap();
+    let preloaded_init = rsession_harness::if_preloaded(&init);
     let cdm = HarnessCall::CdmSetup.render().unwrap();
     let first = execute_call("1 + 1", &ExecLimits::default()).unwrap();
     let names = [
         "connect + login",
-        "harness install",
-        "init",
+        if args.harness_preloaded {
+            "init (the harness preloaded: no install)"
+        } else {
+            "harness install"
+        },
+        if args.harness_preloaded {
+            "(no separate init)"
+        } else {
+            "init"
+        },
         "cdm setup",
         "total (session usable)",
         "first execute `1 + 1`",
@@ -75,9 +102,17 @@ async fn main() {
             .await
             .expect("connect");
         let t1 = Instant::now();
-        c.void_eval(HARNESS_R).await.expect("harness");
+        if args.harness_preloaded {
+            // No install: the one init call that checks for the harness (RConn::open's path).
+            let info = c.eval(&preloaded_init).await.expect("init");
+            assert!(!info.is_null(), "the preloaded harness was not recognised");
+        } else {
+            c.void_eval(HARNESS_R).await.expect("harness");
+        }
         let t2 = Instant::now();
-        c.eval(&init).await.expect("init");
+        if !args.harness_preloaded {
+            c.eval(&init).await.expect("init");
+        }
         let t3 = Instant::now();
         c.eval(&cdm).await.expect("cdm");
         let t4 = Instant::now();
@@ -102,8 +137,8 @@ async fn main() {
         drop(c);
     }
     println!(
-        "session connect, {} connections, preload {}\n\n| stage | p50 (ms) | p95 (ms) |\n|---|---|---|",
-        args.connections, !args.no_preload
+        "session connect, {} connections, preload {}, harness preloaded {}\n\n| stage | p50 (ms) | p95 (ms) |\n|---|---|---|",
+        args.connections, !args.no_preload, args.harness_preloaded
     );
     for (name, v) in names.iter().zip(samples.iter_mut()) {
         println!(

@@ -1,4 +1,4 @@
-//! The R evaluation harness (`harness.R`, `harness_data.R`) and the Rust side
+//! The R evaluation harness (its R files live in crate `rsession-harness`) and the Rust side
 //! of its contract:
 //!
 //! - [`call`]: every entry point as a typed [`HarnessCall`], rendered into R
@@ -8,7 +8,7 @@
 //! - [`outcome`]: what `.rsession$execute()` returns, decoded, and the
 //!   Rust-side output cap.
 //!
-//! The harness is sent with QAP1 `voidEval` right after login (see
+//! The harness is sent with QAP1 `voidEval` right after login unless the R preloaded it (see
 //! [`crate::session::conn`]), so any R image with Rserve works.
 
 pub mod call;
@@ -22,15 +22,10 @@ pub use outcome::{
     enforce_output_cap, png_dimensions,
 };
 
-/// Source of the harness, installed into the private environment `.rsession`,
-/// followed by the data tools (`harness_data.R`, environment `.rsession_data`)
+/// Source of the harness (crate `rsession-harness`), installed into the private environment
+/// `.rsession`, followed by the data tools (`harness_data.R`, environment `.rsession_data`)
 /// and checkpoint and restore (`harness_checkpoint.R`, `.rsession_checkpoint`).
-pub const HARNESS_R: &str = concat!(
-    include_str!("../harness.R"),
-    include_str!("../harness_data.R"),
-    include_str!("../harness_db.R"),
-    include_str!("../harness_checkpoint.R")
-);
+pub use rsession_harness::HARNESS_R;
 
 /// The R call that evaluates `code` through the harness; `None` if `code`
 /// contains NUL. ([`HarnessCall::Execute`] rendered.)

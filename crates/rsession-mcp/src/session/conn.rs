@@ -64,6 +64,9 @@ pub struct RConn {
     /// CDM database (kind, schemas, tables, CDM version, persons, or an
     /// error); `None` when the session's database is no CDM.
     pub cdm: Option<serde_json::Value>,
+    /// Whether the Rserve parent had preloaded this very harness (crate `rsession-harness`;
+    /// pool pods do), so it was not installed over this connection.
+    pub harness_preloaded: bool,
 }
 
 fn backend_unavailable(endpoint: &Endpoint, e: &rserve::Error) -> ToolError {
@@ -128,17 +131,27 @@ impl RConn {
         let pid = conn
             .child_pid()
             .ok_or_else(|| ToolError::internal("Rserve did not report the R process id"))?;
-        conn.void_eval(harness::HARNESS_R)
-            .await
-            .map_err(|e| ToolError::internal(format!("installing the R harness failed: {e}")))?;
         let init = HarnessCall::Init {
             workspace: endpoint.workspace.clone(),
         }
         .render()?;
-        let info = conn
-            .eval(&init)
+        let init_failed =
+            |e: rserve::Error| ToolError::internal(format!("preparing the workspace failed: {e}"));
+        // One round trip when the Rserve parent preloaded this harness (pool pods do): `init`
+        // runs at once. Otherwise the answer is NULL, and the harness is installed first.
+        let preloaded = conn
+            .eval(&rsession_harness::if_preloaded(&init))
             .await
-            .map_err(|e| ToolError::internal(format!("preparing the workspace failed: {e}")))?;
+            .map_err(init_failed)?;
+        let harness_preloaded = !preloaded.is_null();
+        let info = if harness_preloaded {
+            preloaded
+        } else {
+            conn.void_eval(harness::HARNESS_R).await.map_err(|e| {
+                ToolError::internal(format!("installing the R harness failed: {e}"))
+            })?;
+            conn.eval(&init).await.map_err(init_failed)?
+        };
         let text = |name: &str| {
             info.get(name)
                 .and_then(Sexp::as_str)
@@ -166,6 +179,7 @@ impl RConn {
             spool: Some(text("spool")).filter(|s| !s.is_empty()),
             memory,
             cdm,
+            harness_preloaded,
             endpoint: endpoint.clone(),
             opts,
             conn,

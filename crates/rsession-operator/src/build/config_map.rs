@@ -18,6 +18,11 @@ pub const RSERVE_CONF_KEY: &str = "Rserve.conf";
 pub const PRELOAD_KEY: &str = "preload.R";
 /// Key of the egress check R script in the ConfigMap (see [`verify_egress_script`]).
 pub const VERIFY_EGRESS_KEY: &str = "verify-egress.R";
+/// ConfigMap key of the MCP frontend's R harness ([`rsession_harness::HARNESS_R`]), in pool
+/// pods' ConfigMaps only: their Rserve parent sources it before it listens, so a claimed
+/// session's first connection skips installing it (`build::pod::command`). Not in a cold
+/// session's ConfigMap, whose start is seconds anyway: 77 KB per session in etcd for 13 ms.
+pub const HARNESS_KEY: &str = "harness.R";
 /// Environment variable that turns the egress check on: seconds to wait for egress to be
 /// denied. The pod builder sets it (see `build::pod::verifies_egress_denied`).
 pub const VERIFY_EGRESS_ENV: &str = "RSESSION_VERIFY_EGRESS_DENIED_SECS";
@@ -141,10 +146,31 @@ pub fn build_config_map(s: &Session, preload_packages: &[String]) -> ConfigMap {
     }
 }
 
+/// `config_map` with the R harness under [`HARNESS_KEY`] (for pool pods).
+pub fn with_harness(mut config_map: ConfigMap) -> ConfigMap {
+    config_map.data.get_or_insert_default().insert(
+        HARNESS_KEY.to_owned(),
+        rsession_harness::HARNESS_R.to_owned(),
+    );
+    config_map
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::build::fixtures::{rsession, session_of};
+
+    #[test]
+    fn only_with_harness_carries_the_harness() {
+        let s = session_of(&rsession("s"));
+        let plain = build_config_map(&s, &[]);
+        assert!(!plain.data.as_ref().expect("data").contains_key(HARNESS_KEY));
+        let with = with_harness(plain);
+        assert_eq!(
+            with.data.as_ref().expect("data")[HARNESS_KEY],
+            rsession_harness::HARNESS_R
+        );
+    }
 
     fn conf_lines() -> Vec<String> {
         rserve_conf().lines().map(str::to_owned).collect()

@@ -12,7 +12,8 @@ use rsession_api::WorkspaceKind;
 use rsession_api::well_known as wk;
 
 use super::config_map::{
-    CONFIG_DIR, PRELOAD_KEY, RSERVE_CONF_KEY, SECRET_DIR, VERIFY_EGRESS_ENV, VERIFY_EGRESS_KEY,
+    CONFIG_DIR, HARNESS_KEY, PRELOAD_KEY, RSERVE_CONF_KEY, SECRET_DIR, VERIFY_EGRESS_ENV,
+    VERIFY_EGRESS_KEY,
 };
 use super::{Component, config_map_name, db_proxy, owned_meta, pvc_name, secret_name};
 use crate::config::OperatorConfig;
@@ -40,10 +41,13 @@ pub fn workspace_claim(s: &Session) -> Option<String> {
 }
 
 /// The R command: the ConfigMap's preload script, then its egress check (which does nothing
-/// unless [`VERIFY_EGRESS_ENV`] is set), then Rserve in the foreground (`run.Rserve`) with its
-/// Rserve.conf. `run.Rserve` ignores the config's `source` line (only the stand-alone Rserve
-/// binary honours it), so both scripts are sourced explicitly in the same R process first; the
-/// check runs last so that R start-up and preloading overlap the NetworkPolicy enforcer's work.
+/// unless [`VERIFY_EGRESS_ENV`] is set), then the R harness when the ConfigMap has one (pool
+/// pods, [`HARNESS_KEY`]; [`rsession_harness::preload_r`]), then Rserve in the foreground
+/// (`run.Rserve`) with its Rserve.conf. `run.Rserve` ignores the config's `source` line (only
+/// the stand-alone Rserve binary honours it), so the scripts are sourced explicitly in the same
+/// R process first; the check runs after the preload so that R start-up and preloading overlap
+/// the NetworkPolicy enforcer's work, and before the harness, which replaces `quit()` (the check
+/// quits with status 1 when egress is open).
 pub fn command() -> Vec<String> {
     [
         "R",
@@ -54,7 +58,9 @@ pub fn command() -> Vec<String> {
         &format!(
             "source('{CONFIG_DIR}/{PRELOAD_KEY}'); \
              source('{CONFIG_DIR}/{VERIFY_EGRESS_KEY}'); \
-             Rserve::run.Rserve(config.file = '{CONFIG_DIR}/{RSERVE_CONF_KEY}')"
+             {harness}; \
+             Rserve::run.Rserve(config.file = '{CONFIG_DIR}/{RSERVE_CONF_KEY}')",
+            harness = rsession_harness::preload_r(&format!("{CONFIG_DIR}/{HARNESS_KEY}"))
         ),
     ]
     .map(String::from)
@@ -593,18 +599,20 @@ mod tests {
     }
 
     #[test]
-    fn pod_checks_egress_after_preloading_and_before_rserve_listens() {
+    fn pod_checks_egress_after_preloading_then_preloads_the_harness_before_rserve_listens() {
         let cmd = container(&pod())
             .command
             .clone()
             .expect("command")
             .join(" ");
         assert!(
-            cmd.contains(
+            cmd.contains(&format!(
                 "source('/etc/rserve/preload.R'); \
                  source('/etc/rserve/verify-egress.R'); \
-                 Rserve::run.Rserve(config.file = '/etc/rserve/Rserve.conf')"
-            ),
+                 {}; \
+                 Rserve::run.Rserve(config.file = '/etc/rserve/Rserve.conf')",
+                rsession_harness::preload_r("/etc/rserve/harness.R")
+            )),
             "{cmd}"
         );
     }

@@ -14,7 +14,7 @@ use rsession_api::well_known as wk;
 use rsession_api::{LifecycleSpec, RSession, RSessionPool};
 use sha2::{Digest, Sha256};
 
-use crate::build::config_map::build_config_map;
+use crate::build::config_map::{build_config_map, with_harness};
 use crate::build::network_policy::build_network_policy;
 use crate::build::pod::build_pod;
 use crate::build::secret::build_secret;
@@ -162,7 +162,8 @@ pub fn build_pod_children(
     owner: OwnerReference,
 ) -> (Secret, ConfigMap) {
     let mut secret = build_secret(session, password);
-    let mut config_map = build_config_map(session, &config.preload_packages);
+    // Pool pods preload the MCP frontend's R harness (`config_map::HARNESS_KEY`).
+    let mut config_map = with_harness(build_config_map(session, &config.preload_packages));
     for meta in [&mut secret.metadata, &mut config_map.metadata] {
         relabel(meta, pool, &[]);
         meta.owner_references = Some(vec![owner.clone()]);
@@ -274,6 +275,11 @@ mod tests {
             Some("web-ab1cd-credentials")
         );
         assert_eq!(cm.metadata.name.as_deref(), Some("web-ab1cd-rserve"));
+        // The pod's Rserve parent preloads the frontend's harness from here.
+        assert_eq!(
+            cm.data.as_ref().expect("data")[crate::build::config_map::HARNESS_KEY],
+            rsession_harness::HARNESS_R
+        );
         for meta in [&secret.metadata, &cm.metadata] {
             let owner = &meta.owner_references.as_ref().expect("owner")[0];
             assert_eq!(

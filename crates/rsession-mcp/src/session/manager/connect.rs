@@ -23,7 +23,7 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
 impl SessionManager {
     pub(super) async fn connect(&self, endpoint: &Endpoint) -> Result<RConn, ToolError> {
         let conn = RConn::open(endpoint, self.config.connect_timeout).await?;
-        tracing::info!(pid = conn.pid(), addr = %endpoint.addr, workspace = %conn.workspace, "R connected");
+        tracing::info!(pid = conn.pid(), addr = %endpoint.addr, workspace = %conn.workspace, harness_preloaded = conn.harness_preloaded, "R connected");
         Ok(conn)
     }
 

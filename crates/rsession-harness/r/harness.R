@@ -240,6 +240,10 @@ local({
   # free descriptor (POSIX open()). Checked through /proc; where that does not
   # hold, the connections are dropped and children write where Rserve's
   # output goes, as before (init reports `child_output`).
+  # parallel's namespace (closeStdout/closeStderr below) takes ~6 ms to load, two thirds of
+  # init's time; loaded here, at install, a pool pod's Rserve parent pays it once for every
+  # session it forks (rsession-harness preload).
+  try(loadNamespace("parallel"), silent = TRUE)
   h$capture_child_output <- function(path) {
     if (.Platform$OS.type != "unix" || !file.exists("/proc/self/fd/1")) return(list())
     # What the C library still buffers for the old descriptors (Rserve's
