@@ -16,6 +16,10 @@ pub enum Error {
     /// (transient: retried with backoff).
     #[error("the credentials Secret of pool pod {0:?} is missing or holds no usable password")]
     PoolPodCredentials(String),
+    /// The RSession was deleted while it was being reconciled (its status write found no
+    /// object). [`crate::reconcile::reconcile`] ends such a reconcile quietly.
+    #[error("the RSession was deleted during the reconcile")]
+    Gone,
     /// The database host is a DNS name that did not resolve (transient: retried with backoff).
     #[error("database host {host:?} did not resolve: {reason}")]
     DatabaseHostUnresolved {
@@ -34,6 +38,7 @@ impl Error {
             Self::InvalidSpec(_) => "invalid_spec",
             Self::DatabaseHostUnresolved { .. } => "database_dns",
             Self::PoolPodCredentials(_) => "pool_pod_credentials",
+            Self::Gone => "gone",
         }
     }
 }

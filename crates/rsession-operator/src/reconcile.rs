@@ -88,7 +88,11 @@ pub(crate) async fn resolve_addresses(session: &Session) -> Result<Vec<IpAddr>, 
 /// [`Error`]; [`error_policy`] decides when to retry.
 pub async fn reconcile(rs: Arc<RSession>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile_session(&rs, &ctx).await;
+    let result = match reconcile_session(&rs, &ctx).await {
+        // Deleted meanwhile: its children go with it (garbage collection); not a failure.
+        Err(Error::Gone) => Ok(Action::await_change()),
+        other => other,
+    };
     ctx.metrics
         .observe(started.elapsed(), result.as_ref().map(|_| ()));
     if result.is_ok() {
@@ -105,7 +109,7 @@ pub fn error_policy(rs: Arc<RSession>, error: &Error, ctx: Arc<Context>) -> Acti
         Error::InvalidSpec(SpecError::DatabaseSecretNotFound(_) | SpecError::PoolNotFound(_)) => {
             Action::requeue(MISSING_SECRET_REQUEUE)
         }
-        Error::InvalidSpec(_) => Action::await_change(),
+        Error::InvalidSpec(_) | Error::Gone => Action::await_change(),
         Error::Kube(_) | Error::DatabaseHostUnresolved { .. } | Error::PoolPodCredentials(_) => {
             let mut failures = ctx.failures();
             let n = failures.entry(ObjectRef::from_obj(&*rs)).or_insert(0);
@@ -392,7 +396,17 @@ async fn write_status(
     if previous == Some(new) {
         return Ok(());
     }
-    apply_status(api, &rs.name_any(), new).await?;
+    match apply_status(api, &rs.name_any(), new).await {
+        Ok(()) => {}
+        // The status subresource answers NotFound only when the RSession itself is gone: it
+        // was deleted while this reconcile ran (a session closed right after it was created).
+        // Nothing to retry, nothing to warn about.
+        Err(Error::Kube(kube::Error::Api(e))) if e.code == 404 => {
+            debug!("RSession deleted during the reconcile; status not written");
+            return Err(Error::Gone);
+        }
+        Err(e) => return Err(e),
+    }
     ctx.remember_status(rs, new);
     let old_phase = previous.and_then(|s| s.phase);
     if old_phase != new.phase

@@ -317,6 +317,30 @@ async fn run(
 
 const PASSWORD: &str = "Abcdefghijklmnopqrstuvwxyz012345";
 
+/// A session closed right after its creation: the RSession is gone by the time its first
+/// reconcile writes status (NotFound from the status subresource). The reconcile ends quietly
+/// (no error, so no backoff and no "reconcile failed" warning) and sends nothing more.
+#[tokio::test]
+async fn an_rsession_deleted_during_its_reconcile_ends_it_without_an_error() {
+    let (ctx, mut v) = context();
+    let result = run(rsession("s"), ctx, async move {
+        v.fetch("s", None, vec![]).await;
+        v.apply_children("s").await;
+        v.apply(&format!("/api/v1/namespaces/{NS}/pods/s-1"))
+            .await
+            .reply_applied();
+        v.event("PodCreated").await;
+        v.apply(&format!(
+            "/apis/rsession.dev/v1alpha1/namespaces/{NS}/rsessions/s/status"
+        ))
+        .await
+        .reply_not_found();
+        v.done().await;
+    })
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+}
+
 #[tokio::test]
 async fn create_applies_every_child_then_the_pod_then_status() {
     let (ctx, mut v) = context();
