@@ -39,8 +39,16 @@ pub struct OperatorConfig {
     /// /tmp (rounded down to whole MiB); keep this well below `defaultResources.limits.memory`.
     pub tmp_size_limit: Quantity,
     /// R packages the preload script attaches once in the Rserve parent process (when
-    /// installed), so every connection starts with them loaded.
+    /// installed), so every connection starts with them loaded: in pool pods always, in the
+    /// pods of cold sessions only with [`Self::preload_cold_sessions`].
     pub preload_packages: Vec<String>,
+    /// Whether a cold session's pod (one not claimed from a pool) preloads `preload_packages`
+    /// too. Default false: attaching the default six tidyverse-and-friends packages takes about
+    /// 1.1 s of CPU before Rserve listens, which a caller waiting on `create_session` would
+    /// wait for whether or not its code uses them; without it the pod answers as soon as R
+    /// starts, and each package loads when the session's code first asks for it. Pool pods
+    /// preload while nobody waits, so claimed sessions have both.
+    pub preload_cold_sessions: bool,
     /// Before Rserve listens, check from inside each new session pod that its egress is denied:
     /// a TCP connect to the Kubernetes API Service (`KUBERNETES_SERVICE_HOST`:`_PORT`) must be
     /// refused, and the pod fails if it is still accepted after `verifyEgressDeniedSecs`. Closes
@@ -121,6 +129,7 @@ impl Default for OperatorConfig {
             preload_packages: ["dplyr", "tidyr", "readr", "ggplot2", "DBI", "jsonlite"]
                 .map(String::from)
                 .to_vec(),
+            preload_cold_sessions: false,
             verify_egress_denied: true,
             verify_egress_denied_secs: 60,
             database_proxy: DatabaseProxyConfig::default(),

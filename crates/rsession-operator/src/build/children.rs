@@ -31,6 +31,16 @@ pub struct Children {
     pub pvc: Option<PersistentVolumeClaim>,
 }
 
+/// The packages a cold session's pod preloads: `preloadPackages` with `preloadColdSessions`,
+/// else none (pool pods preload theirs in `pool::build`).
+fn cold_preload(config: &OperatorConfig) -> &[String] {
+    if config.preload_cold_sessions {
+        &config.preload_packages
+    } else {
+        &[]
+    }
+}
+
 /// Builds the children of session `s`: its Secret holds `password` (the existing one, so a
 /// reconcile never rotates it), its NetworkPolicy opens `database_addresses` (the resolved
 /// addresses of a database host given as a DNS name).
@@ -42,7 +52,7 @@ pub fn build_children(
 ) -> Children {
     Children {
         secret: build_secret(s, password),
-        config_map: build_config_map(s, &config.preload_packages),
+        config_map: build_config_map(s, cold_preload(config)),
         service: build_service(s),
         network_policy: build_network_policy(s, config, database_addresses),
         pvc: build_pvc(s),
@@ -56,6 +66,23 @@ mod tests {
 
     use super::*;
     use crate::build::fixtures::{rsession, session_of};
+
+    /// The preload script of a cold session's ConfigMap.
+    fn preload(config: &OperatorConfig) -> String {
+        let c = build_children(&session_of(&rsession("s")), config, "pw", &[]);
+        c.config_map.data.expect("data")[crate::build::config_map::PRELOAD_KEY].clone()
+    }
+
+    #[test]
+    fn cold_sessions_preload_packages_only_when_asked_to() {
+        let config = OperatorConfig::default();
+        assert!(!preload(&config).contains("dplyr"), "{}", preload(&config));
+        let asked = OperatorConfig {
+            preload_cold_sessions: true,
+            ..OperatorConfig::default()
+        };
+        assert!(preload(&asked).contains("\"dplyr\""), "{}", preload(&asked));
+    }
 
     fn names(c: &Children) -> Vec<String> {
         let mut names = vec![

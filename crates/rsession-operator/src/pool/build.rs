@@ -275,7 +275,12 @@ mod tests {
             Some("web-ab1cd-credentials")
         );
         assert_eq!(cm.metadata.name.as_deref(), Some("web-ab1cd-rserve"));
-        // The pod's Rserve parent preloads the frontend's harness from here.
+        // Pool pods preload the packages (whatever `preloadColdSessions` says) and the
+        // frontend's harness.
+        assert!(
+            cm.data.as_ref().expect("data")[crate::build::config_map::PRELOAD_KEY]
+                .contains("\"dplyr\"")
+        );
         assert_eq!(
             cm.data.as_ref().expect("data")[crate::build::config_map::HARNESS_KEY],
             rsession_harness::HARNESS_R
