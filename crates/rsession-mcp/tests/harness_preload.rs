@@ -100,26 +100,21 @@ async fn a_preloaded_harness_is_used_as_is_and_keeps_state_per_connection() {
 
 #[tokio::test]
 async fn another_harness_or_none_is_replaced_by_an_install() {
-    // An R that says it preloaded some other harness (another release's operator).
-    let (other, ws) = rserve(Some("options(rsession.harness = 'another-release')".into())).await;
-    let mut conn = open(&other, ws.path()).await;
-    assert!(!conn.harness_preloaded);
-    let events = run(&mut conn, "1 + 1").await;
-    assert!(
-        events.contains(&Event::Value("[1] 2\n".into())),
-        "{events:?}"
-    );
-    conn.close().await;
-    other.stop().await;
-
-    let (plain, ws) = rserve(None).await;
-    let mut conn = open(&plain, ws.path()).await;
-    assert!(!conn.harness_preloaded);
-    let events = run(&mut conn, "1 + 1").await;
-    assert!(
-        events.contains(&Event::Value("[1] 2\n".into())),
-        "{events:?}"
-    );
-    conn.close().await;
-    plain.stop().await;
+    // An R that says it preloaded some other harness (another release's operator), and one that
+    // preloaded none.
+    for preload in [
+        Some("options(rsession.harness = 'another-release')".to_string()),
+        None,
+    ] {
+        let (rserve, ws) = rserve(preload.clone()).await;
+        let mut conn = open(&rserve, ws.path()).await;
+        assert!(!conn.harness_preloaded, "{preload:?}");
+        let events = run(&mut conn, "1 + 1").await;
+        assert!(
+            events.contains(&Event::Value("[1] 2\n".into())),
+            "{events:?}"
+        );
+        conn.close().await;
+        rserve.stop().await;
+    }
 }
