@@ -16,9 +16,10 @@ pub enum Error {
     /// (transient: retried with backoff).
     #[error("the credentials Secret of pool pod {0:?} is missing or holds no usable password")]
     PoolPodCredentials(String),
-    /// The RSession was deleted while it was being reconciled (its status write found no
-    /// object). [`crate::reconcile::reconcile`] ends such a reconcile quietly.
-    #[error("the RSession was deleted during the reconcile")]
+    /// The RSession (or RSessionPool) was deleted while it was being reconciled (its status
+    /// write found no object). [`crate::reconcile::reconcile`] ends such a reconcile quietly;
+    /// the pool controller's error policy waits for a change without a warning.
+    #[error("the object was deleted during the reconcile")]
     Gone,
     /// The database host is a DNS name that did not resolve (transient: retried with backoff).
     #[error("database host {host:?} did not resolve: {reason}")]

@@ -198,7 +198,7 @@ pub fn build_pool_network_policy(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use rsession_api::{EgressRule, NetworkSpec, RSessionPoolSpec};
 
     use super::*;

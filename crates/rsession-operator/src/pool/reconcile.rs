@@ -140,7 +140,7 @@ pub fn error_policy(pool: Arc<RSessionPool>, error: &Error, _ctx: Arc<Context>) 
         Error::InvalidSpec(SpecError::DatabaseSecretNotFound(_)) => {
             Action::requeue(MISSING_SECRET_REQUEUE)
         }
-        Error::InvalidSpec(_) => Action::await_change(),
+        Error::InvalidSpec(_) | Error::Gone => Action::await_change(),
         _ => {
             warn!(pool = %pool.name_any(), error = %error, "pool reconcile failed");
             Action::requeue(POOL_RETRY)
@@ -229,7 +229,12 @@ async fn write_status(
     if pool.status.as_ref() == Some(status) {
         return Ok(());
     }
-    apply_status_of(api, &pool.name_any(), pool_types(), status).await
+    match apply_status_of(api, &pool.name_any(), pool_types(), status).await {
+        // The status subresource answers NotFound only when the pool itself is gone (deleted
+        // while this reconcile ran): nothing to retry, nothing to warn about.
+        Err(Error::Kube(kube::Error::Api(e))) if e.code == 404 => Err(Error::Gone),
+        other => other,
+    }
 }
 
 async fn publish(ctx: &Context, pool: &RSessionPool, type_: EventType, reason: &str, note: String) {
@@ -242,5 +247,36 @@ async fn publish(ctx: &Context, pool: &RSessionPool, type_: EventType, reason: &
     };
     if let Err(e) = ctx.recorder.publish(&event, &pool.object_ref(&())).await {
         warn!(error = %e, reason, "could not publish event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OperatorConfig;
+    use crate::metrics::Metrics;
+
+    #[tokio::test]
+    async fn a_pool_deleted_during_its_reconcile_is_not_retried() {
+        // Never contacted: error_policy makes no API call.
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .expect("client");
+        let ctx = Arc::new(Context::new(
+            client,
+            OperatorConfig::default(),
+            Arc::new(Metrics::default()),
+            None,
+        ));
+        let pool = Arc::new(crate::pool::build::tests::pool("web"));
+        assert_eq!(
+            error_policy(pool.clone(), &Error::Gone, ctx.clone()),
+            Action::await_change()
+        );
+        let transient = Error::PoolPodCredentials("web-ab1cd".into());
+        assert_eq!(
+            error_policy(pool, &transient, ctx),
+            Action::requeue(POOL_RETRY)
+        );
     }
 }
