@@ -99,6 +99,9 @@ pub(crate) async fn apply_status(
 
 /// Server-side applies `status` (of the resource whose `apiVersion` and `kind` are `types`) to
 /// the `status` subresource of object `name`.
+///
+/// Errors: [`Error::Gone`] when the object no longer exists (the status subresource answers
+/// NotFound only then: it was deleted while its reconcile ran); other API errors as they come.
 pub(crate) async fn apply_status_of<K, S>(
     api: &Api<K>,
     name: &str,
@@ -110,9 +113,14 @@ where
     S: Serialize + std::fmt::Debug,
 {
     let patch = StatusApply { types, status };
-    api.patch_status(name, &apply_params(), &Patch::Apply(&patch))
-        .await?;
-    Ok(())
+    match api
+        .patch_status(name, &apply_params(), &Patch::Apply(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Err(Error::Gone),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Deletes `name` only while its resourceVersion is still `resource_version` (when given):

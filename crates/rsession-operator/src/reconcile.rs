@@ -90,7 +90,10 @@ pub async fn reconcile(rs: Arc<RSession>, ctx: Arc<Context>) -> Result<Action, E
     let started = Instant::now();
     let result = match reconcile_session(&rs, &ctx).await {
         // Deleted meanwhile: its children go with it (garbage collection); not a failure.
-        Err(Error::Gone) => Ok(Action::await_change()),
+        Err(Error::Gone) => {
+            debug!("RSession deleted during the reconcile; status not written");
+            Ok(Action::await_change())
+        }
         other => other,
     };
     ctx.metrics
@@ -257,10 +260,16 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
     // pool's NetworkPolicy already serve the session, and the MCP frontend waits for that status)
     let warm = bound.as_ref().is_some_and(|b| b.claimed.is_some());
     let uid = rs.metadata.uid.clone().unwrap_or_default();
-    let children_due = !ctx.applied.fresh(&uid, &children);
-    if !warm && children_due {
-        apply_children(client, &namespace, &children).await?;
-        ctx.applied.record(&uid, &children);
+    // Not re-sent when this replica applied the very same children within the last minute.
+    let apply_children_once = || {
+        ctx.applied.apply_unless_fresh(
+            &uid,
+            &children,
+            apply_children(client, &namespace, &children),
+        )
+    };
+    if !warm {
+        apply_children_once().await?;
     }
     for stale in &plan.delete {
         info!(pod = %stale, "deleting session pod");
@@ -307,9 +316,8 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
     };
     let new_status = status::compute(&observed);
     write_status(rs, ctx, &rsessions, previous, &new_status).await?;
-    if warm && children_due {
-        apply_children(client, &namespace, &children).await?;
-        ctx.applied.record(&uid, &children);
+    if warm {
+        apply_children_once().await?;
     }
     // After the status write, which is what the MCP frontend waits for.
     if let Some(b) = &bound {
@@ -396,17 +404,9 @@ async fn write_status(
     if previous == Some(new) {
         return Ok(());
     }
-    match apply_status(api, &rs.name_any(), new).await {
-        Ok(()) => {}
-        // The status subresource answers NotFound only when the RSession itself is gone: it
-        // was deleted while this reconcile ran (a session closed right after it was created).
-        // Nothing to retry, nothing to warn about.
-        Err(Error::Kube(kube::Error::Api(e))) if e.code == 404 => {
-            debug!("RSession deleted during the reconcile; status not written");
-            return Err(Error::Gone);
-        }
-        Err(e) => return Err(e),
-    }
+    // Error::Gone when the RSession was deleted meanwhile (a session closed right after it was
+    // created): `reconcile` ends quietly then.
+    apply_status(api, &rs.name_any(), new).await?;
     ctx.remember_status(rs, new);
     let old_phase = previous.and_then(|s| s.phase);
     if old_phase != new.phase

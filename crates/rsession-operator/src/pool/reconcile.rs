@@ -88,10 +88,13 @@ pub async fn reconcile(pool: Arc<RSessionPool>, ctx: Arc<Context>) -> Result<Act
     // only when it changed or a minute has passed (`crate::applied`).
     let policy = build_pool_network_policy(&template, &ctx.config, &name, &addresses);
     let uid = pool.metadata.uid.clone().unwrap_or_default();
-    if !ctx.applied.fresh(&uid, &policy) {
-        apply_in::<NetworkPolicy>(client, &namespace, &policy).await?;
-        ctx.applied.record(&uid, &policy);
-    }
+    ctx.applied
+        .apply_unless_fresh(&uid, &policy, async {
+            apply_in::<NetworkPolicy>(client, &namespace, &policy)
+                .await
+                .map(drop)
+        })
+        .await?;
 
     let listed = pods
         .list(&ListParams::default().labels(&format!("{}={name}", wk::LABEL_POOL)))
@@ -229,12 +232,8 @@ async fn write_status(
     if pool.status.as_ref() == Some(status) {
         return Ok(());
     }
-    match apply_status_of(api, &pool.name_any(), pool_types(), status).await {
-        // The status subresource answers NotFound only when the pool itself is gone (deleted
-        // while this reconcile ran): nothing to retry, nothing to warn about.
-        Err(Error::Kube(kube::Error::Api(e))) if e.code == 404 => Err(Error::Gone),
-        other => other,
-    }
+    // Error::Gone when the pool was deleted meanwhile: `error_policy` waits without a warning.
+    apply_status_of(api, &pool.name_any(), pool_types(), status).await
 }
 
 async fn publish(ctx: &Context, pool: &RSessionPool, type_: EventType, reason: &str, note: String) {
