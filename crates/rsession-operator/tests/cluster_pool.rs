@@ -94,7 +94,8 @@ async fn mark_ready(client: &Client, ns: &str, pod: &str, ip: &str) {
         .expect("mark pod Ready");
 }
 
-/// Waits for `n` unclaimed pool pods with their credentials Secret and marks them Ready (IPs
+/// Waits for `n` unclaimed pool pods with their credentials Secret and Rserve ConfigMap (both
+/// mounted: a kubelet starts the container only once they exist) and marks them Ready (IPs
 /// 10.99.0.<first>..).
 async fn fill_ready(client: &Client, ns: &str, pool: &str, n: usize, first: u8) -> Vec<String> {
     let names = eventually(&format!("{n} unclaimed pods of {pool}"), || async {
@@ -104,10 +105,19 @@ async fn fill_ready(client: &Client, ns: &str, pool: &str, n: usize, first: u8) 
     })
     .await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     for (i, name) in names.iter().enumerate() {
         eventually("the pool pod's credentials Secret", || async {
             secrets
                 .get_opt(&format!("{name}-credentials"))
+                .await
+                .expect("get")
+                .map(|_| ())
+        })
+        .await;
+        eventually("the pool pod's Rserve ConfigMap", || async {
+            config_maps
+                .get_opt(&format!("{name}-rserve"))
                 .await
                 .expect("get")
                 .map(|_| ())
