@@ -5,15 +5,14 @@
 //! apply returned) put two more API calls on every session's way to its first result, and a
 //! burst of 20 creates opened 20 watches at once against an API server sharing the node's CPUs
 //! with the claims. Here the events of one long-running watch land in a reflector store, and a
-//! counter wakes the waiters, which read their own object from the store.
+//! `tokio::sync::watch` channel holding the watch's [`SyncState`] state wakes the waiters after each
+//! event; they read their own object from the store.
 //!
 //! [`SessionWatch::object`] yields what `watch_object` yields (the object's states, `None` once
 //! it is deleted), so the wait loop is the same on both paths. While the watch is not in sync
 //! (its first list failed, or after an error until the relist), [`SessionWatch::in_sync`] is
 //! false and waits use their own `watch_object` as before.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -25,16 +24,23 @@ use tokio::sync::watch as notify;
 
 use super::LABEL_OWNER;
 
+/// Whether the store reflects the API server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SyncState {
+    /// The first list has not completed or failed yet.
+    Starting,
+    /// A list completed and no error came since.
+    InSync,
+    /// The watch failed; the watcher retries and lists again.
+    Broken,
+}
+
 /// The namespace's MCP-created RSessions as one watch last showed them.
 pub(super) struct SessionWatch {
     store: Store<RSession>,
     namespace: String,
-    /// Bumped after each watch event has reached `store`.
-    changed: notify::Receiver<u64>,
-    /// Set by the first complete list, cleared by a watch error until the relist completes.
-    in_sync: Arc<AtomicBool>,
-    /// Set once the first list completed or failed.
-    settled: Arc<AtomicBool>,
+    /// The watch's state, sent (so every receiver wakes) after each event has reached `store`.
+    feed: notify::Receiver<SyncState>,
     /// The task feeding `store`; ends with this watch.
     _feed: tokio_util::task::AbortOnDropHandle<()>,
 }
@@ -44,41 +50,33 @@ impl SessionWatch {
     /// inside a Tokio runtime.
     pub(super) fn start(api: Api<RSession>, namespace: &str) -> Self {
         let (store, writer) = reflector::store();
-        let (bump, changed) = notify::channel(0u64);
-        let in_sync = Arc::new(AtomicBool::new(false));
-        let settled = Arc::new(AtomicBool::new(false));
-        let (flag, first) = (in_sync.clone(), settled.clone());
-        let feed = async move {
+        let (state, feed) = notify::channel(SyncState::Starting);
+        let task = async move {
             let mut refused_logged = false;
             let events = watcher(api, watcher::Config::default().labels(LABEL_OWNER))
                 .default_backoff()
                 .reflect(writer);
             let mut events = std::pin::pin!(events);
             while let Some(event) = events.next().await {
-                match event {
-                    Ok(watcher::Event::InitDone) => {
-                        flag.store(true, Ordering::Release);
-                        first.store(true, Ordering::Release);
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        flag.store(false, Ordering::Release);
-                        first.store(true, Ordering::Release);
-                        if !std::mem::replace(&mut refused_logged, true) {
-                            tracing::warn!(error = %e, "watching RSessions failed; each create_session watches its own RSession until this watch is back");
-                        }
-                    }
+                if let Err(e) = &event
+                    && !std::mem::replace(&mut refused_logged, true)
+                {
+                    tracing::warn!(error = %e, "watching RSessions failed; each create_session watches its own RSession until this watch is back");
                 }
-                bump.send_modify(|n| *n = n.wrapping_add(1));
+                // Sent even when the state stays: the waiters look for their object after
+                // every event.
+                state.send_modify(|s| match event {
+                    Ok(watcher::Event::InitDone) => *s = SyncState::InSync,
+                    Err(_) => *s = SyncState::Broken,
+                    Ok(_) => {}
+                });
             }
         };
         SessionWatch {
             store,
             namespace: namespace.to_string(),
-            changed,
-            in_sync,
-            settled,
-            _feed: tokio_util::task::AbortOnDropHandle::new(tokio::spawn(feed)),
+            feed,
+            _feed: tokio_util::task::AbortOnDropHandle::new(tokio::spawn(task)),
         }
     }
 
@@ -86,18 +84,11 @@ impl SessionWatch {
     /// after the start, waits up to `limit` for the first list to complete or fail, so the
     /// first sessions of a new server use this watch too.
     pub(super) async fn in_sync(&self, limit: Duration) -> bool {
-        if !self.settled.load(Ordering::Acquire) {
-            let mut changed = self.changed.clone();
-            let settled = async {
-                while !self.settled.load(Ordering::Acquire) {
-                    if changed.changed().await.is_err() {
-                        return;
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(limit, settled).await;
-        }
-        self.in_sync.load(Ordering::Acquire)
+        let mut feed = self.feed.clone();
+        let settled = feed.wait_for(|s| *s != SyncState::Starting);
+        // Timed out or the task ended: still Starting, not in sync.
+        let _ = tokio::time::timeout(limit, settled).await;
+        *self.feed.borrow() == SyncState::InSync
     }
 
     /// The states of RSession `name` as this watch sees them, in the shape of
@@ -112,7 +103,7 @@ impl SessionWatch {
         let key = ObjectRef::new(name).within(&self.namespace);
         // Marked seen now: any event from here on wakes the loop, so none is missed between the
         // first read of the store and the first wait.
-        let mut changed = self.changed.clone();
+        let mut changed = self.feed.clone();
         changed.mark_unchanged();
         let state = Follow {
             store: self.store.clone(),
@@ -150,7 +141,7 @@ impl SessionWatch {
 struct Follow {
     store: Store<RSession>,
     key: ObjectRef<RSession>,
-    changed: notify::Receiver<u64>,
+    changed: notify::Receiver<SyncState>,
     last_version: Option<String>,
     seen: bool,
     gone: bool,
@@ -163,18 +154,16 @@ mod tests {
     use rsession_api::RSessionSpec;
 
     /// A watch whose store and wake-ups the test feeds by hand, as the feed task would.
-    fn by_hand() -> (SessionWatch, Writer<RSession>, notify::Sender<u64>) {
+    fn by_hand(sync: SyncState) -> (SessionWatch, Writer<RSession>, notify::Sender<SyncState>) {
         let (store, writer) = reflector::store();
-        let (bump, changed) = notify::channel(0u64);
+        let (state, feed) = notify::channel(sync);
         let watch = SessionWatch {
             store,
             namespace: "ns".into(),
-            changed,
-            in_sync: Arc::new(AtomicBool::new(true)),
-            settled: Arc::new(AtomicBool::new(true)),
+            feed,
             _feed: tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async {})),
         };
-        (watch, writer, bump)
+        (watch, writer, state)
     }
 
     fn rs(name: &str, version: &str) -> RSession {
@@ -186,11 +175,11 @@ mod tests {
 
     fn feed(
         writer: &mut Writer<RSession>,
-        bump: &notify::Sender<u64>,
+        state: &notify::Sender<SyncState>,
         e: watcher::Event<RSession>,
     ) {
         writer.apply_watcher_event(&e);
-        bump.send_modify(|n| *n += 1);
+        state.send_modify(|_| {});
     }
 
     type State = Option<Result<Option<RSession>, watcher::Error>>;
@@ -204,7 +193,7 @@ mod tests {
 
     #[tokio::test]
     async fn follows_one_object_from_before_it_exists_until_it_is_deleted() {
-        let (watch, mut writer, bump) = by_hand();
+        let (watch, mut writer, bump) = by_hand(SyncState::InSync);
         let mut states = std::pin::pin!(watch.object("a"));
         // Not in the store yet: nothing, not a deletion.
         assert!(next(&mut states).await.is_err());
@@ -233,7 +222,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_object_already_in_the_store_comes_first() {
-        let (watch, mut writer, bump) = by_hand();
+        let (watch, mut writer, bump) = by_hand(SyncState::InSync);
         feed(&mut writer, &bump, watcher::Event::Apply(rs("a", "7")));
         let mut states = std::pin::pin!(watch.object("a"));
         let got = states.next().await.unwrap().unwrap().unwrap();
@@ -242,21 +231,14 @@ mod tests {
 
     #[tokio::test]
     async fn in_sync_waits_for_the_first_list_and_is_false_after_an_error() {
-        let (mut watch, _writer, bump) = by_hand();
-        watch.settled = Arc::new(AtomicBool::new(false));
-        watch.in_sync = Arc::new(AtomicBool::new(false));
+        let (watch, _writer, state) = by_hand(SyncState::Starting);
         // Never settles: false after the limit.
         assert!(!watch.in_sync(Duration::from_millis(50)).await);
-        let (settled, in_sync) = (watch.settled.clone(), watch.in_sync.clone());
         // Polled after the wait has started (join polls in order).
-        let list_done = async {
-            in_sync.store(true, Ordering::Release);
-            settled.store(true, Ordering::Release);
-            bump.send_modify(|n| *n += 1);
-        };
-        let (synced, ()) = tokio::join!(watch.in_sync(Duration::from_secs(10)), list_done);
+        let list_done = async { state.send_replace(SyncState::InSync) };
+        let (synced, _) = tokio::join!(watch.in_sync(Duration::from_secs(10)), list_done);
         assert!(synced);
-        watch.in_sync.store(false, Ordering::Release);
+        state.send_replace(SyncState::Broken);
         assert!(
             !watch.in_sync(Duration::from_secs(10)).await,
             "no wait once settled"
