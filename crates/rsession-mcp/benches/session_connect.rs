@@ -3,9 +3,9 @@
 //! `harness::HARNESS_R`), the workspace `init` call and the `cdm` set-up call, as
 //! `RConn::open` does them, then the first and second `1 + 1` through the harness. The Rserve
 //! parent attaches the operator's default preload packages before it forks, as pool pods do
-//! (`--no-preload`: not, as cold session pods by default). With `--harness-preloaded` it also sources the harness first, as pool
-//! pods do (`rsession_harness::preload_r`): then there is no install, and `init` is the one call
-//! that asks whether the harness is there and runs.
+//! (`--no-preload`: not, as cold session pods by default). With `--harness-preloaded` it also
+//! sources the harness first, as pool pods do (`rsession_harness::preload_r`): then there is no
+//! install, and `init` is the one call that asks whether the harness is there and runs.
 //!
 //! ```text
 //! cargo bench -p rsession-mcp --bench session_connect [-- --connections 50 --no-preload --harness-preloaded]
