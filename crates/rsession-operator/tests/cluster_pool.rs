@@ -107,21 +107,14 @@ async fn fill_ready(client: &Client, ns: &str, pool: &str, n: usize, first: u8) 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     for (i, name) in names.iter().enumerate() {
-        eventually("the pool pod's credentials Secret", || async {
-            secrets
-                .get_opt(&format!("{name}-credentials"))
-                .await
-                .expect("get")
-                .map(|_| ())
-        })
-        .await;
-        eventually("the pool pod's Rserve ConfigMap", || async {
-            config_maps
-                .get_opt(&format!("{name}-rserve"))
-                .await
-                .expect("get")
-                .map(|_| ())
-        })
+        eventually(
+            "the pool pod's credentials Secret and Rserve ConfigMap",
+            || async {
+                let secret = secrets.get_opt(&format!("{name}-credentials")).await;
+                let config_map = config_maps.get_opt(&format!("{name}-rserve")).await;
+                (secret.expect("get").is_some() && config_map.expect("get").is_some()).then_some(())
+            },
+        )
         .await;
         let ip = format!("10.99.0.{}", usize::from(first) + i);
         mark_ready(client, ns, name, &ip).await;

@@ -725,15 +725,18 @@ async fn a_starting_session_whose_rserve_does_not_answer_waits_for_ready() {
     ));
     let mut config = KubernetesConfig::new(NS);
     config.rserve_port = port;
-    let b = backend(api.clone(), config).await;
+    created_at_the_ready_endpoint(api, config, "the Ready status's endpoint").await;
+}
+
+/// Creates session rs-1 cold and checks that it is used at the Ready status's endpoint (`why`),
+/// not at the starting pod's IP.
+async fn created_at_the_ready_endpoint(api: FakeApi, config: KubernetesConfig, why: &str) {
+    let b = backend(api, config).await;
     let created = b
         .create("alice", "rs-1", &PoolRequest::Cold, &Progress::none())
         .await
         .expect("created");
-    assert_eq!(
-        created.endpoint.addr, "10.0.0.9:6311",
-        "the Ready status's endpoint"
-    );
+    assert_eq!(created.endpoint.addr, "10.0.0.9:6311", "{why}");
 }
 
 #[tokio::test]
@@ -745,13 +748,10 @@ async fn a_starting_session_with_a_database_waits_for_ready_even_when_rserve_ans
         },
         read_only: true,
     });
-    let b = backend(api.clone(), config).await;
-    let created = b
-        .create("alice", "rs-1", &PoolRequest::Cold, &Progress::none())
-        .await
-        .expect("created");
-    assert_eq!(
-        created.endpoint.addr, "10.0.0.9:6311",
-        "Ready's endpoint: the database proxy may not be ready before the pod is"
-    );
+    created_at_the_ready_endpoint(
+        api,
+        config,
+        "Ready's endpoint: the database proxy may not be ready before the pod is",
+    )
+    .await;
 }
