@@ -56,6 +56,14 @@ local({
   output_sinks <- function() .Internal(sink.number(TRUE))
   # Size in bytes of one file; NA when it does not exist.
   file_size <- function(path) .Internal(file.info(path, FALSE))$size
+  # The spool's connections, the same way (files.R, connections.R and
+  # readBin in src/library/base/R): seek() resolves `origin` and `rw` with
+  # pmatch() and readBin() checks `endian` and `what`; as generics they also
+  # dispatch. Five of these run per evaluation.
+  flush_con <- function(con) .Internal(flush(con))
+  seek_read <- function(con, pos) .Internal(seek(con, as.double(pos), 1L, 1L))
+  read_raw <- function(con, n) .Internal(readBin(con, "raw", n, NA_integer_, TRUE, FALSE))
+  truncate_file <- function(path) .Internal(file.create(path, FALSE))
 
   # Raw bytes -> UTF-8 string.
   h$as_text <- function(bytes) {
@@ -192,7 +200,7 @@ local({
   # at most head_left + tail_cap bytes, whatever the spool holds.
   h$flush_out <- function(st, type = "stdout") {
     sp <- state$spool
-    flush(sp$w)
+    flush_con(sp$w)
     size <- file_size(sp$path)
     n <- size - sp$pos
     if (is.na(n) || n <= 0) return(invisible())
@@ -200,8 +208,8 @@ local({
     if (st$truncated || n > budget) {
       # read head part (if any) then only the last tail_cap bytes
       if (!st$truncated && st$head_left > 0) {
-        seek(sp$r, sp$pos)
-        b <- readBin(sp$r, "raw", n = st$head_left)
+        seek_read(sp$r, sp$pos)
+        b <- read_raw(sp$r, st$head_left)
         keep <- h$utf8_head_len(b)
         h$add_text(st, type, h$as_text(b[seq_len(keep)]))
         sp$pos <- sp$pos + keep
@@ -215,8 +223,8 @@ local({
         n <- st$tail_cap
       }
     }
-    seek(sp$r, sp$pos)
-    b <- readBin(sp$r, "raw", n = n)
+    seek_read(sp$r, sp$pos)
+    b <- read_raw(sp$r, n)
     if (st$truncated) {
       skip <- h$utf8_skip_len(b)
       if (skip > 0L) {
@@ -287,10 +295,11 @@ local({
     size <- if (is.null(sp)) NA else file_size(sp$path)
     if (is.na(size)) return(h$open_spool())
     if (sp$pos > 0 || size > 0) {
-      flush(sp$w)
-      file.create(sp$path)
-      # The reading side is reopened: R's read buffer would otherwise hand
-      # back bytes of the previous output at the same offsets.
+      flush_con(sp$w)
+      truncate_file(sp$path)
+      # The reading side is reopened: its C library buffer would otherwise
+      # hand back bytes of the previous output at the same offsets (glibc's
+      # fseek() keeps the buffer when the target lies inside it).
       close(sp$r)
       sp$r <- file(sp$path, open = "rb")
       sp$pos <- 0

@@ -15,6 +15,13 @@
 //! formatting work), and the harness call `.rsession$execute()` on a raw
 //! connection (R-side harness cost without MCP). All paths are
 //! interleaved call by call. Prints p50/p99 and ratios as a Markdown table.
+//!
+//! Environment:
+//! - `RSESSION_BENCH_BASELINE_BIN=<path>`: a second `rsession-mcp` build
+//!   (say, main's) whose four servers join the same run, labelled
+//!   "(baseline build)", for an A/B on one machine state;
+//! - `RSESSION_BENCH_BLOCK=<n>`: each path runs `n` calls per turn instead
+//!   of one (caches warm within a turn).
 
 use std::time::{Duration, Instant};
 
@@ -102,6 +109,79 @@ fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1000.0)
 }
 
+/// The MCP servers of one `rsession-mcp` binary: one over stdio per
+/// protocol revision, one over streamable HTTP with a client per revision.
+struct Servers {
+    clients: Vec<(String, Client)>,
+    http_child: tokio::process::Child,
+}
+
+impl Servers {
+    async fn start(bin: &str, server_args: &[String], label: &str) -> Servers {
+        let stdio = |revision: ProtocolVersion| {
+            let cmd = tokio::process::Command::new(bin).configure(|c| {
+                c.args(server_args).env("RSESSION_LOG", "warn");
+            });
+            at(revision).serve(TokioChildProcess::new(cmd).unwrap())
+        };
+        let stdio_new = stdio(ProtocolVersion::V_2026_07_28)
+            .await
+            .expect("stdio MCP");
+        let stdio_old = stdio(ProtocolVersion::V_2025_11_25)
+            .await
+            .expect("stdio MCP");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let http_child = tokio::process::Command::new(bin)
+            .args(server_args)
+            .args(["--transport", "http", "--listen", &listen])
+            .env("RSESSION_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn http server");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(&listen).await.is_err() {
+            assert!(Instant::now() < deadline, "http server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let http = |revision: ProtocolVersion| {
+            at(revision).serve(StreamableHttpClientTransport::from_uri(format!(
+                "http://{listen}/mcp"
+            )))
+        };
+        let http_new = http(ProtocolVersion::V_2026_07_28).await.expect("http MCP");
+        let http_old = http(ProtocolVersion::V_2025_11_25).await.expect("http MCP");
+        let clients = [
+            ("MCP stdio, 2026-07-28", stdio_new),
+            ("MCP streamable HTTP, 2026-07-28", http_new),
+            ("MCP stdio, 2025-11-25", stdio_old),
+            ("MCP streamable HTTP, 2025-11-25", http_old),
+        ]
+        .into_iter()
+        .map(|(name, c)| (format!("{name}{label}"), c))
+        .collect();
+        Servers {
+            clients,
+            http_child,
+        }
+    }
+
+    async fn stop(mut self) {
+        for (_, c) in self.clients {
+            let _ = c.cancel().await;
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.http_child.id().unwrap_or(0).to_string()])
+            .status();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.http_child.wait()).await;
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let rserve = LocalRserve::start(&LocalRserveOptions::default())
@@ -140,58 +220,26 @@ async fn main() {
     let ws = rserve.dir().join("ws/raw-harness").display().to_string();
     harness.eval(&init_call(&ws).unwrap()).await.unwrap();
 
-    // MCP over stdio, one server per revision
-    let stdio = |revision: ProtocolVersion| {
-        let cmd = tokio::process::Command::new(SERVER).configure(|c| {
-            c.args(&server_args).env("RSESSION_LOG", "warn");
-        });
-        at(revision).serve(TokioChildProcess::new(cmd).unwrap())
-    };
-    let stdio_new = stdio(ProtocolVersion::V_2026_07_28)
-        .await
-        .expect("stdio MCP");
-    let stdio_old = stdio(ProtocolVersion::V_2025_11_25)
-        .await
-        .expect("stdio MCP");
-
-    // MCP over streamable HTTP: one server, a client per revision
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut http_child = tokio::process::Command::new(SERVER)
-        .args(&server_args)
-        .args(["--transport", "http", "--listen", &listen])
-        .env("RSESSION_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn http server");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(&listen).await.is_err() {
-        assert!(Instant::now() < deadline, "http server did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // This build's servers, and with RSESSION_BENCH_BASELINE_BIN a second
+    // build's (say, main's) beside them, so both are measured in one run.
+    let mut servers = vec![Servers::start(SERVER, &server_args, "").await];
+    if let Ok(baseline) = std::env::var("RSESSION_BENCH_BASELINE_BIN") {
+        servers.push(Servers::start(&baseline, &server_args, " (baseline build)").await);
     }
-    let http = |revision: ProtocolVersion| {
-        at(revision).serve(StreamableHttpClientTransport::from_uri(format!(
-            "http://{listen}/mcp"
-        )))
-    };
-    let http_new = http(ProtocolVersion::V_2026_07_28).await.expect("http MCP");
-    let http_old = http(ProtocolVersion::V_2025_11_25).await.expect("http MCP");
-    let clients = [
-        ("MCP stdio, 2026-07-28", &stdio_new),
-        ("MCP streamable HTTP, 2026-07-28", &http_new),
-        ("MCP stdio, 2025-11-25", &stdio_old),
-        ("MCP streamable HTTP, 2025-11-25", &http_old),
-    ];
+    let clients: Vec<(String, &Client)> = servers
+        .iter()
+        .flat_map(|s| s.clients.iter().map(|(name, c)| (name.clone(), c)))
+        .collect();
     let mut sids = Vec::new();
     for (_, c) in &clients {
         sids.push(create(c).await);
     }
 
+    let block: usize = std::env::var("RSESSION_BENCH_BLOCK")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     println!("| code | path | p50 ms | p99 ms | p50 − raw QAP1 p50 | p50 ratio to raw |");
     println!("| --- | --- | ---: | ---: | ---: | ---: |");
     for case in &CASES {
@@ -204,25 +252,25 @@ async fn main() {
             },
         )
         .unwrap();
-        // Interleave the paths call by call, so machine load drifts affect
-        // them alike.
+        // Paths take turns, `block` calls at a time (call by call unless
+        // RSESSION_BENCH_BLOCK says otherwise), so machine load drifts
+        // affect them alike. One call per turn runs every path with the
+        // caches the other paths left (as an agent's calls seconds apart
+        // would); longer turns measure a session busy with one caller.
         let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); 2 + clients.len()];
-        for i in 0..(n + n / 10) {
-            let mut took = Vec::with_capacity(samples.len());
-            let t = Instant::now();
-            raw.eval(case.raw).await.expect("raw eval");
-            took.push(t.elapsed());
-            let t = Instant::now();
-            harness.eval(&call).await.expect("harness eval");
-            took.push(t.elapsed());
-            for ((_, c), sid) in clients.iter().zip(&sids) {
-                let t = Instant::now();
-                exec(c, sid, case.code).await;
-                took.push(t.elapsed());
-            }
-            if i >= n / 10 {
-                for (k, d) in took.into_iter().enumerate() {
-                    samples[k].push(d);
+        let warmup = n / 10;
+        for turn in 0..(n + warmup).div_ceil(block) {
+            for (k, path) in samples.iter_mut().enumerate() {
+                for j in 0..block {
+                    let t = Instant::now();
+                    match k {
+                        0 => drop(raw.eval(case.raw).await.expect("raw eval")),
+                        1 => drop(harness.eval(&call).await.expect("harness eval")),
+                        _ => exec(clients[k - 2].1, &sids[k - 2], case.code).await,
+                    }
+                    if turn * block + j >= warmup {
+                        path.push(t.elapsed());
+                    }
                 }
             }
         }
@@ -230,7 +278,8 @@ async fn main() {
         let (raw_s, harness_s) = (all[0], all[1]);
         let names = ["raw QAP1 eval", "QAP1 + harness (no MCP)"]
             .into_iter()
-            .chain(clients.iter().map(|(name, _)| *name));
+            .map(str::to_string)
+            .chain(clients.iter().map(|(name, _)| name.clone()));
         for (path, s) in names.zip(all.iter().copied()) {
             let delta = s.p50.as_secs_f64() - raw_s.p50.as_secs_f64();
             println!(
@@ -251,13 +300,9 @@ async fn main() {
         }
     }
 
-    for c in [stdio_new, stdio_old, http_new, http_old] {
-        let _ = c.cancel().await;
+    for servers in servers {
+        servers.stop().await;
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &http_child.id().unwrap_or(0).to_string()])
-        .status();
-    let _ = tokio::time::timeout(Duration::from_secs(10), http_child.wait()).await;
     raw.close().await;
     harness.close().await;
     rserve.stop().await;

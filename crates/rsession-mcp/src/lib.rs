@@ -12,7 +12,8 @@
 //! - [`auth`]: bearer tokens (TokenReview) and RSession rights (SubjectAccessReview);
 //! - [`local_rserve`]: the embedded local Rserve;
 //! - [`pager`]: long output kept and served page by page (`read_output`);
-//! - [`sexp_json`]: R values to JSON (data tools).
+//! - [`sexp_json`]: R values to JSON (data tools);
+//! - [`stdio`]: the stdio transport's streams (pipes and sockets on the reactor).
 
 pub mod app;
 pub mod audit;
@@ -28,4 +29,5 @@ pub mod render;
 pub mod sandbox;
 pub mod session;
 pub mod sexp_json;
+pub mod stdio;
 pub mod tools;

@@ -108,7 +108,7 @@ async fn serve_stdio(app: &App) -> anyhow::Result<()> {
     tracing::info!("serving MCP over stdio");
     let service = app
         .server(&app.local_owner)
-        .serve(rmcp::transport::stdio())
+        .serve(rsession_mcp::stdio::streams())
         .await
         .context("MCP initialisation over stdio")?;
     let cancel = service.cancellation_token();
