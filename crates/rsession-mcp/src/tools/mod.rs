@@ -83,7 +83,10 @@ pub struct RSessionServer {
     pager: Arc<Pager>,
     /// Tool calls running as MCP tasks, shared by every clone.
     tasks: tasks::Tasks,
-    tool_router: ToolRouter<RSessionServer>,
+    /// Shared by every clone: streamable HTTP clones the server for each
+    /// request (rmcp's service factory), and the routes with their tool
+    /// definitions and schemas need not be copied each time.
+    tool_router: Arc<ToolRouter<RSessionServer>>,
 }
 
 impl RSessionServer {
@@ -100,7 +103,7 @@ impl RSessionServer {
             owner: owner.into(),
             pager: Arc::new(Pager::new(pager)),
             tasks: tasks::Tasks::new(TaskConfig::default()),
-            tool_router: Self::router(),
+            tool_router: Arc::new(Self::router()),
         }
     }
 
