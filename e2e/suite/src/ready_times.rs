@@ -14,6 +14,8 @@ use std::time::Instant;
 /// The first time each RSession was seen with `Ready=True`; the watch ends when this is dropped.
 pub struct ReadyTimes {
     seen: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Woken whenever an RSession is first seen Ready.
+    changed: Arc<tokio::sync::Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -22,6 +24,8 @@ impl ReadyTimes {
     pub fn watch(api: Api<RSession>) -> Self {
         let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
         let record = seen.clone();
+        let changed: Arc<tokio::sync::Notify> = Arc::default();
+        let wake = changed.clone();
         let task = tokio::spawn(async move {
             let mut stream = watcher(api, watcher::Config::default()).boxed();
             while let Some(ev) = stream.next().await {
@@ -34,10 +38,30 @@ impl ReadyTimes {
                         .expect("lock")
                         .entry(kube::ResourceExt::name_any(&rs))
                         .or_insert(now);
+                    wake.notify_waiters();
                 }
             }
         });
-        ReadyTimes { seen, task }
+        ReadyTimes {
+            seen,
+            changed,
+            task,
+        }
+    }
+
+    /// When RSession `name` was first seen Ready, waiting up to `timeout` for it; `None` if it
+    /// was not Ready by then.
+    pub async fn wait(&self, name: &str, timeout: std::time::Duration) -> Option<Instant> {
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            if let Some(t) = self.get(name) {
+                return Some(t);
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return self.get(name);
+            }
+        }
     }
 
     /// When RSession `name` was first seen Ready, if it was.

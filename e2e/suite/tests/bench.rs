@@ -152,6 +152,8 @@ async fn session_startup_benchmark() -> Result<()> {
                 break;
             }
         }
+        // The operator writes Ready a moment after the probe passes: wait for that too.
+        let rs_ready_at = rs_ready.wait(&id, Duration::from_secs(5)).await;
         let s = seen
             .lock()
             .expect("lock")
@@ -165,7 +167,7 @@ async fn session_startup_benchmark() -> Result<()> {
                 since(s.scheduled),
                 since(s.started),
                 since(s.pod_ready),
-                since(rs_ready.get(&id)),
+                since(rs_ready_at),
             ],
             t_ready,
             t_eval,
