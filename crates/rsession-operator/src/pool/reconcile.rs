@@ -6,7 +6,8 @@
 //! 4. `DELETE` (precondition: the resourceVersion listed) of unclaimed pods to replace or
 //!    remove ([`super::plan`]);
 //! 5. per pod to create: server-side apply of the pod, then of its credentials Secret and Rserve
-//!    ConfigMap (owned by the pod, so created after it; the kubelet mounts them as they appear);
+//!    ConfigMap together (owned by the pod, so created after it; the kubelet mounts them as they
+//!    appear);
 //! 6. server-side apply of `status` when it changed.
 
 use std::sync::Arc;
@@ -123,12 +124,16 @@ pub async fn reconcile(pool: Arc<RSessionPool>, ctx: Arc<Context>) -> Result<Act
         let password = generate_password();
         let (secret, config_map) =
             build_pod_children(&session, &ctx.config, &name, &password, owner);
-        apply_in(client, &namespace, &secret).await?;
+        // Both together, at once: the kubelet tries to mount them as soon as the pod is bound,
+        // and each mount that finds its object missing is retried only after 500 ms (doubling).
+        tokio::try_join!(
+            apply_in(client, &namespace, &secret),
+            apply_in(client, &namespace, &config_map),
+        )?;
         // A claim takes it from memory instead of reading the Secret back (one API call less
         // on the way to a warm session's first result).
         ctx.pool_passwords
             .remember(&namespace, &name, &pod_name, &password);
-        apply_in(client, &namespace, &config_map).await?;
         info!(pod = %pod_name, "created pool pod");
     }
 
