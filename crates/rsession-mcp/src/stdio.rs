@@ -13,7 +13,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::pin::Pin;
 
@@ -32,26 +32,16 @@ pub type Writer = Pin<Box<dyn AsyncWrite + Send + Sync>>;
 /// it is a pipe or a Unix socket (see the module docs), else tokio's
 /// stdio. Must be called inside a tokio runtime.
 pub fn streams() -> (Reader, Writer) {
-    let (reader, stdin) = match kind_of(io::stdin().as_fd()) {
-        Some(Kind::Pipe(f)) => (
-            pipe::Receiver::from_file(f)
-                .ok()
-                .map(|r| Box::pin(r) as Reader),
-            "pipe",
-        ),
-        Some(Kind::Socket(s)) => (s.map(|s| Box::pin(s) as Reader), "socket"),
-        None => (None, "other"),
-    };
-    let (writer, stdout) = match kind_of(io::stdout().as_fd()) {
-        Some(Kind::Pipe(f)) => (
-            pipe::Sender::from_file(f)
-                .ok()
-                .map(|w| Box::pin(w) as Writer),
-            "pipe",
-        ),
-        Some(Kind::Socket(s)) => (s.map(|s| Box::pin(s) as Writer), "socket"),
-        None => (None, "other"),
-    };
+    let (reader, stdin) = on_reactor(
+        io::stdin().as_fd(),
+        |f| pipe::Receiver::from_file(f).map(|r| Box::pin(r) as Reader),
+        |s| Box::pin(s) as Reader,
+    );
+    let (writer, stdout) = on_reactor(
+        io::stdout().as_fd(),
+        |f| pipe::Sender::from_file(f).map(|w| Box::pin(w) as Writer),
+        |s| Box::pin(s) as Writer,
+    );
     tracing::debug!(
         stdin,
         stdout,
@@ -65,28 +55,30 @@ pub fn streams() -> (Reader, Writer) {
     )
 }
 
-/// What a standard descriptor is, as a duplicate of it.
-enum Kind {
-    /// A pipe or FIFO.
-    Pipe(File),
-    /// A Unix socket on the reactor (`None` when registering it failed).
-    Socket(Option<UnixStream>),
-}
-
-/// `fd` duplicated, when it is a pipe or a Unix socket; `None` otherwise
-/// or when it cannot be duplicated or examined.
-fn kind_of(fd: std::os::fd::BorrowedFd<'_>) -> Option<Kind> {
-    let file = File::from(fd.try_clone_to_owned().ok()?);
-    let kind = file.metadata().ok()?.file_type();
+/// A duplicate of `fd` on the reactor, made by `pipe_end` when it is a pipe
+/// or FIFO and by `socket` when it is a Unix socket, with what it is
+/// (`"pipe"`, `"socket"`, `"other"`). `None` for anything else, or when it
+/// cannot be duplicated, examined or registered.
+fn on_reactor<T>(
+    fd: BorrowedFd<'_>,
+    pipe_end: impl FnOnce(File) -> io::Result<T>,
+    socket: impl FnOnce(UnixStream) -> T,
+) -> (Option<T>, &'static str) {
+    let Some(file) = fd.try_clone_to_owned().ok().map(File::from) else {
+        return (None, "other");
+    };
+    let Some(kind) = file.metadata().ok().map(|m| m.file_type()) else {
+        return (None, "other");
+    };
     if kind.is_fifo() {
-        Some(Kind::Pipe(file))
+        (pipe_end(file).ok(), "pipe")
     } else if kind.is_socket() {
-        let socket = std::os::unix::net::UnixStream::from(OwnedFd::from(file));
-        let on_reactor = socket
+        let std_socket = std::os::unix::net::UnixStream::from(OwnedFd::from(file));
+        let registered = std_socket
             .set_nonblocking(true)
-            .and_then(|()| UnixStream::from_std(socket));
-        Some(Kind::Socket(on_reactor.ok()))
+            .and_then(|()| UnixStream::from_std(std_socket));
+        (registered.ok().map(socket), "socket")
     } else {
-        None
+        (None, "other")
     }
 }
