@@ -14,9 +14,6 @@ use crate::session::sandboxed::SandboxedBackend;
 use crate::session::{Backend, Credentials, SessionManager};
 use crate::tools::{RSessionServer, TaskConfig};
 
-/// How long the frontend waits for a TCP connect to the Kubernetes API.
-const KUBE_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -60,14 +57,10 @@ impl App {
         let mut local_owner = LOCAL_OWNER.to_string();
         let (backend, local): (Arc<dyn Backend>, _) = match args.backend {
             BackendKind::Kubernetes => {
-                let mut kube_config = kube::Config::infer()
+                let kube_config = kube::Config::infer()
                     .await
                     .map_err(|e| StartError::Config(format!("no Kubernetes configuration: {e}")))?;
-                // kube's default is 30 s, and an agent waits that long on every call while
-                // the API is unreachable before it hears `backend_unavailable`. A connect
-                // inside a cluster takes milliseconds; this only ends ones that will not happen.
-                kube_config.connect_timeout = Some(KUBE_CONNECT_TIMEOUT);
-                let client = kube::Client::try_from(kube_config)?;
+                let client = crate::session::kubernetes::client::client(kube_config)?;
                 let namespace = args
                     .namespace
                     .clone()

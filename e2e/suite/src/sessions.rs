@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 use rsession_api::{RSession, well_known as wk};
 use serde_json::{Value, json};
 
@@ -240,6 +240,30 @@ pub async fn component_pods(client: &Client, component: &str) -> Result<Vec<Pod>
     let pods: Api<Pod> = Api::namespaced(client.clone(), &crate::system_ns()?);
     let lp = ListParams::default().labels(&format!("{}={component}", wk::LABEL_APP_COMPONENT));
     Ok(pods.list(&lp).await?.items)
+}
+
+/// Each pod of `component` with the `lastTransitionTime` of its `Ready` condition and that
+/// condition's status: a pod that went NotReady and back shows a later time.
+pub async fn component_readiness(client: &Client, component: &str) -> Result<Vec<String>> {
+    Ok(component_pods(client, component)
+        .await?
+        .iter()
+        .map(|p| {
+            let ready = p
+                .status
+                .iter()
+                .flat_map(|s| s.conditions.iter().flatten())
+                .find(|c| c.type_ == "Ready");
+            format!(
+                "{} Ready={} since {}",
+                p.name_any(),
+                ready.map_or("?", |c| c.status.as_str()),
+                ready
+                    .and_then(|c| c.last_transition_time.as_ref())
+                    .map_or_else(|| "?".to_string(), |t| t.0.to_string())
+            )
+        })
+        .collect())
 }
 
 /// The IP and `http` container port of a Running pod of `component`.

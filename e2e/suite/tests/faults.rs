@@ -349,6 +349,7 @@ async fn apiserver_down_is_backend_unavailable_and_creation_recovers() -> Result
     // Authenticates and authorises `create` now: the frontend reuses those answers for 60 s
     // (mcp.auth.cacheSecs), so the call below reaches the backend with the API server down.
     let warm = agent.create_session().await?;
+    let frontends = component_readiness(&client, "mcp").await?;
     let guard = ComponentGuard::new("kube-apiserver");
     component("stop", "kube-apiserver").await?;
     let r = agent
@@ -372,6 +373,13 @@ async fn apiserver_down_is_backend_unavailable_and_creation_recovers() -> Result
     println!("after the start, before create_session succeeded: {seen:?}");
     ensure!(agent.eval(&id, "cat(1 + 1)").await? == "2");
     ensure!(agent.eval(&warm, "cat('still here')").await? == "still here");
+    // The outage did not take the frontend out of its Service: a NotReady frontend, reported
+    // once the API server is back, would cut off every session until its next probes pass.
+    let after = component_readiness(&client, "mcp").await?;
+    ensure!(
+        after == frontends,
+        "the frontend's readiness changed: {frontends:?} -> {after:?}"
+    );
     agent.finish().await
 }
 

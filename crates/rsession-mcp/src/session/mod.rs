@@ -363,7 +363,10 @@ pub trait Backend: Send + Sync + 'static {
         false
     }
 
-    /// Whether new sessions can be created now (for `/readyz`).
+    /// Whether this server should take traffic (`/readyz`): direct, an Rserve endpoint accepts
+    /// connections; sandboxed, always; kubernetes, the API server has answered once since the
+    /// start (an outage later leaves it ready: `create_session` then says
+    /// `backend_unavailable`, and sessions keep answering).
     async fn ready(&self) -> bool;
 }
 

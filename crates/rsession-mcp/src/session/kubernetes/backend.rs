@@ -53,6 +53,8 @@ pub struct KubernetesBackend {
     /// The shared watch of MCP-created RSessions that waits for Ready read from
     /// ([`Self::with_session_watch`]); `None`: each wait watches its own RSession.
     sessions: Option<SessionWatch>,
+    /// Set once a LIST of RSessions has succeeded ([`Backend::ready`]).
+    reached_api: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for KubernetesBackend {
@@ -81,6 +83,7 @@ impl KubernetesBackend {
             config,
             checkpoints: std::sync::OnceLock::new(),
             sessions: None,
+            reached_api: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -514,10 +517,27 @@ impl Backend for KubernetesBackend {
         true
     }
 
+    /// Ready from the first successful LIST of RSessions on, and then for good.
+    ///
+    /// Why sticky: the API server is shared by every replica. Failing `/readyz` while it is
+    /// down takes every frontend out of its Service at once, and when it is back the kubelet's
+    /// NotReady status removes the endpoints until the next probes pass. During that time the
+    /// sessions that need no API call (their credentials and the caller's authorization are
+    /// cached) would answer nothing, and `create_session` could not say `backend_unavailable`.
+    /// The first LIST still holds a new frontend (wrong RBAC, unreachable API) out of a rollout.
     async fn ready(&self) -> bool {
-        self.rsessions
+        use std::sync::atomic::Ordering;
+        if self.reached_api.load(Ordering::Relaxed) {
+            return true;
+        }
+        let ok = self
+            .rsessions
             .list_metadata(&ListParams::default().limit(1))
             .await
-            .is_ok()
+            .is_ok();
+        if ok {
+            self.reached_api.store(true, Ordering::Relaxed);
+        }
+        ok
     }
 }

@@ -44,6 +44,7 @@
 mod activity;
 mod backend;
 mod checkpoints;
+pub mod client;
 mod early;
 mod errors;
 mod events;

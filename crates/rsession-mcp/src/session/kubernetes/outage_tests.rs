@@ -106,9 +106,7 @@ fn answers_that_retrying_cannot_fix_are_internal() {
 /// A client for `http://127.0.0.1:<port>`.
 fn client_at(port: u16) -> Client {
     let url: http::Uri = format!("http://127.0.0.1:{port}").parse().unwrap();
-    let mut config = kube::Config::new(url);
-    config.connect_timeout = Some(Duration::from_secs(2));
-    Client::try_from(config).expect("client")
+    super::client::client(kube::Config::new(url)).expect("client")
 }
 
 /// A loopback port nothing listens on (bound, then released).
@@ -263,4 +261,67 @@ async fn a_retry_stops_once_the_session_is_closed_or_stamped_again() {
         .expect("task");
     assert!(!newer.is_finished(), "the newest stamp keeps retrying");
     newer.abort();
+}
+
+/// A fake API server that answers 503 to every request but, with `answer_first_list`, the
+/// first LIST of RSessions (an empty list). Returns its port and its request count.
+async fn unavailable_api(answer_first_list: bool) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = requests.clone();
+    let app = axum::Router::new().fallback(move |uri: Uri| {
+        let seen = seen.clone();
+        async move {
+            let first = seen.fetch_add(1, Ordering::SeqCst) == 0;
+            if answer_first_list && first && uri.path().ends_with("/rsessions") {
+                let list = serde_json::json!({
+                    "apiVersion": "meta.k8s.io/v1",
+                    "kind": "PartialObjectMetadataList",
+                    "metadata": {"resourceVersion": "1"},
+                    "items": [],
+                });
+                return axum::Json(list).into_response();
+            }
+            let s = Status::failure("etcd is unavailable", "ServiceUnavailable").with_code(503);
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(s)).into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (port, requests)
+}
+
+/// `/readyz` stays ready through an API outage once the API has answered: the first LIST is
+/// answered, every later request would get 503, and `ready()` does not ask again.
+#[tokio::test]
+async fn ready_holds_through_an_api_outage_after_the_first_answer() {
+    let (port, requests) = unavailable_api(true).await;
+    let backend = KubernetesBackend::new(client_at(port), KubernetesConfig::new("ns"));
+    assert!(backend.ready().await, "the first LIST was answered");
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+    assert!(backend.ready().await, "still ready during the outage");
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        1,
+        "ready() asked the API again"
+    );
+}
+
+/// A tool call against an API server answering 503 ends `backend_unavailable` after
+/// `client::RETRIES` retries, not kube's default of 15 with delays growing to minutes.
+#[tokio::test]
+async fn a_503_is_retried_a_bounded_number_of_times() {
+    let (port, requests) = unavailable_api(false).await;
+    let backend = KubernetesBackend::new(client_at(port), KubernetesConfig::new("ns"));
+    let e = tokio::time::timeout(Duration::from_secs(30), backend.list("alice"))
+        .await
+        .expect("list_sessions ended")
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::BackendUnavailable, "{e:?}");
+    assert!(e.code.retryable());
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        1 + super::client::RETRIES as usize,
+        "the first request and its retries"
+    );
 }
