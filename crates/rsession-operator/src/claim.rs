@@ -10,8 +10,8 @@
 //! the pod itself and follow it.
 //!
 //! API calls of a claim: the `PATCH` of each candidate (Ready, unclaimed, of the pool's current
-//! template, as the operator's watch-fed cache of pool pods shows them; in random order) until one
-//! succeeds; when none did (the cache was stale or empty), a `LIST` of the pool's pods and the
+//! template, as the operator's watch-fed cache of pool pods shows them; in random order, skipping
+//! those another claim of this replica is taking: [`crate::pool::reserved`]) until one succeeds; when none did (the cache was stale or empty), a `LIST` of the pool's pods and the
 //! same again. The session's
 //! own Secret gets the claimed pod's password: from memory when this replica created the pod
 //! ([`crate::pool::passwords`]), else a `GET` of the pod's credentials Secret.
@@ -35,6 +35,7 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::pool::build::{TEMPLATE_NAME, template_hash, template_session};
 use crate::pool::plan::is_claimable;
+use crate::pool::reserved::Reserved;
 use crate::status::whole_seconds;
 
 /// A pool pod now bound to the RSession.
@@ -100,9 +101,9 @@ pub async fn bind(
     // candidate it shows stale costs one refused patch, and when none of them could be claimed
     // the pool's pods are listed afresh.
     let cached = ctx.cached_pool_pods(namespace, &pool_name, &hash);
-    let mut won = claim_among(&ctx.client, namespace, rs, cached).await?;
+    let mut won = claim_among(&ctx.client, &ctx.reserved, namespace, rs, cached).await?;
     if won.is_none() {
-        won = claim(&ctx.client, namespace, rs, &pool_name, &hash).await?;
+        won = claim(&ctx.client, &ctx.reserved, namespace, rs, &pool_name, &hash).await?;
     }
     let claimed = match won {
         Some(pod) => Some(Claimed {
@@ -188,14 +189,16 @@ pub fn claim_patch(rs: &RSession, resource_version: &str, now: Timestamp) -> ser
 /// `Ok(None)`: none could be claimed (the pool is empty, still filling, or every candidate was
 /// taken first); the caller starts the session cold.
 ///
-/// Candidates are tried in random order (concurrent claimants spread over the pool) until one
-/// patch succeeds; a candidate another claimant took first costs one refused request. Returns the
-/// claimed pod as the patch returned it.
+/// Candidates are tried in random order (concurrent claimants spread over the pool), skipping
+/// those another claim of this replica holds in `reserved`, until one patch succeeds; a candidate
+/// another claimant took first costs one refused request. Returns the claimed pod as the patch
+/// returned it.
 ///
 /// # Errors
 /// API errors other than the expected 404 and 409 answers.
 pub async fn claim(
     client: &Client,
+    reserved: &Reserved,
     namespace: &str,
     rs: &RSession,
     pool: &str,
@@ -215,17 +218,20 @@ pub async fn claim(
         .into_iter()
         .filter(is_claimable)
         .collect();
-    claim_among(client, namespace, rs, candidates).await
+    claim_among(client, reserved, namespace, rs, candidates).await
 }
 
 /// Tries to bind `rs` to one of `candidates` (pool pods believed Ready and unclaimed, each with
-/// the resourceVersion it was read at), in random order, until one patch succeeds.
-/// `Ok(None)`: every candidate had changed or was taken first.
+/// the resourceVersion it was read at), in random order, until one patch succeeds. Candidates
+/// another claim of this replica holds in `reserved` are skipped; each one tried is reserved for
+/// its patch and, when won, for a while after ([`Reserved::finish`]).
+/// `Ok(None)`: every candidate had changed, was taken first or was held.
 ///
 /// # Errors
 /// API errors other than the expected 404 and 409 answers.
 pub async fn claim_among(
     client: &Client,
+    reserved: &Reserved,
     namespace: &str,
     rs: &RSession,
     mut candidates: Vec<Pod>,
@@ -237,11 +243,16 @@ pub async fn claim_among(
         let Some(rv) = candidate.metadata.resource_version.as_deref() else {
             continue;
         };
+        if !reserved.try_reserve(namespace, &name) {
+            debug!(pod = %name, "pool pod held by another claim of this replica; trying the next");
+            continue;
+        }
         let patch = claim_patch(rs, rv, Timestamp::now());
-        match pods
+        let answer = pods
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
+            .await;
+        reserved.finish(namespace, &name, answer.is_ok());
+        match answer {
             Ok(pod) => return Ok(Some(pod)),
             Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
                 debug!(pod = %name, code = e.code, "pool pod taken first; trying the next");

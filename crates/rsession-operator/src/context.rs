@@ -18,6 +18,7 @@ use crate::config::OperatorConfig;
 use crate::metrics::Metrics;
 use crate::pool::passwords::PoolPasswords;
 use crate::pool::plan::is_claimable;
+use crate::pool::reserved::Reserved;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
@@ -48,6 +49,8 @@ pub struct Context {
     /// Rserve passwords of the pool pods this replica created and nobody claimed yet: a claim
     /// takes it from here instead of a `GET` of the pod's Secret.
     pub(crate) pool_passwords: PoolPasswords,
+    /// Pool pods this replica's claims are taking (`crate::pool::reserved`).
+    pub(crate) reserved: Reserved,
     /// What this replica applied recently, per owner uid (an RSession's children, a pool's
     /// NetworkPolicy): reconciles in quick succession skip re-sending it unchanged.
     pub(crate) applied: Applied,
@@ -82,6 +85,7 @@ impl Context {
             pools: None,
             pool_pods: None,
             pool_passwords: PoolPasswords::default(),
+            reserved: Reserved::default(),
             applied: Applied::default(),
         }
     }

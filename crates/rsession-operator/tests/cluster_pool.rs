@@ -437,8 +437,8 @@ async fn concurrent_claims_bind_each_pool_pod_at_most_once() {
         |client, ns| async move {
             // The pool controller makes the pods; then it is stopped, so only the claims act.
             ready_pool_then_stop(&client, &ns, "race", 4, 20).await;
-            // Eight claimants against four Ready pods, all at once, as two operator replicas
-            // would.
+            // Eight claimants against four Ready pods, all at once, as eight operator replicas
+            // would (each with its own reservations: only the patch's precondition decides).
             let mut claimants = Vec::new();
             for i in 0..8 {
                 claimants.push(create_pooled(&client, &ns, &format!("c{i}"), "race", true).await);
@@ -449,7 +449,8 @@ async fn concurrent_claims_bind_each_pool_pod_at_most_once() {
                 let ns = ns.clone();
                 let hash = hash.clone();
                 async move {
-                    rsession_operator::claim::claim(&client, &ns, rs, "race", &hash)
+                    let own = rsession_operator::pool::reserved::Reserved::default();
+                    rsession_operator::claim::claim(&client, &own, &ns, rs, "race", &hash)
                         .await
                         .expect("claim")
                         .map(|pod| pod.name_any())
@@ -482,6 +483,63 @@ async fn concurrent_claims_bind_each_pool_pod_at_most_once() {
     .expect("temp namespace");
 }
 
+/// Pod PATCHes in `ns` the API server refused with 409 Conflict, from its audit log.
+fn refused_pod_patches(cp: &rsession_testenv::ControlPlane, ns: &str) -> usize {
+    cp.audit_events()
+        .expect("audit log")
+        .iter()
+        .filter(|e| {
+            e["stage"] == "ResponseComplete"
+                && e["verb"] == "patch"
+                && e["objectRef"]["resource"] == "pods"
+                && e["objectRef"]["namespace"] == ns
+                && e["responseStatus"]["code"] == 409
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn concurrent_claims_of_one_replica_pick_different_pods() {
+    let cp = control_plane().await;
+    cp.with_temp_ns(
+        "poolspread",
+        PodSecurity::Restricted,
+        |client, ns| async move {
+            ready_pool_then_stop(&client, &ns, "spread", 4, 60).await;
+            let hash = pool_hash(&client, &ns, "spread").await;
+            let mut claimants = Vec::new();
+            for i in 0..4 {
+                claimants.push(create_pooled(&client, &ns, &format!("s{i}"), "spread", true).await);
+            }
+            // What the cache gives every claimant of one replica: the same four candidates.
+            let candidates = pool_pods(&client, &ns, "spread").await;
+            let reserved = rsession_operator::pool::reserved::Reserved::default();
+            let results = futures::future::join_all(claimants.iter().map(|rs| {
+                rsession_operator::claim::claim_among(
+                    &client,
+                    &reserved,
+                    &ns,
+                    rs,
+                    candidates.clone(),
+                )
+            }))
+            .await;
+            let mut won: Vec<String> = results
+                .into_iter()
+                .map(|r| r.expect("claim").expect("a pod").name_any())
+                .collect();
+            won.sort();
+            won.dedup();
+            assert_eq!(won.len(), 4, "each claimant its own pod: {won:?}");
+            // Without the reservations, four random picks from the same four pods collide
+            // (and pay a refused PATCH) nine times in ten.
+            assert_eq!(refused_pod_patches(cp, &ns), 0, "refused claim patches");
+        },
+    )
+    .await
+    .expect("temp namespace");
+}
+
 #[tokio::test]
 async fn a_claim_cut_short_before_status_is_adopted_with_the_pods_password() {
     let cp = control_plane().await;
@@ -496,7 +554,8 @@ async fn a_claim_cut_short_before_status_is_adopted_with_the_pods_password() {
             // the RSession, no status, no session Secret.
             let rs = create_pooled(&client, &ns, "dave", "cut", false).await;
             let hash = pool_hash(&client, &ns, "cut").await;
-            let claimed = rsession_operator::claim::claim(&client, &ns, &rs, "cut", &hash)
+            let own = rsession_operator::pool::reserved::Reserved::default();
+            let claimed = rsession_operator::claim::claim(&client, &own, &ns, &rs, "cut", &hash)
                 .await
                 .expect("claim")
                 .expect("a Ready pod");

@@ -10,9 +10,11 @@
 //!
 //! Layout, as for sessions: [`build`] (pure builders), [`plan`] (pure decision and counts),
 //! [`reconcile`] (the API calls), [`passwords`] (the passwords of pods this replica created, so
-//! a claim need not read them back).
+//! a claim need not read them back), [`reserved`] (the pods this replica's claims are taking, so
+//! concurrent claims pick different ones).
 
 pub mod build;
 pub mod passwords;
 pub mod plan;
 pub mod reconcile;
+pub mod reserved;
