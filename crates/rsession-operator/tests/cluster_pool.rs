@@ -506,7 +506,6 @@ async fn concurrent_claims_of_one_replica_pick_different_pods() {
         PodSecurity::Restricted,
         |client, ns| async move {
             ready_pool_then_stop(&client, &ns, "spread", 4, 60).await;
-            let hash = pool_hash(&client, &ns, "spread").await;
             let mut claimants = Vec::new();
             for i in 0..4 {
                 claimants.push(create_pooled(&client, &ns, &format!("s{i}"), "spread", true).await);
