@@ -25,7 +25,8 @@
 //!   unavailable is retried in the background with backoff; it never fails
 //!   the evaluation.
 //! - API failures map to tool errors by [`api_error_code`]: an unreachable or
-//!   overloaded apiserver is `backend_unavailable` (retryable).
+//!   overloaded apiserver is `backend_unavailable` (retryable), within seconds
+//!   (`client.rs`: a 5 s connect timeout and three quick retries of 429/503/504).
 //!
 //! Files, one job each: `backend.rs` (the [`crate::session::Backend`] over RSession objects),
 //! `status.rs` (progress and errors read from an RSession's status),
