@@ -230,7 +230,8 @@ async fn frontend_restart_keeps_session_ids_working() -> Result<()> {
     // Retryable failures are retried, as an agent would: this test runs right after the
     // apiserver restart test, and once its session's Rserve accepted a login and then refused
     // connections for the frontend's whole 8 s connect retry (backend_unavailable, retryable)
-    // while the cluster settled. What this test checks is the frontend restart below.
+    // while the cluster settled. The frontend now waits for such a session to be Ready again;
+    // what this test checks is the frontend restart below.
     let (id, setup_failures) = agent.create_session_until_ok(120).await?;
     if !setup_failures.is_empty() {
         println!("create_session failures before the restart: {setup_failures:?}");

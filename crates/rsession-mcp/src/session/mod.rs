@@ -301,6 +301,14 @@ pub trait Backend: Send + Sync + 'static {
     /// replaced pod). Errors: `session_not_found`, `session_not_ready`.
     async fn endpoint(&self, owner: &str, id: &str) -> Result<Endpoint, ToolError>;
 
+    /// Whether a session's R may restart or move after it was Ready, on its own (Kubernetes:
+    /// its container restarted by the kubelet, its pod replaced). A new session whose first
+    /// connect is refused is then waited for to be Ready again through [`Backend::endpoint`]
+    /// before `create_session` gives up.
+    fn endpoint_moves(&self) -> bool {
+        false
+    }
+
     /// Sessions of `owner`.
     async fn list(&self, owner: &str) -> Result<Vec<BackendSession>, ToolError>;
 

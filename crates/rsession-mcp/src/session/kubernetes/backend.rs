@@ -517,6 +517,10 @@ impl Backend for KubernetesBackend {
         true
     }
 
+    fn endpoint_moves(&self) -> bool {
+        true
+    }
+
     /// Ready from the first successful LIST of RSessions on, and then for good.
     ///
     /// Why sticky: the API server is shared by every replica. Failing `/readyz` while it is

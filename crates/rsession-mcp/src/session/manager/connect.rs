@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
+
 use super::messages::reset_notice;
 use super::{Session, SessionManager, Slot};
 use crate::errors::{ErrorCode, ToolError};
@@ -20,11 +22,60 @@ const OOM_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on restoring a checkpoint into an adopted session's fresh R.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How long a new session whose R stopped answering right after it was Ready is waited for to be
+/// Ready again ([`SessionManager::connect_new`]), on top of each connect's own retry.
+pub(super) const NEW_SESSION_REWAIT: Duration = Duration::from_secs(60);
+
 impl SessionManager {
     pub(super) async fn connect(&self, endpoint: &Endpoint) -> Result<RConn, ToolError> {
         let conn = RConn::open(endpoint, self.config.connect_timeout).await?;
         tracing::info!(pid = conn.pid(), addr = %endpoint.addr, workspace = %conn.workspace, harness_preloaded = conn.harness_preloaded, "R connected");
         Ok(conn)
+    }
+
+    /// Connects a session just created at `endpoint`. Where the backend's sessions can restart
+    /// or move ([`crate::session::Backend::endpoint_moves`]: a pod's container restarted by
+    /// its kubelet, the pod replaced), an endpoint that stops answering right after Ready is not
+    /// the end: the backend is asked for the session's endpoint again, with backoff, until it
+    /// is Ready and answers or [`NEW_SESSION_REWAIT`] has passed. Returns the endpoint that
+    /// answered. Errors: those of [`RConn::open`], then of [`crate::session::Backend::endpoint`].
+    pub(super) async fn connect_new(
+        &self,
+        owner: &str,
+        id: &str,
+        endpoint: Endpoint,
+    ) -> Result<(Endpoint, RConn), ToolError> {
+        let first = match self.connect(&endpoint).await {
+            Ok(conn) => return Ok((endpoint, conn)),
+            Err(e) => e,
+        };
+        if first.code != ErrorCode::BackendUnavailable || !self.backend.endpoint_moves() {
+            return Err(first);
+        }
+        tracing::warn!(session_id = %id, error = %first, "a new session's R does not answer; waiting for it to be Ready again");
+        let attempt = || async {
+            let endpoint = self.backend.endpoint(owner, id).await?;
+            let conn = self.connect(&endpoint).await?;
+            Ok((endpoint, conn))
+        };
+        attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(250))
+                    .with_max_delay(Duration::from_secs(2))
+                    .with_total_delay(Some(NEW_SESSION_REWAIT))
+                    .without_max_times(),
+            )
+            .when(|e: &ToolError| {
+                matches!(
+                    e.code,
+                    ErrorCode::BackendUnavailable | ErrorCode::SessionNotReady
+                )
+            })
+            .notify(|e: &ToolError, after: Duration| {
+                tracing::info!(session_id = %id, error = %e, retry_in_ms = after.as_millis(), "new session not answering yet");
+            })
+            .await
     }
 
     /// Make sure the slot has a live R; after a loss, connect a fresh one and

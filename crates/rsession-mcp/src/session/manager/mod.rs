@@ -266,8 +266,8 @@ impl SessionManager {
         }
         let id = new_session_id();
         let created = self.backend.create(owner, &id, pool, progress).await?;
-        let (endpoint, start) = (created.endpoint, created.start);
-        let conn = match self.connect(&endpoint).await {
+        let start = created.start;
+        let (endpoint, conn) = match self.connect_new(owner, &id, created.endpoint).await {
             Ok(c) => {
                 progress
                     .finish(format!("Connected: R is ready in session {id}"))
