@@ -28,12 +28,6 @@ struct Restarting {
     lookups: AtomicUsize,
 }
 
-/// A loopback address nothing listens on (bound, then released): connects are refused.
-fn refusing_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").to_string()
-}
-
 #[async_trait]
 impl Backend for Restarting {
     fn kind(&self) -> &'static str {
@@ -48,7 +42,9 @@ impl Backend for Restarting {
         progress: &Progress,
     ) -> Result<Created, ToolError> {
         let mut created = self.inner.create(owner, id, pool, progress).await?;
-        created.endpoint.addr = refusing_addr();
+        // A loopback port nothing listens on (free a moment ago): connects are refused.
+        let port = rserve::testing::free_port().expect("free port");
+        created.endpoint.addr = format!("127.0.0.1:{port}");
         Ok(created)
     }
 

@@ -11,10 +11,10 @@
 //!
 //! API calls of a claim: the `PATCH` of each candidate (Ready, unclaimed, of the pool's current
 //! template, as the operator's watch-fed cache of pool pods shows them; in random order, skipping
-//! those another claim of this replica is taking: [`crate::pool::reserved`]) until one succeeds; when none did (the cache was stale or empty), a `LIST` of the pool's pods and the
-//! same again. The session's
-//! own Secret gets the claimed pod's password: from memory when this replica created the pod
-//! ([`crate::pool::passwords`]), else a `GET` of the pod's credentials Secret.
+//! those another claim of this replica is taking: [`crate::pool::reserved`]) until one succeeds;
+//! when none did (the cache was stale or empty), a `LIST` of the pool's pods and the same again.
+//! The session's own Secret gets the claimed pod's password: from memory when this replica
+//! created the pod ([`crate::pool::passwords`]), else a `GET` of the pod's credentials Secret.
 
 use std::time::Instant;
 

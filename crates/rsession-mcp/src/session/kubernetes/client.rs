@@ -33,7 +33,10 @@ pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(1);
 const BUFFER: usize = 1024;
 
 /// A client for `config` with [`CONNECT_TIMEOUT`] and at most [`RETRIES`] retries, in place of
-/// kube's defaults. Must run inside a Tokio runtime (the buffer's task). Errors: those of `kube::client::ClientBuilder::try_from` (TLS or auth setup).
+/// kube's defaults. Must run inside a Tokio runtime (the buffer's task).
+///
+/// # Errors
+/// Those of `kube::client::ClientBuilder::try_from` (TLS or auth setup).
 pub fn client(mut config: kube::Config) -> Result<kube::Client, kube::Error> {
     config.connect_timeout = Some(CONNECT_TIMEOUT);
     config.default_retry = false;

@@ -109,10 +109,9 @@ fn client_at(port: u16) -> Client {
     super::client::client(kube::Config::new(url)).expect("client")
 }
 
-/// A loopback port nothing listens on (bound, then released).
+/// A loopback port nothing listens on (free a moment ago).
 fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    rserve::testing::free_port().expect("free port")
 }
 
 #[tokio::test]

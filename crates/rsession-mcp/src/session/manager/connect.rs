@@ -24,7 +24,7 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long a new session whose R stopped answering right after it was Ready is waited for to be
 /// Ready again ([`SessionManager::connect_new`]), on top of each connect's own retry.
-pub(super) const NEW_SESSION_REWAIT: Duration = Duration::from_secs(60);
+const NEW_SESSION_REWAIT: Duration = Duration::from_secs(60);
 
 impl SessionManager {
     pub(super) async fn connect(&self, endpoint: &Endpoint) -> Result<RConn, ToolError> {
