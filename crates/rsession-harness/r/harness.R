@@ -22,14 +22,19 @@
 #             a truncated event carries `omitted_bytes` (double).
 #   truncated TRUE when output went over max_output_bytes (head and tail kept)
 #   omitted_bytes  bytes of output left out between head and tail
+#   spool_end  spool offset (double) where the next evaluation's output starts
 #
 # Output is captured by sinking stdout and stderr into a spool file and
 # reading back only what fits the byte budget (head, then a rolling tail), so
 # a runaway print costs disk in the R temp dir, never memory here or in the
 # server. File descriptors 1 and 2 point at the spool too, so what child
 # processes (system(), system2()) print lands in order with R's own output,
-# under the same cap. The spool is emptied when an evaluation starts; while it
-# runs, the server reads its last line over a second connection for progress.
+# under the same cap. Every writer appends and the harness reads on from where
+# it stopped, so a call with little output costs no truncation or reopening:
+# the spool is emptied only after a call that leaves it over `spool_keep`
+# bytes, or before one when something wrote to it between calls. While an
+# evaluation runs, the server reads its last line (after the offset the
+# previous result gave as `spool_end`) over a second connection for progress.
 local({
   h <- new.env(parent = globalenv())
   state <- new.env(parent = emptyenv())
@@ -64,6 +69,12 @@ local({
   seek_read <- function(con, pos) .Internal(seek(con, as.double(pos), 1L, 1L))
   read_raw <- function(con, n) .Internal(readBin(con, "raw", n, NA_integer_, TRUE, FALSE))
   truncate_file <- function(path) .Internal(file.create(path, FALSE))
+
+  # Bytes flush_out reads in one go before it needs the spool's size: the output of most
+  # flushes (a printed value, a line of cat()) fits, and then no stat() is made.
+  small_read <- 4096
+  # Consumed spool bytes kept between calls before the spool is emptied (after the call).
+  spool_keep <- 65536
 
   # Raw bytes -> UTF-8 string.
   h$as_text <- function(bytes) {
@@ -111,20 +122,14 @@ local({
 
   # ---- per-call output accounting -------------------------------------------
 
+  # One environment of per-call state, built in one step (twelve assignments into an empty
+  # environment cost as much as a whole flush_out).
   h$new_call <- function(max_output_bytes) {
-    st <- new.env(parent = emptyenv())
-    st$events <- vector("list", 16L)
-    st$n <- 0L
-    st$head_left <- max(0, floor(max_output_bytes / 2))
-    st$tail_cap <- max(0, max_output_bytes - st$head_left)
-    st$tail <- list()
-    st$tail_bytes <- 0
-    st$truncated <- FALSE
-    st$omitted <- 0
-    st$traceback <- character()
-    st$plots <- 0L
-    st$emitted_plots <- character()
-    st
+    head_left <- max(0, floor(max_output_bytes / 2))
+    st <- list(events = vector("list", 16L), n = 0L, head_left = head_left,
+               tail_cap = max(0, max_output_bytes - head_left), tail = list(), tail_bytes = 0,
+               truncated = FALSE, omitted = 0, traceback = character(), plots = 0L)
+    .Internal(list2env(st, .Internal(new.env(TRUE, emptyenv(), 29L))))
   }
 
   h$push <- function(st, ev) {
@@ -201,6 +206,18 @@ local({
   h$flush_out <- function(st, type = "stdout") {
     sp <- state$spool
     flush_con(sp$w)
+    if (!st$truncated) {
+      # Fast path: everything written since the last flush, when it is shorter than one small
+      # read and within the budget, without asking the spool's size.
+      want <- min(small_read, st$head_left + st$tail_cap + 1)
+      seek_read(sp$r, sp$pos)
+      b <- read_raw(sp$r, want)
+      if (length(b) < want) {
+        if (length(b) == 0L) return(invisible())
+        sp$pos <- sp$pos + length(b)
+        return(h$add_text(st, type, h$as_text(b)))
+      }
+    }
     size <- file_size(sp$path)
     n <- size - sp$pos
     if (is.na(n) || n <= 0) return(invisible())
@@ -287,23 +304,35 @@ local({
     state$spool <- sp
   }
 
-  # Empty the spool at the start of each evaluation, so it holds only the
-  # output of the running one (and costs no disk between calls). Every
-  # writer appends, so all of them go on at the new end.
-  h$reset_spool <- function() {
+  # Before each evaluation: a spool removed since (a user's unlink() of the temp directory)
+  # is opened again, so progress can read it by its path; one written to since the last
+  # evaluation (Rserve prints the error of a failed file or data call to descriptor 2, a
+  # background child may print late) is emptied, so this evaluation reads only its own.
+  h$check_spool <- function() {
     sp <- state$spool
     size <- if (is.null(sp)) NA else file_size(sp$path)
-    if (is.na(size)) return(h$open_spool())
-    if (sp$pos > 0 || size > 0) {
-      flush_con(sp$w)
-      truncate_file(sp$path)
-      # The reading side is reopened: its C library buffer would otherwise
-      # hand back bytes of the previous output at the same offsets (glibc's
-      # fseek() keeps the buffer when the target lies inside it).
-      close(sp$r)
-      sp$r <- file(sp$path, open = "rb")
-      sp$pos <- 0
+    if (is.na(size)) {
+      h$open_spool()
+    } else if (size > sp$pos) {
+      h$empty_spool()
     }
+  }
+
+  # After each evaluation: empty the spool once more than `spool_keep` bytes were read from
+  # it, so a long output's disk is given back.
+  h$trim_spool <- function() if (state$spool$pos > spool_keep) h$empty_spool()
+
+  # Every writer appends, so all of them go on at the new end.
+  h$empty_spool <- function() {
+    sp <- state$spool
+    flush_con(sp$w)
+    truncate_file(sp$path)
+    # The reading side is reopened: its C library buffer would otherwise
+    # hand back bytes of the previous output at the same offsets (glibc's
+    # fseek() keeps the buffer when the target lies inside it).
+    close(sp$r)
+    sp$r <- file(sp$path, open = "rb")
+    sp$pos <- 0
   }
 
   # ---- plots ------------------------------------------------------------------
@@ -468,7 +497,7 @@ local({
     }
     tempdir(check = TRUE)
     if (!dir.exists(state$plot_dir)) dir.create(state$plot_dir, recursive = TRUE)
-    h$reset_spool()
+    h$check_spool()
     sp <- state$spool
     sinks <- output_sinks()
     sink_output(sp$w)
@@ -517,7 +546,9 @@ local({
     })
     # A second interrupt during the wrap-up below must not lose the result.
     tryCatch({
-      h$flush_out(st, "stdout")
+      # After a normal end the loop has read everything; what a background child writes
+      # later is read by the next call.
+      if (!identical(status, "ok")) h$flush_out(st, "stdout")
       sink_message(stderr())
       while (output_sinks() > sinks) unsink_output()
       on.exit()
@@ -525,6 +556,7 @@ local({
         h$close_devices()
         h$emit_plots(st, max_plots, max_plot_bytes)
       }
+      h$trim_spool()
     }, interrupt = function(i) NULL, error = function(e) NULL)
     h$result(st, status)
   }
@@ -556,7 +588,8 @@ local({
       if (lost) events[[length(events) + 1L]] <- list(type = "truncated", text = sprintf("[... %.0f bytes of output omitted ...]\n", st$omitted), call = NA_character_, omitted_bytes = st$omitted)
       events <- c(events, st$tail)
     }
-    list(status = status, events = events, truncated = lost, omitted_bytes = st$omitted)
+    list(status = status, events = events, truncated = lost, omitted_bytes = st$omitted,
+         spool_end = if (is.null(state$spool)) 0 else state$spool$pos)
   }
 
   # ---- workspace files ------------------------------------------------------------

@@ -71,11 +71,14 @@ async fn cancelling_stops_r_and_frees_the_session(c: &Client) {
 
 async fn progress_reports_time_and_printed_lines(c: &Client) {
     let sid = c.create_session().await;
+    // The call before leaves its output in the spool; progress reads only this call's.
+    let r = c.exec(&sid, "cat('a line of the call before\\n')").await;
+    assert_eq!(r.is_error, Some(false), "{}", text(&r));
     let before = c.service.service().progress().len();
     let r = c
         .exec(
             &sid,
-            "for (i in 1:6) { cat(sprintf('step %d of 6\\n', i)); Sys.sleep(1) }; 'done'",
+            "Sys.sleep(2.5); for (i in 1:5) { cat(sprintf('step %d of 5\\n', i)); Sys.sleep(1) }; 'done'",
         )
         .await;
     assert_eq!(r.is_error, Some(false), "{}", text(&r));
@@ -103,6 +106,10 @@ async fn progress_reports_time_and_printed_lines(c: &Client) {
         .filter_map(|p| p.message.as_deref())
         .filter_map(|m| m.split("last output: ").nth(1))
         .collect();
+    assert!(
+        !lines.iter().any(|l| l.contains("call before")),
+        "no report shows an earlier call's output: {during:?}"
+    );
     assert!(
         lines.iter().any(|l| l.starts_with("step ")),
         "the loop's printed lines are seen while it runs: {during:?}"

@@ -664,3 +664,49 @@ async fn user_code_keeps_rs_jit_while_the_harness_runs_without() {
         "user code: JIT level 3 and a compiled closure; the harness: not compiled"
     );
 }
+
+/// The output spool is only appended to between calls (no truncation, reopening or size check
+/// per call, the bulk of the harness's own time for a short call), and emptied after a call
+/// that leaves more than 64 KiB in it, or before one when something wrote to it between calls
+/// (here: Rserve printing a failed file call's error); one removed from outside is opened again.
+#[tokio::test]
+async fn the_spool_is_emptied_after_long_output_and_reopened_when_removed() {
+    let f = fixture(|_| {}).await;
+    let m = &f.manager;
+    let sid = m.create(OWNER, &Progress::none()).await.unwrap().session_id;
+    let spool_size = "cat(file.size(get('.rsession', 'rsession:harness')$state$spool$path))";
+    run(m, &sid, "cat('short\\n')").await;
+    assert_eq!(
+        render_text(&run(m, &sid, spool_size).await.outcome),
+        "6",
+        "a short output stays in the spool"
+    );
+    let r = run(m, &sid, "cat(strrep('x', 100000), '\\n', sep = '')").await;
+    assert!(r.outcome.truncated, "over the 64 KiB default cap");
+    assert_eq!(
+        render_text(&run(m, &sid, spool_size).await.outcome),
+        "0",
+        "emptied after 100 KB"
+    );
+    let refused = m
+        .eval_helper(OWNER, &sid, "stop('rsession: refused between calls')", None)
+        .await
+        .expect_err("an R error");
+    assert_eq!(refused.code, ErrorCode::InvalidArgument, "{refused:?}");
+    let r = run(m, &sid, "cat('only mine\\n')").await;
+    assert_eq!(render_text(&r.outcome), "only mine\n");
+    let r = run(
+        m,
+        &sid,
+        "unlink(get('.rsession', 'rsession:harness')$state$spool$path); cat('still here\\n'); 1",
+    )
+    .await;
+    assert_eq!(render_text(&r.outcome), "still here\n[1] 1\n");
+    let r = run(m, &sid, "cat('and after\\n'); system('echo child'); 2").await;
+    assert_eq!(render_text(&r.outcome), "and after\nchild\n[1] 2\n");
+    assert_eq!(
+        render_text(&run(m, &sid, spool_size).await.outcome),
+        "22",
+        "a new spool, holding only what was written since"
+    );
+}

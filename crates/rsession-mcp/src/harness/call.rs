@@ -141,12 +141,16 @@ pub enum HarnessCall {
     Restore,
     /// `.rsession$memory_state()`: the cgroup's OOM-kill counter and limit.
     MemoryState,
-    /// The last `max_bytes` of the output spool at `path`, as raw bytes. Needs
-    /// no harness: it runs on a fresh connection while the session's own R
-    /// is busy evaluating (progress).
+    /// The last `max_bytes` of the output spool at `path` after byte offset
+    /// `start`, as raw bytes (all of the spool's end when it is shorter than
+    /// `start`: it was emptied since). Needs no harness: it runs on a fresh
+    /// connection while the session's own R is busy evaluating (progress).
     SpoolTail {
         /// The spool's path as returned by `.rsession$init()` (`spool`).
         path: String,
+        /// Where the running evaluation's output starts: the previous
+        /// result's `spool_end` (0 when there is none).
+        start: u64,
         /// Bytes read at most, from the end.
         max_bytes: u64,
     },
@@ -318,10 +322,15 @@ impl HarnessCall {
                 literal(CHECKPOINT_DIR)?
             ),
             HarnessCall::MemoryState => ".rsession$memory_state()".into(),
-            HarnessCall::SpoolTail { path, max_bytes } => format!(
+            HarnessCall::SpoolTail {
+                path,
+                start,
+                max_bytes,
+            } => format!(
                 "local({{ p <- {}; s <- file.size(p); if (is.na(s) || s <= 0) return(raw(0)); \
-                 f <- file(p, \"rb\"); on.exit(close(f)); n <- min(s, {max_bytes}); \
-                 seek(f, s - n); readBin(f, \"raw\", n) }})",
+                 from <- if (s >= {start}) {start} else 0; n <- min(s - from, {max_bytes}); \
+                 if (n <= 0) return(raw(0)); \
+                 f <- file(p, \"rb\"); on.exit(close(f)); seek(f, s - n); readBin(f, \"raw\", n) }})",
                 literal(path)?
             ),
         })

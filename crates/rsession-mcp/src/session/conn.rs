@@ -60,6 +60,9 @@ pub struct RConn {
     /// Path of the harness's output spool as R sees it (progress reads its
     /// last line while an evaluation runs); `None` from an older harness.
     spool: Option<String>,
+    /// Spool offset where the next evaluation's output starts (the last
+    /// result's `spool_end`), so progress never shows an earlier call's line.
+    spool_start: u64,
     /// What `.rsession_db$cdm_setup()` reported: the `cdm` handle of an OMOP
     /// CDM database (kind, schemas, tables, CDM version, persons, or an
     /// error); `None` when the session's database is no CDM.
@@ -177,6 +180,7 @@ impl RConn {
             png_backend: text("png_backend"),
             workspace: text("workspace"),
             spool: Some(text("spool")).filter(|s| !s.is_empty()),
+            spool_start: 0,
             memory,
             cdm,
             harness_preloaded,
@@ -248,7 +252,11 @@ impl RConn {
             )
             .unwrap_or(usize::MAX / 4);
         self.conn.set_max_reply_bytes(max_reply);
-        match self.eval_until(&call, deadline, grace, watch).await {
+        let reply = self.eval_until(&call, deadline, grace, watch).await;
+        if let Ok(sexp) | Err(EvalEnd::Interrupted(_, Ok(sexp))) = &reply {
+            self.spool_start = spool_end(sexp);
+        }
+        match reply {
             Ok(sexp) => {
                 let outcome = harness::decode_outcome(&sexp)
                     .map_err(|e| ToolError::internal(e.to_string()))?;
@@ -315,7 +323,7 @@ impl RConn {
             AbortOnDropHandle::new(tokio::spawn(report_progress(
                 self.endpoint.clone(),
                 self.opts.clone(),
-                self.spool.clone(),
+                self.spool.clone().map(|path| (path, self.spool_start)),
                 watch.progress.clone(),
                 deadline,
             )))
@@ -450,13 +458,14 @@ const PROGRESS_LINE_CHARS: usize = 200;
 
 /// Every [`PROGRESS_EVERY`] until aborted: report the seconds R has run
 /// (progress; the deadline's seconds as total) and the last line it has
-/// printed so far, read from the harness spool over a fresh connection
-/// (a short-lived fork of the same Rserve, which sees the same files). A
-/// failed read only leaves the line out.
+/// printed so far, read from the harness spool (`path`, and the offset this
+/// evaluation's output starts at) over a fresh connection (a short-lived
+/// fork of the same Rserve, which sees the same files). A failed read only
+/// leaves the line out.
 async fn report_progress(
     endpoint: Endpoint,
     opts: ConnectOptions,
-    spool: Option<String>,
+    spool: Option<(String, u64)>,
     progress: Progress,
     deadline: Instant,
 ) {
@@ -470,7 +479,7 @@ async fn report_progress(
     loop {
         ticks.tick().await;
         let line = match &spool {
-            Some(path) => match last_line(&endpoint, &opts, path).await {
+            Some((path, start)) => match last_line(&endpoint, &opts, path, *start).await {
                 Ok(line) => line,
                 Err(e) => {
                     tracing::debug!(addr = %endpoint.addr, error = %e, "reading the output spool for progress failed");
@@ -488,16 +497,18 @@ async fn report_progress(
     }
 }
 
-/// The last non-empty line in the spool at `path` (its final
-/// [`SPOOL_TAIL_BYTES`], read by a [`probe`] that needs no harness),
-/// shortened to [`PROGRESS_LINE_CHARS`].
+/// The last non-empty line in the spool at `path` after offset `start` (at
+/// most its final [`SPOOL_TAIL_BYTES`], read by a [`probe`] that needs no
+/// harness), shortened to [`PROGRESS_LINE_CHARS`].
 async fn last_line(
     endpoint: &Endpoint,
     opts: &ConnectOptions,
     path: &str,
+    start: u64,
 ) -> Result<Option<String>, String> {
     let expr = HarnessCall::SpoolTail {
         path: path.to_string(),
+        start,
         max_bytes: SPOOL_TAIL_BYTES,
     }
     .render()
@@ -509,6 +520,15 @@ async fn last_line(
         .map(str::trim)
         .rfind(|l| !l.is_empty())
         .map(|l| l.chars().take(PROGRESS_LINE_CHARS).collect()))
+}
+
+/// `spool_end` of an execute result (0 when absent: an older harness, an
+/// interrupted wrap-up).
+fn spool_end(reply: &Sexp) -> u64 {
+    reply
+        .get("spool_end")
+        .and_then(Sexp::as_f64)
+        .map_or(0, |b| b.max(0.0) as u64)
 }
 
 /// Errors raised by harness helpers (`stop("rsession: ...")`) are the
