@@ -65,8 +65,11 @@ pub struct OperatorConfig {
     pub dns: DnsConfig,
     /// Leader election with a `coordination.k8s.io/v1` Lease.
     pub leader_election: LeaderElectionConfig,
-    /// Most reconciles running at once (each makes up to about ten API calls). Bounds memory
-    /// and apiserver load when many RSessions change together; 0 means unbounded.
+    /// Most reconciles running at once, per controller (RSessions, RSessionPools; each
+    /// reconcile makes up to about ten API calls). Bounds memory and apiserver load when many
+    /// RSessions change together; 0 means unbounded. The default, 64, lets a burst of warm
+    /// claims all start at once (with 16, the 17th to 20th claim of a burst of 20 waited about
+    /// a second for a slot) at 8 MiB more peak memory with 1,000 RSessions (docs/benchmarks.md).
     pub max_concurrent_reconciles: u16,
 }
 
@@ -135,7 +138,7 @@ impl Default for OperatorConfig {
             database_proxy: DatabaseProxyConfig::default(),
             dns: DnsConfig::default(),
             leader_election: LeaderElectionConfig::default(),
-            max_concurrent_reconciles: 16,
+            max_concurrent_reconciles: 64,
         }
     }
 }
