@@ -19,7 +19,7 @@ pub use call::{CHECKPOINT_DIR, HarnessCall, SESSION_LIBRARY, UPLOAD_VAR};
 pub use literal::r_string_literal;
 pub use outcome::{
     DecodeError, Event, ExecLimits, ExecOutcome, ExecReport, ExecStatus, Reply, decode_outcome,
-    enforce_output_cap, png_dimensions,
+    enforce_output_cap, png_dimensions, spool_end,
 };
 
 /// Source of the harness (crate `rsession-harness`), installed into the private environment

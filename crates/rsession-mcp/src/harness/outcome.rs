@@ -190,6 +190,19 @@ fn field_text(ev: &Sexp, name: &str) -> Option<String> {
     ev.get(name).and_then(text_of)
 }
 
+/// A byte count the harness sends as a double (R has no 64-bit integer); 0 when absent.
+fn field_bytes(list: &Sexp, name: &str) -> u64 {
+    list.get(name)
+        .and_then(Sexp::as_f64)
+        .map_or(0, |b| b.max(0.0) as u64)
+}
+
+/// `spool_end` of an `.rsession$execute()` reply: the spool offset where the next
+/// evaluation's output starts (0 when absent: an older harness).
+pub fn spool_end(reply: &Sexp) -> u64 {
+    field_bytes(reply, "spool_end")
+}
+
 fn decode_event(ev: &Sexp) -> Result<Event, DecodeError> {
     let kind = field_text(ev, "type").ok_or(DecodeError::Malformed("event without type"))?;
     let text = field_text(ev, "text").unwrap_or_default();
@@ -221,11 +234,7 @@ fn decode_event(ev: &Sexp) -> Result<Event, DecodeError> {
             Event::Plot { png, width, height }
         }
         "truncated" => Event::Truncated {
-            omitted_bytes: ev
-                .get("omitted_bytes")
-                .and_then(Sexp::as_f64)
-                .map(|b| b.max(0.0) as u64)
-                .unwrap_or(0),
+            omitted_bytes: field_bytes(ev, "omitted_bytes"),
         },
         _ => return Err(DecodeError::Malformed("unknown event type")),
     })
@@ -257,11 +266,7 @@ pub fn decode_outcome(reply: &Sexp) -> Result<ExecOutcome, DecodeError> {
             .get("truncated")
             .and_then(Sexp::as_bool)
             .unwrap_or(false),
-        omitted_bytes: reply
-            .get("omitted_bytes")
-            .and_then(Sexp::as_f64)
-            .map(|b| b.max(0.0) as u64)
-            .unwrap_or(0),
+        omitted_bytes: field_bytes(reply, "omitted_bytes"),
     })
 }
 

@@ -254,7 +254,7 @@ impl RConn {
         self.conn.set_max_reply_bytes(max_reply);
         let reply = self.eval_until(&call, deadline, grace, watch).await;
         if let Ok(sexp) | Err(EvalEnd::Interrupted(_, Ok(sexp))) = &reply {
-            self.spool_start = spool_end(sexp);
+            self.spool_start = harness::spool_end(sexp);
         }
         match reply {
             Ok(sexp) => {
@@ -520,15 +520,6 @@ async fn last_line(
         .map(str::trim)
         .rfind(|l| !l.is_empty())
         .map(|l| l.chars().take(PROGRESS_LINE_CHARS).collect()))
-}
-
-/// `spool_end` of an execute result (0 when absent: an older harness, an
-/// interrupted wrap-up).
-fn spool_end(reply: &Sexp) -> u64 {
-    reply
-        .get("spool_end")
-        .and_then(Sexp::as_f64)
-        .map_or(0, |b| b.max(0.0) as u64)
 }
 
 /// Errors raised by harness helpers (`stop("rsession: ...")`) are the
