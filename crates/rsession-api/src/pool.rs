@@ -17,8 +17,8 @@ use crate::v1alpha1::{
 
 /// A pool of warm R sessions: the operator keeps `spec.replicas` session pods Ready and
 /// unclaimed, each with its own Rserve credentials, under the pool's NetworkPolicy. An RSession
-/// naming the pool in `spec.poolRef` takes one of them over (the pod, its credentials Secret and
-/// Rserve ConfigMap become the RSession's) and the pool starts a replacement. Pool pods have an
+/// naming the pool in `spec.poolRef` takes one of them over (the pod and its credentials Secret
+/// become the RSession's) and the pool starts a replacement. Pool pods have an
 /// Ephemeral workspace; Persistent sessions always start cold.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(

@@ -11,7 +11,7 @@ pub const LABEL_APP_NAME: &str = "app.kubernetes.io/name";
 /// Kubernetes recommended label `app.kubernetes.io/instance`; value = the RSession's name.
 pub const LABEL_APP_INSTANCE: &str = "app.kubernetes.io/instance";
 /// Kubernetes recommended label `app.kubernetes.io/component`; value = the child's role
-/// (`session`, `credentials`, `rserve-config`, `workspace`, `network`).
+/// (`session`, `credentials`, `workspace`, `network`; `harness` for a pool's harness ConfigMap).
 pub const LABEL_APP_COMPONENT: &str = "app.kubernetes.io/component";
 /// Kubernetes recommended label `app.kubernetes.io/managed-by`; value [`MANAGER`].
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -33,6 +33,12 @@ pub const LABEL_POOL_TEMPLATE: &str = "rsession.dev/pool-template";
 /// Annotation the operator puts on a pool pod when an RSession claims it: RFC 3339 time of the
 /// claim.
 pub const ANNOTATION_CLAIMED_AT: &str = "rsession.dev/claimed-at";
+/// Annotation the operator puts on every session pod: its Rserve `pwdfile` line,
+/// `rsession $<SHA-1 of the password, lower-case hex>` (Rserve 1.7+ stored-password format).
+/// The pod's downward API volume projects it as Rserve's password file, so the pod mounts no
+/// Secret. The hash of a 32-character random password does not reveal it, and a client must
+/// send the password itself (Rserve hashes what it receives).
+pub const ANNOTATION_RSERVE_PWDFILE: &str = "rsession.dev/rserve-pwdfile";
 
 /// Label the MCP frontend puts on each RSession it creates: `u-` and 48 hex digits of SHA-256
 /// of the creating caller's user name (a label value holds at most 63 characters from a small
@@ -68,7 +74,8 @@ pub const SECRET_KEY_USERNAME: &str = "username";
 /// Key of the Rserve password in the credentials Secret.
 pub const SECRET_KEY_PASSWORD: &str = "password";
 /// Key of the Rserve password file (`<user> <password>` line, Rserve `pwdfile` format) in the
-/// credentials Secret; mounted into the pod for Rserve only.
+/// credentials Secret. Pods no longer mount it (see [`ANNOTATION_RSERVE_PWDFILE`]); it stays for
+/// pods created by operator versions before 2026-12-02, whose Secret volume names this key.
 pub const SECRET_KEY_PASSWORD_FILE: &str = "rserve.pwd";
 
 /// Keys the operator reads from the Secret named by `spec.database.secretRef`.

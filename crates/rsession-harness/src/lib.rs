@@ -2,7 +2,7 @@
 //!
 //! - **rsession-mcp** installs [`HARNESS_R`] in every R it connects to (QAP1 `voidEval` right
 //!   after the login), unless that R already holds this very harness;
-//! - **rsession-operator** gives pool pods the same text in their Rserve ConfigMap, and their
+//! - **rsession-operator** gives pool pods the same text in their pool's ConfigMap, and their
 //!   command sources it in the Rserve parent before it listens ([`preload_r`]), so every R
 //!   forked for a connection starts with the harness in place. On the way to a warm session's
 //!   first result that saves parsing about 77 KB of R (12.7 ms on a quiet two-core machine,

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! With `--pool-replicas N` (default 50) an RSessionPool of N is applied with the sessions, and
-//! "settled" also waits for its N pods, each with its credentials Secret and Rserve ConfigMap.
+//! "settled" also waits for its N pods, each with its credentials Secret, and its harness
+//! ConfigMap.
 //!
 //! Not a test: it prints a report (and one JSON line) for docs/benchmarks.md. The baseline in
 //! the same run is the time the apiserver takes to accept the N RSessions themselves.
@@ -144,7 +145,6 @@ impl Observer {
         }
         let children = vec![
             kind!(Secret, "Secret"),
-            kind!(ConfigMap, "ConfigMap"),
             kind!(Pod, "Pod"),
             kind!(Service, "Service"),
             kind!(NetworkPolicy, "NetworkPolicy"),
@@ -180,7 +180,7 @@ impl Observer {
                 == rs.metadata.generation
                 && rs.metadata.generation.is_some();
             let kinds = by_session.get(&name).map_or(0, BTreeSet::len);
-            if current && kinds == if persistent { 6 } else { 5 } {
+            if current && kinds == if persistent { 5 } else { 4 } {
                 settled += 1;
             }
         }
@@ -188,8 +188,8 @@ impl Observer {
     }
 }
 
-/// Whether the pool has `replicas` pods, each with its Secret and ConfigMap (children of pool pods
-/// carry the pool label too). Only asked once the sessions settled, so it adds few requests.
+/// Whether the pool has `replicas` pods, each with its Secret (children of pool pods carry the
+/// pool label too), and its harness ConfigMap. Only asked once the sessions settled, so it adds few requests.
 async fn pool_settled(
     client: &Client,
     ns: &str,
@@ -209,11 +209,7 @@ async fn pool_settled(
     let config_maps = Api::<ConfigMap>::namespaced(client.clone(), ns)
         .list_metadata(&lp)
         .await?;
-    Ok([
-        pods.items.len(),
-        secrets.items.len(),
-        config_maps.items.len(),
-    ] == [replicas; 3])
+    Ok([pods.items.len(), secrets.items.len()] == [replicas; 2] && config_maps.items.len() == 1)
 }
 
 fn vm_field(pid: u32, field: &str) -> Option<u64> {

@@ -39,16 +39,16 @@ where
 }
 
 /// Applies every child of the bundle in `namespace`, one request each, all sent at once and
-/// awaited together: Secret, ConfigMap, Service, NetworkPolicy, PVC (when there is one). The
-/// caller applies the pod only after this returns, because the pod mounts the Secret and
-/// ConfigMap and must never run before its NetworkPolicy exists. `tests/api_calls.rs` pins the
+/// awaited together: Secret, Service, NetworkPolicy, PVC (when there is one). The caller
+/// applies the pod only after this returns: the pod must never run before its NetworkPolicy
+/// exists, and the MCP frontend logs in with the Secret. `tests/api_calls.rs` pins the
 /// set of calls, in the order they are sent.
 pub(crate) async fn apply_children(
     client: &Client,
     namespace: &str,
     children: &Children,
 ) -> Result<(), Error> {
-    // Independent objects, sent together: one round trip rather than four or five on the way
+    // Independent objects, sent together: one round trip rather than three or four on the way
     // to a cold session's pod (which is applied only after all of them exist, so it never runs
     // without its NetworkPolicy) and in every claim's reconcile.
     let pvc = async {
@@ -59,7 +59,6 @@ pub(crate) async fn apply_children(
     };
     tokio::try_join!(
         apply_in(client, namespace, &children.secret),
-        apply_in(client, namespace, &children.config_map),
         apply_in(client, namespace, &children.service),
         apply_in(client, namespace, &children.network_policy),
         pvc,

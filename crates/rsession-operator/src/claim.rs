@@ -6,8 +6,8 @@
 //! next candidate. The patch, in one step, gives the pod the session's labels (the session's
 //! Service and NetworkPolicy select it from then on), replaces its owner (the pool) by the
 //! RSession, and stamps the claim time. The pod keeps its pool label, so the pool's
-//! NetworkPolicy covers it throughout; its credentials Secret and Rserve ConfigMap are owned by
-//! the pod itself and follow it.
+//! NetworkPolicy covers it throughout; its credentials Secret is owned by the pod itself and
+//! follows it.
 //!
 //! API calls of a claim: the `PATCH` of each candidate (Ready, unclaimed, of the pool's current
 //! template, as the operator's watch-fed cache of pool pods shows them; in random order, skipping

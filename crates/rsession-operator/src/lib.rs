@@ -1,5 +1,5 @@
 //! rsession-operator: reconciles `RSession` resources (`rsession.dev/v1alpha1`) into a
-//! locked-down Rserve pod and its Secret, ConfigMap, Service, NetworkPolicy and PVC.
+//! locked-down Rserve pod and its Secret, Service, NetworkPolicy and PVC.
 //!
 //! Layout, following the fetch → validate → decide → build → apply → status pipeline:
 //! - [`validate`]: pure checks and defaulting, RSession → [`validate::Session`];

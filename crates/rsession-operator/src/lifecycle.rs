@@ -1,7 +1,7 @@
 //! Pure lifecycle timers: idle expiry and maximum lifetime.
 //!
 //! Expiry policy (both workspace kinds): the pod is deleted (R state ends) and the phase becomes
-//! Expired; the Secret, ConfigMap, Service, NetworkPolicy and a Persistent workspace PVC stay
+//! Expired; the Secret, Service, NetworkPolicy and a Persistent workspace PVC stay
 //! until the RSession is deleted. Idle expiry is measured from the latest of the
 //! `rsession.dev/last-activity` annotation, the current pod's creation and the RSession's
 //! creation, so a newer activity stamp revives an idle-expired session (with fresh R state).

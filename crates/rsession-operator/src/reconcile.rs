@@ -11,7 +11,7 @@
 //!    then, only when the recorded pod was lost, a live `GET` of the RSession itself (a
 //!    stale cache shows a deleted RSession's pod as lost; see `still_wanted`);
 //! 4. server-side apply (`PATCH`, field manager `rsession-operator`), all sent at once, of the
-//!    Secret, ConfigMap, Service, NetworkPolicy and (Persistent workspace) PVC, unless this
+//!    Secret, Service, NetworkPolicy and (Persistent workspace) PVC, unless this
 //!    replica applied the very same children within the last minute (`crate::applied`) (with
 //!    `spec.poolRef`, first the claim of `crate::claim`; a warm claim applies them after the
 //!    status write of step 6);
@@ -35,7 +35,9 @@ use rsession_api::{Phase, RSession, RSessionPool, RSessionStatus};
 use tracing::{debug, info, warn};
 
 use crate::apply::{apply, apply_children, apply_status, delete_pod};
-use crate::build::{children::build_children, pod::build_pod, secret, secret_name};
+use crate::build::children::{build_children, cold_preload};
+use crate::build::pod::{PodStart, build_pod};
+use crate::build::{secret, secret_name};
 use crate::checkpoint::Handshake;
 use crate::claim;
 use crate::decide::{Facts, decide};
@@ -277,7 +279,16 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
     }
     let current_pod = if plan.create {
         info!(pod = %plan.pod_name, "creating session pod");
-        let pod = apply(&pods, &build_pod(&session, &ctx.config, &plan.pod_name)).await?;
+        let start = PodStart {
+            preload_packages: cold_preload(&ctx.config),
+            harness_config_map: None,
+            pwdfile_entry: secret::pwdfile_entry(&password),
+        };
+        let pod = apply(
+            &pods,
+            &build_pod(&session, &ctx.config, &plan.pod_name, &start),
+        )
+        .await?;
         publish(
             ctx,
             rs,

@@ -167,9 +167,6 @@ impl Verifier {
             .await;
         let secret_body = secret.body.clone();
         secret.reply_applied();
-        self.apply(&format!("/api/v1/namespaces/{NS}/configmaps/{name}-rserve"))
-            .await
-            .reply_applied();
         self.apply(&format!("/api/v1/namespaces/{NS}/services/{name}"))
             .await
             .reply_applied();
@@ -420,9 +417,6 @@ async fn update_applies_the_new_network_policy_and_records_the_generation() {
         )
         .await;
         v.apply(&format!("/api/v1/namespaces/{NS}/secrets/s-credentials"))
-            .await
-            .reply_applied();
-        v.apply(&format!("/api/v1/namespaces/{NS}/configmaps/s-rserve"))
             .await
             .reply_applied();
         v.apply(&format!("/api/v1/namespaces/{NS}/services/s"))

@@ -228,7 +228,7 @@ async fn reapplying_an_unchanged_rsession_writes_nothing() {
         // That is the only write allowed here.
         let first = fresh_reconcile().await;
         let rv_before = settled.resource_versions();
-        assert_eq!(rv_before.len(), 7, "RSession + 6 children: {rv_before:?}");
+        assert_eq!(rv_before.len(), 6, "RSession + 5 children: {rv_before:?}");
         let rv_first = first.resource_versions();
         let changed: Vec<&(String, String)> = rv_before
             .iter()
@@ -269,7 +269,7 @@ async fn deleting_the_rsession_garbage_collects_its_children() {
         .await;
         let state = wait_settled(&client, &ns, 3).await;
         let owned: usize = state.children.values().map(Vec::len).sum();
-        assert_eq!(owned, 5 + 6 + 6, "children before deletion: {:#?}", state.children);
+        assert_eq!(owned, 4 + 5 + 5, "children before deletion: {:#?}", state.children);
         // Stop the operator: from here only the garbage collector can remove children.
         operator.stop().await;
 

@@ -94,9 +94,9 @@ async fn mark_ready(client: &Client, ns: &str, pod: &str, ip: &str) {
         .expect("mark pod Ready");
 }
 
-/// Waits for `n` unclaimed pool pods with their credentials Secret and Rserve ConfigMap (both
-/// mounted: a kubelet starts the container only once they exist) and marks them Ready (IPs
-/// 10.99.0.<first>..).
+/// Waits for `n` unclaimed pool pods with their credentials Secret and the pool's harness
+/// ConfigMap (which they mount: a kubelet starts the container only once it exists) and marks
+/// them Ready (IPs 10.99.0.<first>..).
 async fn fill_ready(client: &Client, ns: &str, pool: &str, n: usize, first: u8) -> Vec<String> {
     let names = eventually(&format!("{n} unclaimed pods of {pool}"), || async {
         let pods = pool_pods(client, ns, pool).await;
@@ -108,10 +108,10 @@ async fn fill_ready(client: &Client, ns: &str, pool: &str, n: usize, first: u8) 
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     for (i, name) in names.iter().enumerate() {
         eventually(
-            "the pool pod's credentials Secret and Rserve ConfigMap",
+            "the pool pod's credentials Secret and the pool's harness ConfigMap",
             || async {
                 let secret = secrets.get_opt(&format!("{name}-credentials")).await;
-                let config_map = config_maps.get_opt(&format!("{name}-rserve")).await;
+                let config_map = config_maps.get_opt(&format!("{pool}.rsessionpool")).await;
                 (secret.expect("get").is_some() && config_map.expect("get").is_some()).then_some(())
             },
         )
@@ -223,34 +223,36 @@ async fn a_pool_fills_claims_bind_warm_then_cold_and_the_pool_refills() {
             (owner.kind.as_str(), owner.name.as_str()),
             ("RSessionPool", "web")
         );
-        for (kind, owners) in [
+        let secret_owners = Api::<Secret>::namespaced(client.clone(), &ns)
+            .get(&format!("{warm_pod}-credentials"))
+            .await
+            .expect("secret")
+            .metadata
+            .owner_references
+            .unwrap_or_default();
+        assert_eq!(secret_owners.len(), 1);
+        assert_eq!(
             (
-                "Secret",
-                Api::<Secret>::namespaced(client.clone(), &ns)
-                    .get(&format!("{warm_pod}-credentials"))
-                    .await
-                    .expect("secret")
-                    .metadata
-                    .owner_references,
+                secret_owners[0].kind.as_str(),
+                secret_owners[0].name.as_str()
             ),
+            ("Pod", warm_pod.as_str())
+        );
+        // The pool's harness ConfigMap stays the pool's; the claimed pod keeps what it preloaded.
+        let harness_owners = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .get("web.rsessionpool")
+            .await
+            .expect("harness ConfigMap")
+            .metadata
+            .owner_references
+            .unwrap_or_default();
+        assert_eq!(
             (
-                "ConfigMap",
-                Api::<ConfigMap>::namespaced(client.clone(), &ns)
-                    .get(&format!("{warm_pod}-rserve"))
-                    .await
-                    .expect("cm")
-                    .metadata
-                    .owner_references,
+                harness_owners[0].kind.as_str(),
+                harness_owners[0].name.as_str()
             ),
-        ] {
-            let owners = owners.unwrap_or_default();
-            assert_eq!(owners.len(), 1, "{kind}");
-            assert_eq!(
-                (owners[0].kind.as_str(), owners[0].name.as_str()),
-                ("Pod", warm_pod.as_str()),
-                "{kind}"
-            );
-        }
+            ("RSessionPool", "web")
+        );
         let pool_status = eventually("pool status Ready 1", || async {
             let p = Api::<RSessionPool>::namespaced(client.clone(), &ns)
                 .get("web")

@@ -4,7 +4,7 @@
 //! All `#[ignore]`: `e2e/run-e2e.sh` runs them with `--ignored --test-threads=1`.
 
 use anyhow::{Context, Result, ensure};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::Api;
 use rsession_api::well_known as wk;
 use rsession_e2e::*;
@@ -368,6 +368,122 @@ async fn database_session_reaches_postgres_and_nothing_else() -> Result<()> {
         results[1..].iter().all(|r| !r.open),
         "the database session reached more than its database: {results:#?}"
     );
+    agent.finish().await
+}
+
+/// The session's own Rserve password (the one its credentials Secret gives the MCP frontend) is
+/// nowhere R can read: not in the environment, no file (a recursive grep of the whole
+/// filesystem), no `/proc/<pid>/environ` or `cmdline`. Rserve's password file in the pod holds
+/// only the password's SHA-1 (`rsession $<40 hex digits>`, from the pod's annotation), which
+/// R can read and which does not log in.
+#[tokio::test]
+#[ignore = "needs a cluster with the chart installed (e2e/run-e2e.sh)"]
+async fn rserve_password_is_nowhere_r_can_read() -> Result<()> {
+    let client = client().await?;
+    let agent = Agent::new(&client, "e2e-escape-rservepw").await?;
+    let name = "e2e-escape-rservepw";
+    let rs = adopted_session(&client, &agent, name, json!({})).await?;
+    let secret_name = rs
+        .status
+        .as_ref()
+        .and_then(|s| s.credentials_secret.clone())
+        .context("no credentials Secret")?;
+    let secret: Secret = Api::namespaced(client.clone(), &agent.ns)
+        .get(&secret_name)
+        .await?;
+    let password = secret
+        .data
+        .unwrap_or_default()
+        .get(wk::SECRET_KEY_PASSWORD)
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .context("no password in the credentials Secret")?;
+    ensure!(
+        password.len() >= 16,
+        "the password is too short to search for"
+    );
+    // As code points, so that no file holding this code (the spool) holds the password.
+    let points: Vec<String> = password.chars().map(|c| u32::from(c).to_string()).collect();
+    let code = format!(
+        r#"pw <- intToUtf8(c({points}))
+        env <- Sys.getenv()
+        cat("ENV_HITS", sum(grepl(pw, env, fixed = TRUE)) + sum(grepl(pw, names(env), fixed = TRUE)), "\n")
+        procs <- list.files("/proc", pattern = "^[0-9]+$", full.names = TRUE)
+        hits <- 0L
+        for (f in c(file.path(procs, "environ"), file.path(procs, "cmdline"))) {{
+          b <- tryCatch(readBin(f, "raw", 1e6), error = function(e) raw(0))
+          b[b == as.raw(0)] <- as.raw(10)
+          if (grepl(pw, rawToChar(b), fixed = TRUE, useBytes = TRUE)) hits <- hits + 1L
+        }}
+        cat("PROC_FILES", length(procs) * 2, "PROC_HITS", hits, "\n")
+        found <- suppressWarnings(system2("grep", c("-rlsF", "--exclude-dir=proc", "--exclude-dir=sys",
+          "--exclude-dir=dev", "-e", shQuote(pw), "/"), stdout = TRUE))
+        cat("FILE_HITS", length(found), paste(found, collapse = " "), "\n")
+        writeLines(paste0("x", pw), file.path(tempdir(), "canary"))
+        canary <- suppressWarnings(system2("grep", c("-rlsF", "-e", shQuote(pw), tempdir()), stdout = TRUE))
+        unlink(file.path(tempdir(), "canary"))
+        cat("CANARY_FOUND", length(canary), "\n")
+        cat("PWDFILE", readLines("/etc/rserve/credentials/rserve.pwd"), "\n")"#,
+        points = points.join(", "),
+    );
+    let r = agent.exec_for(name, &code, 120).await?;
+    let out = ok_stdout(&r, &code)?;
+    println!("{out}");
+    ensure!(!out.contains(&password), "R printed the password: {out}");
+    let one = |key: &str| -> Result<String> {
+        field(&out, key)
+            .first()
+            .map(|v| (*v).to_owned())
+            .with_context(|| format!("no {key} in {out}"))
+    };
+    ensure!(
+        one("ENV_HITS")? == "0",
+        "the environment holds the password"
+    );
+    ensure!(
+        one("PROC_FILES")?.starts_with(|c: char| c != '0')
+            && one("PROC_FILES")?.ends_with("PROC_HITS 0"),
+        "a /proc file holds the password: {}",
+        one("PROC_FILES")?
+    );
+    ensure!(
+        one("FILE_HITS")? == "0",
+        "files hold the password: {}",
+        one("FILE_HITS")?
+    );
+    ensure!(
+        one("CANARY_FOUND")? == "1",
+        "the file search cannot find a planted copy"
+    );
+    let pwdfile = one("PWDFILE")?;
+    let hash = pwdfile
+        .strip_prefix("rsession $")
+        .with_context(|| format!("the password file is not a stored hash: {pwdfile}"))?;
+    ensure!(
+        hash.len() == 40 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+        "the password file is not a SHA-1: {pwdfile}"
+    );
+    // The hash read from inside R does not log in (nor, as a control, does a wrong password;
+    // the right one does).
+    let addr = reachable_endpoint(&client, &agent.ns, &rs).await?;
+    let login = |pw: &str| rserve::ConnectOptions {
+        username: Some("rsession".into()),
+        password: Some(pw.into()),
+        connect_timeout: std::time::Duration::from_secs(20),
+        ..rserve::ConnectOptions::default()
+    };
+    for wrong in [hash, "not-the-password"] {
+        let refused = rserve::Connection::connect(&addr, &login(wrong)).await;
+        ensure!(
+            matches!(refused, Err(rserve::Error::Auth(_))),
+            "logging in with {wrong:?}: {:?}",
+            refused.map(drop)
+        );
+    }
+    rserve::Connection::connect(&addr, &login(&password))
+        .await
+        .context("the Secret's password logs in")?
+        .close()
+        .await;
     agent.finish().await
 }
 

@@ -4,10 +4,9 @@
 
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
-use super::config_map::build_config_map;
 use super::network_policy::build_network_policy;
 use super::pvc::build_pvc;
 use super::secret::build_secret;
@@ -18,10 +17,9 @@ use crate::validate::Session;
 /// The children every session has, whatever its phase (they outlive suspend and expiry).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Children {
-    /// Rserve credentials (`<name>-credentials`).
+    /// Rserve credentials (`<name>-credentials`): what the MCP frontend logs in with. The pod
+    /// itself does not mount it (it carries the password's hash, `build::pod::PodStart`).
     pub secret: Secret,
-    /// Rserve configuration and scripts (`<name>-rserve`).
-    pub config_map: ConfigMap,
     /// The session's DNS name (`<name>`).
     pub service: Service,
     /// Ingress from the MCP frontend, the egress allow-list (`<name>`).
@@ -32,8 +30,8 @@ pub struct Children {
 }
 
 /// The packages a cold session's pod preloads: `preloadPackages` with `preloadColdSessions`,
-/// else none (pool pods preload theirs in `pool::build`).
-fn cold_preload(config: &OperatorConfig) -> &[String] {
+/// else none (pool pods preload theirs, `pool::build`).
+pub fn cold_preload(config: &OperatorConfig) -> &[String] {
     if config.preload_cold_sessions {
         &config.preload_packages
     } else {
@@ -52,7 +50,6 @@ pub fn build_children(
 ) -> Children {
     Children {
         secret: build_secret(s, password),
-        config_map: build_config_map(s, cold_preload(config)),
         service: build_service(s),
         network_policy: build_network_policy(s, config, database_addresses),
         pvc: build_pvc(s),
@@ -67,27 +64,9 @@ mod tests {
     use super::*;
     use crate::build::fixtures::{rsession, session_of};
 
-    /// The preload script of a cold session's ConfigMap.
-    fn preload(config: &OperatorConfig) -> String {
-        let c = build_children(&session_of(&rsession("s")), config, "pw", &[]);
-        c.config_map.data.expect("data")[crate::build::config_map::PRELOAD_KEY].clone()
-    }
-
-    #[test]
-    fn cold_sessions_preload_packages_only_when_asked_to() {
-        let config = OperatorConfig::default();
-        assert!(!preload(&config).contains("dplyr"), "{}", preload(&config));
-        let asked = OperatorConfig {
-            preload_cold_sessions: true,
-            ..OperatorConfig::default()
-        };
-        assert!(preload(&asked).contains("\"dplyr\""), "{}", preload(&asked));
-    }
-
     fn names(c: &Children) -> Vec<String> {
         let mut names = vec![
             c.secret.meta().name.clone(),
-            c.config_map.meta().name.clone(),
             c.service.meta().name.clone(),
             c.network_policy.meta().name.clone(),
         ];
@@ -96,14 +75,14 @@ mod tests {
     }
 
     #[test]
-    fn ephemeral_session_has_four_children_and_no_pvc() {
+    fn ephemeral_session_has_three_children_and_no_pvc() {
         let c = build_children(
             &session_of(&rsession("s")),
             &OperatorConfig::default(),
             "pw",
             &[],
         );
-        assert_eq!(names(&c), ["s-credentials", "s-rserve", "s", "s"]);
+        assert_eq!(names(&c), ["s-credentials", "s", "s"]);
     }
 
     #[test]
@@ -117,10 +96,7 @@ mod tests {
             ..WorkspaceSpec::default()
         };
         let c = build_children(&session_of(&rs), &OperatorConfig::default(), "pw", &[]);
-        assert_eq!(
-            names(&c),
-            ["s-credentials", "s-rserve", "s", "s", "s-workspace"]
-        );
+        assert_eq!(names(&c), ["s-credentials", "s", "s", "s-workspace"]);
     }
 
     #[test]
@@ -129,7 +105,6 @@ mod tests {
         let c = build_children(&s, &OperatorConfig::default(), "pw", &[]);
         for owners in [
             &c.secret.metadata.owner_references,
-            &c.config_map.metadata.owner_references,
             &c.service.metadata.owner_references,
             &c.network_policy.metadata.owner_references,
         ] {

@@ -5,20 +5,19 @@
 //! | child | name |
 //! | --- | --- |
 //! | Secret (Rserve credentials) | `<name>-credentials` |
-//! | ConfigMap (Rserve.conf, preload.R, verify-egress.R) | `<name>-rserve` |
-//! | Pod | `<name>-<n>`, `n` counting pod incarnations (with a `db-proxy` sidecar when the spec has a database: `db_proxy.rs`) |
+//! | Pod | `<name>-<n>`, `n` counting pod incarnations (with a `db-proxy` sidecar when the spec has a database: `db_proxy.rs`); what its R runs: `startup.rs` |
 //! | Service (port 6311) | `<name>` |
 //! | NetworkPolicy | `<name>` |
 //! | PVC (Persistent workspace) | `<name>-workspace` |
 
 pub mod children;
-pub mod config_map;
 pub mod db_proxy;
 pub mod network_policy;
 pub mod pod;
 pub mod pvc;
 pub mod secret;
 pub mod service;
+pub mod startup;
 
 use std::collections::BTreeMap;
 
@@ -36,8 +35,8 @@ pub enum Component {
     Session,
     /// The credentials Secret.
     Credentials,
-    /// The Rserve ConfigMap.
-    RserveConfig,
+    /// A pool's R harness ConfigMap.
+    Harness,
     /// The workspace PVC.
     Workspace,
     /// The Service and NetworkPolicy.
@@ -50,7 +49,7 @@ impl Component {
         match self {
             Self::Session => "session",
             Self::Credentials => "credentials",
-            Self::RserveConfig => "rserve-config",
+            Self::Harness => "harness",
             Self::Workspace => "workspace",
             Self::Network => "network",
         }
@@ -60,11 +59,6 @@ impl Component {
 /// Name of the credentials Secret.
 pub fn secret_name(session: &str) -> String {
     format!("{session}-credentials")
-}
-
-/// Name of the Rserve ConfigMap.
-pub fn config_map_name(session: &str) -> String {
-    format!("{session}-rserve")
 }
 
 /// Name of the Service (and of the NetworkPolicy).
@@ -157,7 +151,7 @@ mod tests {
         for c in [
             Component::Session,
             Component::Credentials,
-            Component::RserveConfig,
+            Component::Harness,
             Component::Workspace,
             Component::Network,
         ] {

@@ -1,21 +1,21 @@
 //! The session pod, restricted by construction (Pod Security Standard "restricted" plus the
 //! extra hardening listed in ARCHITECTURE.md "The session pod").
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    KeyToPath, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe,
-    SeccompProfile, SecretVolumeSource, SecurityContext, TCPSocketAction, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, DownwardAPIVolumeFile,
+    DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvVar, ObjectFieldSelector,
+    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile,
+    SecurityContext, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rsession_api::WorkspaceKind;
 use rsession_api::well_known as wk;
 
-use super::config_map::{
-    CONFIG_DIR, HARNESS_KEY, PRELOAD_KEY, RSERVE_CONF_KEY, SECRET_DIR, VERIFY_EGRESS_ENV,
-    VERIFY_EGRESS_KEY,
-};
-use super::{Component, config_map_name, db_proxy, owned_meta, pvc_name, secret_name};
+use super::startup::{CREDENTIALS_DIR, HARNESS_DIR, VERIFY_EGRESS_ENV, r_expression};
+use super::{Component, db_proxy, owned_meta, pvc_name};
 use crate::config::OperatorConfig;
 use crate::quantity::{self, MIB};
 use crate::validate::Session;
@@ -27,8 +27,23 @@ pub const CONTAINER_NAME: &str = "r";
 
 const VOLUME_WORKSPACE: &str = "workspace";
 const VOLUME_TMP: &str = "tmp";
-const VOLUME_CONFIG: &str = "rserve-config";
+const VOLUME_HARNESS: &str = "harness";
 const VOLUME_CREDENTIALS: &str = "rserve-credentials";
+
+/// How a pod starts, beyond its session's spec: what a session's own (cold) pod and a pool pod
+/// do differently, and its Rserve login.
+#[derive(Clone, Debug, Default)]
+pub struct PodStart<'a> {
+    /// Packages the Rserve parent attaches before it listens (names that are not R package
+    /// names are skipped).
+    pub preload_packages: &'a [String],
+    /// The ConfigMap holding the R harness the Rserve parent sources before it listens (a pool
+    /// pod's: its pool's, `pool::build::harness_config_map_name`); `None` for a cold pod.
+    pub harness_config_map: Option<String>,
+    /// Rserve's password file line ([`super::secret::pwdfile_entry`]), carried in the pod
+    /// annotation [`wk::ANNOTATION_RSERVE_PWDFILE`].
+    pub pwdfile_entry: String,
+}
 
 /// The claim the workspace volume mounts, if the workspace is Persistent.
 pub fn workspace_claim(s: &Session) -> Option<String> {
@@ -40,28 +55,16 @@ pub fn workspace_claim(s: &Session) -> Option<String> {
     })
 }
 
-/// The R command: the ConfigMap's preload script, then its egress check (which does nothing
-/// unless [`VERIFY_EGRESS_ENV`] is set), then the R harness when the ConfigMap has one (pool
-/// pods, [`HARNESS_KEY`]; [`rsession_harness::preload_r`]), then Rserve in the foreground
-/// (`run.Rserve`) with its Rserve.conf. `run.Rserve` ignores the config's `source` line (only
-/// the stand-alone Rserve binary honours it), so the scripts are sourced explicitly in the same
-/// R process first; the check runs after the preload so that R start-up and preloading overlap
-/// the NetworkPolicy enforcer's work, and before the harness, which replaces `quit()` (the check
-/// quits with status 1 when egress is open).
-pub fn command() -> Vec<String> {
+/// The R command: `R` running [`r_expression`] (package preload, egress check, the harness when
+/// `harness`, then Rserve in the foreground) with no echo, save or restore.
+pub fn command(preload_packages: &[String], harness: bool) -> Vec<String> {
     [
         "R",
         "--no-echo",
         "--no-save",
         "--no-restore",
         "-e",
-        &format!(
-            "source('{CONFIG_DIR}/{PRELOAD_KEY}'); \
-             source('{CONFIG_DIR}/{VERIFY_EGRESS_KEY}'); \
-             {harness}; \
-             Rserve::run.Rserve(config.file = '{CONFIG_DIR}/{RSERVE_CONF_KEY}')",
-            harness = rsession_harness::preload_r(&format!("{CONFIG_DIR}/{HARNESS_KEY}"))
-        ),
+        &r_expression(preload_packages, harness),
     ]
     .map(String::from)
     .to_vec()
@@ -122,7 +125,7 @@ pub fn tmp_size(config: &OperatorConfig, memory_limit: Option<&Quantity>) -> Qua
     }
 }
 
-fn volumes(s: &Session, tmp_size: Quantity) -> Vec<Volume> {
+fn volumes(s: &Session, tmp_size: Quantity, harness_config_map: Option<&str>) -> Vec<Volume> {
     let workspace = match workspace_claim(s) {
         Some(claim_name) => Volume {
             name: VOLUME_WORKSPACE.into(),
@@ -153,31 +156,40 @@ fn volumes(s: &Session, tmp_size: Quantity) -> Vec<Volume> {
             }),
             ..Volume::default()
         },
-        Volume {
-            name: VOLUME_CONFIG.into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: config_map_name(&s.name),
-                default_mode: Some(0o444),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
+        // Rserve's password file from the pod's own annotation: no Secret to read (see
+        // `build::startup` for the kubelet race that costs).
         Volume {
             name: VOLUME_CREDENTIALS.into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(secret_name(&s.name)),
-                // Only the password file; the plain password stays out of the pod.
-                items: Some(vec![KeyToPath {
-                    key: wk::SECRET_KEY_PASSWORD_FILE.into(),
+            downward_api: Some(DownwardAPIVolumeSource {
+                items: Some(vec![DownwardAPIVolumeFile {
                     path: wk::SECRET_KEY_PASSWORD_FILE.into(),
+                    field_ref: Some(ObjectFieldSelector {
+                        api_version: Some("v1".into()),
+                        field_path: format!(
+                            "metadata.annotations['{}']",
+                            wk::ANNOTATION_RSERVE_PWDFILE
+                        ),
+                    }),
                     mode: Some(0o440),
+                    resource_field_ref: None,
                 }]),
                 default_mode: Some(0o440),
-                optional: Some(false),
             }),
             ..Volume::default()
         },
     ];
+    if let Some(name) = harness_config_map {
+        volumes.push(Volume {
+            name: VOLUME_HARNESS.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: name.to_owned(),
+                default_mode: Some(0o444),
+                optional: Some(false),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
     if s.database.is_some() {
         volumes.push(db_proxy::volume());
     }
@@ -193,7 +205,7 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
-/// Builds the session pod named `pod_name`.
+/// Builds the session pod named `pod_name`, started as `start` says.
 ///
 /// Security invariants (each has a unit test named for it): non-root uid/gid 1000 with fsGroup
 /// 1000, RuntimeDefault seccomp, no service-account token, no service links, restartPolicy
@@ -201,7 +213,7 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
 /// limits always set, writable paths limited to /workspace and a size-limited memory-backed
 /// /tmp, egress verified denied before Rserve listens (see [`verifies_egress_denied`]), and
 /// the container's log tail as its termination message when it fails.
-pub fn build_pod(s: &Session, config: &OperatorConfig, pod_name: &str) -> Pod {
+pub fn build_pod(s: &Session, config: &OperatorConfig, pod_name: &str, start: &PodStart) -> Pod {
     let mut resources = s.resources.clone();
     // Validation guarantees limits (config requires cpu and memory limits); keep the invariant
     // local too: never emit a pod without limits.
@@ -221,7 +233,10 @@ pub fn build_pod(s: &Session, config: &OperatorConfig, pod_name: &str) -> Pod {
         name: CONTAINER_NAME.into(),
         image: Some(s.image.clone()),
         image_pull_policy: Some(s.image_pull_policy.as_str().into()),
-        command: Some(command()),
+        command: Some(command(
+            start.preload_packages,
+            start.harness_config_map.is_some(),
+        )),
         working_dir: Some(wk::WORKSPACE_PATH.into()),
         env: Some(environment(s, config)),
         ports: Some(vec![ContainerPort {
@@ -242,26 +257,40 @@ pub fn build_pod(s: &Session, config: &OperatorConfig, pod_name: &str) -> Pod {
         }),
         resources: Some(resources),
         security_context: Some(restricted(SESSION_UID)),
-        volume_mounts: Some(vec![
-            mount(VOLUME_WORKSPACE, wk::WORKSPACE_PATH, false),
-            mount(VOLUME_TMP, wk::TMP_PATH, false),
-            mount(VOLUME_CONFIG, CONFIG_DIR, true),
-            mount(VOLUME_CREDENTIALS, SECRET_DIR, true),
-        ]),
+        volume_mounts: Some(
+            [
+                mount(VOLUME_WORKSPACE, wk::WORKSPACE_PATH, false),
+                mount(VOLUME_TMP, wk::TMP_PATH, false),
+                mount(VOLUME_CREDENTIALS, CREDENTIALS_DIR, true),
+            ]
+            .into_iter()
+            .chain(
+                start
+                    .harness_config_map
+                    .is_some()
+                    .then(|| mount(VOLUME_HARNESS, HARNESS_DIR, true)),
+            )
+            .collect(),
+        ),
         // A failed container's last log lines (for example the egress check's message) become
         // its termination message, which the operator copies into status.message.
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()
     };
+    let mut metadata = owned_meta(s, pod_name.to_owned(), Component::Session);
+    metadata.annotations = Some(BTreeMap::from([(
+        wk::ANNOTATION_RSERVE_PWDFILE.to_owned(),
+        start.pwdfile_entry.clone(),
+    )]));
     Pod {
-        metadata: owned_meta(s, pod_name.to_owned(), Component::Session),
+        metadata,
         spec: Some(PodSpec {
             containers: vec![container],
             init_containers: s
                 .database
                 .as_ref()
                 .map(|db| vec![db_proxy::container(db, config)]),
-            volumes: Some(volumes(s, tmp_size)),
+            volumes: Some(volumes(s, tmp_size, start.harness_config_map.as_deref())),
             restart_policy: Some("Never".into()),
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
@@ -323,8 +352,17 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use rsession_api::{DatabaseSpec, SecretReference};
 
+    /// A cold session's pod (no preload, no harness) logging in with password "pw".
+    fn cold_pod(s: &Session, config: &OperatorConfig, name: &str) -> Pod {
+        let start = PodStart {
+            pwdfile_entry: crate::build::secret::pwdfile_entry("pw"),
+            ..PodStart::default()
+        };
+        build_pod(s, config, name, &start)
+    }
+
     fn pod() -> Pod {
-        build_pod(
+        cold_pod(
             &session_of(&rsession("s")),
             &OperatorConfig::default(),
             "s-1",
@@ -439,7 +477,7 @@ mod tests {
     fn pod_gets_limits_even_when_the_session_resources_have_none() {
         let mut s = session_of(&rsession("s"));
         s.resources.limits = None;
-        let p = build_pod(&s, &OperatorConfig::default(), "s-1");
+        let p = cold_pod(&s, &OperatorConfig::default(), "s-1");
         let limits = container(&p)
             .resources
             .as_ref()
@@ -510,7 +548,7 @@ mod tests {
             .as_mut()
             .expect("limits")
             .insert("memory".into(), Quantity("600Mi".into()));
-        let p = build_pod(&s, &OperatorConfig::default(), "s-1");
+        let p = cold_pod(&s, &OperatorConfig::default(), "s-1");
         assert_eq!(tmp_dir(&p).size_limit, Some(Quantity("300Mi".into())));
     }
 
@@ -546,7 +584,7 @@ mod tests {
             cidr: "10.0.0.0/8".into(),
             ports: vec![443],
         }];
-        let p = build_pod(&s, &OperatorConfig::default(), "s-1");
+        let p = cold_pod(&s, &OperatorConfig::default(), "s-1");
         assert_eq!(env_var(&p, "RSESSION_VERIFY_EGRESS_DENIED_SECS"), None);
     }
 
@@ -556,7 +594,7 @@ mod tests {
             verify_egress_denied: false,
             ..OperatorConfig::default()
         };
-        let p = build_pod(&session_of(&rsession("s")), &config, "s-1");
+        let p = cold_pod(&session_of(&rsession("s")), &config, "s-1");
         assert_eq!(env_var(&p, "RSESSION_VERIFY_EGRESS_DENIED_SECS"), None);
     }
 
@@ -569,23 +607,40 @@ mod tests {
     }
 
     #[test]
-    fn pod_mounts_only_the_password_file_from_the_credentials_secret() {
+    fn pod_mounts_no_secret_or_config_map_and_gets_its_password_file_from_its_annotation() {
         let p = pod();
-        let v = spec(&p)
-            .volumes
-            .as_ref()
-            .expect("volumes")
+        let volumes = spec(&p).volumes.clone().expect("volumes");
+        assert!(
+            volumes
+                .iter()
+                .all(|v| v.secret.is_none() && v.config_map.is_none() && v.projected.is_none()),
+            "{volumes:?}"
+        );
+        let file = volumes
             .iter()
             .find(|v| v.name == "rserve-credentials")
-            .expect("secret volume");
-        let items = v
-            .secret
-            .as_ref()
-            .and_then(|s| s.items.clone())
-            .expect("items");
+            .and_then(|v| v.downward_api.as_ref())
+            .and_then(|d| d.items.clone())
+            .expect("downward API items");
+        assert_eq!(file.len(), 1);
+        assert_eq!(file[0].path, "rserve.pwd");
         assert_eq!(
-            items.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(),
-            ["rserve.pwd"]
+            file[0].field_ref.as_ref().map(|f| f.field_path.as_str()),
+            Some("metadata.annotations['rsession.dev/rserve-pwdfile']")
+        );
+        // the hash only (`secret::pwdfile_entry`), never the password
+        assert_eq!(
+            p.metadata.annotations.as_ref().expect("annotations")["rsession.dev/rserve-pwdfile"],
+            crate::build::secret::pwdfile_entry("pw")
+        );
+        let mounts = container(&p).volume_mounts.clone().expect("mounts");
+        let credentials = mounts
+            .iter()
+            .find(|m| m.name == "rserve-credentials")
+            .expect("credentials mount");
+        assert_eq!(
+            (credentials.mount_path.as_str(), credentials.read_only),
+            ("/etc/rserve/credentials", Some(true))
         );
     }
 
@@ -599,22 +654,18 @@ mod tests {
     }
 
     #[test]
-    fn pod_checks_egress_after_preloading_then_preloads_the_harness_before_rserve_listens() {
-        let cmd = container(&pod())
-            .command
-            .clone()
-            .expect("command")
-            .join(" ");
-        assert!(
-            cmd.contains(&format!(
-                "source('/etc/rserve/preload.R'); \
-                 source('/etc/rserve/verify-egress.R'); \
-                 {}; \
-                 Rserve::run.Rserve(config.file = '/etc/rserve/Rserve.conf')",
-                rsession_harness::preload_r("/etc/rserve/harness.R")
-            )),
-            "{cmd}"
+    fn cold_pod_runs_its_startup_expression_without_the_harness() {
+        let cmd = container(&pod()).command.clone().expect("command");
+        assert_eq!(
+            cmd,
+            command(&[], false),
+            "a cold pod preloads nothing by default"
         );
+        assert_eq!(
+            cmd[..5],
+            ["R", "--no-echo", "--no-save", "--no-restore", "-e"]
+        );
+        assert_eq!(cmd[5], crate::build::startup::r_expression(&[], false));
     }
 
     #[test]
@@ -622,7 +673,7 @@ mod tests {
         let mut rs = rsession("s");
         rs.spec.workspace.kind = WorkspaceKind::Persistent;
         rs.spec.workspace.size = Some(Quantity("1Gi".into()));
-        let p = build_pod(&session_of(&rs), &OperatorConfig::default(), "s-1");
+        let p = cold_pod(&session_of(&rs), &OperatorConfig::default(), "s-1");
         let ws = spec(&p)
             .volumes
             .as_ref()
@@ -637,7 +688,7 @@ mod tests {
             Some("s-workspace")
         );
         rs.spec.workspace.existing_claim = Some("mine".into());
-        let p = build_pod(&session_of(&rs), &OperatorConfig::default(), "s-1");
+        let p = cold_pod(&session_of(&rs), &OperatorConfig::default(), "s-1");
         let ws = spec(&p)
             .volumes
             .as_ref()
@@ -661,7 +712,7 @@ mod tests {
         });
         let secret = database_secret("db", &[("host", "10.0.0.1"), ("password", "pw")]);
         let s = validate(&rs, &OperatorConfig::default(), Some(&secret)).expect("valid");
-        build_pod(&s, &OperatorConfig::default(), "s-1")
+        cold_pod(&s, &OperatorConfig::default(), "s-1")
     }
 
     fn secret_key(e: &EnvVar) -> Option<(&str, &str)> {
@@ -779,7 +830,7 @@ mod tests {
 
     #[test]
     fn pod_without_database_has_no_proxy() {
-        let p = build_pod(
+        let p = cold_pod(
             &session_of(&rsession("s")),
             &OperatorConfig::default(),
             "s-1",
@@ -798,7 +849,7 @@ mod tests {
     fn pod_passes_placement_through() {
         let mut rs = rsession("s");
         rs.spec.runtime_class_name = Some("gvisor".into());
-        let p = build_pod(&session_of(&rs), &OperatorConfig::default(), "s-1");
+        let p = cold_pod(&session_of(&rs), &OperatorConfig::default(), "s-1");
         assert_eq!(spec(&p).runtime_class_name.as_deref(), Some("gvisor"));
     }
 }

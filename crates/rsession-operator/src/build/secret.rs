@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use rsession_api::well_known as wk;
+use sha1::{Digest, Sha1};
 
 use super::{Component, owned_meta, secret_name};
 use crate::validate::Session;
@@ -37,8 +38,22 @@ pub fn existing_password(secret: &Secret) -> Option<String> {
         .then_some(password)
 }
 
+/// The Rserve `pwdfile` line for `password` with the password stored as its hash:
+/// `rsession $<SHA-1, 40 lower-case hex digits>` and a newline (Rserve 1.7 NEWS: "Passwords file
+/// can contain MD5 or SHA1 hash of a password instead of the plaintext password for non-crypt
+/// authentication"; the pods' Rserve allows plaintext authentication only). The pod carries it
+/// in [`wk::ANNOTATION_RSERVE_PWDFILE`]; SHA-1's known weakness is collisions, not preimages,
+/// and the password is ~190 random bits.
+pub fn pwdfile_entry(password: &str) -> String {
+    format!(
+        "{RSERVE_USER} ${}\n",
+        hex::encode(Sha1::digest(password.as_bytes()))
+    )
+}
+
 /// Builds the credentials Secret holding `password`: keys `username`, `password` and
-/// `rserve.pwd` (Rserve `pwdfile` format: one `<user> <password>` line).
+/// `rserve.pwd` (Rserve `pwdfile` format: one `<user> <password>` line; only for pods created
+/// before [`pwdfile_entry`] replaced it).
 pub fn build_secret(s: &Session, password: &str) -> Secret {
     let data = BTreeMap::from([
         (
@@ -86,6 +101,15 @@ mod tests {
         assert_eq!(data["password"].0, b"p4ssw0rd");
         assert_eq!(data["rserve.pwd"].0, b"rsession p4ssw0rd\n");
         assert_eq!(secret.metadata.name.as_deref(), Some("s-credentials"));
+    }
+
+    #[test]
+    fn pwdfile_entry_is_the_sha1_form_rserve_documents() {
+        // Rserve's NEWS (1.7-0): password "bar" is stored as `$62cdb7020ff920e5aa642c3d4066950dd1f01f4d`.
+        assert_eq!(
+            pwdfile_entry("bar"),
+            "rsession $62cdb7020ff920e5aa642c3d4066950dd1f01f4d\n"
+        );
     }
 
     #[test]

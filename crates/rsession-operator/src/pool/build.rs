@@ -1,5 +1,5 @@
-//! Pure builders of an RSessionPool's children: its NetworkPolicy, and per pool pod the pod,
-//! credentials Secret and Rserve ConfigMap. Pool pods are built by the same builders as session
+//! Pure builders of an RSessionPool's children: its NetworkPolicy and R harness ConfigMap, and per
+//! pool pod the pod and its credentials Secret. Pool pods are built by the same builders as session
 //! pods ([`crate::build`]) from a session-shaped view of the template ([`template_session`]),
 //! then relabelled: they carry the pool's labels instead of a session's until claimed.
 
@@ -14,17 +14,17 @@ use rsession_api::well_known as wk;
 use rsession_api::{LifecycleSpec, RSession, RSessionPool};
 use sha2::{Digest, Sha256};
 
-use crate::build::config_map::{build_config_map, with_harness};
+use crate::build::Component;
 use crate::build::network_policy::build_network_policy;
-use crate::build::pod::build_pod;
-use crate::build::secret::build_secret;
+use crate::build::pod::{PodStart, build_pod};
+use crate::build::secret::{build_secret, pwdfile_entry};
+use crate::build::startup::HARNESS_KEY;
 use crate::config::OperatorConfig;
 use crate::validate::{Session, SpecError, validate};
 
 /// Name a pool's template is validated and hashed under (for its NetworkPolicy, the template hash
-/// and a claim's candidate selection): pod specs name their Secret and ConfigMap after the pod, so
-/// hashing a pod built under one fixed name makes the hash depend on the template and the
-/// operator configuration only.
+/// and a claim's candidate selection): hashing a pod built under one fixed name makes the hash
+/// depend on the template, the operator configuration and the harness only.
 pub const TEMPLATE_NAME: &str = "pool-template";
 
 /// Characters of the random suffix of pool pod names. At least one letter is forced, so a pool pod
@@ -35,6 +35,12 @@ const SUFFIX_LEN: usize = 5;
 /// which is named after an RSession (a DNS-1035 label, no dots).
 pub fn network_policy_name(pool: &str) -> String {
     format!("{pool}.rsessionpool")
+}
+
+/// Name of the pool's R harness ConfigMap: the pool's NetworkPolicy's ([`network_policy_name`]),
+/// another kind.
+pub fn harness_config_map_name(pool: &str) -> String {
+    network_policy_name(pool)
 }
 
 /// A fresh pool pod name: `<pool>-<5 random lower-case letters and digits, one letter at least>`.
@@ -50,7 +56,7 @@ pub fn pod_name(pool: &str) -> String {
     format!("{pool}-{}", String::from_utf8_lossy(&suffix))
 }
 
-/// Labels of a pool's pods and their Secrets and ConfigMaps.
+/// Labels of a pool's pods, their Secrets and the pool's harness ConfigMap.
 pub fn pool_labels(pool: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (wk::LABEL_APP_NAME.to_owned(), wk::APP_NAME.to_owned()),
@@ -78,8 +84,8 @@ pub fn pool_owner_reference(pool: &RSessionPool) -> OwnerReference {
     }
 }
 
-/// An owner reference to pod `pod` (name, uid): a pool pod's Secret and ConfigMap are
-/// garbage-collected with it, whoever owns the pod by then.
+/// An owner reference to pod `pod` (name, uid): a pool pod's Secret is garbage-collected with
+/// it, whoever owns the pod by then.
 pub fn pod_owner_reference(name: &str, uid: &str) -> OwnerReference {
     OwnerReference {
         api_version: "v1".into(),
@@ -119,14 +125,38 @@ pub fn template_session(
     Ok(session)
 }
 
+/// How a pool pod of the pool owning `session` (a [`template_session`]) starts: the operator's
+/// `preloadPackages` (whatever `preloadColdSessions` says) and the pool's R harness, with Rserve's
+/// password file line `pwdfile_entry`.
+fn pool_pod_start<'a>(
+    session: &Session,
+    config: &'a OperatorConfig,
+    pwdfile_entry: String,
+) -> PodStart<'a> {
+    PodStart {
+        preload_packages: &config.preload_packages,
+        harness_config_map: Some(harness_config_map_name(&session.owner_reference.name)),
+        pwdfile_entry,
+    }
+}
+
 /// Hash (first 10 hex digits of SHA-256) of the pod spec `session` (from [`template_session`])
-/// produces under the operator's `config`: equal hashes mean interchangeable pool pods.
+/// produces under the operator's `config`, and of the R harness the pod preloads: equal hashes
+/// mean interchangeable pool pods. The password file line is in the pod's metadata, not hashed.
 pub fn template_hash(session: &Session, config: &OperatorConfig) -> String {
     let mut s = session.clone();
     s.name = TEMPLATE_NAME.into();
-    let pod = build_pod(&s, config, TEMPLATE_NAME);
+    let pod = build_pod(
+        &s,
+        config,
+        TEMPLATE_NAME,
+        &pool_pod_start(session, config, String::new()),
+    );
     let spec = serde_json::to_vec(&pod.spec).unwrap_or_default();
-    hex::encode(Sha256::digest(&spec))[..10].to_owned()
+    let mut hasher = Sha256::new();
+    hasher.update(&spec);
+    hasher.update(rsession_harness::digest().as_bytes());
+    hex::encode(hasher.finalize())[..10].to_owned()
 }
 
 fn relabel(meta: &mut ObjectMeta, pool: &str, extra: &[(&str, &str)]) {
@@ -145,30 +175,59 @@ fn relabel(meta: &mut ObjectMeta, pool: &str, extra: &[(&str, &str)]) {
 }
 
 /// The pool pod `session.name` (a [`pod_name`]): the session pod the template describes, with
-/// the pool's labels and the template hash instead of a session's label.
-pub fn build_pool_pod(session: &Session, config: &OperatorConfig, pool: &str, hash: &str) -> Pod {
-    let mut pod = build_pod(session, config, &session.name);
+/// the pool's labels and the template hash instead of a session's label, its Rserve logging in
+/// with `password`.
+pub fn build_pool_pod(
+    session: &Session,
+    config: &OperatorConfig,
+    pool: &str,
+    hash: &str,
+    password: &str,
+) -> Pod {
+    let start = pool_pod_start(session, config, pwdfile_entry(password));
+    let mut pod = build_pod(session, config, &session.name, &start);
     relabel(&mut pod.metadata, pool, &[(wk::LABEL_POOL_TEMPLATE, hash)]);
     pod
 }
 
-/// The credentials Secret and Rserve ConfigMap of pool pod `session.name`, owned by that pod
-/// (`owner`, see [`pod_owner_reference`]) so they go with it.
-pub fn build_pod_children(
+/// The credentials Secret of pool pod `session.name` (holding `password`), owned by that pod
+/// (`owner`, see [`pod_owner_reference`]) so it goes with it.
+pub fn build_pod_secret(
     session: &Session,
-    config: &OperatorConfig,
     pool: &str,
     password: &str,
     owner: OwnerReference,
-) -> (Secret, ConfigMap) {
+) -> Secret {
     let mut secret = build_secret(session, password);
-    // Pool pods preload the MCP frontend's R harness (`config_map::HARNESS_KEY`).
-    let mut config_map = with_harness(build_config_map(session, &config.preload_packages));
-    for meta in [&mut secret.metadata, &mut config_map.metadata] {
-        relabel(meta, pool, &[]);
-        meta.owner_references = Some(vec![owner.clone()]);
+    relabel(&mut secret.metadata, pool, &[]);
+    secret.metadata.owner_references = Some(vec![owner]);
+    secret
+}
+
+/// The pool's R harness ConfigMap ([`harness_config_map_name`], key [`HARNESS_KEY`]: the MCP
+/// frontend's [`rsession_harness::HARNESS_R`]), owned by the pool: every pool pod mounts it, and
+/// its Rserve parent sources it before it listens. It is applied before any pool pod exists.
+pub fn build_harness_config_map(pool: &RSessionPool) -> ConfigMap {
+    let name = pool.metadata.name.clone().unwrap_or_default();
+    let mut labels = pool_labels(&name);
+    labels.insert(
+        wk::LABEL_APP_COMPONENT.to_owned(),
+        Component::Harness.as_str().to_owned(),
+    );
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(harness_config_map_name(&name)),
+            namespace: pool.metadata.namespace.clone(),
+            labels: Some(labels),
+            owner_references: Some(vec![pool_owner_reference(pool)]),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            HARNESS_KEY.to_owned(),
+            rsession_harness::HARNESS_R.to_owned(),
+        )])),
+        ..ConfigMap::default()
     }
-    (secret, config_map)
 }
 
 /// The pool's NetworkPolicy: the session NetworkPolicy of the template (ingress from the MCP
@@ -239,7 +298,7 @@ pub(crate) mod tests {
     fn pool_pod_is_owned_by_the_pool_and_carries_pool_labels_not_a_session_label() {
         let p = pool("web");
         let s = session(&p, "web-ab1cd");
-        let pod = build_pool_pod(&s, &OperatorConfig::default(), "web", "h");
+        let pod = build_pool_pod(&s, &OperatorConfig::default(), "web", "h", "pw");
         let labels = pod.metadata.labels.as_ref().expect("labels");
         assert_eq!(labels.get(wk::LABEL_POOL).map(String::as_str), Some("web"));
         assert_eq!(
@@ -260,45 +319,68 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn pod_children_are_owned_by_the_pod_and_named_after_it() {
+    fn pod_secret_is_owned_by_the_pod_and_named_after_it() {
         let p = pool("web");
         let s = session(&p, "web-ab1cd");
-        let (secret, cm) = build_pod_children(
-            &s,
-            &OperatorConfig::default(),
-            "web",
-            "pw",
-            pod_owner_reference("web-ab1cd", "pod-uid"),
-        );
+        let secret = build_pod_secret(&s, "web", "pw", pod_owner_reference("web-ab1cd", "pod-uid"));
         assert_eq!(
             secret.metadata.name.as_deref(),
             Some("web-ab1cd-credentials")
         );
-        assert_eq!(cm.metadata.name.as_deref(), Some("web-ab1cd-rserve"));
-        // Pool pods preload the packages (whatever `preloadColdSessions` says) and the
-        // frontend's harness.
-        assert!(
-            cm.data.as_ref().expect("data")[crate::build::config_map::PRELOAD_KEY]
-                .contains("\"dplyr\"")
-        );
+        let owner = &secret.metadata.owner_references.as_ref().expect("owner")[0];
         assert_eq!(
-            cm.data.as_ref().expect("data")[crate::build::config_map::HARNESS_KEY],
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("Pod", "pod-uid")
+        );
+        let labels = secret.metadata.labels.as_ref().expect("labels");
+        assert!(!labels.contains_key(wk::LABEL_SESSION));
+    }
+
+    #[test]
+    fn pool_pods_preload_the_packages_and_the_pools_harness_and_log_in_with_their_password() {
+        let p = pool("web");
+        let s = session(&p, "web-ab1cd");
+        let pod = build_pool_pod(&s, &OperatorConfig::default(), "web", "h", "pw");
+        let spec = pod.spec.as_ref().expect("spec");
+        // whatever `preloadColdSessions` says
+        let command = spec.containers[0]
+            .command
+            .clone()
+            .expect("command")
+            .join(" ");
+        assert!(command.contains("\"dplyr\""), "{command}");
+        assert!(
+            command.contains(&rsession_harness::preload_r(
+                "/etc/rserve/harness/harness.R"
+            )),
+            "{command}"
+        );
+        let volume = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find_map(|v| v.config_map.as_ref())
+            .expect("harness ConfigMap volume");
+        assert_eq!(volume.name, "web.rsessionpool");
+        assert_eq!(
+            pod.metadata.annotations.as_ref().expect("annotations")[wk::ANNOTATION_RSERVE_PWDFILE],
+            pwdfile_entry("pw")
+        );
+    }
+
+    #[test]
+    fn harness_config_map_is_owned_by_the_pool_and_holds_the_harness() {
+        let cm = build_harness_config_map(&pool("web"));
+        assert_eq!(cm.metadata.name.as_deref(), Some("web.rsessionpool"));
+        assert_eq!(
+            cm.data.as_ref().expect("data")[HARNESS_KEY],
             rsession_harness::HARNESS_R
         );
-        for meta in [&secret.metadata, &cm.metadata] {
-            let owner = &meta.owner_references.as_ref().expect("owner")[0];
-            assert_eq!(
-                (owner.kind.as_str(), owner.uid.as_str()),
-                ("Pod", "pod-uid")
-            );
-            assert!(
-                !meta
-                    .labels
-                    .as_ref()
-                    .expect("labels")
-                    .contains_key(wk::LABEL_SESSION)
-            );
-        }
+        let owner = &cm.metadata.owner_references.as_ref().expect("owner")[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("RSessionPool", "pool-uid")
+        );
     }
 
     #[test]
@@ -308,6 +390,9 @@ pub(crate) mod tests {
         let a = template_hash(&session(&p, "web-aaaaa"), &config);
         let b = template_hash(&session(&p, "web-bbbbb"), &config);
         assert_eq!(a, b);
+        // the passwords of two pool pods differ, their pods' specs do not
+        let spec = |pw| build_pool_pod(&session(&p, "web-aaaaa"), &config, "web", &a, pw).spec;
+        assert_eq!(spec("pw1"), spec("pw2"));
         p.spec.template.image = Some("other:1".into());
         assert_ne!(a, template_hash(&session(&p, "web-aaaaa"), &config));
     }

@@ -3,9 +3,9 @@
 //! instead of waiting for a pod to be scheduled, R to start and the readiness probe to pass.
 //!
 //! Per pool: one NetworkPolicy (`<pool>.rsessionpool`, applied before any pod exists) selecting
-//! every pod with the pool's label; per pool pod (`<pool>-<5 characters>`): the pod (owned by the
-//! pool until claimed), its credentials Secret and Rserve ConfigMap (owned by the pod, so they go
-//! with it whoever owns it). Unclaimed pool pods never expire; failed ones and ones built from an
+//! every pod with the pool's label, and one ConfigMap of the same name holding the R harness its
+//! pods preload; per pool pod (`<pool>-<5 characters>`): the pod (owned by the pool until
+//! claimed) and its credentials Secret (owned by the pod, so it goes with it whoever owns it). Unclaimed pool pods never expire; failed ones and ones built from an
 //! older template are replaced; claimed ones are the RSession's and are never touched here.
 //!
 //! Layout, as for sessions: [`build`] (pure builders), [`plan`] (pure decision and counts),

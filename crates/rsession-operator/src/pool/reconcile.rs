@@ -1,20 +1,20 @@
 //! One reconcile of an RSessionPool. API calls, in order:
 //! 1. `GET` the database Secret (only when the template has a database);
-//! 2. server-side apply of the pool's NetworkPolicy (unless this replica applied the very same
-//!    policy within the last minute, `crate::applied`);
+//! 2. server-side apply of the pool's NetworkPolicy and R harness ConfigMap together (unless this
+//!    replica applied the very same objects within the last minute, `crate::applied`);
 //! 3. `LIST` pods labelled `rsession.dev/pool=<pool>`;
 //! 4. `DELETE` (precondition: the resourceVersion listed) of unclaimed pods to replace or
 //!    remove ([`super::plan`]);
-//! 5. per pod to create: server-side apply of the pod, then of its credentials Secret and Rserve
-//!    ConfigMap together (owned by the pod, so created after it; the kubelet mounts them as they
-//!    appear);
+//! 5. per pod to create: server-side apply of the pod, then of its credentials Secret (owned by
+//!    the pod, so created after it; the pod itself carries only the password's hash, and the
+//!    Secret is for the MCP frontend of the session that claims it);
 //! 6. server-side apply of `status` when it changed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, ListParams};
@@ -28,8 +28,9 @@ use rsession_api::{RSessionPool, RSessionPoolStatus};
 use tracing::{info, warn};
 
 use super::build::{
-    TEMPLATE_NAME, build_pod_children, build_pool_network_policy, build_pool_pod, pod_name,
-    pod_owner_reference, template_hash, template_session, unclaimed_selector,
+    TEMPLATE_NAME, build_harness_config_map, build_pod_secret, build_pool_network_policy,
+    build_pool_pod, pod_name, pod_owner_reference, template_hash, template_session,
+    unclaimed_selector,
 };
 use super::plan::{PoolPlan, plan_pool};
 use crate::apply::{apply, apply_in, apply_status_of, delete_unchanged};
@@ -85,15 +86,18 @@ pub async fn reconcile(pool: Arc<RSessionPool>, ctx: Arc<Context>) -> Result<Act
         };
     let hash = template_hash(&template, &ctx.config);
     let addresses = resolve_addresses(&template).await?;
-    // Every pool pod event (claims, starts, Ready) reconciles the pool; the policy is sent again
-    // only when it changed or a minute has passed (`crate::applied`).
+    // Every pool pod event (claims, starts, Ready) reconciles the pool; the policy and the
+    // harness are sent again only when they changed or a minute has passed (`crate::applied`).
     let policy = build_pool_network_policy(&template, &ctx.config, &name, &addresses);
+    let harness = build_harness_config_map(&pool);
     let uid = pool.metadata.uid.clone().unwrap_or_default();
     ctx.applied
-        .apply_unless_fresh(&uid, &policy, async {
-            apply_in::<NetworkPolicy>(client, &namespace, &policy)
-                .await
-                .map(drop)
+        .apply_unless_fresh(&uid, &(&policy, &harness), async {
+            tokio::try_join!(
+                apply_in::<NetworkPolicy>(client, &namespace, &policy),
+                apply_in::<ConfigMap>(client, &namespace, &harness),
+            )
+            .map(drop)
         })
         .await?;
 
@@ -116,20 +120,15 @@ pub async fn reconcile(pool: Arc<RSessionPool>, ctx: Arc<Context>) -> Result<Act
     for _ in 0..plan.create {
         let pod_name = pod_name(&name);
         let session = template_session(&pool, &pod_name, &ctx.config, database_secret.as_ref())?;
-        let created = apply(&pods, &build_pool_pod(&session, &ctx.config, &name, &hash)).await?;
+        let password = generate_password();
+        let pod = build_pool_pod(&session, &ctx.config, &name, &hash, &password);
+        let created = apply(&pods, &pod).await?;
         let owner = pod_owner_reference(
             &pod_name,
             created.metadata.uid.as_deref().unwrap_or_default(),
         );
-        let password = generate_password();
-        let (secret, config_map) =
-            build_pod_children(&session, &ctx.config, &name, &password, owner);
-        // Both together, at once: the kubelet tries to mount them as soon as the pod is bound,
-        // and each mount that finds its object missing is retried only after 500 ms (doubling).
-        tokio::try_join!(
-            apply_in(client, &namespace, &secret),
-            apply_in(client, &namespace, &config_map),
-        )?;
+        let secret = build_pod_secret(&session, &name, &password, owner);
+        apply_in(client, &namespace, &secret).await?;
         // A claim takes it from memory instead of reading the Secret back (one API call less
         // on the way to a warm session's first result).
         ctx.pool_passwords

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
@@ -26,9 +26,8 @@ use tokio_util::sync::CancellationToken;
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Child kinds the operator creates, in the order they are reported.
-pub const CHILD_KINDS: [&str; 6] = [
+pub const CHILD_KINDS: [&str; 5] = [
     "Secret",
-    "ConfigMap",
     "Pod",
     "Service",
     "NetworkPolicy",
@@ -155,10 +154,6 @@ pub async fn children(
         (
             "Secret",
             list_meta::<Secret>(client, namespace, selector).await,
-        ),
-        (
-            "ConfigMap",
-            list_meta::<ConfigMap>(client, namespace, selector).await,
         ),
         ("Pod", list_meta::<Pod>(client, namespace, selector).await),
         (
