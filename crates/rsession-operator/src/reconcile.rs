@@ -13,8 +13,8 @@
 //! 4. server-side apply (`PATCH`, field manager `rsession-operator`), all sent at once, of the
 //!    Secret, Service, NetworkPolicy and (Persistent workspace) PVC, unless this
 //!    replica applied the very same children within the last minute (`crate::applied`) (with
-//!    `spec.poolRef`, first the claim of `crate::claim`; a warm claim applies them after the
-//!    status write of step 6);
+//!    `spec.poolRef`, first the claim of `crate::claim`; a session claimed warm applies them only
+//!    in a reconcile `claim::WARM_CHILDREN_DELAY` after its claim, requeued for that);
 //! 5. `DELETE` of pods no longer wanted, then server-side apply of a pod to create;
 //! 6. server-side apply of `status` when it changed;
 //! 7. `POST` of an Event for each transition a user cares about.
@@ -270,7 +270,14 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
             apply_children(client, &namespace, &children),
         )
     };
-    if !warm {
+    // A session claimed warm moments ago defers its own children (`claim::WARM_CHILDREN_DELAY`)
+    // unless a pod is to be created, which must never run before its NetworkPolicy exists.
+    let claim_now = bound.as_ref().map(|b| &b.status);
+    let children_wait = claim::children_wait(
+        claim_now.or_else(|| previous.and_then(|s| s.claim.as_ref())),
+        now,
+    );
+    if !warm && (plan.create || children_wait.is_none()) {
         apply_children_once().await?;
     }
     for stale in &plan.delete {
@@ -327,9 +334,6 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
     };
     let new_status = status::compute(&observed);
     write_status(rs, ctx, &rsessions, previous, &new_status).await?;
-    if warm {
-        apply_children_once().await?;
-    }
     // After the status write, which is what the MCP frontend waits for.
     if let Some(b) = &bound {
         let (type_, reason, note) = b.event();
@@ -379,7 +383,10 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
         Handshake::NotNeeded | Handshake::Waiting { .. } => {}
     }
 
-    let requeue = decision.requeue;
+    let requeue = match children_wait {
+        Some(wait) if !plan.create => decision.requeue.min(wait),
+        _ => decision.requeue,
+    };
     debug!(phase = ?new_status.phase, requeue = ?requeue, "reconciled");
     Ok(Action::requeue(requeue))
 }

@@ -305,6 +305,20 @@ async fn a_pool_fills_claims_bind_warm_then_cold_and_the_pool_refills() {
             .await
             .expect("pod secret");
         assert_eq!(password_of(&ours), password_of(&theirs));
+        // Its Service and NetworkPolicy follow too (`claim::WARM_CHILDREN_DELAY` after the claim).
+        eventually("alice's Service and NetworkPolicy", || async {
+            let service =
+                Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), &ns)
+                    .get_opt("alice")
+                    .await
+                    .expect("get");
+            let policy = Api::<NetworkPolicy>::namespaced(client.clone(), &ns)
+                .get_opt("alice")
+                .await
+                .expect("get");
+            (service.is_some() && policy.is_some()).then_some(())
+        })
+        .await;
         let alice = eventually("alice Ready", || async {
             let rs = Api::<RSession>::namespaced(client.clone(), &ns)
                 .get("alice")
