@@ -371,6 +371,74 @@ async fn database_session_reaches_postgres_and_nothing_else() -> Result<()> {
     agent.finish().await
 }
 
+/// R code that looks for `password` everywhere R can: the environment, every `/proc/<pid>/environ`
+/// and `cmdline` R can see, and every file it can read (a recursive grep of the filesystem,
+/// with a planted copy as a control). The password reaches R as code points in variable `pw`
+/// (which code appended after this may use), so that no file holding this code (the harness's
+/// spool, a checkpoint) holds the password itself. Prints the lines [`ensure_not_found`] reads.
+fn password_search_r(password: &str) -> String {
+    let points: Vec<String> = password.chars().map(|c| u32::from(c).to_string()).collect();
+    format!(
+        r#"pw <- intToUtf8(c({points}))
+        env <- Sys.getenv()
+        cat("ENV_HITS", sum(grepl(pw, env, fixed = TRUE)) + sum(grepl(pw, names(env), fixed = TRUE)), "\n")
+        # every process R can see (no shared process namespace: R's own)
+        procs <- list.files("/proc", pattern = "^[0-9]+$", full.names = TRUE)
+        hits <- 0L
+        for (f in c(file.path(procs, "environ"), file.path(procs, "cmdline"))) {{
+          b <- tryCatch(readBin(f, "raw", 1e6), error = function(e) raw(0))
+          b[b == as.raw(0)] <- as.raw(10)
+          if (grepl(pw, rawToChar(b), fixed = TRUE, useBytes = TRUE)) hits <- hits + 1L
+        }}
+        cat("PROC_FILES", length(procs) * 2, "PROC_HITS", hits, "\n")
+        # every file R can read; the pattern travels in grep's argv only
+        found <- suppressWarnings(system2("grep", c("-rlsF", "--exclude-dir=proc", "--exclude-dir=sys",
+          "--exclude-dir=dev", "-e", shQuote(pw), "/"), stdout = TRUE))
+        cat("FILE_HITS", length(found), paste(found, collapse = " "), "\n")
+        # a file R wrote itself is found, so the search can find things
+        writeLines(paste0("x", pw), file.path(tempdir(), "canary"))
+        canary <- suppressWarnings(system2("grep", c("-rlsF", "-e", shQuote(pw), tempdir()), stdout = TRUE))
+        unlink(file.path(tempdir(), "canary"))
+        cat("CANARY_FOUND", length(canary), "\n")
+"#,
+        points = points.join(", ")
+    )
+}
+
+/// The first value of line `key` in `out`.
+fn line_value(out: &str, key: &str) -> Result<String> {
+    field(out, key)
+        .first()
+        .map(|v| (*v).to_owned())
+        .with_context(|| format!("no {key} in {out}"))
+}
+
+/// Checks what [`password_search_r`] printed in `out`: `password` printed nowhere, no hit in
+/// the environment, `/proc` or any file, and the planted copy found.
+fn ensure_not_found(out: &str, password: &str) -> Result<()> {
+    ensure!(!out.contains(password), "R printed the password: {out}");
+    ensure!(
+        line_value(out, "ENV_HITS")? == "0",
+        "the environment holds the password"
+    );
+    let proc_files = line_value(out, "PROC_FILES")?;
+    ensure!(
+        proc_files.starts_with(|c: char| c != '0'),
+        "no /proc entries read"
+    );
+    ensure!(
+        proc_files.ends_with("PROC_HITS 0"),
+        "a /proc file holds the password: {proc_files}"
+    );
+    let file_hits = line_value(out, "FILE_HITS")?;
+    ensure!(file_hits == "0", "files hold the password: {file_hits}");
+    ensure!(
+        line_value(out, "CANARY_FOUND")? == "1",
+        "the file search cannot find a planted copy"
+    );
+    Ok(())
+}
+
 /// The session's own Rserve password (the one its credentials Secret gives the MCP frontend) is
 /// nowhere R can read: not in the environment, no file (a recursive grep of the whole
 /// filesystem), no `/proc/<pid>/environ` or `cmdline`. Rserve's password file in the pod holds
@@ -401,60 +469,15 @@ async fn rserve_password_is_nowhere_r_can_read() -> Result<()> {
         password.len() >= 16,
         "the password is too short to search for"
     );
-    // As code points, so that no file holding this code (the spool) holds the password.
-    let points: Vec<String> = password.chars().map(|c| u32::from(c).to_string()).collect();
     let code = format!(
-        r#"pw <- intToUtf8(c({points}))
-        env <- Sys.getenv()
-        cat("ENV_HITS", sum(grepl(pw, env, fixed = TRUE)) + sum(grepl(pw, names(env), fixed = TRUE)), "\n")
-        procs <- list.files("/proc", pattern = "^[0-9]+$", full.names = TRUE)
-        hits <- 0L
-        for (f in c(file.path(procs, "environ"), file.path(procs, "cmdline"))) {{
-          b <- tryCatch(readBin(f, "raw", 1e6), error = function(e) raw(0))
-          b[b == as.raw(0)] <- as.raw(10)
-          if (grepl(pw, rawToChar(b), fixed = TRUE, useBytes = TRUE)) hits <- hits + 1L
-        }}
-        cat("PROC_FILES", length(procs) * 2, "PROC_HITS", hits, "\n")
-        found <- suppressWarnings(system2("grep", c("-rlsF", "--exclude-dir=proc", "--exclude-dir=sys",
-          "--exclude-dir=dev", "-e", shQuote(pw), "/"), stdout = TRUE))
-        cat("FILE_HITS", length(found), paste(found, collapse = " "), "\n")
-        writeLines(paste0("x", pw), file.path(tempdir(), "canary"))
-        canary <- suppressWarnings(system2("grep", c("-rlsF", "-e", shQuote(pw), tempdir()), stdout = TRUE))
-        unlink(file.path(tempdir(), "canary"))
-        cat("CANARY_FOUND", length(canary), "\n")
-        cat("PWDFILE", readLines("/etc/rserve/credentials/rserve.pwd"), "\n")"#,
-        points = points.join(", "),
+        "{}cat(\"PWDFILE\", readLines(\"/etc/rserve/credentials/rserve.pwd\"), \"\\n\")",
+        password_search_r(&password)
     );
     let r = agent.exec_for(name, &code, 120).await?;
     let out = ok_stdout(&r, &code)?;
     println!("{out}");
-    ensure!(!out.contains(&password), "R printed the password: {out}");
-    let one = |key: &str| -> Result<String> {
-        field(&out, key)
-            .first()
-            .map(|v| (*v).to_owned())
-            .with_context(|| format!("no {key} in {out}"))
-    };
-    ensure!(
-        one("ENV_HITS")? == "0",
-        "the environment holds the password"
-    );
-    ensure!(
-        one("PROC_FILES")?.starts_with(|c: char| c != '0')
-            && one("PROC_FILES")?.ends_with("PROC_HITS 0"),
-        "a /proc file holds the password: {}",
-        one("PROC_FILES")?
-    );
-    ensure!(
-        one("FILE_HITS")? == "0",
-        "files hold the password: {}",
-        one("FILE_HITS")?
-    );
-    ensure!(
-        one("CANARY_FOUND")? == "1",
-        "the file search cannot find a planted copy"
-    );
-    let pwdfile = one("PWDFILE")?;
+    ensure_not_found(&out, &password)?;
+    let pwdfile = line_value(&out, "PWDFILE")?;
     let hash = pwdfile
         .strip_prefix("rsession $")
         .with_context(|| format!("the password file is not a stored hash: {pwdfile}"))?;
@@ -502,33 +525,10 @@ async fn database_password_is_nowhere_r_can_read() -> Result<()> {
         password.len() >= 8,
         "the e2e password is too short to search for"
     );
-    // The password reaches R as code points, so that no file holding this code (the
-    // harness's spool, a checkpoint) holds the password itself.
-    let points: Vec<String> = password.chars().map(|c| u32::from(c).to_string()).collect();
     let code = format!(
-        r#"pw <- intToUtf8(c({points}))
-        env <- Sys.getenv()
-        cat("ENV_HITS", sum(grepl(pw, env, fixed = TRUE)) + sum(grepl(pw, names(env), fixed = TRUE)), "\n")
+        r#"{search}
         cat("PGPASSWORD_SET", nzchar(Sys.getenv("PGPASSWORD")), "\n")
         cat("PGHOST", Sys.getenv("PGHOST"), "\n")
-        # every process R can see (no shared process namespace: R's own)
-        procs <- list.files("/proc", pattern = "^[0-9]+$", full.names = TRUE)
-        hits <- 0L
-        for (f in c(file.path(procs, "environ"), file.path(procs, "cmdline"))) {{
-          b <- tryCatch(readBin(f, "raw", 1e6), error = function(e) raw(0))
-          b[b == as.raw(0)] <- as.raw(10)
-          if (grepl(pw, rawToChar(b), fixed = TRUE, useBytes = TRUE)) hits <- hits + 1L
-        }}
-        cat("PROC_FILES", length(procs) * 2, "PROC_HITS", hits, "\n")
-        # every file R can read; the pattern travels in grep's argv only
-        found <- suppressWarnings(system2("grep", c("-rlsF", "--exclude-dir=proc", "--exclude-dir=sys",
-          "--exclude-dir=dev", "-e", shQuote(pw), "/"), stdout = TRUE))
-        cat("FILE_HITS", length(found), paste(found, collapse = " "), "\n")
-        # a file R wrote itself is found, so the search can find things
-        writeLines(paste0("x", pw), file.path(tempdir(), "canary"))
-        canary <- suppressWarnings(system2("grep", c("-rlsF", "-e", shQuote(pw), tempdir()), stdout = TRUE))
-        unlink(file.path(tempdir(), "canary"))
-        cat("CANARY_FOUND", length(canary), "\n")
         # what the proxy's port says to a stranger
         s <- socketConnection("127.0.0.1", 6432, open = "r+b", blocking = TRUE, timeout = 3)
         writeBin(charToRaw("GET / HTTP/1.0\r\n\r\n"), s)
@@ -551,43 +551,17 @@ async fn database_password_is_nowhere_r_can_read() -> Result<()> {
         cat("WRITE", gsub("\\s+", " ", write), "\n")
         cat("PERSONS", DBI::dbGetQuery(con, paste0("SELECT count(*) FROM ", Sys.getenv("CDM_SCHEMA"), ".person"))[[1]], "\n")
         DBI::dbDisconnect(con)"#,
-        points = points.join(", "),
+        search = password_search_r(&password),
         host = env("RSESSION_E2E_PG_HOST")?,
         port = env("RSESSION_E2E_PG_PORT")?,
     );
     let r = agent.exec_for(name, &code, 240).await?;
     let out = ok_stdout(&r, &code)?;
     println!("{out}");
-    ensure!(!out.contains(&password), "R printed the password: {out}");
-    let one = |key: &str| -> Result<String> {
-        field(&out, key)
-            .first()
-            .map(|v| (*v).to_owned())
-            .with_context(|| format!("no {key} in {out}"))
-    };
-    ensure!(
-        one("ENV_HITS")? == "0",
-        "the environment holds the password"
-    );
+    ensure_not_found(&out, &password)?;
+    let one = |key: &str| line_value(&out, key);
     ensure!(one("PGPASSWORD_SET")? == "FALSE", "PGPASSWORD is set in R");
     ensure!(one("PGHOST")? == "127.0.0.1", "PGHOST is not the proxy");
-    ensure!(
-        one("PROC_FILES")?.starts_with(|c: char| c != '0'),
-        "no /proc entries read"
-    );
-    ensure!(
-        one("PROC_FILES")?.ends_with("PROC_HITS 0"),
-        "a /proc file holds the password"
-    );
-    ensure!(
-        one("FILE_HITS")? == "0",
-        "files hold the password: {}",
-        one("FILE_HITS")?
-    );
-    ensure!(
-        one("CANARY_FOUND")? == "1",
-        "the file search cannot find a planted copy"
-    );
     ensure!(
         one("BANNER_BYTES")?.ends_with("BANNER_HITS FALSE"),
         "the proxy's answer holds the password"
