@@ -83,21 +83,37 @@ async fn idle_persistent_session_is_checkpointed_and_resumes_with_its_objects() 
         report.contains("object(s)"),
         "checkpoint report: {report:?}"
     );
+    // The operator posts `Checkpointed` just after the Expired status it is waited for above,
+    // so the Events are awaited too (the run of 2026-12-02 03:32 read them in between).
     let events: Api<Event> = Api::namespaced(kube.clone(), &ns);
-    let reasons: Vec<String> = events
-        .list(&Default::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(id.as_str()))
-        .filter_map(|e| e.reason)
-        .collect();
-    ensure!(
-        ["Checkpointing", "Checkpointed", "Expired"]
-            .iter()
-            .all(|r| reasons.iter().any(|x| x == r)),
-        "events of {id}: {reasons:?}"
-    );
+    let wanted = ["Checkpointing", "Checkpointed", "Expired"];
+    let reasons = || async {
+        let reasons: Vec<String> = events
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(id.as_str()))
+            .filter_map(|e| e.reason)
+            .collect();
+        anyhow::Ok(reasons)
+    };
+    let found = poll_until(
+        "the Checkpointing, Checkpointed and Expired events",
+        30,
+        Duration::from_millis(250),
+        || async {
+            let reasons = reasons().await?;
+            Ok(wanted
+                .iter()
+                .all(|r| reasons.iter().any(|x| x == r))
+                .then_some(()))
+        },
+    )
+    .await;
+    if found.is_err() {
+        anyhow::bail!("events of {id}: {:?}", reasons().await?);
+    }
 
     // The next evaluation resumes it: a new pod, the objects restored, and the result says so.
     let code =
