@@ -258,27 +258,27 @@ async fn reconcile_session(rs: &RSession, ctx: &Context) -> Result<Action, Error
     };
     let children = build_children(&session, &ctx.config, &password, &database_addresses);
 
-    // apply (a warm claim writes its Ready status first: the claimed pod, its Secret and the
-    // pool's NetworkPolicy already serve the session, and the MCP frontend waits for that status)
-    let warm = bound.as_ref().is_some_and(|b| b.claimed.is_some());
-    let uid = rs.metadata.uid.clone().unwrap_or_default();
-    // Not re-sent when this replica applied the very same children within the last minute.
-    let apply_children_once = || {
-        ctx.applied.apply_unless_fresh(
-            &uid,
-            &children,
-            apply_children(client, &namespace, &children),
-        )
-    };
-    // A session claimed warm moments ago defers its own children (`claim::WARM_CHILDREN_DELAY`)
-    // unless a pod is to be created, which must never run before its NetworkPolicy exists.
-    let claim_now = bound.as_ref().map(|b| &b.status);
+    // apply: the children, unless the session was claimed warm moments ago, when they wait
+    // (`claim::WARM_CHILDREN_DELAY`; the claimed pod, its Secret and the pool's NetworkPolicy
+    // already serve the session) — but never when a pod is to be created, which must not run
+    // before its NetworkPolicy exists. Not re-sent when this replica applied the very same
+    // children within the last minute.
     let children_wait = claim::children_wait(
-        claim_now.or_else(|| previous.and_then(|s| s.claim.as_ref())),
+        bound
+            .as_ref()
+            .map(|b| &b.status)
+            .or_else(|| previous.and_then(|s| s.claim.as_ref())),
         now,
     );
-    if !warm && (plan.create || children_wait.is_none()) {
-        apply_children_once().await?;
+    if plan.create || children_wait.is_none() {
+        let uid = rs.metadata.uid.clone().unwrap_or_default();
+        ctx.applied
+            .apply_unless_fresh(
+                &uid,
+                &children,
+                apply_children(client, &namespace, &children),
+            )
+            .await?;
     }
     for stale in &plan.delete {
         info!(pod = %stale, "deleting session pod");

@@ -194,8 +194,9 @@ pub async fn reachable_endpoint(client: &Client, ns: &str, rs: &RSession) -> Res
     Ok(format!("{ip}:{port}"))
 }
 
-/// Connects to a Ready session's Rserve over QAP1 with the credentials Secret.
-pub async fn connect_rserve(client: &Client, ns: &str, rs: &RSession) -> Result<Connection> {
+/// The Rserve login of a Ready session: user name and password from the credentials Secret
+/// its status names (`status.credentialsSecret`), a 20 s connect timeout.
+pub async fn rserve_login(client: &Client, ns: &str, rs: &RSession) -> Result<ConnectOptions> {
     let status = rs.status.as_ref().context("no status")?;
     let secret_name = status
         .credentials_secret
@@ -207,12 +208,17 @@ pub async fn connect_rserve(client: &Client, ns: &str, rs: &RSession) -> Result<
         data.get(k)
             .map(|b| String::from_utf8_lossy(&b.0).into_owned())
     };
-    let opts = ConnectOptions {
+    Ok(ConnectOptions {
         username: text(wk::SECRET_KEY_USERNAME),
         password: text(wk::SECRET_KEY_PASSWORD),
         connect_timeout: Duration::from_secs(20),
         ..ConnectOptions::default()
-    };
+    })
+}
+
+/// Connects to a Ready session's Rserve over QAP1 with the credentials Secret.
+pub async fn connect_rserve(client: &Client, ns: &str, rs: &RSession) -> Result<Connection> {
+    let opts = rserve_login(client, ns, rs).await?;
     let addr = reachable_endpoint(client, ns, rs).await?;
     // Like the MCP frontend: a Service (older endpoint form) refuses connections for a moment
     // after its pod turns Ready, until kube-proxy has programmed the endpoint.

@@ -4,7 +4,7 @@
 //! All `#[ignore]`: `e2e/run-e2e.sh` runs them with `--ignored --test-threads=1`.
 
 use anyhow::{Context, Result, ensure};
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::Api;
 use rsession_api::well_known as wk;
 use rsession_e2e::*;
@@ -451,19 +451,10 @@ async fn rserve_password_is_nowhere_r_can_read() -> Result<()> {
     let agent = Agent::new(&client, "e2e-escape-rservepw").await?;
     let name = "e2e-escape-rservepw";
     let rs = adopted_session(&client, &agent, name, json!({})).await?;
-    let secret_name = rs
-        .status
-        .as_ref()
-        .and_then(|s| s.credentials_secret.clone())
-        .context("no credentials Secret")?;
-    let secret: Secret = Api::namespaced(client.clone(), &agent.ns)
-        .get(&secret_name)
-        .await?;
-    let password = secret
-        .data
-        .unwrap_or_default()
-        .get(wk::SECRET_KEY_PASSWORD)
-        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+    let login = rserve_login(&client, &agent.ns, &rs).await?;
+    let password = login
+        .password
+        .clone()
         .context("no password in the credentials Secret")?;
     ensure!(
         password.len() >= 16,
@@ -488,21 +479,19 @@ async fn rserve_password_is_nowhere_r_can_read() -> Result<()> {
     // The hash read from inside R does not log in (nor, as a control, does a wrong password;
     // the right one does).
     let addr = reachable_endpoint(&client, &agent.ns, &rs).await?;
-    let login = |pw: &str| rserve::ConnectOptions {
-        username: Some("rsession".into()),
+    let with = |pw: &str| rserve::ConnectOptions {
         password: Some(pw.into()),
-        connect_timeout: std::time::Duration::from_secs(20),
-        ..rserve::ConnectOptions::default()
+        ..login.clone()
     };
     for wrong in [hash, "not-the-password"] {
-        let refused = rserve::Connection::connect(&addr, &login(wrong)).await;
+        let refused = rserve::Connection::connect(&addr, &with(wrong)).await;
         ensure!(
             matches!(refused, Err(rserve::Error::Auth(_))),
             "logging in with {wrong:?}: {:?}",
             refused.map(drop)
         );
     }
-    rserve::Connection::connect(&addr, &login(&password))
+    rserve::Connection::connect(&addr, &login)
         .await
         .context("the Secret's password logs in")?
         .close()

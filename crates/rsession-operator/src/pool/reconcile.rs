@@ -91,14 +91,20 @@ pub async fn reconcile(pool: Arc<RSessionPool>, ctx: Arc<Context>) -> Result<Act
     let policy = build_pool_network_policy(&template, &ctx.config, &name, &addresses);
     let harness = build_harness_config_map(&pool);
     let uid = pool.metadata.uid.clone().unwrap_or_default();
+    // The harness text is this binary's (`rsession_harness::HARNESS_R`): its digest stands for
+    // the 77 KB, which would otherwise be serialized and hashed on every reconcile.
     ctx.applied
-        .apply_unless_fresh(&uid, &(&policy, &harness), async {
-            tokio::try_join!(
-                apply_in::<NetworkPolicy>(client, &namespace, &policy),
-                apply_in::<ConfigMap>(client, &namespace, &harness),
-            )
-            .map(drop)
-        })
+        .apply_unless_fresh(
+            &uid,
+            &(&policy, &harness.metadata, rsession_harness::digest()),
+            async {
+                tokio::try_join!(
+                    apply_in::<NetworkPolicy>(client, &namespace, &policy),
+                    apply_in::<ConfigMap>(client, &namespace, &harness),
+                )
+                .map(drop)
+            },
+        )
         .await?;
 
     let listed = pods
