@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use common::harness_calls::HarnessCalls;
 use common::{OWNER, build_local_repo, fixture, fixture_with, sandboxed_fixture};
 use rsession_mcp::errors::ErrorCode;
+use rsession_mcp::harness::HarnessCall;
 use rsession_mcp::harness::{Event, ExecStatus, png_dimensions};
 use rsession_mcp::render::render_text;
 use rsession_mcp::sandbox::{SandboxMode, SandboxPolicy};
-use rsession_mcp::session::{ExecReport, Progress, SessionManager};
+use rsession_mcp::session::{ExecReport, Progress, SessionManager, Watch};
 
 /// Run `code` with the default limits and expect a result.
 async fn run(m: &SessionManager, sid: &str, code: &str) -> ExecReport {
@@ -369,6 +370,70 @@ async fn concurrent_calls_on_one_session_get_session_busy() {
     // other sessions are not blocked
     let other = m.create(OWNER, &Progress::none()).await.unwrap().session_id;
     assert!(m.execute(OWNER, &other, "1", None, None).await.is_ok());
+}
+
+/// A client that cancels by closing its HTTP request (streamable HTTP at
+/// 2026-07-28) can send its next call before the server sees the close: the
+/// next call waits briefly for the cancellation instead of answering
+/// `session_busy`, and R state is kept.
+#[tokio::test]
+async fn a_call_behind_one_cancelled_moments_later_is_served() {
+    let f = fixture(|_| {}).await;
+    let m = f.manager.clone();
+    let sid = m.create(OWNER, &Progress::none()).await.unwrap().session_id;
+    m.execute(OWNER, &sid, "x <- 41", None, None).await.unwrap();
+    let watch = Watch::default();
+    let (m2, sid2, w2) = (m.clone(), sid.clone(), watch.clone());
+    let slow = tokio::spawn(async move {
+        let call = HarnessCall::Execute {
+            code: "Sys.sleep(60)".into(),
+            limits: m2.exec_limits(None),
+        };
+        m2.call(OWNER, &sid2, call, None, &w2).await
+    });
+    wait_busy(&m, &sid).await;
+    let cancel = watch.cancel.clone();
+    let late_cancel = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cancel.cancel();
+    });
+    let t = Instant::now();
+    let r = m.execute(OWNER, &sid, "x + 1", None, None).await.unwrap();
+    assert_eq!(r.outcome.events, vec![Event::Value("[1] 42\n".into())]);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    let e = slow.await.unwrap().unwrap_err();
+    assert_eq!(e.code, ErrorCode::Cancelled);
+    late_cancel.await.unwrap();
+
+    // A holder that is not cancelled still means session_busy, after the brief wait.
+    let (m3, sid3) = (m.clone(), sid.clone());
+    let slow =
+        tokio::spawn(async move { m3.execute(OWNER, &sid3, "Sys.sleep(3)", None, None).await });
+    wait_busy(&m, &sid).await;
+    let t = Instant::now();
+    let e = m.execute(OWNER, &sid, "1", None, None).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::SessionBusy);
+    assert!(
+        t.elapsed() >= rsession_mcp::session::BUSY_WAIT,
+        "{:?}",
+        t.elapsed()
+    );
+    slow.await.unwrap().unwrap();
+}
+
+/// Polls `list` (bounded) until session `sid` is busy.
+async fn wait_busy(m: &SessionManager, sid: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !m
+        .list(OWNER)
+        .await
+        .unwrap()
+        .iter()
+        .any(|s| s.session_id == sid && s.busy)
+    {
+        assert!(Instant::now() < deadline, "session never became busy");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]

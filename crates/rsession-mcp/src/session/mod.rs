@@ -26,7 +26,7 @@ use serde::Serialize;
 use crate::errors::ToolError;
 
 pub use crate::harness::{ExecReport, Reply};
-pub use manager::{FileLimits, Limits, ManagerConfig, SessionInfo, SessionManager};
+pub use manager::{BUSY_WAIT, FileLimits, Limits, ManagerConfig, SessionInfo, SessionManager};
 
 /// QAP1 login credentials (`CMD_login`, plaintext).
 #[derive(Clone, PartialEq, Eq)]

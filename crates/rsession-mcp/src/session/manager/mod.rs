@@ -5,10 +5,11 @@
 //! and periodic ones), `limits.rs` (settings and clamping), `messages.rs` (what callers
 //! read when a call fails).
 //!
-//! Concurrency: calls on one session are serialised by a per-session lock
-//! taken with `try_lock`, so a second concurrent call gets `session_busy`
-//! (retryable) at once instead of queueing behind a long evaluation. Calls
-//! on different sessions run in parallel.
+//! Concurrency: calls on one session are serialised by a per-session lock.
+//! A second concurrent call gets `session_busy` (retryable) within
+//! [`BUSY_WAIT`] instead of queueing behind a long evaluation, unless the
+//! call ahead of it is being cancelled. Calls on different sessions run in
+//! parallel.
 
 mod calls;
 mod checkpoints;
@@ -199,9 +200,11 @@ impl SessionManager {
     }
 
     /// Take the session for one call made under `watch`. A busy session
-    /// answers `session_busy` at once, unless the call holding it was
-    /// cancelled: then R is being interrupted and the session is free within
-    /// the grace period, so this waits for it (at most twice the grace).
+    /// answers `session_busy` after at most [`BUSY_WAIT`], unless the call
+    /// holding it is cancelled meanwhile: then R is being interrupted and
+    /// the session is free within the grace period, so this waits for it
+    /// (at most twice the grace). A session the server is checkpointing is
+    /// waited for too.
     async fn lock(
         &self,
         session: &Arc<Session>,
@@ -209,25 +212,35 @@ impl SessionManager {
     ) -> Result<OwnedMutexGuard<Slot>, ToolError> {
         let slot = match session.slot.clone().try_lock_owned() {
             Ok(slot) => slot,
+            Err(_) if session.checkpointing.load(Ordering::Acquire) => {
+                tokio::time::timeout(checkpoints::LONGEST, session.slot.clone().lock_owned())
+                    .await
+                    .map_err(|_| messages::session_busy(&session.id))?
+            }
             Err(_) => {
-                let stopping = session
+                let holder = session
                     .holder
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .as_ref()
-                    .is_some_and(CancellationToken::is_cancelled);
-                let checkpointing = session.checkpointing.load(Ordering::Acquire);
-                if !stopping && !checkpointing {
-                    return Err(messages::session_busy(&session.id));
+                    .clone()
+                    .unwrap_or_default();
+                let free = session.slot.clone().lock_owned();
+                tokio::pin!(free);
+                // A client that abandons a call by closing its HTTP request
+                // (how streamable HTTP cancels at 2026-07-28) may send its
+                // next call before the server has seen the close: the
+                // holder's cancellation can trail this call by milliseconds.
+                tokio::select! {
+                    slot = &mut free => slot,
+                    () = holder.cancelled() => {
+                        tokio::time::timeout(self.config.limits.grace * 2, free)
+                            .await
+                            .map_err(|_| messages::session_busy(&session.id))?
+                    }
+                    () = tokio::time::sleep(BUSY_WAIT) => {
+                        return Err(messages::session_busy(&session.id));
+                    }
                 }
-                let wait = if checkpointing {
-                    checkpoints::LONGEST
-                } else {
-                    self.config.limits.grace * 2
-                };
-                tokio::time::timeout(wait, session.slot.clone().lock_owned())
-                    .await
-                    .map_err(|_| messages::session_busy(&session.id))?
             }
         };
         *session.holder.lock().unwrap_or_else(|p| p.into_inner()) = Some(watch.cancel.clone());
@@ -476,6 +489,13 @@ impl SessionManager {
         self.metrics.set_sessions(0);
     }
 }
+
+/// How long a call on a busy session waits for the session to free, or for
+/// the call holding it to be cancelled, before answering `session_busy`.
+/// Long enough for a cancellation that travels as a closed HTTP request to
+/// reach the server (milliseconds), short against any evaluation worth
+/// waiting for.
+pub const BUSY_WAIT: Duration = Duration::from_millis(500);
 
 /// Bound on checkpointing one session at server shutdown.
 const SHUTDOWN_CHECKPOINT: Duration = Duration::from_secs(30);
