@@ -9,12 +9,20 @@
 //! Starts one local Rserve; the MCP servers (the release `rsession-mcp`
 //! binary, with `--transport stdio` and with `--transport http`) use it
 //! through `--rserve`. rmcp's client speaks 2026-07-28 by default
-//! (`server/discover`, no handshake); a second client pair is pinned to
-//! 2025-11-25 (the `initialize` handshake). Baselines: `eval` of the code on a plain QAP1
+//! (`server/discover`, no handshake); a second set of clients is pinned to
+//! 2025-11-25 (the `initialize` handshake). Over HTTP each revision has two
+//! clients: rmcp's default transport, which opens a connection per request,
+//! and the same transport over a reqwest client that keeps its connection. Baselines: `eval` of the code on a plain QAP1
 //! connection (for printing, `capture.output(print(...))`, so R does the same
 //! formatting work), and the harness call `.rsession$execute()` on a raw
 //! connection (R-side harness cost without MCP). All paths are
 //! interleaved call by call. Prints p50/p99 and ratios as a Markdown table.
+//!
+//! A second table measures the MCP layer without R: `list_sessions` through
+//! every MCP client, against two HTTP baselines on the same HTTP server, a
+//! `GET /healthz` (the floor of one HTTP round trip on this server) and the
+//! same `tools/call` as one plain POST (reqwest, 2026-07-28 headers), which
+//! separates the server's share from rmcp's client transport.
 //!
 //! Environment:
 //! - `RSESSION_BENCH_BASELINE_BIN=<path>`: a second `rsession-mcp` build
@@ -27,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use rmcp::model::{CallToolRequestParams, ClientConfig, ProtocolVersion};
 use rmcp::service::RunningService;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 use rserve::{ConnectOptions, Connection};
@@ -110,10 +119,13 @@ fn ms(d: Duration) -> String {
 }
 
 /// The MCP servers of one `rsession-mcp` binary: one over stdio per
-/// protocol revision, one over streamable HTTP with a client per revision.
+/// protocol revision, one over streamable HTTP with two clients per
+/// revision (rmcp's default transport, and one keeping its connection).
 struct Servers {
     clients: Vec<(String, Client)>,
     http_child: tokio::process::Child,
+    /// The HTTP server's `host:port`.
+    listen: String,
 }
 
 impl Servers {
@@ -149,18 +161,34 @@ impl Servers {
             assert!(Instant::now() < deadline, "http server did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let uri = format!("http://{listen}/mcp");
+        // rmcp's default transport opens a new connection for every request
+        // (its reqwest client keeps no idle connections); the keep-alive
+        // clients reuse one, as the Python SDK's httpx and Node's fetch do.
         let http = |revision: ProtocolVersion| {
-            at(revision).serve(StreamableHttpClientTransport::from_uri(format!(
-                "http://{listen}/mcp"
-            )))
+            at(revision).serve(StreamableHttpClientTransport::from_uri(uri.clone()))
+        };
+        let kept_alive = |revision: ProtocolVersion| {
+            at(revision).serve(StreamableHttpClientTransport::with_client(
+                reqwest::Client::new(),
+                StreamableHttpClientTransportConfig::with_uri(uri.clone()),
+            ))
         };
         let http_new = http(ProtocolVersion::V_2026_07_28).await.expect("http MCP");
         let http_old = http(ProtocolVersion::V_2025_11_25).await.expect("http MCP");
+        let kept_new = kept_alive(ProtocolVersion::V_2026_07_28)
+            .await
+            .expect("http MCP");
+        let kept_old = kept_alive(ProtocolVersion::V_2025_11_25)
+            .await
+            .expect("http MCP");
         let clients = [
             ("MCP stdio, 2026-07-28", stdio_new),
             ("MCP streamable HTTP, 2026-07-28", http_new),
+            ("MCP streamable HTTP keep-alive, 2026-07-28", kept_new),
             ("MCP stdio, 2025-11-25", stdio_old),
             ("MCP streamable HTTP, 2025-11-25", http_old),
+            ("MCP streamable HTTP keep-alive, 2025-11-25", kept_old),
         ]
         .into_iter()
         .map(|(name, c)| (format!("{name}{label}"), c))
@@ -168,6 +196,7 @@ impl Servers {
         Servers {
             clients,
             http_child,
+            listen,
         }
     }
 
@@ -300,10 +329,100 @@ async fn main() {
         }
     }
 
+    mcp_layer(&servers[0].listen, &clients).await;
+
     for servers in servers {
         servers.stop().await;
     }
     raw.close().await;
     harness.close().await;
     rserve.stop().await;
+}
+
+/// The MCP layer alone: `list_sessions` (no R) through every client, and the
+/// HTTP baselines, interleaved call by call; prints its own table.
+async fn mcp_layer(listen: &str, clients: &[(String, &Client)]) {
+    const N: usize = 2000;
+    let http = reqwest::Client::new();
+    let url = format!("http://{listen}/mcp");
+    // One stateless 2026-07-28 request: its protocol revision and client in
+    // `_meta`, the method and tool name also as headers (MCP 2026-07-28,
+    // "Transports" -> "Streamable HTTP").
+    let body = json!({
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {
+            "name": "list_sessions",
+            "arguments": {},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientInfo": {"name": "mcp_roundtrip", "version": "0"},
+                "io.modelcontextprotocol/clientCapabilities": {}
+            }
+        }
+    })
+    .to_string();
+    let post = || {
+        http.post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "list_sessions")
+            .body(body.clone())
+    };
+    let reply = post().send().await.expect("POST /mcp");
+    assert!(reply.status().is_success(), "{}", reply.status());
+    let reply: serde_json::Value = reply.json().await.expect("JSON reply");
+    assert!(
+        reply["result"]["structuredContent"]["sessions"].is_array(),
+        "{reply}"
+    );
+
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); 2 + clients.len()];
+    for turn in 0..N + N / 10 {
+        for (k, path) in samples.iter_mut().enumerate() {
+            let t = Instant::now();
+            match k {
+                0 => {
+                    let r = http.get(format!("http://{listen}/healthz")).send().await;
+                    drop(r.expect("GET /healthz").bytes().await.expect("body"));
+                }
+                1 => drop(
+                    post()
+                        .send()
+                        .await
+                        .expect("POST")
+                        .bytes()
+                        .await
+                        .expect("body"),
+                ),
+                _ => {
+                    let r = clients[k - 2]
+                        .1
+                        .call_tool(CallToolRequestParams::new("list_sessions"))
+                        .await
+                        .expect("list_sessions");
+                    assert_eq!(r.is_error, Some(false), "{r:?}");
+                }
+            }
+            if turn >= N / 10 {
+                path.push(t.elapsed());
+            }
+        }
+    }
+    println!();
+    println!("| `list_sessions` (no R) | p50 ms | p99 ms |");
+    println!("| --- | ---: | ---: |");
+    let names = [
+        "HTTP floor: GET /healthz (reqwest)",
+        "plain POST tools/call, 2026-07-28 (reqwest)",
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .chain(clients.iter().map(|(name, _)| name.clone()));
+    for (name, s) in names.zip(samples.into_iter().map(stats)) {
+        println!("| {name} | {} | {} |", ms(s.p50), ms(s.p99));
+    }
 }

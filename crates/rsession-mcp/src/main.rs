@@ -2,6 +2,7 @@
 //! stdio or HTTP, shut down cleanly on EOF (stdio), Ctrl-C or SIGTERM.
 
 use anyhow::Context;
+use axum::serve::Listener;
 use clap::Parser;
 use rmcp::ServiceExt;
 use rsession_mcp::app::App;
@@ -127,7 +128,7 @@ async fn serve_http(app: &App, args: &Args) -> anyhow::Result<()> {
         Some(auth) => rsession_mcp::auth::layer(router, auth.clone()),
         None => router,
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = rsession_mcp::http::listen(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr()?;
