@@ -75,9 +75,9 @@ pub fn router_for(
 ///
 /// Why: replies and SSE events must go out as soon as they are written. With
 /// Nagle's algorithm on, a small write behind one the client has not
-/// acknowledged yet waits for the client's delayed ACK (40 ms on Linux): a
-/// client that keeps its connection alive (the Python SDK's httpx, Node's
-/// fetch) saw about 42 ms per call at 2026-07-28 (`docs/benchmarks.md`).
+/// acknowledged yet waits for the client's delayed ACK (40 ms on Linux):
+/// rmcp's client transport over a reqwest client that keeps its connection
+/// alive saw about 42 ms per call at 2026-07-28 (`docs/benchmarks.md`).
 ///
 /// Errors: those of binding `addr`.
 pub async fn listen(
