@@ -345,6 +345,7 @@ async fn mcp_layer(listen: &str, clients: &[(String, &Client)]) {
     const N: usize = 2000;
     let http = reqwest::Client::new();
     let url = format!("http://{listen}/mcp");
+    let healthz = format!("http://{listen}/healthz");
     // One stateless 2026-07-28 request: its protocol revision and client in
     // `_meta`, the method and tool name also as headers (MCP 2026-07-28,
     // "Transports" -> "Streamable HTTP").
@@ -386,7 +387,7 @@ async fn mcp_layer(listen: &str, clients: &[(String, &Client)]) {
             let t = Instant::now();
             match k {
                 0 => {
-                    let r = http.get(format!("http://{listen}/healthz")).send().await;
+                    let r = http.get(&healthz).send().await;
                     drop(r.expect("GET /healthz").bytes().await.expect("body"));
                 }
                 1 => drop(

@@ -345,20 +345,7 @@ async fn concurrent_calls_on_one_session_get_session_busy() {
             .await
     });
     // wait until the slow call holds the session (observable through list)
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let busy = m
-            .list(OWNER)
-            .await
-            .unwrap()
-            .iter()
-            .any(|s| s.session_id == sid && s.busy);
-        if busy {
-            break;
-        }
-        assert!(Instant::now() < deadline, "session never became busy");
-        tokio::task::yield_now().await;
-    }
+    wait_busy(&m, &sid).await;
     let e = m.execute(OWNER, &sid, "1", None, None).await.unwrap_err();
     assert_eq!(e.code, ErrorCode::SessionBusy);
     assert!(e.code.retryable());
