@@ -9,7 +9,7 @@
 //! sessions), as a second replica would.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::Pod;
@@ -28,6 +28,33 @@ const PV: &str = "e2e-checkpoint-pv";
 
 fn phase(rs: &RSession) -> Option<Phase> {
     rs.status.as_ref().and_then(|s| s.phase)
+}
+
+/// The object names a checkpoint's `manifest.rds` lists as saved, read with the host's R (the
+/// suite's dependencies install it); empty while no checkpoint is in place.
+async fn checkpointed_objects(manifest: &Path) -> Result<Vec<String>> {
+    if !manifest.exists() {
+        return Ok(Vec::new());
+    }
+    let out = tokio::process::Command::new("Rscript")
+        .args([
+            "-e",
+            "m <- tryCatch(readRDS(commandArgs(TRUE)[[1]]), error = function(e) list()); \
+             cat(vapply(m$objects, `[[`, '', 'name'), sep = '\\n')",
+        ])
+        .arg(manifest)
+        .output()
+        .await
+        .context("running Rscript to read the checkpoint manifest")?;
+    ensure!(
+        out.status.success(),
+        "Rscript: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect())
 }
 
 /// Show (issue 12, Kubernetes): a Persistent session idles out, is checkpointed and then
@@ -130,21 +157,23 @@ async fn idle_persistent_session_is_checkpointed_and_resumes_with_its_objects() 
 
     // Periodic: after new work, a checkpoint within the interval (awaited on the volume).
     ok_stdout(&exec("y <- 7L; cat('y set')").await?, "y <- 7L")?;
-    // Any checkpoint that starts after that call returned holds y (a checkpoint and a call
-    // never overlap on a session); one may have run just before, without it.
-    let marker = SystemTime::now();
+    // Awaited: a checkpoint on the volume whose manifest lists y. A file time taken after the
+    // call is not enough: a periodic checkpoint landing in the same instant (coarse mtime) did
+    // not count, no new work followed to start another, and the run of 2026-12-02 07:20 waited
+    // until the idle timeout expired the session. The checkpoint directory is swapped in whole,
+    // so a manifest read here is always a complete one.
     let manifest = Path::new(&pv_dir).join(".rsession/checkpoint/manifest.rds");
     poll_until(
-        "a periodic checkpoint after y was set",
+        "a periodic checkpoint whose manifest lists y",
         60,
-        Duration::from_millis(200),
+        Duration::from_millis(300),
         || {
             let manifest = manifest.clone();
             async move {
-                Ok(std::fs::metadata(&manifest)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .filter(|t| *t > marker))
+                Ok(checkpointed_objects(&manifest)
+                    .await?
+                    .contains(&"y".to_owned())
+                    .then_some(()))
             }
         },
     )
