@@ -305,13 +305,17 @@ local({
   }
 
   # Before each evaluation: a spool removed since (a user's unlink() of the temp directory)
-  # is opened again, so progress can read it by its path; one written to since the last
-  # evaluation (Rserve prints the error of a failed file or data call to descriptor 2, a
-  # background child may print late) is emptied, so this evaluation reads only its own.
+  # is opened again, so progress can read it by its path, in R's temp directory made again
+  # if that went too (the plot directory is made again when a device opens); one written to
+  # since the last evaluation (Rserve prints the error of a failed file or data call to
+  # descriptor 2, a background child may print late) is emptied, so this evaluation reads
+  # only its own. This one stat() is the only file check of an evaluation: each costs an R
+  # that waited on its socket 10 to 20 us (docs/benchmarks.md, the MCP round trip).
   h$check_spool <- function() {
     sp <- state$spool
     size <- if (is.null(sp)) NA else file_size(sp$path)
     if (is.na(size)) {
+      tempdir(check = TRUE)
       h$open_spool()
     } else if (size > sp$pos) {
       h$empty_spool()
@@ -343,7 +347,8 @@ local({
   # options(device=) target: opens a PNG device writing one file per page.
   h$device <- function(...) {
     dir <- state$plot_dir
-    if (is.null(dir)) dir <- tempdir()
+    # Made again here, not before every evaluation, when user code removed it.
+    if (is.null(dir)) dir <- tempdir() else if (!dir.exists(dir)) dir.create(dir, recursive = TRUE)
     state$plot_seq <- state$plot_seq + 1L
     file <- file.path(dir, sprintf("plot-%05d-%%03d.png", state$plot_seq))
     o <- state$plot_opts
@@ -495,8 +500,6 @@ local({
       h$push(st, list(type = "error", text = msg, call = NA_character_, traceback = character()))
       return(h$result(st, "parse_error"))
     }
-    tempdir(check = TRUE)
-    if (!dir.exists(state$plot_dir)) dir.create(state$plot_dir, recursive = TRUE)
     h$check_spool()
     sp <- state$spool
     sinks <- output_sinks()

@@ -717,6 +717,50 @@ async fn user_code_keeps_rs_jit_while_the_harness_runs_without() {
     );
 }
 
+/// R's temp directory removed by user code (the spool and the plot directory live in it) is
+/// made again before the next evaluation, which the harness no longer checks for on every call:
+/// output, `tempfile()` and plots work as before.
+#[tokio::test]
+async fn a_removed_temp_directory_is_made_again_for_the_next_call() {
+    let f = fixture(|_| {}).await;
+    let m = &f.manager;
+    let sid = m.create(OWNER, &Progress::none()).await.unwrap().session_id;
+    let r = run(
+        m,
+        &sid,
+        "unlink(tempdir(), recursive = TRUE); dir.exists(tempdir())",
+    )
+    .await;
+    assert_eq!(
+        render_text(&r.outcome),
+        "[1] FALSE\n",
+        "the same call still reads its output"
+    );
+    let r = run(
+        m,
+        &sid,
+        "cat(dir.exists(tempdir()), file.create(tempfile()), '\\n'); plot(1:3); 'done'",
+    )
+    .await;
+    assert_eq!(
+        r.outcome.status,
+        ExecStatus::Ok,
+        "{}",
+        render_text(&r.outcome)
+    );
+    let text = render_text(&r.outcome);
+    assert!(text.starts_with("TRUE TRUE \n[1] \"done\"\n"), "{text}");
+    assert_eq!(
+        r.outcome
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Plot { .. }))
+            .count(),
+        1,
+        "the plot directory was made again for the device"
+    );
+}
+
 /// The output spool is only appended to between calls (no truncation, reopening or size check
 /// per call, the bulk of the harness's own time for a short call), and emptied after a call
 /// that leaves more than 64 KiB in it, or before one when something wrote to it between calls
