@@ -75,6 +75,7 @@ async fn parse_errors_run_nothing() {
         .await
         .unwrap();
     assert_eq!(r.outcome.status, ExecStatus::ParseError);
+    assert_eq!(r.outcome.events.len(), 1, "{:?}", r.outcome.events);
     assert!(
         render_text(&r.outcome).contains("unexpected end of input"),
         "{}",
