@@ -57,11 +57,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         conns.push(Connection::connect(&addr, &opts).await?);
     }
     let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(n); exprs.len()];
-    for i in 0..WARM_UP.min(n) + n {
+    let warm_up = WARM_UP.min(n);
+    for i in 0..warm_up + n {
         for ((conn, expr), samples) in conns.iter_mut().zip(&exprs).zip(&mut samples) {
             let t = Instant::now();
             conn.eval(expr).await?;
-            if i >= WARM_UP.min(n) {
+            if i >= warm_up {
                 samples.push(t.elapsed());
             }
             if !gap.is_zero() {

@@ -159,8 +159,8 @@ async fn idle_persistent_session_is_checkpointed_and_resumes_with_its_objects() 
     ok_stdout(&exec("y <- 7L; cat('y set')").await?, "y <- 7L")?;
     // Awaited: a checkpoint on the volume whose manifest lists y. A file time taken after the
     // call is not enough: a periodic checkpoint landing in the same instant (coarse mtime) did
-    // not count, no new work followed to start another, and the run of 2026-12-02 07:20 waited
-    // until the idle timeout expired the session. The checkpoint directory is swapped in whole,
+    // not count, no new work followed to start another, and a clean-clone CI run on 2eb97a7
+    // waited until the idle timeout expired the session. The checkpoint directory is swapped in whole,
     // so a manifest read here is always a complete one.
     let manifest = Path::new(&pv_dir).join(".rsession/checkpoint/manifest.rds");
     poll_until(
