@@ -48,23 +48,17 @@ local({
 
   utf8_ok <- isTRUE(l10n_info()[["UTF-8"]])
 
-  # Per-evaluation plumbing without base R's argument handling: sink() and
-  # sink.number() resolve `type` with match.arg() on every call, and
-  # file.size() builds a data frame of file.info() with three date columns;
-  # together about a third of the harness's own time per evaluation (Rprof of
-  # execute("1+1")). These make the .Internal calls base R's functions make
-  # (src/library/base/R/sink.R and files.R, unchanged since R 3.2) with the
-  # arguments fixed.
-  sink_output <- function(con) .Internal(sink(con, FALSE, FALSE, FALSE))
-  unsink_output <- function() .Internal(sink(-1L, FALSE, FALSE, FALSE))
-  sink_message <- function(con) .Internal(sink(con, FALSE, TRUE, FALSE))
-  output_sinks <- function() .Internal(sink.number(TRUE))
+  # Per-evaluation plumbing without base R's argument handling. The evaluation path makes the
+  # .Internal calls that base R's functions make, with the arguments fixed: sink() and
+  # sink.number() resolve `type` with match.arg() on every call, file.size() builds a data frame
+  # of file.info() with three date columns, seek() resolves `origin` and `rw` with pmatch(),
+  # readBin() checks `endian` and `what`, parse() and tryCatch() make several closure calls of
+  # their own (src/library/base/R: sink.R, files.R, connections.R, readBin.R, parse.R,
+  # conditions.R; unchanged since R 3.2). Each closure call costs an R that has just waited on
+  # its socket several microseconds (docs/benchmarks.md, the MCP round trip), so the common path
+  # of an evaluation calls them inline; these helpers serve the rarer paths.
   # Size in bytes of one file; NA when it does not exist.
   file_size <- function(path) .Internal(file.info(path, FALSE))$size
-  # The spool's connections, the same way (files.R, connections.R and
-  # readBin in src/library/base/R): seek() resolves `origin` and `rw` with
-  # pmatch() and readBin() checks `endian` and `what`; as generics they also
-  # dispatch. Five of these run per evaluation.
   flush_con <- function(con) .Internal(flush(con))
   seek_read <- function(con, pos) .Internal(seek(con, as.double(pos), 1L, 1L))
   read_raw <- function(con, n) .Internal(readBin(con, "raw", n, NA_integer_, TRUE, FALSE))
@@ -80,10 +74,9 @@ local({
   h$as_text <- function(bytes) {
     if (length(bytes) == 0L) return("")
     bytes <- bytes[bytes != as.raw(0L)]
-    s <- rawToChar(bytes)
+    s <- .Internal(rawToChar(bytes, FALSE))
     if (utf8_ok) {
-      Encoding(s) <- "UTF-8"
-      s
+      .Internal(setEncoding(s, "UTF-8"))
     } else {
       enc2utf8(s)
     }
@@ -174,7 +167,7 @@ local({
     if (length(text) == 0L || !nzchar(text)) return(invisible())
     ev <- list(type = type, text = text, call = call)
     if (st$truncated) return(h$tail_push(st, ev))
-    nb <- nchar(text, type = "bytes")
+    nb <- .Internal(nchar(text, "bytes", FALSE, NA))
     if (nb <= st$head_left) {
       st$head_left <- st$head_left - nb
       return(h$push(st, ev))
@@ -205,13 +198,13 @@ local({
   # at most head_left + tail_cap bytes, whatever the spool holds.
   h$flush_out <- function(st, type = "stdout") {
     sp <- state$spool
-    flush_con(sp$w)
+    .Internal(flush(sp$w))
     if (!st$truncated) {
       # Fast path: everything written since the last flush, when it is shorter than one small
       # read and within the budget, without asking the spool's size.
       want <- min(small_read, st$head_left + st$tail_cap + 1)
-      seek_read(sp$r, sp$pos)
-      b <- read_raw(sp$r, want)
+      .Internal(seek(sp$r, sp$pos, 1L, 1L))
+      b <- .Internal(readBin(sp$r, "raw", want, NA_integer_, TRUE, FALSE))
       if (length(b) < want) {
         if (length(b) == 0L) return(invisible())
         sp$pos <- sp$pos + length(b)
@@ -303,28 +296,6 @@ local({
     sp$pos <- 0
     state$spool <- sp
   }
-
-  # Before each evaluation: a spool removed since (a user's unlink() of the temp directory)
-  # is opened again, so progress can read it by its path, in R's temp directory made again
-  # if that went too (the plot directory is made again when a device opens); one written to
-  # since the last evaluation (Rserve prints the error of a failed file or data call to
-  # descriptor 2, a background child may print late) is emptied, so this evaluation reads
-  # only its own. This one stat() is the only file check of an evaluation: each costs an R
-  # that waited on its socket 10 to 20 us (docs/benchmarks.md, the MCP round trip).
-  h$check_spool <- function() {
-    sp <- state$spool
-    size <- if (is.null(sp)) NA else file_size(sp$path)
-    if (is.na(size)) {
-      tempdir(check = TRUE)
-      h$open_spool()
-    } else if (size > sp$pos) {
-      h$empty_spool()
-    }
-  }
-
-  # After each evaluation: empty the spool once more than `spool_keep` bytes were read from
-  # it, so a long output's disk is given back.
-  h$trim_spool <- function() if (state$spool$pos > spool_keep) h$empty_spool()
 
   # Every writer appends, so all of them go on at the new end.
   h$empty_spool <- function() {
@@ -483,100 +454,141 @@ local({
          child_output = length(state$spool$stdio) > 0L)
   }
 
-  # Evaluate user code in the global environment (see header for the result).
-  # User code runs with the JIT level the session had before the harness (see the end of this
-  # file): R compiles user closures and loops as it would outside RSession.
-  h$run_user <- function(expr) {
-    old <- .Internal(enableJIT(state$user_jit))
-    on.exit(.Internal(enableJIT(old)))
-    eval(expr, globalenv())
+  # Exiting handlers for errors and interrupts, as base R's tryCatch(expr, error =, interrupt =)
+  # sets them up (tryCatchOne in src/library/base/R/conditions.R, unchanged since R 3.x), in one
+  # frame instead of tryCatch's seven closure calls: each closure call costs an R that waited
+  # on its socket several microseconds (docs/benchmarks.md, the MCP round trip). Called as
+  # `h$catch(return(value))` from a function, it returns `value` from that function when no
+  # error or interrupt is signalled; when one is, `expr` is unwound and catch returns R's
+  # list(condition, call, class, ...) (see h$evaluate for the forms the condition takes).
+  catch_classes <- c("error", "interrupt")
+  catch_marks <- list("error", "interrupt")
+  h$catch <- function(expr) {
+    .Internal(.addCondHands(catch_classes, catch_marks, globalenv(), environment(), FALSE))
+    expr
   }
 
+  # Visible values are printed with base R's print() (a user's own `print` does not replace
+  # it), called from an environment whose parent is the global environment so that S3 methods
+  # the user defined there are found, as at the console.
+  print_env <- new.env(parent = globalenv())
+  print_env$print <- base::print
+  print_call <- quote(print(x))
+
+  # Evaluate user code in the global environment (see header for the result).
   h$execute <- function(code, max_output_bytes = 1048576, max_plots = 20L, max_plot_bytes = 10485760) {
     st <- h$new_call(max_output_bytes)
-    # Parsed under the evaluation's own tryCatch below (a second one cost every call about
-    # 18 us of an R that waited on its socket); a parse error leaves `exprs` NULL.
-    exprs <- NULL
-    h$check_spool()
+    # Before each evaluation: a spool removed since (a user's unlink() of the temp directory)
+    # is opened again, so progress can read it by its path, in R's temp directory made again
+    # if that went too (the plot directory is made again when a device opens); one written to
+    # since the last evaluation (Rserve prints the error of a failed file or data call to
+    # descriptor 2, a background child may print late) is emptied, so this evaluation reads
+    # only its own. This one stat() is the only file check of an evaluation: each costs an R
+    # that waited on its socket 10 to 20 us (docs/benchmarks.md, the MCP round trip).
     sp <- state$spool
-    sinks <- output_sinks()
-    sink_output(sp$w)
-    sink_message(sp$w)
+    size <- if (is.null(sp)) NA else .Internal(file.info(sp$path, FALSE))$size
+    if (is.na(size)) {
+      tempdir(check = TRUE)
+      h$open_spool()
+      sp <- state$spool
+    } else if (size > sp$pos) {
+      h$empty_spool()
+    }
+    sinks <- .Internal(sink.number(TRUE))
+    .Internal(sink(sp$w, FALSE, FALSE, FALSE))
+    .Internal(sink(sp$w, FALSE, TRUE, FALSE))
     on.exit({
-      sink_message(stderr())
-      while (output_sinks() > sinks) unsink_output()
+      .Internal(sink(stderr(), FALSE, TRUE, FALSE))
+      while (.Internal(sink.number(TRUE)) > sinks) .Internal(sink(-1L, FALSE, FALSE, FALSE))
     })
-    status <- tryCatch({
-      exprs <- parse(text = code, keep.source = FALSE, encoding = "UTF-8")
-      for (expr in exprs) {
-        withCallingHandlers({
-          res <- withVisible(h$run_user(expr))
-          h$flush_out(st, "stdout")
-          if (res$visible) {
-            eval(quote(base::print(x)), list(x = res$value), globalenv())
-            h$flush_out(st, "value")
-          }
-        },
-        message = function(m) {
-          h$flush_out(st, "stdout")
-          h$add_text(st, "message", conditionMessage(m))
-          invokeRestart("muffleMessage")
-        },
-        warning = function(w) {
-          h$flush_out(st, "stdout")
-          h$add_text(st, "warning", conditionMessage(w), h$deparse_call(conditionCall(w)))
-          invokeRestart("muffleWarning")
-        },
-        error = function(e) {
-          st$traceback <- h$user_calls(sys.calls())
-        })
-        if (length(state$devices)) h$emit_plots(st, max_plots, max_plot_bytes)
-      }
-      "ok"
-    },
-    error = function(e) {
-      if (is.null(exprs)) {
-        h$push(st, list(type = "error", text = conditionMessage(e), call = NA_character_, traceback = character()))
-        return("parse_error")
-      }
-      h$flush_out(st, "stdout")
-      msg <- conditionMessage(e)
-      h$add_event(st, list(type = "error", text = msg, call = h$deparse_call(conditionCall(e)), traceback = st$traceback))
-      "error"
-    },
-    interrupt = function(i) {
-      "interrupted"
-    })
-    # A second interrupt during the wrap-up below must not lose the result.
-    tryCatch({
+    status <- h$evaluate(st, code, max_plots, max_plot_bytes)
+    # A second interrupt during the wrap-up must not lose the result.
+    h$catch({
       # After a normal end the loop has read everything; what a background child writes
       # later is read by the next call.
-      if (!identical(status, "ok")) h$flush_out(st, "stdout")
-      sink_message(stderr())
-      while (output_sinks() > sinks) unsink_output()
+      if (status != "ok") h$flush_out(st, "stdout")
+      .Internal(sink(stderr(), FALSE, TRUE, FALSE))
+      while (.Internal(sink.number(TRUE)) > sinks) .Internal(sink(-1L, FALSE, FALSE, FALSE))
       on.exit()
       if (length(state$devices)) {
         h$close_devices()
         h$emit_plots(st, max_plots, max_plot_bytes)
       }
-      h$trim_spool()
-    }, interrupt = function(i) NULL, error = function(e) NULL)
+      # Empty the spool once more than `spool_keep` bytes were read from it, so a long
+      # output's disk is given back.
+      if (state$spool$pos > spool_keep) h$empty_spool()
+    })
     h$result(st, status)
+  }
+
+  # Parse and evaluate `code` expression by expression, capturing into `st`; returns the
+  # status. User code runs with the JIT level the session had before the harness (see the end
+  # of this file): R compiles user closures and loops as it would outside RSession, while the
+  # harness's own functions stay uncompiled.
+  h$evaluate <- function(st, code, max_plots, max_plot_bytes) {
+    exprs <- NULL
+    jit <- state$user_jit
+    caught <- h$catch(return({
+      # Calling handlers, innermost (consulted before catch's exiting ones), for the rest of
+      # this frame: what withCallingHandlers() sets up (conditions.R), once for all expressions.
+      .Internal(.addCondHands(c("message", "warning", "error"), list(
+        function(m) {
+          h$flush_out(st, "stdout")
+          h$add_text(st, "message", conditionMessage(m))
+          invokeRestart("muffleMessage")
+        },
+        function(w) {
+          h$flush_out(st, "stdout")
+          h$add_text(st, "warning", conditionMessage(w), h$deparse_call(conditionCall(w)))
+          invokeRestart("muffleWarning")
+        },
+        function(e) st$traceback <- h$user_calls(sys.calls())
+      ), globalenv(), NULL, TRUE))
+      # parse() without its argument handling (src/library/base/R/parse.R): text, no srcref.
+      exprs <- .Internal(parse(stdin(), NULL, code, "?", "<text>", "UTF-8"))
+      for (expr in exprs) {
+        if (jit) .Internal(enableJIT(jit))
+        res <- .Internal(withVisible(eval(expr, globalenv())))
+        if (jit) .Internal(enableJIT(0L))
+        h$flush_out(st, "stdout")
+        if (res$visible) {
+          print_env$x <- res$value
+          .Internal(eval(print_call, print_env, NULL))
+          print_env$x <- NULL
+          h$flush_out(st, "value")
+        }
+        if (length(state$devices)) h$emit_plots(st, max_plots, max_plot_bytes)
+      }
+      "ok"
+    }))
+    # Only reached when an error or interrupt unwound the evaluation.
+    if (jit) .Internal(enableJIT(0L))
+    print_env$x <- NULL
+    cond <- caught[[1L]]
+    if (identical(caught[[3L]], "interrupt")) return("interrupted")
+    # As tryCatchOne: an error raised in C code leaves its message in R's error buffer (NULL
+    # here) or, when R could not allocate a condition, as a string; its call comes second.
+    msg <- if (is.null(cond)) .Internal(geterrmessage()) else if (is.character(cond)) cond else conditionMessage(cond)
+    call <- if (is.null(cond) || is.character(cond)) caught[[2L]] else conditionCall(cond)
+    if (is.null(exprs)) {
+      h$push(st, list(type = "error", text = msg, call = NA_character_, traceback = character()))
+      return("parse_error")
+    }
+    h$flush_out(st, "stdout")
+    h$add_event(st, list(type = "error", text = msg, call = h$deparse_call(call), traceback = st$traceback))
+    "error"
   }
 
   # Calls between our eval frame and the handler, innermost last, one line each.
   h$user_calls <- function(calls) {
     n <- length(calls)
-    start <- 0L
-    for (i in seq_len(n)) {
-      f <- calls[[i]][[1L]]
-      if (is.call(f) && identical(f, quote(h$run_user))) start <- i
-    }
-    if (start == 0L) return(character())
+    # The first eval(expr, globalenv()) frame is h$evaluate's; user code runs inside it.
+    is_top <- vapply(calls, identical, NA, top_eval)
+    start <- match(TRUE, is_top)
+    if (is.na(start)) return(character())
     # frames after ours: eval(expr, globalenv()) (twice), the user's calls,
     # then R's own .handleSimpleError() and this calling handler.
-    user <- calls[seq_len(n) > start & seq_len(n) < n]
-    user <- Filter(function(cl) !identical(cl, top_eval), user)
+    user <- calls[seq_len(n) > start & seq_len(n) < n & !is_top]
     stop_at <- Position(function(cl) identical(cl[[1L]], quote(.handleSimpleError)), user)
     if (!is.na(stop_at)) user <- user[seq_len(stop_at - 1L)]
     vapply(user, h$deparse_call, character(1L))

@@ -18,6 +18,11 @@
 //! connection (R-side harness cost without MCP). All paths are
 //! interleaved call by call. Prints p50/p99 and ratios as a Markdown table.
 //!
+//! Two more paths use the thinnest client of the protocol, written here: JSON-RPC requests at
+//! 2026-07-28 built by hand, one line each over a stdio server's pipes, and one POST each over
+//! a kept-alive reqwest connection to the HTTP server. They show what the server adds without
+//! an MCP client library's own per-request work.
+//!
 //! A second table measures the MCP layer without R: `list_sessions` through
 //! every MCP client, against two HTTP baselines on the same HTTP server, a
 //! `GET /healthz` (the floor of one HTTP round trip on this server) and the
@@ -41,7 +46,10 @@ use rmcp::{RoleClient, ServiceExt};
 use rserve::{ConnectOptions, Connection};
 use rsession_mcp::harness::{ExecLimits, HARNESS_R, execute_call, init_call};
 use rsession_mcp::local_rserve::{LocalRserve, LocalRserveOptions};
+use serde_json::Value;
 use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{ChildStdin, ChildStdout};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_rsession-mcp");
 
@@ -211,6 +219,96 @@ impl Servers {
     }
 }
 
+/// `params._meta` of a stateless 2026-07-28 request: its protocol revision and client
+/// (MCP 2026-07-28, "Base Protocol").
+fn meta() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "mcp_roundtrip", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {}
+    })
+}
+
+/// The thinnest MCP clients: hand-built 2026-07-28 `tools/call` requests, one JSON line each
+/// over the pipes of a stdio server of its own, and one POST each over a kept-alive reqwest
+/// connection to the HTTP server of the build under test.
+struct Plain {
+    child: tokio::process::Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+    http: reqwest::Client,
+    url: String,
+    next_id: u64,
+}
+
+impl Plain {
+    async fn start(bin: &str, server_args: &[String], listen: &str) -> Plain {
+        let mut child = tokio::process::Command::new(bin)
+            .args(server_args)
+            .env("RSESSION_LOG", "warn")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn stdio server");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        Plain {
+            child,
+            stdin,
+            stdout,
+            http: reqwest::Client::new(),
+            url: format!("http://{listen}/mcp"),
+            next_id: 0,
+        }
+    }
+
+    fn request(&mut self, tool: &str, args: Value) -> (u64, String) {
+        self.next_id += 1;
+        let body = json!({"jsonrpc": "2.0", "id": self.next_id, "method": "tools/call",
+                          "params": {"name": tool, "arguments": args, "_meta": meta()}});
+        (self.next_id, body.to_string())
+    }
+
+    /// `tools/call` of `tool` over stdio; the call's result (notifications are skipped).
+    async fn stdio(&mut self, tool: &str, args: Value) -> Value {
+        let (id, mut line) = self.request(tool, args);
+        line.push('\n');
+        self.stdin.write_all(line.as_bytes()).await.expect("write");
+        loop {
+            let line = self.stdout.next_line().await.expect("read").expect("open");
+            let msg: Value = serde_json::from_str(&line).expect("JSON-RPC line");
+            if msg["id"] == id {
+                return msg["result"].clone();
+            }
+        }
+    }
+
+    /// `tools/call` of `tool` as one POST (2026-07-28 headers); the call's result.
+    async fn post(&mut self, tool: &str, args: Value) -> Value {
+        let (_, body) = self.request(tool, args);
+        let reply = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", tool)
+            .body(body)
+            .send()
+            .await
+            .expect("POST /mcp");
+        let reply: Value = reply.json().await.expect("JSON reply");
+        reply["result"].clone()
+    }
+}
+
+fn checked(result: Value) -> Value {
+    assert_eq!(result["isError"], json!(false), "{result}");
+    result
+}
+
 #[tokio::main]
 async fn main() {
     let rserve = LocalRserve::start(&LocalRserveOptions::default())
@@ -263,6 +361,19 @@ async fn main() {
     for (_, c) in &clients {
         sids.push(create(c).await);
     }
+    let mut plain = Plain::start(SERVER, &server_args, &servers[0].listen).await;
+    let sid_of = |r: Value| {
+        r["structuredContent"]["session_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let plain_stdio_sid = sid_of(checked(plain.stdio("create_session", json!({})).await));
+    let plain_post_sid = sid_of(checked(plain.post("create_session", json!({})).await));
+    let plain_names = [
+        "plain JSON-RPC over stdio, 2026-07-28",
+        "plain JSON-RPC POST keep-alive, 2026-07-28",
+    ];
 
     let block: usize = std::env::var("RSESSION_BENCH_BLOCK")
         .ok()
@@ -286,7 +397,7 @@ async fn main() {
         // affect them alike. One call per turn runs every path with the
         // caches the other paths left (as an agent's calls seconds apart
         // would); longer turns measure a session busy with one caller.
-        let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); 2 + clients.len()];
+        let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); 2 + clients.len() + 2];
         let warmup = n / 10;
         for turn in 0..(n + warmup).div_ceil(block) {
             for (k, path) in samples.iter_mut().enumerate() {
@@ -295,7 +406,25 @@ async fn main() {
                     match k {
                         0 => drop(raw.eval(case.raw).await.expect("raw eval")),
                         1 => drop(harness.eval(&call).await.expect("harness eval")),
-                        _ => exec(clients[k - 2].1, &sids[k - 2], case.code).await,
+                        k if k < 2 + clients.len() => {
+                            exec(clients[k - 2].1, &sids[k - 2], case.code).await
+                        }
+                        k if k == 2 + clients.len() => drop(checked(
+                            plain
+                                .stdio(
+                                    "execute_in_session",
+                                    json!({"session_id": plain_stdio_sid, "code": case.code}),
+                                )
+                                .await,
+                        )),
+                        _ => drop(checked(
+                            plain
+                                .post(
+                                    "execute_in_session",
+                                    json!({"session_id": plain_post_sid, "code": case.code}),
+                                )
+                                .await,
+                        )),
                     }
                     if turn * block + j >= warmup {
                         path.push(t.elapsed());
@@ -308,7 +437,8 @@ async fn main() {
         let names = ["raw QAP1 eval", "QAP1 + harness (no MCP)"]
             .into_iter()
             .map(str::to_string)
-            .chain(clients.iter().map(|(name, _)| name.clone()));
+            .chain(clients.iter().map(|(name, _)| name.clone()))
+            .chain(plain_names.iter().map(|name| name.to_string()));
         for (path, s) in names.zip(all.iter().copied()) {
             let delta = s.p50.as_secs_f64() - raw_s.p50.as_secs_f64();
             println!(
@@ -320,7 +450,11 @@ async fn main() {
                 s.p50.as_secs_f64() / raw_s.p50.as_secs_f64()
             );
         }
-        for ((name, _), s) in clients.iter().zip(&all[2..]) {
+        let path_names = clients
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .chain(plain_names);
+        for (name, s) in path_names.zip(&all[2..]) {
             println!(
                 "| `{}` | {name} − harness | | | {:+.3} ms | |",
                 case.name,
@@ -329,7 +463,8 @@ async fn main() {
         }
     }
 
-    mcp_layer(&servers[0].listen, &clients).await;
+    mcp_layer(&servers[0].listen, &clients, &mut plain).await;
+    let _ = plain.child.kill().await;
 
     for servers in servers {
         servers.stop().await;
@@ -341,7 +476,7 @@ async fn main() {
 
 /// The MCP layer alone: `list_sessions` (no R) through every client, and the
 /// HTTP baselines, interleaved call by call; prints its own table.
-async fn mcp_layer(listen: &str, clients: &[(String, &Client)]) {
+async fn mcp_layer(listen: &str, clients: &[(String, &Client)], plain: &mut Plain) {
     const N: usize = 2000;
     let http = reqwest::Client::new();
     let url = format!("http://{listen}/mcp");
@@ -356,11 +491,7 @@ async fn mcp_layer(listen: &str, clients: &[(String, &Client)]) {
         "params": {
             "name": "list_sessions",
             "arguments": {},
-            "_meta": {
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientInfo": {"name": "mcp_roundtrip", "version": "0"},
-                "io.modelcontextprotocol/clientCapabilities": {}
-            }
+            "_meta": meta()
         }
     })
     .to_string();
@@ -381,7 +512,7 @@ async fn mcp_layer(listen: &str, clients: &[(String, &Client)]) {
         "{reply}"
     );
 
-    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); 2 + clients.len()];
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); 3 + clients.len()];
     for turn in 0..N + N / 10 {
         for (k, path) in samples.iter_mut().enumerate() {
             let t = Instant::now();
@@ -399,8 +530,9 @@ async fn mcp_layer(listen: &str, clients: &[(String, &Client)]) {
                         .await
                         .expect("body"),
                 ),
+                2 => drop(checked(plain.stdio("list_sessions", json!({})).await)),
                 _ => {
-                    let r = clients[k - 2]
+                    let r = clients[k - 3]
                         .1
                         .call_tool(CallToolRequestParams::new("list_sessions"))
                         .await
@@ -419,6 +551,7 @@ async fn mcp_layer(listen: &str, clients: &[(String, &Client)]) {
     let names = [
         "HTTP floor: GET /healthz (reqwest)",
         "plain POST tools/call, 2026-07-28 (reqwest)",
+        "plain JSON-RPC over stdio, 2026-07-28",
     ]
     .into_iter()
     .map(str::to_string)

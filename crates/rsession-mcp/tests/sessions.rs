@@ -718,6 +718,29 @@ async fn user_code_keeps_rs_jit_while_the_harness_runs_without() {
     );
 }
 
+/// Visible values are printed with base R's `print`, so a `print` the user defines does not
+/// replace it, while S3 methods the user defines are found, as at the console.
+#[tokio::test]
+async fn visible_values_print_with_base_print_and_the_users_s3_methods() {
+    let f = fixture(|_| {}).await;
+    let m = &f.manager;
+    let sid = m.create(OWNER, &Progress::none()).await.unwrap().session_id;
+    let r = run(
+        m,
+        &sid,
+        "print <- function(x, ...) cat('masked\\n')\nprint.temp <- function(x, ...) cat(unclass(x), 'degrees\\n')\nstructure(21, class = 'temp')\n1 + 1",
+    )
+    .await;
+    assert_eq!(
+        r.outcome.events,
+        vec![
+            Event::Value("21 degrees\n".into()),
+            Event::Value("[1] 2\n".into())
+        ]
+    );
+    assert_eq!(r.outcome.status, ExecStatus::Ok);
+}
+
 /// R's temp directory removed by user code (the spool and the plot directory live in it) is
 /// made again before the next evaluation, which the harness no longer checks for on every call:
 /// output, `tempfile()` and plots work as before.
