@@ -24,10 +24,9 @@
 //! an MCP client library's own per-request work.
 //!
 //! A second table measures the MCP layer without R: `list_sessions` through
-//! every MCP client, against two HTTP baselines on the same HTTP server, a
-//! `GET /healthz` (the floor of one HTTP round trip on this server) and the
-//! same `tools/call` as one plain POST (reqwest, 2026-07-28 headers), which
-//! separates the server's share from rmcp's client transport.
+//! every MCP client, against a `GET /healthz` on the HTTP server (the floor of
+//! one HTTP round trip there) and the same `tools/call` through both plain
+//! clients, which separates the server's share from rmcp's client transport.
 //!
 //! Environment:
 //! - `RSESSION_BENCH_BASELINE_BIN=<path>`: a second `rsession-mcp` build
@@ -299,6 +298,7 @@ impl Plain {
             .send()
             .await
             .expect("POST /mcp");
+        assert!(reply.status().is_success(), "{}", reply.status());
         let reply: Value = reply.json().await.expect("JSON reply");
         reply["result"].clone()
     }
@@ -479,38 +479,9 @@ async fn main() {
 async fn mcp_layer(listen: &str, clients: &[(String, &Client)], plain: &mut Plain) {
     const N: usize = 2000;
     let http = reqwest::Client::new();
-    let url = format!("http://{listen}/mcp");
     let healthz = format!("http://{listen}/healthz");
-    // One stateless 2026-07-28 request: its protocol revision and client in
-    // `_meta`, the method and tool name also as headers (MCP 2026-07-28,
-    // "Transports" -> "Streamable HTTP").
-    let body = json!({
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "tools/call",
-        "params": {
-            "name": "list_sessions",
-            "arguments": {},
-            "_meta": meta()
-        }
-    })
-    .to_string();
-    let post = || {
-        http.post(&url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2026-07-28")
-            .header("mcp-method", "tools/call")
-            .header("mcp-name", "list_sessions")
-            .body(body.clone())
-    };
-    let reply = post().send().await.expect("POST /mcp");
-    assert!(reply.status().is_success(), "{}", reply.status());
-    let reply: serde_json::Value = reply.json().await.expect("JSON reply");
-    assert!(
-        reply["result"]["structuredContent"]["sessions"].is_array(),
-        "{reply}"
-    );
+    let first = checked(plain.post("list_sessions", json!({})).await);
+    assert!(first["structuredContent"]["sessions"].is_array(), "{first}");
 
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); 3 + clients.len()];
     for turn in 0..N + N / 10 {
@@ -521,15 +492,7 @@ async fn mcp_layer(listen: &str, clients: &[(String, &Client)], plain: &mut Plai
                     let r = http.get(&healthz).send().await;
                     drop(r.expect("GET /healthz").bytes().await.expect("body"));
                 }
-                1 => drop(
-                    post()
-                        .send()
-                        .await
-                        .expect("POST")
-                        .bytes()
-                        .await
-                        .expect("body"),
-                ),
+                1 => drop(checked(plain.post("list_sessions", json!({})).await)),
                 2 => drop(checked(plain.stdio("list_sessions", json!({})).await)),
                 _ => {
                     let r = clients[k - 3]
