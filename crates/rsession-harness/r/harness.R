@@ -12,6 +12,7 @@
 #   .rsession$execute(code, max_output_bytes, max_plots, max_plot_bytes)
 #   .rsession$list_files(path), $read_file(path, max_bytes, offset), $write_file(path, content, overwrite)
 #   .rsession$install_package(pkgs, repos)
+#   .rsession$compile()   (an Rserve parent that preloads the harness, before it listens)
 #
 # execute() returns a plain list (no jsonlite) decoded by the QAP1 client:
 #   status    "ok" | "error" | "parse_error" | "interrupted"
@@ -524,10 +525,11 @@ local({
   # Parse and evaluate `code` expression by expression, capturing into `st`; returns the
   # status. User code runs with the JIT level the session had before the harness (see the end
   # of this file): R compiles user closures and loops as it would outside RSession, while the
-  # harness's own functions stay uncompiled.
+  # harness's own functions stay uncompiled; once h$compile() has compiled them, the JIT stays
+  # at the user's level throughout and there is nothing to switch.
   h$evaluate <- function(st, code, max_plots, max_plot_bytes) {
     exprs <- NULL
-    jit <- state$user_jit
+    jit <- state$jit_switch
     caught <- h$catch(return({
       # Calling handlers, innermost (consulted before catch's exiting ones), for the rest of
       # this frame: what withCallingHandlers() sets up (conditions.R), once for all expressions.
@@ -698,11 +700,49 @@ local({
   # R's JIT (level 3 by default) compiles a closure on its first calls. For the harness's own
   # functions, which run once per call, that cost the first two evaluations of every session
   # about 150 ms (plain R: 45 and 143 ms for the first two `1 + 1`, 0.8 ms with the JIT off). So
-  # the harness runs with the JIT off and user code with the session's level (h$run_user); the
+  # the harness runs with the JIT off and user code with the session's level (h$evaluate); the
   # level is kept in an option so that a second install in the same process keeps the user's.
   old_jit <- .Internal(enableJIT(0L))
   state$user_jit <- getOption("rsession.user_jit", old_jit)
   options(rsession.user_jit = state$user_jit)
+  # The level h$evaluate switches to around each user expression (0: no switch).
+  state$jit_switch <- state$user_jit
+
+  # Byte-compile every function of the harness's environments (this file's and those
+  # harness_data.R, harness_db.R and harness_checkpoint.R attach), then give R back the user's
+  # JIT level for good: the JIT leaves compiled closures alone, so h$evaluate no longer switches
+  # it around each expression (a cold evaluation of `1+1` about 70 us faster, docs/benchmarks.md,
+  # the MCP round trip). Compiling takes about 0.6 s, so only an Rserve parent does it, once,
+  # before it listens (rsession_harness::preload_r): every R forked for a connection inherits
+  # the compiled harness. Call after all four files are sourced; returns the number compiled.
+  h$compile <- function() {
+    n <- 0L
+    compile_env <- function(env) {
+      for (f in ls(env, all.names = TRUE)) {
+        fun <- get(f, envir = env)
+        if (!is.function(fun) || is.primitive(fun) || typeof(.Internal(bodyCode(fun))) == "bytecode") next
+        locked <- bindingIsLocked(f, env)
+        if (locked) unlockBinding(f, env)
+        assign(f, compiler::cmpfun(fun), envir = env)
+        if (locked) lockBinding(f, env)
+        n <<- n + 1L
+      }
+    }
+    # This file's own helpers (file_size and the like) live in its local() frame.
+    compile_env(environment(sys.function()))
+    for (pos in c("rsession:harness", "rsession:data", "rsession:db", "rsession:checkpoint")) {
+      if (!pos %in% search()) next
+      attached <- as.environment(pos)
+      compile_env(attached)
+      for (obj in ls(attached, all.names = TRUE)) {
+        env <- get(obj, envir = attached)
+        if (is.environment(env)) compile_env(env)
+      }
+    }
+    state$jit_switch <- 0L
+    .Internal(enableJIT(state$user_jit))
+    n
+  }
 
   lockEnvironment(h, bindings = TRUE)
   if ("rsession:harness" %in% search()) detach("rsession:harness", character.only = TRUE)

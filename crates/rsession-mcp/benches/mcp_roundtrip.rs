@@ -33,7 +33,12 @@
 //!   (say, main's) whose four servers join the same run, labelled
 //!   "(baseline build)", for an A/B on one machine state;
 //! - `RSESSION_BENCH_BLOCK=<n>`: each path runs `n` calls per turn instead
-//!   of one (caches warm within a turn).
+//!   of one (caches warm within a turn);
+//! - `RSESSION_BENCH_PRELOADED=1`: the Rserve parent loads and byte-compiles the
+//!   harness before it listens, as a warm pool's pods do
+//!   (`LocalRserveOptions::harness`), so every session (and the raw harness
+//!   connection) runs the compiled harness instead of the one the server
+//!   installs uncompiled.
 
 use std::time::{Duration, Instant};
 
@@ -311,9 +316,13 @@ fn checked(result: Value) -> Value {
 
 #[tokio::main]
 async fn main() {
-    let rserve = LocalRserve::start(&LocalRserveOptions::default())
-        .await
-        .expect("Rserve");
+    let preloaded = std::env::var_os("RSESSION_BENCH_PRELOADED").is_some();
+    let rserve = LocalRserve::start(&LocalRserveOptions {
+        harness: preloaded,
+        ..LocalRserveOptions::default()
+    })
+    .await
+    .expect("Rserve");
     let pwfile = rserve.dir().join("bench-password");
     std::fs::write(&pwfile, format!("{}\n", rserve.credentials().password)).unwrap();
     let opts = ConnectOptions {
@@ -343,7 +352,9 @@ async fn main() {
     let mut harness = Connection::connect(rserve.addr(), &opts)
         .await
         .expect("connect");
-    harness.void_eval(HARNESS_R).await.unwrap();
+    if !preloaded {
+        harness.void_eval(HARNESS_R).await.unwrap();
+    }
     let ws = rserve.dir().join("ws/raw-harness").display().to_string();
     harness.eval(&init_call(&ws).unwrap()).await.unwrap();
 
@@ -380,6 +391,14 @@ async fn main() {
         .and_then(|b| b.parse().ok())
         .unwrap_or(1)
         .max(1);
+    println!(
+        "Harness: {}\n",
+        if preloaded {
+            "preloaded and compiled by the Rserve parent (RSESSION_BENCH_PRELOADED)"
+        } else {
+            "installed uncompiled by the server on each connection"
+        }
+    );
     println!("| code | path | p50 ms | p99 ms | p50 − raw QAP1 p50 | p50 ratio to raw |");
     println!("| --- | --- | ---: | ---: | ---: | ---: |");
     for case in &CASES {

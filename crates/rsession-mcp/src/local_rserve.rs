@@ -63,6 +63,13 @@ pub struct LocalRserveOptions {
     /// configuration key), so every forked connection inherits what it loads; a session pod
     /// preloads its packages the same way.
     pub preload: Option<String>,
+    /// Whether the Rserve parent also loads and byte-compiles the R harness before it listens
+    /// (`rsession_harness::preload_r`, after `preload`), as pool pods do: every forked
+    /// connection then starts with it compiled, so the server does not send it, and each
+    /// evaluation skips the JIT switch the uncompiled harness makes. Costs the parent about
+    /// 0.6 s more to start, which is why the sandboxed backend's spare does not (its start is
+    /// on the path to the first session's result; docs/benchmarks.md, the sandbox).
+    pub harness: bool,
 }
 
 /// Where a sandboxed Rserve runs: its policy and the host directory bound as
@@ -83,6 +90,7 @@ impl Default for LocalRserveOptions {
             startup_timeout: Duration::from_secs(30),
             sandbox: None,
             preload: None,
+            harness: false,
         }
     }
 }
@@ -154,6 +162,13 @@ impl LocalRserve {
                 (format!("port {port}"), format!("127.0.0.1:{port}"))
             }
         };
+        let mut evals: Vec<String> = opts.preload.iter().map(|c| c.replace('\n', " ")).collect();
+        if opts.harness {
+            std::fs::write(dir.path().join("harness.R"), rsession_harness::HARNESS_R)?;
+            evals.push(rsession_harness::preload_r(
+                &seen.join("harness.R").display().to_string(),
+            ));
+        }
         std::fs::write(
             dir.path().join("Rserv.conf"),
             format!(
@@ -161,10 +176,10 @@ impl LocalRserve {
                  daemon disable\nworkdir {}\nencoding utf8\ninteractive no\nshutdown disable\n{}",
                 seen.join("passwords").display(),
                 workdir.display(),
-                match &opts.preload {
-                    Some(code) => format!("eval {}\n", code.replace('\n', " ")),
-                    None => String::new(),
-                }
+                evals
+                    .iter()
+                    .map(|code| format!("eval {code}\n"))
+                    .collect::<String>()
             ),
         )?;
         let argv: Vec<String> = vec![

@@ -114,7 +114,91 @@ async fn another_harness_or_none_is_replaced_by_an_install() {
             events.contains(&Event::Value("[1] 2\n".into())),
             "{events:?}"
         );
+        // Installed over QAP1, the harness is not compiled (that takes 0.6 s: only a parent
+        // does it) and runs with the JIT off; user code still gets R's default level, and its
+        // closures are compiled when called.
+        run(
+            &mut conn,
+            "f <- function(n) { s <- 0; for (i in seq_len(n)) s <- s + i; s }; f(9); f(9)",
+        )
+        .await;
+        let events = run(
+            &mut conn,
+            "cat(compiler::enableJIT(-1), typeof(.Internal(bodyCode(f))), \
+             typeof(.Internal(bodyCode(get('.rsession', 'rsession:harness')$execute))))",
+        )
+        .await;
+        assert_eq!(
+            events,
+            vec![Event::Stdout("3 bytecode language".into())],
+            "{preload:?}"
+        );
         conn.close().await;
         rserve.stop().await;
     }
+}
+
+/// A parent that preloads the harness also byte-compiles it, so in a forked R the JIT stays at
+/// the user's level all the time: user closures are compiled as outside RSession, and the
+/// harness's own functions (evaluation and data tools alike) are already bytecode. Warnings,
+/// errors with their call and traceback, and output still come back as from the uncompiled one.
+#[tokio::test]
+async fn a_preloaded_harness_is_compiled_and_leaves_the_jit_at_the_users_level() {
+    let ws = tempfile::tempdir().expect("temp dir");
+    let rserve = LocalRserve::start(&LocalRserveOptions {
+        harness: true,
+        ..LocalRserveOptions::default()
+    })
+    .await
+    .expect("Rserve with the harness starts");
+    let mut conn = open(&rserve, ws.path()).await;
+    assert!(
+        conn.harness_preloaded,
+        "the compiled harness was not recognised"
+    );
+    run(
+        &mut conn,
+        "f <- function(n) { s <- 0; for (i in seq_len(n)) s <- s + i; s }; f(10); f(10)",
+    )
+    .await;
+    let events = run(
+        &mut conn,
+        "cat(compiler::enableJIT(-1), typeof(.Internal(bodyCode(f))), \
+         typeof(.Internal(bodyCode(get('.rsession', 'rsession:harness')$execute))), \
+         typeof(.Internal(bodyCode(get('.rsession_data', 'rsession:data')$describe))))",
+    )
+    .await;
+    assert_eq!(
+        events,
+        vec![Event::Stdout("3 bytecode bytecode bytecode".into())],
+        "JIT level, the user's closure, the harness's execute and a data tool"
+    );
+
+    let outcome = conn
+        .execute(
+            "g <- function() stop('boom'); cat('before\\n'); warning('careful'); g()",
+            &ExecLimits::default(),
+            Instant::now() + Duration::from_secs(30),
+            Duration::from_secs(1),
+            &Watch::default(),
+        )
+        .await
+        .expect("call")
+        .expect("not interrupted");
+    assert_eq!(outcome.status, ExecStatus::Error, "{:?}", outcome.events);
+    assert_eq!(outcome.events[0], Event::Stdout("before\n".into()));
+    assert!(
+        matches!(&outcome.events[1], Event::Warning { message, .. } if message == "careful"),
+        "{:?}",
+        outcome.events
+    );
+    assert!(
+        matches!(&outcome.events[2], Event::Error { message, call, traceback }
+            if message == "boom" && call.as_deref() == Some("g()")
+               && traceback == &["g()".to_string(), "stop(\"boom\")".to_string()]),
+        "{:?}",
+        outcome.events
+    );
+    conn.close().await;
+    rserve.stop().await;
 }
