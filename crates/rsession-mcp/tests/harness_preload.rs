@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use rsession_mcp::harness::{Event, ExecLimits, ExecStatus};
+use rsession_mcp::harness::{Event, ExecLimits, ExecOutcome, ExecStatus};
 use rsession_mcp::local_rserve::{LocalRserve, LocalRserveOptions};
 use rsession_mcp::session::conn::RConn;
 use rsession_mcp::session::{Endpoint, Watch};
@@ -32,18 +32,23 @@ async fn open(rserve: &LocalRserve, ws: &std::path::Path) -> RConn {
         .expect("connects")
 }
 
+/// The outcome of evaluating `code`, whatever its status.
+async fn outcome(conn: &mut RConn, code: &str) -> ExecOutcome {
+    conn.execute(
+        code,
+        &ExecLimits::default(),
+        Instant::now() + Duration::from_secs(30),
+        Duration::from_secs(1),
+        &Watch::default(),
+    )
+    .await
+    .expect("call")
+    .expect("not interrupted")
+}
+
+/// The events of evaluating `code`, which must succeed.
 async fn run(conn: &mut RConn, code: &str) -> Vec<Event> {
-    let outcome = conn
-        .execute(
-            code,
-            &ExecLimits::default(),
-            Instant::now() + Duration::from_secs(30),
-            Duration::from_secs(1),
-            &Watch::default(),
-        )
-        .await
-        .expect("call")
-        .expect("not interrupted");
+    let outcome = outcome(conn, code).await;
     assert_eq!(outcome.status, ExecStatus::Ok, "{:?}", outcome.events);
     outcome.events
 }
@@ -174,17 +179,11 @@ async fn a_preloaded_harness_is_compiled_and_leaves_the_jit_at_the_users_level()
         "JIT level, the user's closure, the harness's execute and a data tool"
     );
 
-    let outcome = conn
-        .execute(
-            "g <- function() stop('boom'); cat('before\\n'); warning('careful'); g()",
-            &ExecLimits::default(),
-            Instant::now() + Duration::from_secs(30),
-            Duration::from_secs(1),
-            &Watch::default(),
-        )
-        .await
-        .expect("call")
-        .expect("not interrupted");
+    let outcome = outcome(
+        &mut conn,
+        "g <- function() stop('boom'); cat('before\\n'); warning('careful'); g()",
+    )
+    .await;
     assert_eq!(outcome.status, ExecStatus::Error, "{:?}", outcome.events);
     assert_eq!(outcome.events[0], Event::Stdout("before\n".into()));
     assert!(
