@@ -39,14 +39,28 @@ pub fn digest() -> &'static str {
     DIGEST.get_or_init(|| hex::encode(Sha256::digest(HARNESS_R.as_bytes())))
 }
 
-/// R code that sources the harness from the file `path` (holding [`HARNESS_R`]), byte-compiles
-/// it (`.rsession$compile()`, about 0.6 s, so that every evaluation in a forked R skips the JIT
-/// switch the uncompiled harness makes around user code) and records it in
-/// [`PRELOADED_OPTION`]; nothing when the file does not exist. For an Rserve parent process,
-/// run before it listens. `path` must not contain `'` or `\`.
-pub fn preload_r(path: &str) -> String {
+/// How an Rserve parent preloads the harness ([`preload_r`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preload {
+    /// Sourced (about 10 ms): forked connections skip the install, and run the harness
+    /// uncompiled, with the JIT switched to the user's level around each user expression.
+    Source,
+    /// Sourced and byte-compiled (`.rsession$compile()`, about 0.6 s more): every evaluation in
+    /// a forked R also skips that JIT switch (about 70 to 90 us of a cold `1+1`). For a parent
+    /// whose start nobody waits for (a warm pool's pod).
+    Compiled,
+}
+
+/// R code that loads the harness from the file `path` (holding [`HARNESS_R`]) as `how` says and
+/// records it in [`PRELOADED_OPTION`]; nothing when the file does not exist. For an Rserve
+/// parent process, run before it listens. `path` must not contain `'` or `\`.
+pub fn preload_r(path: &str, how: Preload) -> String {
+    let compile = match how {
+        Preload::Source => "",
+        Preload::Compiled => " .rsession$compile();",
+    };
     format!(
-        "if (file.exists('{path}')) {{ source('{path}'); .rsession$compile(); options({PRELOADED_OPTION} = '{}') }}",
+        "if (file.exists('{path}')) {{ source('{path}');{compile} options({PRELOADED_OPTION} = '{}') }}",
         digest()
     )
 }
@@ -77,7 +91,7 @@ mod tests {
 
     #[test]
     fn the_scripts_name_the_option_and_the_digest() {
-        let p = preload_r("/etc/rserve/harness.R");
+        let p = preload_r("/etc/rserve/harness.R", Preload::Compiled);
         assert!(
             p.starts_with("if (file.exists('/etc/rserve/harness.R'))"),
             "{p}"
@@ -90,6 +104,12 @@ mod tests {
         let at = |part: &str| p.find(part).unwrap_or_else(|| panic!("{part:?} in {p}"));
         assert!(at("source('/etc/rserve/harness.R')") < at(".rsession$compile()"));
         assert!(at(".rsession$compile()") < at("options(rsession.harness"));
+        let s = preload_r("/etc/rserve/harness.R", Preload::Source);
+        assert!(!s.contains("compile"), "{s}");
+        assert_eq!(
+            s.replace("source('/etc/rserve/harness.R');", ""),
+            p.replace("source('/etc/rserve/harness.R'); .rsession$compile();", "")
+        );
         let q = if_preloaded(".rsession$init('/w')");
         assert!(
             q.contains(&format!("getOption('rsession.harness'), '{}'", digest())),

@@ -318,7 +318,7 @@ fn checked(result: Value) -> Value {
 async fn main() {
     let preloaded = std::env::var_os("RSESSION_BENCH_PRELOADED").is_some();
     let rserve = LocalRserve::start(&LocalRserveOptions {
-        harness: preloaded,
+        harness: preloaded.then_some(rsession_harness::Preload::Compiled),
         ..LocalRserveOptions::default()
     })
     .await

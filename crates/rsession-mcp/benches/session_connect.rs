@@ -58,6 +58,7 @@ async fn main() {
     if args.harness_preloaded {
         preload.push(rsession_harness::preload_r(
             &harness_file.display().to_string(),
+            rsession_harness::Preload::Compiled,
         ));
     }
     let rserve = LocalRserve::start(&LocalRserveOptions {

@@ -17,6 +17,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use rand::Rng;
+use rsession_harness::Preload;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
@@ -63,13 +64,13 @@ pub struct LocalRserveOptions {
     /// configuration key), so every forked connection inherits what it loads; a session pod
     /// preloads its packages the same way.
     pub preload: Option<String>,
-    /// Whether the Rserve parent also loads and byte-compiles the R harness before it listens
-    /// (`rsession_harness::preload_r`, after `preload`), as pool pods do: every forked
-    /// connection then starts with it compiled, so the server does not send it, and each
-    /// evaluation skips the JIT switch the uncompiled harness makes. Costs the parent about
-    /// 0.6 s more to start, which is why the sandboxed backend's spare does not (its start is
-    /// on the path to the first session's result; docs/benchmarks.md, the sandbox).
-    pub harness: bool,
+    /// Whether and how the Rserve parent also loads the R harness before it listens
+    /// (`rsession_harness::preload_r`, after `preload`): every forked connection then starts
+    /// with it in place, so the server does not send it (77 KB of R to parse per session).
+    /// `Compiled`, as pool pods do, costs the parent about 0.6 s more to start, which is why the
+    /// sandboxed backend's spare only sources it (its start is on the path to the first
+    /// session's result; docs/benchmarks.md, the sandbox).
+    pub harness: Option<Preload>,
 }
 
 /// Where a sandboxed Rserve runs: its policy and the host directory bound as
@@ -90,7 +91,7 @@ impl Default for LocalRserveOptions {
             startup_timeout: Duration::from_secs(30),
             sandbox: None,
             preload: None,
-            harness: false,
+            harness: None,
         }
     }
 }
@@ -163,10 +164,11 @@ impl LocalRserve {
             }
         };
         let mut evals: Vec<String> = opts.preload.iter().map(|c| c.replace('\n', " ")).collect();
-        if opts.harness {
+        if let Some(how) = opts.harness {
             std::fs::write(dir.path().join("harness.R"), rsession_harness::HARNESS_R)?;
             evals.push(rsession_harness::preload_r(
                 &seen.join("harness.R").display().to_string(),
+                how,
             ));
         }
         std::fs::write(

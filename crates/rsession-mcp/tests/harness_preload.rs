@@ -60,6 +60,7 @@ async fn a_preloaded_harness_is_used_as_is_and_keeps_state_per_connection() {
     std::fs::write(&file, rsession_harness::HARNESS_R).expect("harness file");
     let (rserve, ws) = rserve(Some(rsession_harness::preload_r(
         &file.display().to_string(),
+        rsession_harness::Preload::Source,
     )))
     .await;
 
@@ -151,7 +152,7 @@ async fn another_harness_or_none_is_replaced_by_an_install() {
 async fn a_preloaded_harness_is_compiled_and_leaves_the_jit_at_the_users_level() {
     let ws = tempfile::tempdir().expect("temp dir");
     let rserve = LocalRserve::start(&LocalRserveOptions {
-        harness: true,
+        harness: Some(rsession_harness::Preload::Compiled),
         ..LocalRserveOptions::default()
     })
     .await

@@ -693,7 +693,9 @@ async fn child_process_output_comes_back_in_order_with_rs_own() {
 
 /// The harness runs with R's JIT off (compiling its own closures cost the first evaluations of
 /// every session ~150 ms), user code with R's default level: a closure the user defines is
-/// compiled when called, as outside RSession.
+/// compiled when called, as outside RSession. A sandboxed session's harness is the one its
+/// Rserve parent sourced (`Preload::Source`: its R option names this harness's digest), not
+/// compiled.
 #[tokio::test]
 async fn user_code_keeps_rs_jit_while_the_harness_runs_without() {
     let f = fixture(|_| {}).await;
@@ -708,13 +710,16 @@ async fn user_code_keeps_rs_jit_while_the_harness_runs_without() {
     let r = run(
         m,
         &sid,
-        "cat(compiler::enableJIT(-1), typeof(.Internal(bodyCode(f))), typeof(.Internal(bodyCode(get('.rsession', 'rsession:harness')$execute))))",
+        "cat(compiler::enableJIT(-1), typeof(.Internal(bodyCode(f))), typeof(.Internal(bodyCode(get('.rsession', 'rsession:harness')$execute))), getOption('rsession.harness'))",
     )
     .await;
     assert_eq!(
         r.outcome.events,
-        vec![Event::Stdout("3 bytecode language".into())],
-        "user code: JIT level 3 and a compiled closure; the harness: not compiled"
+        vec![Event::Stdout(format!(
+            "3 bytecode language {}",
+            rsession_harness::digest()
+        ))],
+        "user code: JIT level 3 and a compiled closure; the harness: preloaded, not compiled"
     );
 }
 

@@ -2,7 +2,9 @@
 //! this machine, with its own Rserve (see [`crate::sandbox`]).
 //!
 //! Each session's workspace is `<workspace root>/<session id>` on the host,
-//! bound at `/workspace` inside its sandbox. Starting a sandboxed Rserve
+//! bound at `/workspace` inside its sandbox. Its Rserve parent sources the R
+//! harness before it listens, so a session's first connection only runs
+//! `init`. Starting a sandboxed Rserve
 //! takes about a quarter of a second (mostly R's own start), so one spare is
 //! kept ready over an empty workspace `<root>/.spare-<random>`: creating a
 //! session renames that folder to the session's (the sandbox's bind mount
@@ -78,6 +80,9 @@ impl Launcher {
                 policy: self.policy.clone(),
                 workspace: workspace.to_path_buf(),
             }),
+            // Sourced, not compiled: the 0.6 s of compiling would be on the path to the first
+            // session's result (rsession_harness::Preload).
+            harness: Some(rsession_harness::Preload::Source),
             ..LocalRserveOptions::default()
         };
         LocalRserve::start(&opts)

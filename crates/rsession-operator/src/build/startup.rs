@@ -79,7 +79,10 @@ pub fn run_rserve() -> String {
 /// harness, which replaces `quit()` (the check quits with status 1 when egress is open).
 pub fn r_expression(preload_packages: &[String], harness: bool) -> String {
     let harness = if harness {
-        rsession_harness::preload_r(&format!("{HARNESS_DIR}/{HARNESS_KEY}"))
+        rsession_harness::preload_r(
+            &format!("{HARNESS_DIR}/{HARNESS_KEY}"),
+            rsession_harness::Preload::Compiled,
+        )
     } else {
         String::new()
     };
@@ -217,7 +220,10 @@ mod tests {
         let packages = ["dplyr".to_owned()];
         let e = r_expression(&packages, true);
         let at = |part: &str| e.find(part).unwrap_or_else(|| panic!("{part:?} in {e}"));
-        let harness = rsession_harness::preload_r("/etc/rserve/harness/harness.R");
+        let harness = rsession_harness::preload_r(
+            "/etc/rserve/harness/harness.R",
+            rsession_harness::Preload::Compiled,
+        );
         assert!(at(&preload_script(&packages)) < at(&verify_egress_script()));
         assert!(at(&verify_egress_script()) < at(&harness));
         assert!(at(&harness) < at(&run_rserve()));

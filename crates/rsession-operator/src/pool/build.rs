@@ -351,7 +351,8 @@ pub(crate) mod tests {
         assert!(command.contains("\"dplyr\""), "{command}");
         assert!(
             command.contains(&rsession_harness::preload_r(
-                "/etc/rserve/harness/harness.R"
+                "/etc/rserve/harness/harness.R",
+                rsession_harness::Preload::Compiled
             )),
             "{command}"
         );
