@@ -135,6 +135,9 @@ impl App {
                 );
                 let local = LocalRserve::start(&LocalRserveOptions {
                     r_binary: args.r_binary.clone(),
+                    // Sourced once here instead of installed on every connection; compiling
+                    // would add 0.6 s to the server's start (rsession_harness::Preload).
+                    harness: Some(rsession_harness::Preload::Source),
                     ..LocalRserveOptions::default()
                 })
                 .await?;
