@@ -13,6 +13,7 @@
 #   .rsession$list_files(path), $read_file(path, max_bytes, offset), $write_file(path, content, overwrite)
 #   .rsession$install_package(pkgs, repos)
 #   .rsession$compile()   (an Rserve parent that preloads the harness, before it listens)
+#   (init() starts compiling in a background child where no parent did; execute() adopts it)
 #
 # execute() returns a plain list (no jsonlite) decoded by the QAP1 client:
 #   status    "ok" | "error" | "parse_error" | "interrupted"
@@ -46,6 +47,8 @@ local({
   state$plot_opts <- list(width = 800L, height = 600L, res = 96L)
   state$png_backend <- "png"
   state$call <- NULL
+  state$compiled <- FALSE
+  state$bytecode <- NULL
 
   utf8_ok <- isTRUE(l10n_info()[["UTF-8"]])
 
@@ -449,6 +452,7 @@ local({
     h$open_spool()
     options(device = h$device, help_type = "text", pager = h$pager,
             browser = function(url, ...) cat("[rsession: no browser; URL] ", url, "\n", sep = ""))
+    h$compile_in_background()
     list(workspace = workspace, pid = Sys.getpid(), r_version = R.version.string,
          png_backend = state$png_backend, library = if (is.null(state$library)) NA_character_ else state$library,
          memory = h$memory_state(), spool = state$spool$path,
@@ -478,6 +482,7 @@ local({
 
   # Evaluate user code in the global environment (see header for the result).
   h$execute <- function(code, max_output_bytes = 1048576, max_plots = 20L, max_plot_bytes = 10485760) {
+    if (!is.null(state$bytecode)) h$adopt_bytecode()
     st <- h$new_call(max_output_bytes)
     # Before each evaluation: a spool removed since (a user's unlink() of the temp directory)
     # is opened again, so progress can read it by its path, in R's temp directory made again
@@ -525,8 +530,9 @@ local({
   # Parse and evaluate `code` expression by expression, capturing into `st`; returns the
   # status. User code runs with the JIT level the session had before the harness (see the end
   # of this file): R compiles user closures and loops as it would outside RSession, while the
-  # harness's own functions stay uncompiled; once h$compile() has compiled them, the JIT stays
-  # at the user's level throughout and there is nothing to switch.
+  # harness's own functions stay uncompiled; once they are compiled (h$compile() in a parent,
+  # or h$adopt_bytecode() from a background child), the JIT stays at the user's level
+  # throughout and there is nothing to switch.
   h$evaluate <- function(st, code, max_plots, max_plot_bytes) {
     exprs <- NULL
     jit <- state$jit_switch
@@ -708,40 +714,139 @@ local({
   # The level h$evaluate switches to around each user expression (0: no switch).
   state$jit_switch <- state$user_jit
 
-  # Byte-compile every function of the harness's environments (this file's and those
-  # harness_data.R, harness_db.R and harness_checkpoint.R attach), then give R back the user's
-  # JIT level for good: the JIT leaves compiled closures alone, so h$evaluate no longer switches
-  # it around each expression (a cold evaluation of `1+1` about 70 us faster, docs/benchmarks.md,
-  # the MCP round trip). Compiling takes about 0.6 s, so only an Rserve parent does it, once,
-  # before it listens (rsession_harness::preload_r): every R forked for a connection inherits
-  # the compiled harness. Call after all four files are sourced; returns the number compiled.
-  h$compile <- function() {
-    n <- 0L
-    compile_env <- function(env) {
-      for (f in ls(env, all.names = TRUE)) {
-        fun <- get(f, envir = env)
-        if (!is.function(fun) || is.primitive(fun) || typeof(.Internal(bodyCode(fun))) == "bytecode") next
-        locked <- bindingIsLocked(f, env)
-        if (locked) unlockBinding(f, env)
-        assign(f, compiler::cmpfun(fun), envir = env)
-        if (locked) lockBinding(f, env)
-        n <<- n + 1L
+  # Every closure of the harness, as list(env, name) pairs in a fixed order: this file's own
+  # helpers (its local() frame), the environments harness_data.R, harness_db.R and
+  # harness_checkpoint.R attach, and the environments those hold. Call after all four files are
+  # sourced.
+  h$functions <- function() {
+    out <- list()
+    add <- function(env) {
+      for (name in ls(env, all.names = TRUE)) {
+        fun <- get(name, envir = env)
+        if (is.function(fun) && !is.primitive(fun)) out[[length(out) + 1L]] <<- list(env = env, name = name)
       }
     }
-    # This file's own helpers (file_size and the like) live in its local() frame.
-    compile_env(environment(sys.function()))
+    add(environment(sys.function()))
     for (pos in c("rsession:harness", "rsession:data", "rsession:db", "rsession:checkpoint")) {
       if (!pos %in% search()) next
       attached <- as.environment(pos)
-      compile_env(attached)
+      add(attached)
       for (obj in ls(attached, all.names = TRUE)) {
         env <- get(obj, envir = attached)
-        if (is.environment(env)) compile_env(env)
+        if (is.environment(env)) add(env)
       }
     }
+    out
+  }
+
+  # This process's parent (field 4 of /proc/self/stat, after the parenthesised command name);
+  # NA without /proc.
+  parent_pid <- function() {
+    stat <- tryCatch(readLines("/proc/self/stat", warn = FALSE), error = function(e) "")
+    as.integer(strsplit(sub(".*\\) ", "", stat), " ", fixed = TRUE)[[1L]][2L])
+  }
+
+  is_bytecode <- function(fun) typeof(.Internal(bodyCode(fun))) == "bytecode"
+
+  # Put `fun` in place of the harness function `name` in `env`, whose bindings are locked.
+  replace_function <- function(env, name, fun) {
+    locked <- bindingIsLocked(name, env)
+    if (locked) unlockBinding(name, env)
+    assign(name, fun, envir = env)
+    if (locked) lockBinding(name, env)
+  }
+
+  # From now on the harness is bytecode: R keeps the user's JIT level for good (the JIT leaves
+  # compiled closures alone, so h$evaluate no longer switches it around each expression).
+  compiled <- function() {
+    state$compiled <- TRUE
+    state$bytecode <- NULL
     state$jit_switch <- 0L
     .Internal(enableJIT(state$user_jit))
+  }
+
+  # Byte-compile every harness function in place (a cold evaluation of `1+1` about 70 us faster,
+  # docs/benchmarks.md, the MCP round trip). Compiling takes about 0.6 s, so it runs where
+  # nobody waits for it: an Rserve parent that preloads the harness does it once, before it
+  # listens (rsession_harness::preload_r), and every R forked for a connection inherits the
+  # compiled harness. Returns the number compiled.
+  h$compile <- function() {
+    n <- 0L
+    for (f in h$functions()) {
+      fun <- get(f$name, envir = f$env)
+      if (is_bytecode(fun)) next
+      replace_function(f$env, f$name, compiler::cmpfun(fun))
+      n <- n + 1L
+    }
+    compiled()
     n
+  }
+
+  # A harness installed into a running R (an Rserve nobody preloaded it in, or one that sourced
+  # it without compiling) compiles in a child forked from the session's R, on another core while
+  # the session serves calls, and the session adopts the bytecode on the call after the child
+  # is done (h$adopt_bytecode, about 10 ms once). The child is detached (parallel's
+  # estranged fork: the user's mccollect() never sees it, R reaps it), leaves the user's random
+  # number stream alone, prints nothing, runs at the lowest priority and offers itself first to
+  # the OOM killer. It writes into R's temp directory, which only processes of the session's
+  # own user can write to. `options(rsession.compile = FALSE)` (say, in an image's
+  # Rprofile.site) turns this off.
+  h$compile_in_background <- function() {
+    if (isTRUE(state$compiled) || !isTRUE(getOption("rsession.compile", TRUE))) return(invisible(FALSE))
+    path <- tempfile("rsession-bytecode-", fileext = ".rds")
+    session <- Sys.getpid()
+    job <- tryCatch(parallel::mcparallel(tryCatch({
+      try(cat("1000\n", file = "/proc/self/oom_score_adj"), silent = TRUE)
+      tools::psnice(value = 19L)
+      fns <- h$functions()
+      codes <- lapply(fns, function(f) {
+        # A session that ended (closed, or its Rserve stopped) orphans the child: stop there.
+        parent <- parent_pid()
+        if (!is.na(parent) && parent != session) stop("the session ended")
+        fun <- get(f$name, envir = f$env)
+        if (!is_bytecode(fun)) {
+          code <- .Internal(bodyCode(compiler::cmpfun(fun)))
+          if (typeof(code) == "bytecode") code
+        }
+      })
+      names(codes) <- vapply(fns, function(f) f$name, "")
+      saveRDS(codes, paste0(path, ".part"), compress = FALSE)
+      file.rename(paste0(path, ".part"), path)
+    }, error = function(e) NULL, interrupt = function(e) NULL),
+    mc.set.seed = FALSE, silent = TRUE, detached = TRUE), error = function(e) NULL)
+    if (is.null(job)) return(invisible(FALSE))
+    state$bytecode <- list(path = path, pid = job$pid, checks = 0L)
+    invisible(TRUE)
+  }
+
+  # Called before each evaluation while a background compile is pending: one stat() until the
+  # child's file is there, then the bytecode replaces the harness's closures (same formals and
+  # environment, as compiler::cmpfun builds them). A child that died without a result is
+  # noticed every 256 calls and given up on, leaving the harness uncompiled.
+  h$adopt_bytecode <- function() {
+    bc <- state$bytecode
+    if (!.Internal(file.exists(bc$path))) {
+      bc$checks <- bc$checks + 1L
+      state$bytecode <- bc
+      if (bc$checks %% 256L == 0L && !tools::pskill(bc$pid, 0L) && !file.exists(bc$path)) state$bytecode <- NULL
+      return(invisible(FALSE))
+    }
+    state$bytecode <- NULL
+    codes <- tryCatch(readRDS(bc$path), error = function(e) NULL)
+    unlink(bc$path)
+    fns <- h$functions()
+    if (!is.list(codes) || !identical(names(codes), vapply(fns, function(f) f$name, ""))) return(invisible(FALSE))
+    for (i in seq_along(fns)) {
+      code <- codes[[i]]
+      f <- fns[[i]]
+      fun <- get(f$name, envir = f$env)
+      if (typeof(code) != "bytecode" || is_bytecode(fun)) next
+      new <- .Internal(bcClose(formals(fun), code, environment(fun)))
+      attributes(new) <- attributes(fun)
+      replace_function(f$env, f$name, new)
+    }
+    compiled()
+    invisible(TRUE)
   }
 
   lockEnvironment(h, bindings = TRUE)

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 use rand::Rng;
 use rsession_harness::Preload;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -96,11 +98,14 @@ impl Default for LocalRserveOptions {
     }
 }
 
-/// A running local Rserve. Dropping it kills the process (kill on drop);
-/// [`LocalRserve::stop`] does so and waits.
+/// A running local Rserve. Dropping it kills its process group: Rserve, the R
+/// forked for each connection and whatever those started; [`LocalRserve::stop`]
+/// does so and waits for Rserve.
 #[derive(Debug)]
 pub struct LocalRserve {
     child: Child,
+    /// The process group Rserve leads (its pid).
+    group: Option<Pid>,
     addr: String,
     credentials: Credentials,
     dir: tempfile::TempDir,
@@ -203,9 +208,15 @@ impl LocalRserve {
                 cmd
             }
         };
+        // Rserve leads a process group of its own, which every R it forks for a connection
+        // joins, and what those start: a session's background compile of the harness, a user's
+        // `system("... &")`. Stopping Rserve kills the group, so none of them outlives the
+        // server. (Inside the sandbox bubblewrap starts a new session, and the sandbox's PID
+        // namespace ends with bubblewrap, which --die-with-parent ties to the server.)
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|source| LaunchError::NoR {
             program: match &opts.sandbox {
@@ -222,6 +233,7 @@ impl LocalRserve {
         };
         tracing::info!(%addr, pid = child.id(), dir = %dir.path().display(), sandboxed = opts.sandbox.is_some(), "local Rserve started");
         Ok(LocalRserve {
+            group: child.id().map(|pid| Pid::from_raw(pid as i32)),
             child,
             addr,
             credentials,
@@ -256,13 +268,28 @@ impl LocalRserve {
         self.dir.path()
     }
 
-    /// Kill Rserve and wait for it; its directory is removed.
+    /// Kill Rserve's process group and wait for Rserve; its directory is removed.
     pub async fn stop(mut self) {
+        self.kill_group();
         if let Err(e) = self.child.start_kill() {
             tracing::warn!(error = %e, "stopping local Rserve");
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
         tracing::info!(addr = %self.addr, "local Rserve stopped");
+    }
+
+    /// SIGKILL to the process group Rserve leads (members that already ended are
+    /// not an error).
+    fn kill_group(&self) {
+        if let Some(group) = self.group {
+            let _ = killpg(group, Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for LocalRserve {
+    fn drop(&mut self) {
+        self.kill_group();
     }
 }
 

@@ -120,28 +120,84 @@ async fn another_harness_or_none_is_replaced_by_an_install() {
             events.contains(&Event::Value("[1] 2\n".into())),
             "{events:?}"
         );
-        // Installed over QAP1, the harness is not compiled (that takes 0.6 s: only a parent
-        // does it) and runs with the JIT off; user code still gets R's default level, and its
-        // closures are compiled when called.
-        run(
-            &mut conn,
-            "f <- function(n) { s <- 0; for (i in seq_len(n)) s <- s + i; s }; f(9); f(9)",
-        )
-        .await;
-        let events = run(
-            &mut conn,
-            "cat(compiler::enableJIT(-1), typeof(.Internal(bodyCode(f))), \
-             typeof(.Internal(bodyCode(get('.rsession', 'rsession:harness')$execute))))",
-        )
-        .await;
-        assert_eq!(
-            events,
-            vec![Event::Stdout("3 bytecode language".into())],
-            "{preload:?}"
-        );
         conn.close().await;
         rserve.stop().await;
     }
+}
+
+/// Installed over QAP1 with background compiling turned off (`options(rsession.compile =
+/// FALSE)`, as an image's Rprofile.site would), the harness stays uncompiled and runs with the
+/// JIT off; user code still gets R's default level, and its closures are compiled when called.
+#[tokio::test]
+async fn an_installed_harness_stays_uncompiled_when_compiling_is_turned_off() {
+    let (rserve, ws) = rserve(Some("options(rsession.compile = FALSE)".to_string())).await;
+    let mut conn = open(&rserve, ws.path()).await;
+    assert!(!conn.harness_preloaded);
+    run(
+        &mut conn,
+        "f <- function(n) { s <- 0; for (i in seq_len(n)) s <- s + i; s }; f(9); f(9)",
+    )
+    .await;
+    let events = run(
+        &mut conn,
+        "cat(compiler::enableJIT(-1), typeof(.Internal(bodyCode(f))), \
+         typeof(.Internal(bodyCode(get('.rsession', 'rsession:harness')$execute))))",
+    )
+    .await;
+    assert_eq!(events, vec![Event::Stdout("3 bytecode language".into())]);
+    conn.close().await;
+    rserve.stop().await;
+}
+
+/// A harness installed over QAP1 compiles itself in a child forked from the session's R and
+/// adopts the bytecode on a later call; the child leaves nothing behind (no job the user's
+/// `mccollect()` sees, no process, no file, the random number stream untouched).
+#[tokio::test]
+async fn an_installed_harness_compiles_in_a_background_child_and_adopts_it() {
+    let (rserve, ws) = rserve(None).await;
+    let mut conn = open(&rserve, ws.path()).await;
+    assert!(!conn.harness_preloaded);
+    let probe = "cat(typeof(.Internal(bodyCode(get('.rsession', 'rsession:harness')$execute))))";
+    // About 0.6 s of CPU at the lowest priority; the deadline allows for a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut calls = 0;
+    loop {
+        calls += 1;
+        if run(&mut conn, probe).await == vec![Event::Stdout("bytecode".into())] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not compiled after {calls} calls"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let events = run(
+        &mut conn,
+        "cat(length(parallel:::children()), exists('.Random.seed', globalenv()), \
+         length(list.files(tempdir(), 'rsession-bytecode')))",
+    )
+    .await;
+    assert_eq!(
+        events,
+        vec![Event::Stdout("0 FALSE 0".into())],
+        "jobs the user sees, a random seed, bytecode files"
+    );
+    // The child exits right after writing its file, and R reaps it: no process (zombie or not)
+    // stays a child of the session's R.
+    let children = "cat(sum(vapply(Sys.glob('/proc/[0-9]*/stat'), function(f) { \
+         s <- tryCatch(readLines(f, warn = FALSE), error = function(e) ''); \
+         identical(strsplit(sub('.*\\\\) ', '', s), ' ')[[1]][2], as.character(Sys.getpid())) }, NA)))";
+    while run(&mut conn, children).await != vec![Event::Stdout("0".into())] {
+        assert!(
+            Instant::now() < deadline,
+            "the compiling child is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    behaves_compiled(&mut conn).await;
+    conn.close().await;
+    rserve.stop().await;
 }
 
 /// A parent that preloads the harness also byte-compiles it, so in a forked R the JIT stays at
@@ -162,13 +218,23 @@ async fn a_preloaded_harness_is_compiled_and_leaves_the_jit_at_the_users_level()
         conn.harness_preloaded,
         "the compiled harness was not recognised"
     );
+    behaves_compiled(&mut conn).await;
+    conn.close().await;
+    rserve.stop().await;
+}
+
+/// A compiled harness leaves the JIT at the user's level all the time: user closures are
+/// compiled as outside RSession, and the harness's own functions (evaluation and data tools
+/// alike) are bytecode. Warnings, errors with their call and traceback, and output come back as
+/// from the uncompiled one.
+async fn behaves_compiled(conn: &mut RConn) {
     run(
-        &mut conn,
+        conn,
         "f <- function(n) { s <- 0; for (i in seq_len(n)) s <- s + i; s }; f(10); f(10)",
     )
     .await;
     let events = run(
-        &mut conn,
+        conn,
         "cat(compiler::enableJIT(-1), typeof(.Internal(bodyCode(f))), \
          typeof(.Internal(bodyCode(get('.rsession', 'rsession:harness')$execute))), \
          typeof(.Internal(bodyCode(get('.rsession_data', 'rsession:data')$describe))))",
@@ -181,7 +247,7 @@ async fn a_preloaded_harness_is_compiled_and_leaves_the_jit_at_the_users_level()
     );
 
     let outcome = outcome(
-        &mut conn,
+        conn,
         "g <- function() stop('boom'); cat('before\\n'); warning('careful'); g()",
     )
     .await;
@@ -199,6 +265,4 @@ async fn a_preloaded_harness_is_compiled_and_leaves_the_jit_at_the_users_level()
         "{:?}",
         outcome.events
     );
-    conn.close().await;
-    rserve.stop().await;
 }
