@@ -18,10 +18,11 @@
 //! connection (R-side harness cost without MCP). All paths are
 //! interleaved call by call. Prints p50/p99 and ratios as a Markdown table.
 //!
-//! Two more paths use the thinnest client of the protocol, written here: JSON-RPC requests at
-//! 2026-07-28 built by hand, one line each over a stdio server's pipes, and one POST each over
-//! a kept-alive reqwest connection to the HTTP server. They show what the server adds without
-//! an MCP client library's own per-request work.
+//! Three more paths use the thinnest client of the protocol, written here: JSON-RPC requests at
+//! 2026-07-28 built by hand, one line each over a stdio server's pipes, and one POST each to
+//! the HTTP server, over a kept-alive reqwest connection and over a new connection per request
+//! (as rmcp's default transport opens). They show what the server adds without an MCP client
+//! library's own per-request work.
 //!
 //! A second table measures the MCP layer without R: `list_sessions` through
 //! every MCP client, against a `GET /healthz` on the HTTP server (the floor of
@@ -262,13 +263,15 @@ fn meta() -> Value {
 }
 
 /// The thinnest MCP clients: hand-built 2026-07-28 `tools/call` requests, one JSON line each
-/// over the pipes of a stdio server of its own, and one POST each over a kept-alive reqwest
-/// connection to the HTTP server of the build under test.
+/// over the pipes of a stdio server of its own, and one POST each to the HTTP server of the
+/// build under test, over a kept-alive reqwest connection or over a new one each time.
 struct Plain {
     child: tokio::process::Child,
     stdin: ChildStdin,
     stdout: Lines<BufReader<ChildStdout>>,
     http: reqwest::Client,
+    /// Keeps no idle connection, as rmcp's default client transport.
+    fresh: reqwest::Client,
     url: String,
     next_id: u64,
 }
@@ -290,6 +293,10 @@ impl Plain {
             stdin,
             stdout,
             http: reqwest::Client::new(),
+            fresh: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
             url: format!("http://{listen}/mcp"),
             next_id: 0,
         }
@@ -316,11 +323,17 @@ impl Plain {
         }
     }
 
-    /// `tools/call` of `tool` as one POST (2026-07-28 headers); the call's result.
+    /// `tools/call` of `tool` as one POST (2026-07-28 headers) on the kept-alive connection;
+    /// the call's result.
     async fn post(&mut self, tool: &str, args: Value) -> Value {
+        self.post_on(false, tool, args).await
+    }
+
+    /// The same POST, on a new connection when `fresh`.
+    async fn post_on(&mut self, fresh: bool, tool: &str, args: Value) -> Value {
         let (_, body) = self.request(tool, args);
-        let reply = self
-            .http
+        let http = if fresh { &self.fresh } else { &self.http };
+        let reply = http
             .post(&self.url)
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
@@ -412,6 +425,7 @@ async fn main() {
     let plain_names = [
         "plain JSON-RPC over stdio, 2026-07-28",
         "plain JSON-RPC POST keep-alive, 2026-07-28",
+        "plain JSON-RPC POST, a connection per request, 2026-07-28",
     ];
     // Every session of this build (the baseline build's harness may not compile itself) runs
     // its harness compiled before anything is measured.
@@ -475,7 +489,8 @@ async fn main() {
         // affect them alike. One call per turn runs every path with the
         // caches the other paths left (as an agent's calls seconds apart
         // would); longer turns measure a session busy with one caller.
-        let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); 2 + clients.len() + 2];
+        let mut samples: Vec<Vec<Duration>> =
+            vec![Vec::new(); 2 + clients.len() + plain_names.len()];
         let warmup = n / 10;
         for turn in 0..(n + warmup).div_ceil(block) {
             for (k, path) in samples.iter_mut().enumerate() {
@@ -495,9 +510,10 @@ async fn main() {
                                 )
                                 .await,
                         )),
-                        _ => drop(checked(
+                        k => drop(checked(
                             plain
-                                .post(
+                                .post_on(
+                                    k == 2 + clients.len() + 2,
                                     "execute_in_session",
                                     json!({"session_id": plain_post_sid, "code": case.code}),
                                 )
