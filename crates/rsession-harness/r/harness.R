@@ -785,7 +785,7 @@ local({
   # A harness installed into a running R (an Rserve nobody preloaded it in, or one that sourced
   # it without compiling) compiles in a child forked from the session's R, on another core while
   # the session serves calls, and the session adopts the bytecode on the call after the child
-  # is done (h$adopt_bytecode, about 10 ms once). The child is detached (parallel's
+  # is done (h$adopt_bytecode, about 20 ms once). The child is detached (parallel's
   # estranged fork: the user's mccollect() never sees it, R reaps it), leaves the user's random
   # number stream alone, prints nothing, runs at the lowest priority and offers itself first to
   # the OOM killer. It writes into R's temp directory, which only processes of the session's
