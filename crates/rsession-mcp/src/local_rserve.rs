@@ -12,8 +12,10 @@
 //! Rserve's own output goes to our log (stderr), never to stdout, which the
 //! stdio transport owns.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::PoisonError;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -309,8 +311,29 @@ fn free_port() -> std::io::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// Path of the Rserve server binary shipped in the R package's `libs/`.
+/// Path of the Rserve server binary shipped in the R package's `libs/`, for the R executable
+/// `r_binary`. Asking R costs a whole R start (0.16 s here), which a sandboxed server would
+/// otherwise pay again for every session's Rserve; so the answer is kept for the life of the
+/// process, and asked again only when that file is gone (Rserve reinstalled elsewhere).
 async fn find_rserve_binary(r_binary: &str) -> Result<PathBuf, LaunchError> {
+    static FOUND: std::sync::Mutex<BTreeMap<String, PathBuf>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let found = |r: &str| {
+        let found = FOUND.lock().unwrap_or_else(PoisonError::into_inner);
+        found.get(r).filter(|p| p.is_file()).cloned()
+    };
+    if let Some(path) = found(r_binary) {
+        return Ok(path);
+    }
+    let path = ask_r_for_rserve_binary(r_binary).await?;
+    FOUND
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(r_binary.to_string(), path.clone());
+    Ok(path)
+}
+
+async fn ask_r_for_rserve_binary(r_binary: &str) -> Result<PathBuf, LaunchError> {
     let out = Command::new(r_binary)
         .args([
             "--vanilla",
