@@ -12,10 +12,8 @@
 //! Rserve's own output goes to our log (stderr), never to stdout, which the
 //! stdio transport owns.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::PoisonError;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -26,6 +24,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+use crate::harness::literal::r_string_literal;
 use crate::sandbox::memory_guard::{GuardKill, MemoryGuard};
 use crate::sandbox::{SandboxPolicy, bwrap};
 use crate::session::Credentials;
@@ -64,9 +63,9 @@ pub struct LocalRserveOptions {
     /// Run it inside a sandbox of this policy with this workspace (then
     /// `port` is ignored: it listens on a Unix socket).
     pub sandbox: Option<SandboxedAt>,
-    /// One line of R the Rserve parent evaluates before it listens (Rserve's `eval`
-    /// configuration key), so every forked connection inherits what it loads; a session pod
-    /// preloads its packages the same way.
+    /// R code the Rserve parent evaluates before it listens (in the global environment, as
+    /// Rserve's `eval` configuration key would), so every forked connection inherits what it
+    /// loads; a session pod preloads its packages the same way.
     pub preload: Option<String>,
     /// Whether and how the Rserve parent also loads the R harness before it listens
     /// (`rsession_harness::preload_r`, after `preload`): every forked connection then starts
@@ -117,7 +116,6 @@ pub struct LocalRserve {
 impl LocalRserve {
     /// Start Rserve and wait until it accepts connections.
     pub async fn start(opts: &LocalRserveOptions) -> Result<LocalRserve, LaunchError> {
-        let rserve_bin = find_rserve_binary(&opts.r_binary).await?;
         let dir = tempfile::Builder::new()
             .prefix("rsession-rserve-")
             .tempdir()?;
@@ -170,7 +168,7 @@ impl LocalRserve {
                 (format!("port {port}"), format!("127.0.0.1:{port}"))
             }
         };
-        let mut evals: Vec<String> = opts.preload.iter().map(|c| c.replace('\n', " ")).collect();
+        let mut evals: Vec<String> = opts.preload.iter().cloned().collect();
         if let Some(how) = opts.harness {
             std::fs::write(dir.path().join("harness.R"), rsession_harness::HARNESS_R)?;
             evals.push(rsession_harness::preload_r(
@@ -182,23 +180,12 @@ impl LocalRserve {
             dir.path().join("Rserv.conf"),
             format!(
                 "{listen}\nremote disable\nauth required\nplaintext enable\npwdfile {}\n\
-                 daemon disable\nworkdir {}\nencoding utf8\ninteractive no\nshutdown disable\n{}",
+                 daemon disable\nworkdir {}\nencoding utf8\ninteractive no\nshutdown disable\n",
                 seen.join("passwords").display(),
                 workdir.display(),
-                evals
-                    .iter()
-                    .map(|code| format!("eval {code}\n"))
-                    .collect::<String>()
             ),
         )?;
-        let argv: Vec<String> = vec![
-            opts.r_binary.clone(),
-            "CMD".into(),
-            rserve_bin.display().to_string(),
-            "--RS-conf".into(),
-            seen.join("Rserv.conf").display().to_string(),
-            "--no-save".into(),
-        ];
+        let argv = rserve_argv(&opts.r_binary, &seen.join("Rserv.conf"), &evals)?;
         let mut cmd = match &opts.sandbox {
             Some(at) => bwrap::command(&at.policy, &at.workspace, dir.path(), &argv),
             None => {
@@ -311,49 +298,54 @@ fn free_port() -> std::io::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// Path of the Rserve server binary shipped in the R package's `libs/`, for the R executable
-/// `r_binary`. Asking R costs a whole R start (0.16 s here), which a sandboxed server would
-/// otherwise pay again for every session's Rserve; so the answer is kept for the life of the
-/// process, and asked again only when that file is gone (Rserve reinstalled elsewhere).
-async fn find_rserve_binary(r_binary: &str) -> Result<PathBuf, LaunchError> {
-    static FOUND: std::sync::Mutex<BTreeMap<String, PathBuf>> =
-        std::sync::Mutex::new(BTreeMap::new());
-    let found = |r: &str| {
-        let found = FOUND.lock().unwrap_or_else(PoisonError::into_inner);
-        found.get(r).filter(|p| p.is_file()).cloned()
-    };
-    if let Some(path) = found(r_binary) {
-        return Ok(path);
-    }
-    let path = ask_r_for_rserve_binary(r_binary).await?;
-    FOUND
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(r_binary.to_string(), path.clone());
-    Ok(path)
-}
+/// Exit status of the R process when the Rserve package is not installed (see [`rserve_argv`]).
+const NO_RSERVE_STATUS: i32 = 3;
 
-async fn ask_r_for_rserve_binary(r_binary: &str) -> Result<PathBuf, LaunchError> {
-    let out = Command::new(r_binary)
-        .args([
-            "--vanilla",
-            "--slave",
-            "-e",
-            "cat(system.file('libs', 'Rserve', package = 'Rserve'))",
-        ])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .await
-        .map_err(|source| LaunchError::NoR {
-            program: r_binary.to_string(),
-            source,
-        })?;
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if path.is_empty() {
-        return Err(LaunchError::NoRserve);
+/// The command that runs R as the Rserve server with configuration file `conf` (a path as R
+/// sees it), after evaluating each of `preloads` in the global environment: `R -e '...;
+/// Rserve::run.Rserve(config.file = ...)'`, which turns that R process into the Rserve parent
+/// (Rserve's R function `run.Rserve`, in the package since 1.7; the configuration keys of the
+/// `Rserve` binary's `--RS-conf` file). Every R forked for a connection inherits what the
+/// preloads load. A preload that fails is reported on stderr and the others still run, as
+/// with the binary's `eval` key, which `run.Rserve` does not evaluate.
+///
+/// Why not `R CMD <Rserve binary>`: finding the binary (`system.file('libs', 'Rserve', package =
+/// 'Rserve')`) takes a whole R start of its own (0.16 s here) before the real one, on the path to
+/// the first session's result; here R finds the package as it loads it. Exits with
+/// [`NO_RSERVE_STATUS`] when the package is missing. Errors: a path or preload holding a NUL.
+fn rserve_argv(
+    r_binary: &str,
+    conf: &Path,
+    preloads: &[String],
+) -> Result<Vec<String>, LaunchError> {
+    let literal =
+        |s: &str| r_string_literal(s).ok_or_else(|| LaunchError::Startup(format!("NUL in {s:?}")));
+    let mut argv: Vec<String> = [r_binary, "--no-echo", "--no-save", "--no-restore"]
+        .map(String::from)
+        .into();
+    argv.extend([
+        "-e".into(),
+        format!(
+            "if (!requireNamespace('Rserve', quietly = TRUE)) quit(status = {NO_RSERVE_STATUS})"
+        ),
+    ]);
+    for code in preloads {
+        argv.extend([
+            "-e".into(),
+            format!(
+                "try(eval(parse(text = {}), envir = globalenv()))",
+                literal(code)?
+            ),
+        ]);
     }
-    Ok(PathBuf::from(path))
+    argv.extend([
+        "-e".into(),
+        format!(
+            "Rserve::run.Rserve(config.file = {})",
+            literal(&conf.display().to_string())?
+        ),
+    ]);
+    Ok(argv)
 }
 
 fn forward_output(child: &mut Child) {
@@ -412,6 +404,9 @@ async fn wait_until_listening(
     let mut pause = Duration::from_millis(10);
     loop {
         if let Some(status) = child.try_wait()? {
+            if status.code() == Some(NO_RSERVE_STATUS) {
+                return Err(LaunchError::NoRserve);
+            }
             return Err(LaunchError::Startup(format!(
                 "Rserve exited with {status} before listening on {addr}"
             )));
@@ -426,5 +421,64 @@ async fn wait_until_listening(
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// An R whose library path leaves out the site library, where Debian installs Rserve, gets
+    /// the install hint rather than a bare exit status.
+    #[tokio::test]
+    async fn a_missing_rserve_package_is_named() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let r = dir.path().join("R");
+        std::fs::write(
+            &r,
+            "#!/bin/sh\nR_LIBS_SITE=/nonexistent R_LIBS_USER=/nonexistent exec R \"$@\"\n",
+        )
+        .expect("wrapper");
+        std::fs::set_permissions(&r, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let opts = LocalRserveOptions {
+            r_binary: r.display().to_string(),
+            ..LocalRserveOptions::default()
+        };
+        let err = LocalRserve::start(&opts)
+            .await
+            .expect_err("no Rserve to start");
+        assert!(matches!(err, LaunchError::NoRserve), "{err}");
+    }
+
+    /// Preloads run in the global environment before Rserve listens, one failing preload does
+    /// not stop the next, and quotes in paths and code survive as R string literals.
+    #[test]
+    fn the_command_evaluates_each_preload_then_runs_rserve() {
+        let argv = rserve_argv(
+            "R",
+            Path::new("/tmp/it's/Rserv.conf"),
+            &["stop('no')".into(), "x <- \"a\"".into()],
+        )
+        .expect("argv");
+        assert_eq!(argv[..4], ["R", "--no-echo", "--no-save", "--no-restore"]);
+        let exprs: Vec<&str> = argv[4..]
+            .chunks(2)
+            .map(|pair| {
+                assert_eq!(pair[0], "-e");
+                pair[1].as_str()
+            })
+            .collect();
+        assert_eq!(
+            exprs,
+            [
+                "if (!requireNamespace('Rserve', quietly = TRUE)) quit(status = 3)",
+                "try(eval(parse(text = \"stop('no')\"), envir = globalenv()))",
+                "try(eval(parse(text = \"x <- \\\"a\\\"\"), envir = globalenv()))",
+                "Rserve::run.Rserve(config.file = \"/tmp/it's/Rserv.conf\")",
+            ]
+        );
+        assert!(rserve_argv("R", Path::new("/tmp/x"), &["a\0b".into()]).is_err());
     }
 }

@@ -388,9 +388,10 @@ impl Client {
         let started = descendants(self.pid);
         let rserve = child_pids(self.pid)
             .iter()
+            // The local Rserve is an R running `Rserve::run.Rserve()` (local_rserve.rs).
             .filter(|p| {
-                std::fs::read_to_string(format!("/proc/{p}/comm"))
-                    .is_ok_and(|n| n.trim() == "Rserve")
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("Rserve::run.Rserve("))
             })
             .count();
         let external = self.extra_args.iter().any(|a| a == "--rserve");
