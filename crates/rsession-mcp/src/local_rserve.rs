@@ -185,7 +185,14 @@ impl LocalRserve {
                 workdir.display(),
             ),
         )?;
-        let argv = rserve_argv(&opts.r_binary, &seen.join("Rserv.conf"), &evals)?;
+        let preload = match evals.is_empty() {
+            true => None,
+            false => {
+                std::fs::write(dir.path().join("preload.R"), preload_script(&evals)?)?;
+                Some(seen.join("preload.R"))
+            }
+        };
+        let argv = rserve_argv(&opts.r_binary, &seen.join("Rserv.conf"), preload.as_deref())?;
         let mut cmd = match &opts.sandbox {
             Some(at) => bwrap::command(&at.policy, &at.workspace, dir.path(), &argv),
             None => {
@@ -302,50 +309,61 @@ fn free_port() -> std::io::Result<u16> {
 const NO_RSERVE_STATUS: i32 = 3;
 
 /// The command that runs R as the Rserve server with configuration file `conf` (a path as R
-/// sees it), after evaluating each of `preloads` in the global environment: `R -e '...;
-/// Rserve::run.Rserve(config.file = ...)'`, which turns that R process into the Rserve parent
-/// (Rserve's R function `run.Rserve`, in the package since 1.7; the configuration keys of the
-/// `Rserve` binary's `--RS-conf` file). Every R forked for a connection inherits what the
-/// preloads load. A preload that fails is reported on stderr and the others still run, as
-/// with the binary's `eval` key, which `run.Rserve` does not evaluate.
+/// sees it), after sourcing `preload` (see [`preload_script`]) into the global environment:
+/// `R -e 'Rserve::run.Rserve(config.file = ...)'`, which turns that R process into the Rserve
+/// parent (Rserve's R function `run.Rserve`, in the package since 1.7; the configuration keys of
+/// the `Rserve` binary's `--RS-conf` file, except `eval` and `source`, which it ignores). Every R
+/// forked for a connection inherits what the preload loaded.
 ///
 /// Why not `R CMD <Rserve binary>`: finding the binary (`system.file('libs', 'Rserve', package =
 /// 'Rserve')`) takes a whole R start of its own (0.16 s here) before the real one, on the path to
-/// the first session's result; here R finds the package as it loads it. Exits with
-/// [`NO_RSERVE_STATUS`] when the package is missing. Errors: a path or preload holding a NUL.
+/// the first session's result; here R finds the package as it loads it. The session pod's R
+/// starts Rserve the same way (rsession-operator, `build/startup.rs`). Exits with
+/// [`NO_RSERVE_STATUS`] when the package is missing. Errors: a path holding a NUL.
 fn rserve_argv(
     r_binary: &str,
     conf: &Path,
-    preloads: &[String],
+    preload: Option<&Path>,
 ) -> Result<Vec<String>, LaunchError> {
-    let literal =
-        |s: &str| r_string_literal(s).ok_or_else(|| LaunchError::Startup(format!("NUL in {s:?}")));
+    let mut exprs = vec![format!(
+        "if (!requireNamespace('Rserve', quietly = TRUE)) quit(status = {NO_RSERVE_STATUS})"
+    )];
+    if let Some(path) = preload {
+        exprs.push(format!("source({})", path_literal(path)?));
+    }
+    exprs.push(format!(
+        "Rserve::run.Rserve(config.file = {})",
+        path_literal(conf)?
+    ));
     let mut argv: Vec<String> = [r_binary, "--no-echo", "--no-save", "--no-restore"]
         .map(String::from)
         .into();
-    argv.extend([
-        "-e".into(),
-        format!(
-            "if (!requireNamespace('Rserve', quietly = TRUE)) quit(status = {NO_RSERVE_STATUS})"
-        ),
-    ]);
-    for code in preloads {
-        argv.extend([
-            "-e".into(),
-            format!(
-                "try(eval(parse(text = {}), envir = globalenv()))",
-                literal(code)?
-            ),
-        ]);
+    for e in exprs {
+        argv.extend(["-e".into(), e]);
     }
-    argv.extend([
-        "-e".into(),
-        format!(
-            "Rserve::run.Rserve(config.file = {})",
-            literal(&conf.display().to_string())?
-        ),
-    ]);
     Ok(argv)
+}
+
+/// An R script evaluating each of `preloads` in the global environment, as Rserve's `eval`
+/// configuration key would, in order; one that fails is reported on stderr and the next still
+/// runs. A file rather than more `-e` options, which R 4.2's front end caps at 10,000 bytes in
+/// all. Errors: code holding a NUL.
+fn preload_script(preloads: &[String]) -> Result<String, LaunchError> {
+    preloads
+        .iter()
+        .map(|code| {
+            let code = r_string_literal(code)
+                .ok_or_else(|| LaunchError::Startup("a preload holds a NUL".into()))?;
+            Ok(format!(
+                "try(eval(parse(text = {code}), envir = globalenv()))\n"
+            ))
+        })
+        .collect()
+}
+
+fn path_literal(path: &Path) -> Result<String, LaunchError> {
+    r_string_literal(&path.display().to_string())
+        .ok_or_else(|| LaunchError::Startup(format!("NUL in the path {}", path.display())))
 }
 
 fn forward_output(child: &mut Child) {
@@ -452,14 +470,15 @@ mod tests {
         assert!(matches!(err, LaunchError::NoRserve), "{err}");
     }
 
-    /// Preloads run in the global environment before Rserve listens, one failing preload does
-    /// not stop the next, and quotes in paths and code survive as R string literals.
+    /// The preload is sourced before Rserve listens, each of its parts in the global
+    /// environment with a failure not stopping the next, and quotes in paths and code survive as
+    /// R string literals.
     #[test]
-    fn the_command_evaluates_each_preload_then_runs_rserve() {
+    fn the_command_sources_the_preload_then_runs_rserve() {
         let argv = rserve_argv(
             "R",
             Path::new("/tmp/it's/Rserv.conf"),
-            &["stop('no')".into(), "x <- \"a\"".into()],
+            Some(Path::new("/run/preload.R")),
         )
         .expect("argv");
         assert_eq!(argv[..4], ["R", "--no-echo", "--no-save", "--no-restore"]);
@@ -474,11 +493,15 @@ mod tests {
             exprs,
             [
                 "if (!requireNamespace('Rserve', quietly = TRUE)) quit(status = 3)",
-                "try(eval(parse(text = \"stop('no')\"), envir = globalenv()))",
-                "try(eval(parse(text = \"x <- \\\"a\\\"\"), envir = globalenv()))",
+                "source(\"/run/preload.R\")",
                 "Rserve::run.Rserve(config.file = \"/tmp/it's/Rserv.conf\")",
             ]
         );
-        assert!(rserve_argv("R", Path::new("/tmp/x"), &["a\0b".into()]).is_err());
+        assert_eq!(
+            preload_script(&["stop('no')".into(), "x <- \"a\"".into()]).expect("script"),
+            "try(eval(parse(text = \"stop('no')\"), envir = globalenv()))\n\
+             try(eval(parse(text = \"x <- \\\"a\\\"\"), envir = globalenv()))\n"
+        );
+        assert!(preload_script(&["a\0b".into()]).is_err());
     }
 }

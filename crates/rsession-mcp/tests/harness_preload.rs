@@ -104,6 +104,32 @@ async fn a_preloaded_harness_is_used_as_is_and_keeps_state_per_connection() {
     rserve.stop().await;
 }
 
+/// A preload that fails is reported and the next still runs: the harness preloaded after it is
+/// in place, and R serves (as with Rserve's own `eval` configuration key).
+#[tokio::test]
+async fn a_failing_preload_does_not_stop_the_harness_preload() {
+    let ws = tempfile::tempdir().expect("temp dir");
+    let rserve = LocalRserve::start(&LocalRserveOptions {
+        preload: Some("stop('a broken preload')".into()),
+        harness: Some(rsession_harness::Preload::Source),
+        ..LocalRserveOptions::default()
+    })
+    .await
+    .expect("Rserve starts");
+    let mut conn = open(&rserve, ws.path()).await;
+    assert!(
+        conn.harness_preloaded,
+        "the harness after it was not loaded"
+    );
+    let events = run(&mut conn, "1 + 1").await;
+    assert!(
+        events.contains(&Event::Value("[1] 2\n".into())),
+        "{events:?}"
+    );
+    conn.close().await;
+    rserve.stop().await;
+}
+
 #[tokio::test]
 async fn another_harness_or_none_is_replaced_by_an_install() {
     // An R that says it preloaded some other harness (another release's operator), and one that
