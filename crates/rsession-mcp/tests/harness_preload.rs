@@ -11,13 +11,17 @@ use rsession_mcp::session::{Endpoint, Watch};
 use tokio::time::Instant;
 
 async fn rserve(preload: Option<String>) -> (LocalRserve, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let rserve = LocalRserve::start(&LocalRserveOptions {
+    rserve_with(LocalRserveOptions {
         preload,
         ..LocalRserveOptions::default()
     })
     .await
-    .expect("Rserve starts");
+}
+
+/// A local Rserve started with `opts`, and a temporary workspace for its connections.
+async fn rserve_with(opts: LocalRserveOptions) -> (LocalRserve, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rserve = LocalRserve::start(&opts).await.expect("Rserve starts");
     (rserve, dir)
 }
 
@@ -51,6 +55,15 @@ async fn run(conn: &mut RConn, code: &str) -> Vec<Event> {
     let outcome = outcome(conn, code).await;
     assert_eq!(outcome.status, ExecStatus::Ok, "{:?}", outcome.events);
     outcome.events
+}
+
+/// Evaluates `code`, which must succeed and print `printed` as its value.
+async fn assert_value(conn: &mut RConn, code: &str, printed: &str) {
+    let events = run(conn, code).await;
+    assert!(
+        events.contains(&Event::Value(printed.into())),
+        "{code}: {events:?}"
+    );
 }
 
 #[tokio::test]
@@ -89,16 +102,8 @@ async fn a_preloaded_harness_is_used_as_is_and_keeps_state_per_connection() {
     // A second connection is a fresh fork of the same parent: harness there, x not.
     let mut b = open(&rserve, &ws.path().join("b")).await;
     assert!(b.harness_preloaded);
-    let events = run(&mut b, "exists('x')").await;
-    assert!(
-        events.contains(&Event::Value("[1] FALSE\n".into())),
-        "{events:?}"
-    );
-    let events = run(&mut a, "x").await;
-    assert!(
-        events.contains(&Event::Value("[1] 41\n".into())),
-        "{events:?}"
-    );
+    assert_value(&mut b, "exists('x')", "[1] FALSE\n").await;
+    assert_value(&mut a, "x", "[1] 41\n").await;
     a.close().await;
     b.close().await;
     rserve.stop().await;
@@ -108,24 +113,18 @@ async fn a_preloaded_harness_is_used_as_is_and_keeps_state_per_connection() {
 /// in place, and R serves (as with Rserve's own `eval` configuration key).
 #[tokio::test]
 async fn a_failing_preload_does_not_stop_the_harness_preload() {
-    let ws = tempfile::tempdir().expect("temp dir");
-    let rserve = LocalRserve::start(&LocalRserveOptions {
+    let (rserve, ws) = rserve_with(LocalRserveOptions {
         preload: Some("stop('a broken preload')".into()),
         harness: Some(rsession_harness::Preload::Source),
         ..LocalRserveOptions::default()
     })
-    .await
-    .expect("Rserve starts");
+    .await;
     let mut conn = open(&rserve, ws.path()).await;
     assert!(
         conn.harness_preloaded,
         "the harness after it was not loaded"
     );
-    let events = run(&mut conn, "1 + 1").await;
-    assert!(
-        events.contains(&Event::Value("[1] 2\n".into())),
-        "{events:?}"
-    );
+    assert_value(&mut conn, "1 + 1", "[1] 2\n").await;
     conn.close().await;
     rserve.stop().await;
 }
@@ -141,11 +140,7 @@ async fn another_harness_or_none_is_replaced_by_an_install() {
         let (rserve, ws) = rserve(preload.clone()).await;
         let mut conn = open(&rserve, ws.path()).await;
         assert!(!conn.harness_preloaded, "{preload:?}");
-        let events = run(&mut conn, "1 + 1").await;
-        assert!(
-            events.contains(&Event::Value("[1] 2\n".into())),
-            "{events:?}"
-        );
+        assert_value(&mut conn, "1 + 1", "[1] 2\n").await;
         conn.close().await;
         rserve.stop().await;
     }
@@ -232,13 +227,11 @@ async fn an_installed_harness_compiles_in_a_background_child_and_adopts_it() {
 /// errors with their call and traceback, and output still come back as from the uncompiled one.
 #[tokio::test]
 async fn a_preloaded_harness_is_compiled_and_leaves_the_jit_at_the_users_level() {
-    let ws = tempfile::tempdir().expect("temp dir");
-    let rserve = LocalRserve::start(&LocalRserveOptions {
+    let (rserve, ws) = rserve_with(LocalRserveOptions {
         harness: Some(rsession_harness::Preload::Compiled),
         ..LocalRserveOptions::default()
     })
-    .await
-    .expect("Rserve with the harness starts");
+    .await;
     let mut conn = open(&rserve, ws.path()).await;
     assert!(
         conn.harness_preloaded,
