@@ -14,8 +14,11 @@ The SDK (mcp 2.3) chooses the revision with `Client(mode=...)` (mcp/client/clien
 Every combination of revision x transport (stdio, streamable HTTP) runs the same
 scenarios: tools with titles and annotations, state across calls, an R error as a
 normal result, a bad argument as an invalid_argument tool error, cancellation
-from the client, and progress notifications while R runs. Needs R and Rserve,
-like test_mcp_sdk.py.
+from the client, progress notifications while R runs, child-process output in
+order with R's own, workspace files as resources, and a 60 MB file read through
+the pager. Tasks are tested with rmcp's client (crates/rsession-mcp/tests/
+long_calls.rs): this SDK's client has no API for them. Needs R and Rserve, like
+test_mcp_sdk.py.
 """
 
 from __future__ import annotations
@@ -292,3 +295,57 @@ async def test_pinned_modern_revision_without_probe(endpoint):
             assert text_of(r) == "[1] 42\n"
     sent = transport.methods()
     assert "server/discover" not in sent and "initialize" not in sent, sent
+
+
+# The first rows of the 58.4 MB file below, to check that pages join up.
+ROWS = "".join(f"row {i:07d} {'x' * 60}\n" for i in range(1, 1001))
+# The server's default result size limit (--max-result-bytes); the SDK's streamable HTTP
+# client refuses any server-sent event over 1 MiB, which ended its whole session before.
+MAX_RESULT_BYTES = 512 * 1024
+
+
+@pytest.mark.anyio
+async def test_child_output_resources_and_paging(endpoint, revision):
+    client, transport = connect(endpoint, revision)
+    with anyio.fail_after(120):
+        async with client:
+            check_negotiated(client, transport, revision)
+            sid = await new_session(client)
+
+            r = await run(client, sid, "cat('before\\n'); system('echo hi'); cat('after\\n')")
+            assert not r.is_error, text_of(r)
+            assert text_of(r) == "before\nhi\nafter\n"
+
+            r = await run(
+                client,
+                sid,
+                "writeLines(c('a,b', '1,2'), 'small.csv'); "
+                "writeLines(sprintf('row %07d %s', 1:800000, strrep('x', 60)), 'big.txt'); "
+                "file.size('big.txt')",
+            )
+            assert text_of(r) == "[1] 58400000\n", text_of(r)
+
+            uri = f"rsession://sessions/{sid}/files/small.csv"
+            listed = await client.list_resources(cache_mode="bypass")
+            assert uri in [str(x.uri) for x in listed.resources], listed
+            read = await client.read_resource(uri, cache_mode="bypass")
+            assert [c.text for c in read.contents] == ["a,b\n1,2\n"], read
+
+            r = await client.call_tool("read_session_file", {"session_id": sid, "path": "big.txt"})
+            assert not r.is_error, text_of(r)
+            assert len(r.model_dump_json(by_alias=True)) <= MAX_RESULT_BYTES
+            first = text_of(r)
+            pager = r.structured_content["pager"]
+            assert pager["page"] == 1 and pager["pages"] > 1, pager
+            assert first.startswith(ROWS[:1000]), first[:200]
+
+            r = await client.call_tool("read_output", {"handle": pager["handle"]})
+            assert not r.is_error, text_of(r)
+            assert len(r.model_dump_json(by_alias=True)) <= MAX_RESULT_BYTES
+            offset = r.structured_content["offset_chars"]
+            assert r.structured_content["page"] == 2 and offset > 0, r.structured_content
+            assert text_of(r).startswith(ROWS[offset : offset + 1000]), text_of(r)[:200]
+
+            # the session still answers after megabytes went through the pager
+            r = await run(client, sid, "nchar(readLines('small.csv', 1))")
+            assert text_of(r) == "[1] 3\n"
