@@ -2,7 +2,8 @@
 # Drives rsession-mcp over stdio with the MCP Inspector CLI (@modelcontextprotocol/inspector-cli,
 # pinned in package-lock.json and installed here with `npm ci`), as a user of the Inspector
 # would: tools/list, tools/call of create_session and of execute_in_session on a session
-# that does not exist, and resources/list. Each Inspector call starts its own server.
+# that does not exist, resources/list, resources/templates/list and prompts/list. Each
+# Inspector call starts its own server.
 # Prints `N passed, N failed`; exits non-zero on any failure.
 #
 # Usage: e2e/inspector/test.sh
@@ -78,13 +79,28 @@ unknown_session() {
 }
 check "tools/call execute_in_session on an unknown session is a session_not_found tool error" unknown_session
 
-# The server answers resources/list with a list (today an empty one). Were it to answer
-# "Method not found" instead, the Inspector would exit non-zero and this check would fail.
+# The server answers resources/list with a list: an empty one here, because each Inspector
+# call starts its own server, which has no session yet. Were it to answer "Method not found"
+# instead, the Inspector would exit non-zero and this check would fail.
 resources_list() {
   inspect resources --method resources/list &&
     json resources 'Array.isArray(r.resources)' &&
     log "resources/list: $(node -p "JSON.stringify(require('$out/resources.json'))")"
 }
 check "resources/list answers a list of resources" resources_list
+
+# Workspace files are reachable through one URI template, which a fresh server lists.
+resource_templates() {
+  inspect templates --method resources/templates/list &&
+    json templates 'r.resourceTemplates.some(t => t.uriTemplate === "rsession://sessions/{session_id}/files/{+path}")'
+}
+check "resources/templates/list gives the workspace file template" resource_templates
+
+# The explore_data prompt, with its arguments, as an Inspector user would pick it.
+prompts() {
+  inspect prompts --method prompts/list &&
+    json prompts 'r.prompts.some(p => p.name === "explore_data" && p.arguments.some(a => a.name === "file_path" && a.required))'
+}
+check "prompts/list lists explore_data with its file_path argument" prompts
 
 summary
