@@ -196,8 +196,19 @@ impl LocalRserve {
         let mut cmd = match &opts.sandbox {
             Some(at) => bwrap::command(&at.policy, &at.workspace, dir.path(), &argv),
             None => {
-                let mut cmd = Command::new(&argv[0]);
-                cmd.args(&argv[1..]).current_dir(dir.path());
+                let mut cmd = match setpriv() {
+                    Some(setpriv) => {
+                        let mut cmd = Command::new(setpriv);
+                        cmd.args(["--pdeathsig", "KILL", "--"]).args(&argv);
+                        cmd
+                    }
+                    None => {
+                        let mut cmd = Command::new(&argv[0]);
+                        cmd.args(&argv[1..]);
+                        cmd
+                    }
+                };
+                cmd.current_dir(dir.path());
                 if std::env::var_os("LANG").is_none() && std::env::var_os("LC_ALL").is_none() {
                     cmd.env("LANG", "C.UTF-8");
                 }
@@ -208,7 +219,9 @@ impl LocalRserve {
         // joins, and what those start: a session's background compile of the harness, a user's
         // `system("... &")`. Stopping Rserve kills the group, so none of them outlives the
         // server. (Inside the sandbox bubblewrap starts a new session, and the sandbox's PID
-        // namespace ends with bubblewrap, which --die-with-parent ties to the server.)
+        // namespace ends with bubblewrap, which --die-with-parent ties to the server.) A server
+        // that is killed stops nothing: then the kernel kills the unsandboxed Rserve parent
+        // (`setpriv --pdeathsig`), and the R of each connection ends when its socket closes.
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -222,7 +235,7 @@ impl LocalRserve {
             source,
         })?;
         forward_output(&mut child);
-        wait_until_listening(&mut child, &addr, opts.startup_timeout).await?;
+        wait_until_listening(&mut child, &opts.r_binary, &addr, opts.startup_timeout).await?;
         let guard = match (&opts.sandbox, child.id()) {
             (Some(at), Some(pid)) => Some(MemoryGuard::watch(pid, at.policy.memory_limit_bytes)),
             _ => None,
@@ -307,6 +320,26 @@ fn free_port() -> std::io::Result<u16> {
 
 /// Exit status of the R process when the Rserve package is not installed (see [`rserve_argv`]).
 const NO_RSERVE_STATUS: i32 = 3;
+
+/// Exit status of util-linux's `setpriv` when the program it should run is not found
+/// (`EX_EXEC_ENOENT` in util-linux's `c.h`).
+const SETPRIV_NOT_FOUND: i32 = 127;
+
+/// util-linux's `setpriv`, through which an unsandboxed Rserve parent is started: with
+/// `--pdeathsig KILL` the kernel sends it SIGKILL when this server dies (`PR_SET_PDEATHSIG`,
+/// prctl(2)), even by SIGKILL or the OOM killer, where no code of ours runs to stop it.
+/// `None` where it is not installed; R then starts directly and is stopped only by
+/// [`LocalRserve`]'s drop or `stop`.
+///
+/// The signal comes when the thread that started R ends, not only the process. That thread
+/// is one of tokio's worker threads or the main thread here, which live as long as the server
+/// (bubblewrap's `--die-with-parent`, which ties each sandbox to the server, works the same way).
+fn setpriv() -> Option<&'static Path> {
+    ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+}
 
 /// The command that runs R as the Rserve server with configuration file `conf` (a path as R
 /// sees it), after sourcing `preload` (see [`preload_script`]) into the global environment:
@@ -415,6 +448,7 @@ async fn greets(addr: &str) -> bool {
 /// `unix:` address), failing early if Rserve exits.
 async fn wait_until_listening(
     child: &mut Child,
+    r_binary: &str,
     addr: &str,
     limit: Duration,
 ) -> Result<(), LaunchError> {
@@ -424,6 +458,12 @@ async fn wait_until_listening(
         if let Some(status) = child.try_wait()? {
             if status.code() == Some(NO_RSERVE_STATUS) {
                 return Err(LaunchError::NoRserve);
+            }
+            if status.code() == Some(SETPRIV_NOT_FOUND) {
+                return Err(LaunchError::NoR {
+                    program: r_binary.to_string(),
+                    source: std::io::ErrorKind::NotFound.into(),
+                });
             }
             return Err(LaunchError::Startup(format!(
                 "Rserve exited with {status} before listening on {addr}"
@@ -468,6 +508,24 @@ mod tests {
             .await
             .expect_err("no Rserve to start");
         assert!(matches!(err, LaunchError::NoRserve), "{err}");
+    }
+
+    /// An R executable that does not exist is named, whether or not R is started through
+    /// `setpriv` (which then reports the missing program by its exit status).
+    #[tokio::test]
+    async fn a_missing_r_is_named() {
+        let opts = LocalRserveOptions {
+            r_binary: "/nonexistent/R".into(),
+            ..LocalRserveOptions::default()
+        };
+        let err = LocalRserve::start(&opts).await.expect_err("no R to start");
+        match err {
+            LaunchError::NoR { program, source } => {
+                assert_eq!(program, "/nonexistent/R");
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            }
+            other => panic!("NoR expected: {other}"),
+        }
     }
 
     /// The preload is sourced before Rserve listens, each of its parts in the global

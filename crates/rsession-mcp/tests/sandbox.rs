@@ -398,6 +398,39 @@ async fn a_session_s_processes_end_with_it() {
     c.stop().await;
 }
 
+/// A server killed outright (SIGKILL, the OOM killer) runs none of its own code to stop what it
+/// started. The kernel ends each sandbox (bubblewrap's `--die-with-parent`) and the unsandboxed
+/// Rserve parent (`setpriv --pdeathsig`); the R of each connection ends when its socket closes.
+#[tokio::test]
+async fn a_killed_server_leaves_no_r_behind() {
+    for mode in [&[][..], &["--sandbox", "danger-full-access"][..]] {
+        let host = Host::new();
+        let c = host.server(mode).await;
+        let sid = c.create_session().await;
+        assert_eq!(text(&c.exec(&sid, "1 + 1").await), "[1] 2\n");
+        let started = descendants(c.pid);
+        assert!(!started.is_empty(), "{mode:?}: the server started nothing");
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &c.pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        // The session's R may be finishing the harness's background compile (nice 19): give it
+        // time on a busy machine.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while let Some(p) = started.iter().find(|&&p| alive(p)) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{mode:?}: process {p} ({}) outlived the killed server",
+                std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                    .unwrap_or_default()
+                    .replace('\0', " ")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 fn spares(root: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(root)
         .unwrap()
