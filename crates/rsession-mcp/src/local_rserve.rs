@@ -199,16 +199,12 @@ impl LocalRserve {
                 let mut cmd = match setpriv() {
                     Some(setpriv) => {
                         let mut cmd = Command::new(setpriv);
-                        cmd.args(["--pdeathsig", "KILL", "--"]).args(&argv);
+                        cmd.args(["--pdeathsig", "KILL", "--", &argv[0]]);
                         cmd
                     }
-                    None => {
-                        let mut cmd = Command::new(&argv[0]);
-                        cmd.args(&argv[1..]);
-                        cmd
-                    }
+                    None => Command::new(&argv[0]),
                 };
-                cmd.current_dir(dir.path());
+                cmd.args(&argv[1..]).current_dir(dir.path());
                 if std::env::var_os("LANG").is_none() && std::env::var_os("LC_ALL").is_none() {
                     cmd.env("LANG", "C.UTF-8");
                 }
