@@ -13,7 +13,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Client, alive, descendants, error_code, stdio_client_env, structured, text};
+use common::{
+    Client, alive, await_ended, descendants, error_code, stdio_client_env, structured, text,
+};
 use rsession_testkit::mcp::Recorder;
 use serde_json::json;
 
@@ -383,14 +385,12 @@ async fn a_session_s_processes_end_with_it() {
     );
     let r = c.call("close_session", json!({"session_id": sid})).await;
     assert_eq!(r.is_error, Some(false));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while alive(sleepers[0]) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "R's child outlived its session"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    await_ended(
+        &sleepers,
+        Duration::from_secs(10),
+        "(R's child) outlived its session",
+    )
+    .await;
     assert!(
         !host.root().join(&sid).exists(),
         "the workspace is removed with the session"
@@ -417,17 +417,12 @@ async fn a_killed_server_leaves_no_r_behind() {
         assert!(killed.success());
         // The session's R may be finishing the harness's background compile (nice 19): give it
         // time on a busy machine.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while let Some(p) = started.iter().find(|&&p| alive(p)) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{mode:?}: process {p} ({}) outlived the killed server",
-                std::fs::read_to_string(format!("/proc/{p}/cmdline"))
-                    .unwrap_or_default()
-                    .replace('\0', " ")
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        await_ended(
+            &started,
+            Duration::from_secs(30),
+            &format!("outlived the killed server ({mode:?})"),
+        )
+        .await;
     }
 }
 

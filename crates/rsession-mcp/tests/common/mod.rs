@@ -409,14 +409,28 @@ impl Client {
                 .status();
             let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while let Some(p) = started.iter().find(|&&p| alive(p)) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "process {p} started by the server still running after shutdown"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        await_ended(
+            &started,
+            Duration::from_secs(10),
+            "started by the server, still running after shutdown",
+        )
+        .await;
+    }
+}
+
+/// Waits until none of `pids` is alive (zombies count as ended), polling every 50 ms; panics
+/// after `within`, naming the first one still running, its command line and `what` it is.
+pub async fn await_ended(pids: &[u32], within: Duration, what: &str) {
+    let deadline = tokio::time::Instant::now() + within;
+    while let Some(p) = pids.iter().find(|&&p| alive(p)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "process {p} ({}) {what}",
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .unwrap_or_default()
+                .replace('\0', " ")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
