@@ -13,7 +13,6 @@ rounds) per call.
 Usage: server_cpu_probe.py [ROUNDS] [SERVER ARGS...]   (default 3000 rounds)
 The binary: as transport_probe.py ($RSESSION_MCP, else $CARGO_TARGET_DIR/release/rsession-mcp).
 """
-import json
 import os
 import statistics
 import subprocess
@@ -21,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import transport_probe as tp  # noqa: E402  (its binary lookup, request bodies and /proc reader)
+import transport_probe as tp  # noqa: E402  (its binary lookup, stdio calls and /proc reader)
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
 CODES = {"1+1": "1+1", "printing": "print(summary(lm(mpg ~ wt, mtcars)))"}
@@ -40,15 +39,9 @@ def main():
 
 def run(server):
     def call(tool, arguments):
-        rid, body = tp.Request.body(tool, arguments)
-        server.stdin.write((body + "\n").encode())
-        server.stdin.flush()
-        while True:
-            message = json.loads(server.stdout.readline())
-            if message.get("id") == rid:
-                result = message["result"]
-                assert not result.get("isError"), result
-                return result
+        result = tp.stdio_call(server, tool, arguments)
+        assert not result.get("isError"), result
+        return result
 
     session = call("create_session", {})["structuredContent"]["session_id"]
     for _ in range(300):

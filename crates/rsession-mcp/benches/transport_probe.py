@@ -63,6 +63,17 @@ class Request:
             "params": {"name": tool, "arguments": arguments, "_meta": META}})
 
 
+def stdio_call(server, tool, arguments):
+    """The result of one `tools/call` sent as a JSON line to the stdio `server` (a Popen)."""
+    rid, body = Request.body(tool, arguments)
+    server.stdin.write((body + "\n").encode())
+    server.stdin.flush()
+    while True:
+        message = json.loads(server.stdout.readline())
+        if message.get("id") == rid:
+            return message["result"]
+
+
 def main():
     common = [BINARY, "--sandbox", "danger-full-access", "--audit-log", "off"]
     stdio = subprocess.Popen(common, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=server_env())
@@ -78,13 +89,7 @@ def main():
 
 def run(stdio, http_server, port):
     def over_stdio(tool, arguments):
-        rid, body = Request.body(tool, arguments)
-        stdio.stdin.write((body + "\n").encode())
-        stdio.stdin.flush()
-        while True:
-            message = json.loads(stdio.stdout.readline())
-            if message.get("id") == rid:
-                return message["result"]
+        return stdio_call(stdio, tool, arguments)
 
     deadline = time.monotonic() + 30
     while True:
