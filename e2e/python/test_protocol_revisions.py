@@ -23,6 +23,7 @@ test_mcp_sdk.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import urllib.request
@@ -138,6 +139,17 @@ def check_negotiated(client: Client, transport: Recording, revision: str) -> Non
         assert "server/discover" not in sent, sent
 
 
+@contextlib.asynccontextmanager
+async def negotiated(endpoint: Endpoint, revision: str, seconds: float):
+    """An SDK client connected at `revision`, its negotiation checked (`check_negotiated`), with
+    its transport; connecting, the caller's use and closing are bounded by `seconds` together."""
+    client, transport = connect(endpoint, revision)
+    with anyio.fail_after(seconds):
+        async with client:
+            check_negotiated(client, transport, revision)
+            yield client, transport
+
+
 def text_of(result) -> str:
     return "".join(c.text for c in result.content if getattr(c, "type", None) == "text")
 
@@ -154,45 +166,41 @@ async def new_session(client: Client) -> str:
 
 @pytest.mark.anyio
 async def test_basics(endpoint, revision):
-    client, transport = connect(endpoint, revision)
-    with anyio.fail_after(120):
-        async with client:
-            check_negotiated(client, transport, revision)
+    async with negotiated(endpoint, revision, 120) as (client, _):
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        run_r = tools["execute_in_session"]
+        assert run_r.title == "Run R code"
+        assert run_r.annotations is not None
+        assert run_r.annotations.read_only_hint is False
+        assert run_r.annotations.destructive_hint is True
+        assert tools["list_sessions"].annotations.read_only_hint is True
+        for name, tool in tools.items():
+            assert tool.title, name
+            assert tool.annotations is not None, name
+            for hint in ANNOTATIONS:
+                assert getattr(tool.annotations, hint) is not None, (name, hint)
 
-            tools = {t.name: t for t in (await client.list_tools()).tools}
-            run_r = tools["execute_in_session"]
-            assert run_r.title == "Run R code"
-            assert run_r.annotations is not None
-            assert run_r.annotations.read_only_hint is False
-            assert run_r.annotations.destructive_hint is True
-            assert tools["list_sessions"].annotations.read_only_hint is True
-            for name, tool in tools.items():
-                assert tool.title, name
-                assert tool.annotations is not None, name
-                for hint in ANNOTATIONS:
-                    assert getattr(tool.annotations, hint) is not None, (name, hint)
+        sid = await new_session(client)
+        r = await run(client, sid, "x <- 41")
+        assert not r.is_error, text_of(r)
+        r = await run(client, sid, "x + 1")
+        assert not r.is_error, text_of(r)
+        assert text_of(r) == "[1] 42\n"
 
-            sid = await new_session(client)
-            r = await run(client, sid, "x <- 41")
-            assert not r.is_error, text_of(r)
-            r = await run(client, sid, "x + 1")
-            assert not r.is_error, text_of(r)
-            assert text_of(r) == "[1] 42\n"
+        r = await run(client, sid, "stop('boom')")
+        assert not r.is_error, "an R error is a result, not a tool failure"
+        assert r.structured_content["status"] == "error"
+        assert text_of(r) == "Error: boom\n"
 
-            r = await run(client, sid, "stop('boom')")
-            assert not r.is_error, "an R error is a result, not a tool failure"
-            assert r.structured_content["status"] == "error"
-            assert text_of(r) == "Error: boom\n"
+        r = await client.call_tool("execute_in_session", {"session_id": 7, "code": []})
+        assert r.is_error
+        body = json.loads(text_of(r))
+        assert body["code"] == "invalid_argument", body
+        assert set(body) >= {"code", "message", "retryable", "details"}
 
-            r = await client.call_tool("execute_in_session", {"session_id": 7, "code": []})
-            assert r.is_error
-            body = json.loads(text_of(r))
-            assert body["code"] == "invalid_argument", body
-            assert set(body) >= {"code", "message", "retryable", "details"}
-
-            # the session survived all of that
-            r = await run(client, sid, "x")
-            assert text_of(r) == "[1] 41\n"
+        # the session survived all of that
+        r = await run(client, sid, "x")
+        assert text_of(r) == "[1] 41\n"
 
 
 async def wait_busy(client: Client, sid: str) -> None:
@@ -216,38 +224,35 @@ async def test_cancel(endpoint, revision):
     response stream is the cancellation. Either way the server must interrupt R so the
     session takes the next call at once.
     """
-    client, transport = connect(endpoint, revision)
-    with anyio.fail_after(60):
-        async with client:
-            check_negotiated(client, transport, revision)
-            sid = await new_session(client)
-            assert not (await run(client, sid, "x <- 41")).is_error
+    async with negotiated(endpoint, revision, 60) as (client, transport):
+        sid = await new_session(client)
+        assert not (await run(client, sid, "x <- 41")).is_error
 
-            result = []
-            async with anyio.create_task_group() as tg:
+        result = []
+        async with anyio.create_task_group() as tg:
 
-                async def sleeper():
-                    result.append(await run(client, sid, "Sys.sleep(60)"))
+            async def sleeper():
+                result.append(await run(client, sid, "Sys.sleep(60)"))
 
-                tg.start_soon(sleeper)
-                with anyio.fail_after(10):
-                    await wait_busy(client, sid)
-                tg.cancel_scope.cancel()
-            assert result == [], "the cancelled call must not have completed"
+            tg.start_soon(sleeper)
+            with anyio.fail_after(10):
+                await wait_busy(client, sid)
+            tg.cancel_scope.cancel()
+        assert result == [], "the cancelled call must not have completed"
 
-            calls = [m for m in transport.sent if getattr(m, "method", None) == "tools/call"]
-            sleep_call = next(m for m in calls if m.params["arguments"].get("code") == "Sys.sleep(60)")
-            cancels = [m for m in transport.sent if getattr(m, "method", None) == "notifications/cancelled"]
-            assert [c.params["requestId"] for c in cancels] == [sleep_call.id], cancels
+        calls = [m for m in transport.sent if getattr(m, "method", None) == "tools/call"]
+        sleep_call = next(m for m in calls if m.params["arguments"].get("code") == "Sys.sleep(60)")
+        cancels = [m for m in transport.sent if getattr(m, "method", None) == "notifications/cancelled"]
+        assert [c.params["requestId"] for c in cancels] == [sleep_call.id], cancels
 
-            t = time.monotonic()
-            r = await run(client, sid, "x + 1")
-            elapsed = time.monotonic() - t
-            assert not r.is_error, text_of(r)
-            assert text_of(r) == "[1] 42\n"
-            assert elapsed < 2, elapsed
-            sessions = (await client.call_tool("list_sessions", {})).structured_content["sessions"]
-            assert [s["busy"] for s in sessions if s["session_id"] == sid] == [False]
+        t = time.monotonic()
+        r = await run(client, sid, "x + 1")
+        elapsed = time.monotonic() - t
+        assert not r.is_error, text_of(r)
+        assert text_of(r) == "[1] 42\n"
+        assert elapsed < 2, elapsed
+        sessions = (await client.call_tool("list_sessions", {})).structured_content["sessions"]
+        assert [s["busy"] for s in sessions if s["session_id"] == sid] == [False]
 
     metrics = endpoint.metrics()
     if metrics is not None:
@@ -257,20 +262,17 @@ async def test_cancel(endpoint, revision):
 
 @pytest.mark.anyio
 async def test_progress(endpoint, revision):
-    client, transport = connect(endpoint, revision)
-    with anyio.fail_after(60):
-        async with client:
-            check_negotiated(client, transport, revision)
-            sid = await new_session(client)
-            seen: list[tuple[float, float, float | None, str | None]] = []
+    async with negotiated(endpoint, revision, 60) as (client, _):
+        sid = await new_session(client)
+        seen: list[tuple[float, float, float | None, str | None]] = []
 
-            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-                seen.append((time.monotonic(), progress, total, message))
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            seen.append((time.monotonic(), progress, total, message))
 
-            r = await run(client, sid, STEPS, progress_callback=on_progress)
-            done = time.monotonic()
-            assert not r.is_error, text_of(r)
-            assert text_of(r) == "".join(f"step {i} of 6\n" for i in range(1, 7))
+        r = await run(client, sid, STEPS, progress_callback=on_progress)
+        done = time.monotonic()
+        assert not r.is_error, text_of(r)
+        assert text_of(r) == "".join(f"step {i} of 6\n" for i in range(1, 7))
 
     # The SDK runs progress callbacks as tasks, so the last one may land just after the result.
     assert len([at for at, *_ in seen if at < done]) >= 2, (done, seen)
@@ -306,46 +308,43 @@ MAX_RESULT_BYTES = 512 * 1024
 
 @pytest.mark.anyio
 async def test_child_output_resources_and_paging(endpoint, revision):
-    client, transport = connect(endpoint, revision)
-    with anyio.fail_after(120):
-        async with client:
-            check_negotiated(client, transport, revision)
-            sid = await new_session(client)
+    async with negotiated(endpoint, revision, 120) as (client, _):
+        sid = await new_session(client)
 
-            r = await run(client, sid, "cat('before\\n'); system('echo hi'); cat('after\\n')")
-            assert not r.is_error, text_of(r)
-            assert text_of(r) == "before\nhi\nafter\n"
+        r = await run(client, sid, "cat('before\\n'); system('echo hi'); cat('after\\n')")
+        assert not r.is_error, text_of(r)
+        assert text_of(r) == "before\nhi\nafter\n"
 
-            r = await run(
-                client,
-                sid,
-                "writeLines(c('a,b', '1,2'), 'small.csv'); "
-                "writeLines(sprintf('row %07d %s', 1:800000, strrep('x', 60)), 'big.txt'); "
-                "file.size('big.txt')",
-            )
-            assert text_of(r) == "[1] 58400000\n", text_of(r)
+        r = await run(
+            client,
+            sid,
+            "writeLines(c('a,b', '1,2'), 'small.csv'); "
+            "writeLines(sprintf('row %07d %s', 1:800000, strrep('x', 60)), 'big.txt'); "
+            "file.size('big.txt')",
+        )
+        assert text_of(r) == "[1] 58400000\n", text_of(r)
 
-            uri = f"rsession://sessions/{sid}/files/small.csv"
-            listed = await client.list_resources(cache_mode="bypass")
-            assert uri in [str(x.uri) for x in listed.resources], listed
-            read = await client.read_resource(uri, cache_mode="bypass")
-            assert [c.text for c in read.contents] == ["a,b\n1,2\n"], read
+        uri = f"rsession://sessions/{sid}/files/small.csv"
+        listed = await client.list_resources(cache_mode="bypass")
+        assert uri in [str(x.uri) for x in listed.resources], listed
+        read = await client.read_resource(uri, cache_mode="bypass")
+        assert [c.text for c in read.contents] == ["a,b\n1,2\n"], read
 
-            r = await client.call_tool("read_session_file", {"session_id": sid, "path": "big.txt"})
-            assert not r.is_error, text_of(r)
-            assert len(r.model_dump_json(by_alias=True)) <= MAX_RESULT_BYTES
-            first = text_of(r)
-            pager = r.structured_content["pager"]
-            assert pager["page"] == 1 and pager["pages"] > 1, pager
-            assert first.startswith(ROWS[:1000]), first[:200]
+        r = await client.call_tool("read_session_file", {"session_id": sid, "path": "big.txt"})
+        assert not r.is_error, text_of(r)
+        assert len(r.model_dump_json(by_alias=True)) <= MAX_RESULT_BYTES
+        first = text_of(r)
+        pager = r.structured_content["pager"]
+        assert pager["page"] == 1 and pager["pages"] > 1, pager
+        assert first.startswith(ROWS[:1000]), first[:200]
 
-            r = await client.call_tool("read_output", {"handle": pager["handle"]})
-            assert not r.is_error, text_of(r)
-            assert len(r.model_dump_json(by_alias=True)) <= MAX_RESULT_BYTES
-            offset = r.structured_content["offset_chars"]
-            assert r.structured_content["page"] == 2 and offset > 0, r.structured_content
-            assert text_of(r).startswith(ROWS[offset : offset + 1000]), text_of(r)[:200]
+        r = await client.call_tool("read_output", {"handle": pager["handle"]})
+        assert not r.is_error, text_of(r)
+        assert len(r.model_dump_json(by_alias=True)) <= MAX_RESULT_BYTES
+        offset = r.structured_content["offset_chars"]
+        assert r.structured_content["page"] == 2 and offset > 0, r.structured_content
+        assert text_of(r).startswith(ROWS[offset : offset + 1000]), text_of(r)[:200]
 
-            # the session still answers after megabytes went through the pager
-            r = await run(client, sid, "nchar(readLines('small.csv', 1))")
-            assert text_of(r) == "[1] 3\n"
+        # the session still answers after megabytes went through the pager
+        r = await run(client, sid, "nchar(readLines('small.csv', 1))")
+        assert text_of(r) == "[1] 3\n"
